@@ -1,0 +1,40 @@
+# snapbpf: build, test, demo. Everything runs as root on a Debian 12 host.
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+# Static binaries: the agent is a guest's /init, and snapbpf runs on any host.
+export CGO_ENABLED := 0
+
+.PHONY: all build deps demo test generate vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/snapbpf ./cmd/snapbpf
+	$(GO) build -o $(BIN)/snapbpf-agent ./cmd/snapbpf-agent
+
+# Debian packages the project needs at run and test time.
+APT_PKGS := qemu-system-x86 util-linux fio
+deps:
+	@missing=""; \
+	command -v qemu-system-x86_64 >/dev/null || missing="$$missing qemu-system-x86"; \
+	command -v fio >/dev/null || missing="$$missing fio"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# The main job on the embedded default: image, snapshot, restores, table.
+demo: deps build
+	$(BIN)/snapbpf demo
+
+test: deps build
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 80m $(PKGS)
+
+# Regenerate the BPF objects (needs clang and llvm: apt-get install clang llvm).
+generate:
+	$(GO) generate ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,206 @@
+//go:build ignore
+
+/*
+ * Page-cache capture for snapbpf.
+ *
+ * One tracepoint does the work: filemap:mm_filemap_add_to_page_cache fires
+ * whenever a folio enters a file's page cache, the moment a cold page is
+ * read for a fault, a read() or readahead. Only the watched files pass the
+ * (device, inode) lookup in the `files` map; their insertions go to user
+ * space through the `events` ring buffer. A record that does not fit in the
+ * ring buffer is counted, never dropped silently.
+ *
+ * Two helpers make a recording trustworthy:
+ *  - the openat/openat2/open exit tracepoints report when a process opens a
+ *    watched file, with the readahead window its new struct file starts
+ *    with, so user space can end a device-wide "no readahead" window as soon
+ *    as the file is open, and fix a later open that got readahead;
+ *  - readahead:page_cache_ra_order counts readahead windows of more than
+ *    one page on watched files: zero means the capture holds no readahead.
+ *
+ * Regenerate with `go generate ./internal/capture/` (see internal/capture/bpf.go).
+ */
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+enum event_kind {
+	EVENT_INSERT = 1, /* a folio entered a watched file's page cache */
+	EVENT_OPEN = 2,   /* a process opened a watched file */
+};
+
+struct event {
+	__u64 time_ns;  /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
+	__u64 index;    /* EVENT_INSERT: first page of the folio; EVENT_OPEN: the fd */
+	__u32 file;     /* the file's position in the watch list */
+	__u32 pid;      /* thread-group id of the task that caused the event */
+	__u32 ra_pages; /* EVENT_OPEN: the new struct file's readahead window */
+	__u8 kind;      /* enum event_kind */
+	__u8 order;     /* EVENT_INSERT: the folio holds 2^order pages */
+	__u8 pad[2];
+};
+
+struct file_key {
+	__u64 ino;
+	__u32 dev; /* kernel dev_t of the superblock: major<<20 | minor */
+	__u32 pad;
+};
+
+enum counter {
+	COUNTER_LOST = 0,       /* records the ring buffer had no room for */
+	COUNTER_RA_WINDOWS = 1, /* readahead windows > 1 page on watched files */
+	COUNTER_RA_PAGES = 2,   /* pages those windows asked for */
+	COUNTER_MAX = 3,
+};
+
+/* Our own process: its opens of a watched file are not the workload's. */
+const volatile __u32 ignore_tgid = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64); /* resized by the loader to the watch list */
+	__type(key, struct file_key);
+	__type(value, __u32);
+} files SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24); /* resized by the loader */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Gives struct event a BTF type, which bpf2go turns into a Go type. */
+const struct event *unused_event __attribute__((unused));
+
+static __always_inline void count(__u32 which, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &which);
+
+	if (v)
+		*v += n; /* per-CPU slot: no other writer */
+}
+
+SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
+int on_add_to_page_cache(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	struct file_key key = {
+		.ino = ctx->i_ino,
+		.dev = ctx->s_dev,
+	};
+	struct event *e;
+	__u32 *file;
+
+	file = bpf_map_lookup_elem(&files, &key);
+	if (!file)
+		return 0;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_LOST, 1);
+		return 0;
+	}
+	e->time_ns = bpf_ktime_get_ns();
+	e->index = ctx->index;
+	e->file = *file;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->ra_pages = 0;
+	e->kind = EVENT_INSERT;
+	e->order = ctx->order;
+	e->pad[0] = 0;
+	e->pad[1] = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* Reports a successful open of a watched file; ret is the new fd. */
+static __always_inline int on_open_exit(long ret)
+{
+	struct task_struct *task;
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *f = NULL;
+	struct file_key key = {};
+	struct event *e;
+	__u32 *file;
+	__u32 tgid;
+
+	if (ret < 0)
+		return 0;
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	if (tgid == ignore_tgid)
+		return 0;
+
+	task = (struct task_struct *)bpf_get_current_task();
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || (unsigned long)ret >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[ret]) || !f)
+		return 0;
+	key.ino = BPF_CORE_READ(f, f_inode, i_ino);
+	key.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+
+	file = bpf_map_lookup_elem(&files, &key);
+	if (!file)
+		return 0;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_LOST, 1);
+		return 0;
+	}
+	e->time_ns = bpf_ktime_get_ns();
+	e->index = ret;
+	e->file = *file;
+	e->pid = tgid;
+	e->ra_pages = BPF_CORE_READ(f, f_ra.ra_pages);
+	e->kind = EVENT_OPEN;
+	e->order = 0;
+	e->pad[0] = 0;
+	e->pad[1] = 0;
+	/* Wake the reader now: it may be holding a device-wide setting. */
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int on_exit_openat(struct syscall_trace_exit *ctx)
+{
+	return on_open_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int on_exit_openat2(struct syscall_trace_exit *ctx)
+{
+	return on_open_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int on_exit_open(struct syscall_trace_exit *ctx)
+{
+	return on_open_exit(ctx->ret);
+}
+
+SEC("tracepoint/readahead/page_cache_ra_order")
+int on_ra_order(struct trace_event_raw_page_cache_ra_order *ctx)
+{
+	struct file_key key = {
+		.ino = ctx->i_ino,
+		.dev = ctx->s_dev,
+	};
+
+	if (ctx->size <= 1 || !bpf_map_lookup_elem(&files, &key))
+		return 0;
+	count(COUNTER_RA_WINDOWS, 1);
+	count(COUNTER_RA_PAGES, ctx->size);
+	return 0;
+}

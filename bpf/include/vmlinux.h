@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * A trimmed vmlinux.h: only the kernel types bpf/capture.c reads, cut from
+ *   bpftool btf dump file /sys/kernel/btf/vmlinux format c
+ * Every struct is declared with preserve_access_index, so each field access
+ * is a CO-RE relocation resolved against the running kernel's BTF at load
+ * time: the layouts below need only the fields we use, with the kernel's
+ * names; offsets, order and padding come from the kernel, not from here.
+ * To add a type, copy its declaration from a fresh bpftool dump and delete
+ * the fields the program does not touch.
+ */
+#ifndef __VMLINUX_H__
+#define __VMLINUX_H__
+
+typedef unsigned char __u8;
+typedef short int __s16;
+typedef short unsigned int __u16;
+typedef int __s32;
+typedef unsigned int __u32;
+typedef long long int __s64;
+typedef long long unsigned int __u64;
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __u64 u64;
+typedef __s64 s64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+typedef _Bool bool;
+typedef u32 __kernel_dev_t;
+typedef __kernel_dev_t dev_t;
+typedef long long int __kernel_loff_t;
+typedef __kernel_loff_t loff_t;
+typedef int __kernel_pid_t;
+typedef __kernel_pid_t pid_t;
+
+enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+
+enum {
+	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+	BPF_EXIST = 2,
+};
+
+enum {
+	BPF_RB_NO_WAKEUP = 1,
+	BPF_RB_FORCE_WAKEUP = 2,
+};
+
+#ifndef BPF_NO_PRESERVE_ACCESS_INDEX
+#pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
+#endif
+
+struct trace_entry {
+	short unsigned int type;
+	unsigned char flags;
+	unsigned char preempt_count;
+	int pid;
+};
+
+/* filemap:mm_filemap_add_to_page_cache */
+struct trace_event_raw_mm_filemap_op_page_cache {
+	struct trace_entry ent;
+	long unsigned int pfn;
+	long unsigned int i_ino;
+	long unsigned int index;
+	dev_t s_dev;
+	unsigned char order;
+};
+
+/* readahead:page_cache_ra_order */
+struct trace_event_raw_page_cache_ra_order {
+	struct trace_entry ent;
+	long unsigned int i_ino;
+	dev_t s_dev;
+	long unsigned int index;
+	unsigned int order;
+	unsigned int size;
+	unsigned int async_size;
+	unsigned int ra_pages;
+};
+
+/* syscalls:sys_exit_* (the per-syscall exit events share this record) */
+struct syscall_trace_exit {
+	struct trace_entry ent;
+	int nr;
+	long int ret;
+};
+
+struct super_block {
+	dev_t s_dev;
+};
+
+struct inode {
+	struct super_block *i_sb;
+	long unsigned int i_ino;
+};
+
+struct file_ra_state {
+	unsigned int ra_pages;
+};
+
+struct file {
+	struct inode *f_inode;
+	struct file_ra_state f_ra;
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct task_struct {
+	pid_t tgid;
+	struct files_struct *files;
+};
+
+#ifndef BPF_NO_PRESERVE_ACCESS_INDEX
+#pragma clang attribute pop
+#endif
+
+#endif /* __VMLINUX_H__ */

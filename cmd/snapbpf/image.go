@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/snapbpf/snapbpf/internal/guest"
+)
+
+func newImageCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "image", Short: "Build the guest image (kernel + initramfs with the agent)"}
+	var o guest.BuildOptions
+	var asJSON bool
+	build := &cobra.Command{
+		Use:   "build",
+		Short: "Fetch Debian's cloud kernel through apt and build the guest image",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.AgentPath == "" {
+				p, err := findAgent()
+				if err != nil {
+					return err
+				}
+				o.AgentPath = p
+			}
+			if !asJSON {
+				o.Log = progress(cmd)
+			}
+			img, err := guest.Build(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), img)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "image %s: kernel %s, initramfs %s\n", img.Dir, img.KernelVersion, filepath.Base(img.Initramfs))
+			return nil
+		},
+	}
+	build.Flags().StringVar(&o.OutDir, "out", defaultImageDir(), "image directory")
+	build.Flags().StringVar(&o.CacheDir, "cache", guest.DefaultCacheDir, "download cache for the kernel package")
+	build.Flags().StringVar(&o.AgentPath, "agent", "", "static snapbpf-agent binary (default: next to snapbpf)")
+	build.Flags().StringVar(&o.KernelPackage, "kernel-package", "", "exact Debian kernel package (default: what linux-image-cloud-amd64 depends on)")
+	build.Flags().BoolVar(&asJSON, "json", false, "print the image description as JSON")
+	cmd.AddCommand(build)
+	return cmd
+}
+
+// findAgent looks for snapbpf-agent next to the running snapbpf.
+func findAgent() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find snapbpf-agent: %w", err)
+	}
+	p := filepath.Join(filepath.Dir(self), "snapbpf-agent")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no guest agent at %s: build it with `make build` (or CGO_ENABLED=0 go build -o %s ./cmd/snapbpf-agent), or pass --agent", p, p)
+	}
+	return p, nil
+}
+
+// loadImage loads the image at dir, saying how to make one when missing.
+func loadImage(dir string) (*guest.Image, error) {
+	img, err := guest.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w (build it with: snapbpf image build --out %s)", err, dir)
+	}
+	return img, nil
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
+)
+
+// restoreReport is restore's output.
+type restoreReport struct {
+	Snapshot string            `json:"snapshot"`
+	Function string            `json:"function"`
+	Input    uint64            `json:"input"`
+	Count    int               `json:"count"`
+	Cold     bool              `json:"cold"`
+	Policy   string            `json:"policy"`
+	VMs      []funcvm.VMResult `json:"vms"`
+}
+
+func newRestoreCmd() *cobra.Command {
+	var (
+		snapDir string
+		o       funcvm.RestoreOptions
+		asJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "restore --snapshot DIR",
+		Short: "Restore clones of a snapshot concurrently, invoke each once and verify the results",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rep, err := restore(cmd, snapDir, o)
+			if rep != nil {
+				if asJSON {
+					if jerr := writeJSON(cmd.OutOrStdout(), rep); jerr != nil {
+						return jerr
+					}
+				} else {
+					printVMs(cmd.OutOrStdout(), rep)
+				}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&snapDir, "snapshot", "", "snapshot directory")
+	f.Uint64Var(&o.Input, "input", 1, "input seed for the invocation")
+	f.IntVar(&o.Count, "count", 1, "clones to restore concurrently")
+	f.BoolVar(&o.Cold, "cold", false, "drop the memory file's cached pages first")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object with a vms array")
+	cmd.MarkFlagRequired("snapshot")
+	return cmd
+}
+
+func restore(cmd *cobra.Command, snapDir string, o funcvm.RestoreOptions) (*restoreReport, error) {
+	dir, err := snapshot.Open(snapDir)
+	if err != nil {
+		return nil, err
+	}
+	m := dir.Manifest
+	o.Expected, err = funcvm.Expect(m.Function, m.FunctionOptions["data_mib"], o.Input)
+	if err != nil {
+		return nil, err
+	}
+	vms, err := funcvm.Restore(cmd.Context(), &qemu.Driver{}, dir, o)
+	if vms == nil {
+		return nil, err
+	}
+	return &restoreReport{
+		Snapshot: dir.Path, Function: m.Function, Input: o.Input, Count: len(vms),
+		Cold: o.Cold, Policy: "lazy", VMs: vms,
+	}, err
+}
+
+func printVMs(w io.Writer, r *restoreReport) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "%s (%s), input %d, policy %s, cold=%v\n", r.Snapshot, r.Function, r.Input, r.Policy, r.Cold)
+	fmt.Fprintln(tw, "vm\te2e_ms\tvmm_start_ms\tstate_load_ms\tresume_to_result_ms\tguest_fn_ms\tmajor_faults\tminor_faults\tread_MiB\tok\t")
+	for _, v := range r.VMs {
+		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.1f\t%v\t\n", v.Index, v.E2EMs, v.VMMStartMs, v.StateLoadMs,
+			v.ResumeToResultMs, v.GuestFnMs, v.MajorFaults, v.MinorFaults, float64(v.MemFileReadBytes)/(1<<20), v.ResultOK)
+	}
+	tw.Flush()
+	for _, v := range r.VMs {
+		if v.Error != "" {
+			fmt.Fprintf(w, "vm %d: %s\n", v.Index, v.Error)
+		}
+	}
+}

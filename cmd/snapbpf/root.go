@@ -1,0 +1,49 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+)
+
+// Default locations; SNAPBPF_HOME moves them all.
+func homeDir() string {
+	if h := os.Getenv("SNAPBPF_HOME"); h != "" {
+		return h
+	}
+	return "/var/lib/snapbpf"
+}
+
+func defaultImageDir() string { return filepath.Join(homeDir(), "image") }
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "snapbpf",
+		Short:         "Fast microVM snapshot restore with eBPF working-set capture and page-cache prefetch",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newImageCmd(), newSnapshotCmd(), newRestoreCmd(), newDemoCmd(), newFunctionsCmd())
+	return root
+}
+
+// writeJSON prints v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// progress returns where progress lines go: stderr, so stdout stays
+// parseable under --json.
+func progress(cmd *cobra.Command) io.Writer { return cmd.ErrOrStderr() }
+
+func logf(w io.Writer, format string, a ...any) {
+	if w != nil {
+		fmt.Fprintf(w, format+"\n", a...)
+	}
+}

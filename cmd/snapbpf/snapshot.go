@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/snapbpf/snapbpf/internal/functions"
+	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
+)
+
+func newSnapshotCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Short: "Create and inspect function snapshots"}
+	cmd.AddCommand(newSnapshotCreateCmd(), newSnapshotInspectCmd())
+	return cmd
+}
+
+func newSnapshotCreateCmd() *cobra.Command {
+	var (
+		o        funcvm.CreateOptions
+		imageDir string
+		asJSON   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create --function NAME --out DIR",
+		Short: "Boot a function VM, initialise the function and snapshot it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := functions.New(o.Function); err != nil {
+				return err
+			}
+			img, err := loadImage(imageDir)
+			if err != nil {
+				return err
+			}
+			if o.MemMiB == 0 {
+				o.MemMiB = functions.MinGuestMiB(o.Function, functions.Options{DataMiB: o.DataMiB})
+			}
+			o.Log = progress(cmd)
+			dir, st, err := funcvm.CreateSnapshot(cmd.Context(), &qemu.Driver{}, img, o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), struct {
+					Snapshot snapshot.Description `json:"snapshot"`
+					Stats    funcvm.CreateStats   `json:"stats"`
+				}{dir.Describe(), st})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s created in %.1f s (boot %.0f ms, init %.0f ms, settle %.0f ms, save %.0f ms)\n",
+				dir.Path, st.TotalMs/1000, st.BootMs, st.InitMs, st.SettleMs, st.SaveMs)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Function, "function", "", "function to snapshot (see snapbpf functions)")
+	f.StringVar(&o.Out, "out", "", "snapshot directory to create")
+	f.IntVar(&o.MemMiB, "mem-mib", 0, "guest RAM in MiB (default: sized for the function)")
+	f.IntVar(&o.DataMiB, "data-mib", 0, "function data/model size in MiB (default: the function's)")
+	f.StringVar(&o.FreePages, "free-pages", snapshot.FreePagesReport, "free guest pages at snapshot time: report (holes in the memory file) or none")
+	f.IntVar(&o.ReportOrder, "report-order", 0, "free page reporting order (2^order pages per report)")
+	f.BoolVar(&o.Replace, "replace", false, "replace an existing snapshot at --out atomically")
+	f.StringVar(&o.Accel, "accel", "", "tcg or kvm (default: kvm where the CPU has vmx/svm, else tcg)")
+	f.StringVar(&imageDir, "image", defaultImageDir(), "guest image directory (snapbpf image build)")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.MarkFlagRequired("function")
+	cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+func newSnapshotInspectCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "inspect DIR",
+		Short: "Validate a snapshot and describe it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, err := snapshot.Open(args[0])
+			if err != nil {
+				return err
+			}
+			d := dir.Describe()
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), d)
+			}
+			fmt.Fprint(cmd.OutOrStdout(), d.String())
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}

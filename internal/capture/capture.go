@@ -1,0 +1,104 @@
+// Package capture records which pages of a file a workload brings into the
+// page cache: the working set of a microVM restored from a memory file.
+//
+// The default method is a CO-RE eBPF program (bpf/capture.c) on the
+// filemap:mm_filemap_add_to_page_cache tracepoint, filtered in the kernel
+// by the watched files' (device, inode), which streams every insertion in
+// order. Without the privileges for BPF, the mincore method (FaaSnap's)
+// reads residency after the run instead, readahead included.
+package capture
+
+import (
+	"errors"
+	"time"
+)
+
+// Methods of recording.
+const (
+	MethodEBPF    = "ebpf"    // page-cache insertions, in order, from the kernel
+	MethodMincore = "mincore" // residency after the run; includes readahead
+)
+
+// ErrLostEvents is returned, with the capture, when the ring buffer
+// overflowed: the capture misses Capture.Lost records.
+var ErrLostEvents = errors.New("capture lost events: the ring buffer was full")
+
+// File is a watched file.
+type File struct {
+	Path string
+	Size int64 // bytes, when the recording started
+}
+
+// Access is one page-cache insertion into a watched file: a folio of NPages
+// pages starting at page Page. Accesses are in insertion order.
+type Access struct {
+	File   int    // index into Capture.Files
+	Page   uint64 // first page, in units of the system page size
+	NPages uint32 // 1 << folio order; a large folio counts as all its pages
+	TimeNs uint64 // CLOCK_MONOTONIC; 0 for the mincore method
+	Pid    uint32 // thread group that caused the insertion; 0 for mincore
+}
+
+// Open is a watched file being opened by some other process while recording.
+type Open struct {
+	File    int
+	Pid     int
+	FD      int
+	RAPages uint32 // readahead window the new struct file starts with; 0 = off
+	TimeNs  uint64
+}
+
+// Capture is the result of a recording.
+type Capture struct {
+	Method   string
+	Files    []File
+	Accesses []Access
+	Opens    []Open
+
+	// Lost counts records the kernel could not queue (ring buffer full).
+	// Non-zero means Accesses is incomplete; Stop also returns ErrLostEvents.
+	Lost uint64
+	// HolePagesDropped counts captured pages that lie in holes of the file
+	// (SEEK_HOLE): reading a hole caches zeroes, which are never part of a
+	// working set, so they were removed from Accesses.
+	HolePagesDropped uint64
+	// ResidentAtStart counts pages already cached when recording began:
+	// touching them inserts nothing, so the recording cannot see them.
+	ResidentAtStart uint64
+
+	// IncludesReadahead says the capture may hold pages the workload never
+	// touched but readahead brought in. Always true for mincore; for eBPF,
+	// true when readahead windows were seen on the watched files.
+	IncludesReadahead bool
+	// ReadaheadChecked says ReadaheadWindows was measured (the kernel has
+	// the readahead:page_cache_ra_order tracepoint).
+	ReadaheadChecked bool
+	// ReadaheadWindows and ReadaheadPages count readahead windows of more
+	// than one page on the watched files during the recording, and the
+	// pages they asked for (an upper bound on readahead in the capture).
+	ReadaheadWindows uint64
+	ReadaheadPages   uint64
+	// DeviceReadaheadOff is how long RecordCommand held the disk's
+	// read_ahead_kb at 0 for everyone (see RecordCommand).
+	DeviceReadaheadOff time.Duration
+}
+
+// Pages returns the distinct pages of file in the capture, in the order
+// they were first inserted. Holes are already removed from the capture.
+func Pages(c *Capture, file int) []uint64 {
+	seen := make(map[uint64]struct{})
+	var pages []uint64
+	for _, a := range c.Accesses {
+		if a.File != file {
+			continue
+		}
+		for p := a.Page; p < a.Page+uint64(a.NPages); p++ {
+			if _, ok := seen[p]; ok {
+				continue
+			}
+			seen[p] = struct{}{}
+			pages = append(pages, p)
+		}
+	}
+	return pages
+}

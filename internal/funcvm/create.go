@@ -1,0 +1,214 @@
+package funcvm
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/snapbpf/snapbpf/internal/guest"
+	"github.com/snapbpf/snapbpf/internal/protocol"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/vmm"
+)
+
+// CreateOptions describe a snapshot to create.
+type CreateOptions struct {
+	Function string
+	DataMiB  int // function data size; 0 is the function's default
+	MemMiB   int
+	Out      string
+	Replace  bool
+	// FreePages is snapshot.FreePagesReport or snapshot.FreePagesNone.
+	FreePages string
+	// ReportOrder is the guest's page reporting order (pages of 2^order
+	// contiguous free 4 KiB pages are reported).
+	ReportOrder int
+	Accel       string
+	Log         io.Writer // progress; nil for none
+}
+
+// CreateStats are the times of a snapshot creation.
+type CreateStats struct {
+	BootMs       float64 `json:"boot_ms"`         // VMM start to agent ready
+	GuestUptime  string  `json:"guest_uptime_ms"` // guest's own clock at ready
+	InitMs       float64 `json:"init_ms"`         // function init, in the guest
+	SettleMs     float64 `json:"settle_ms"`       // free page reporting until the memory file stopped shrinking
+	SaveMs       float64 `json:"save_ms"`         // pause and device state save
+	TotalMs      float64 `json:"total_ms"`
+	GuestFreeMiB int64   `json:"guest_free_mib"` // MemFree in the guest before the snapshot
+}
+
+// CreateSnapshot boots img, initialises the function, optionally has the
+// guest report its free pages, pauses and saves the device state, and
+// publishes the snapshot directory atomically.
+func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o CreateOptions) (_ *snapshot.Dir, _ CreateStats, retErr error) {
+	var st CreateStats
+	logf := func(format string, a ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, format+"\n", a...)
+		}
+	}
+	if o.MemMiB <= 0 {
+		return nil, st, fmt.Errorf("memory size %d MiB: must be positive", o.MemMiB)
+	}
+	if o.FreePages == "" {
+		o.FreePages = snapshot.FreePagesReport
+	}
+	if o.FreePages != snapshot.FreePagesReport && o.FreePages != snapshot.FreePagesNone {
+		return nil, st, fmt.Errorf("--free-pages=%q: want %q or %q", o.FreePages, snapshot.FreePagesReport, snapshot.FreePagesNone)
+	}
+	version, err := d.Version(ctx)
+	if err != nil {
+		return nil, st, err
+	}
+	if err := os.MkdirAll(filepath.Dir(o.Out), 0o755); err != nil {
+		return nil, st, fmt.Errorf("create snapshot: %w", err)
+	}
+	b, err := snapshot.Create(o.Out, snapshot.CreateOptions{Replace: o.Replace})
+	if err != nil {
+		return nil, st, err
+	}
+	defer b.Abort()
+
+	// A sparse file: guest RAM never written reads as zeroes and costs no
+	// disk (random contents confuse the guest's memory probing).
+	if err := createSparse(b.MemPath(), int64(o.MemMiB)<<20); err != nil {
+		return nil, st, err
+	}
+	accel := o.Accel
+	if accel == "" {
+		accel = vmm.DetectAccel()
+	}
+	report := o.FreePages == snapshot.FreePagesReport
+	cfg := vmm.Config{
+		Kernel: img.Kernel, Initramfs: img.Initramfs, Cmdline: guest.KernelCmdline(),
+		MemMiB: o.MemMiB, MemPath: b.MemPath(), MemShared: true,
+		Accel: accel, FreePageReporting: report,
+	}
+	start := time.Now()
+	logf("booting %s guest (%s, %d MiB)", o.Function, accel, o.MemMiB)
+	m, err := d.Start(ctx, cfg)
+	if err != nil {
+		return nil, st, err
+	}
+	vm := newVM(m)
+	defer vm.Close(context.Background())
+	if err := m.Resume(ctx); err != nil {
+		return nil, st, err
+	}
+	bctx, cancel := context.WithTimeout(ctx, BootTimeout)
+	ready, err := vm.Agent.WaitReady(bctx)
+	cancel()
+	if err != nil {
+		return nil, st, vm.explain(fmt.Errorf("boot: %w", err))
+	}
+	st.BootMs = ms(time.Since(start))
+	st.GuestUptime = ready.Info["uptime_ms"]
+	if e := ready.Info["modules_error"]; e != "" && report {
+		return nil, st, fmt.Errorf("guest could not load its modules, so it cannot report free pages: %s (use --free-pages=none to snapshot without)", e)
+	}
+
+	logf("initialising %s", o.Function)
+	res, err := vm.call(ctx, InitTimeout, protocol.Message{Type: protocol.TypeInit, Function: o.Function, DataMiB: o.DataMiB})
+	if err != nil {
+		return nil, st, err
+	}
+	st.InitMs = float64(res.FnNs) / 1e6
+
+	order := -1 // do not touch the reporting order
+	if report {
+		order = o.ReportOrder
+	}
+	prep, err := vm.call(ctx, VMMTimeout, protocol.Message{Type: protocol.TypePrepare, ReportOrder: order})
+	if err != nil {
+		return nil, st, err
+	}
+	st.GuestFreeMiB = prep.Mem["MemFree"] >> 20
+	if report {
+		t := time.Now()
+		alloc, err := settle(ctx, b.MemPath())
+		if err != nil {
+			return nil, st, err
+		}
+		st.SettleMs = ms(time.Since(t))
+		logf("free page reporting settled after %.0f ms: memory file holds %d MiB", st.SettleMs, alloc>>20)
+	}
+
+	t := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, VMMTimeout)
+	defer cancel()
+	if err := m.Pause(sctx); err != nil {
+		return nil, st, err
+	}
+	if err := m.SaveState(sctx, b.StatePath()); err != nil {
+		return nil, st, err
+	}
+	st.SaveMs = ms(time.Since(t))
+	if err := vm.Close(ctx); err != nil {
+		return nil, st, err
+	}
+
+	dir, err := b.Commit(snapshot.Manifest{
+		Function:        o.Function,
+		FunctionOptions: map[string]int{"data_mib": o.DataMiB},
+		MemMiB:          o.MemMiB,
+		FreePages:       o.FreePages,
+		KernelVersion:   img.KernelVersion,
+		KernelSHA256:    img.KernelSHA256,
+		InitramfsSHA256: img.InitramfsSHA256,
+		AgentSHA256:     img.AgentSHA256,
+		VMM:             snapshot.VMMInfo{Name: d.Name(), Version: version, Accel: accel, Machine: "microvm"},
+		Agent:           snapshot.AgentInfo{ProtocolVersion: protocol.Version},
+	})
+	if err != nil {
+		return nil, st, err
+	}
+	st.TotalMs = ms(time.Since(start))
+	return dir, st, nil
+}
+
+func createSparse(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("create memory file: %w", err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("size memory file %s: %w", path, err)
+	}
+	return nil
+}
+
+// settle waits until QEMU stops punching holes for reported free pages:
+// the file's allocated size unchanged for a while, or a time limit.
+func settle(ctx context.Context, path string) (int64, error) {
+	const (
+		quiet = 1500 * time.Millisecond
+		limit = 60 * time.Second
+		tick  = 100 * time.Millisecond
+	)
+	deadline := time.Now().Add(limit)
+	last, lastChange := int64(-1), time.Now()
+	for {
+		alloc, err := allocated(path)
+		if err != nil {
+			return 0, err
+		}
+		if alloc != last {
+			last, lastChange = alloc, time.Now()
+		}
+		if time.Since(lastChange) >= quiet || time.Now().After(deadline) {
+			return alloc, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(tick):
+		}
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,0 +1,43 @@
+package funcvm
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/snapbpf/snapbpf/internal/functions"
+)
+
+// expectCache keeps host-side initialised functions: Init of a large model
+// costs more than an invoke.
+var expectCache struct {
+	sync.Mutex
+	fns map[string]functions.Function
+}
+
+// Expect computes on the host the checksum a guest must return for
+// function name with dataMiB of data on input: the same code, natively.
+func Expect(name string, dataMiB int, input uint64) (string, error) {
+	expectCache.Lock()
+	defer expectCache.Unlock()
+	key := fmt.Sprintf("%s/%d", name, dataMiB)
+	fn := expectCache.fns[key]
+	if fn == nil {
+		f, err := functions.New(name)
+		if err != nil {
+			return "", err
+		}
+		if err := f.Init(functions.Options{DataMiB: dataMiB}); err != nil {
+			return "", fmt.Errorf("init %s on the host: %w", name, err)
+		}
+		if expectCache.fns == nil {
+			expectCache.fns = map[string]functions.Function{}
+		}
+		expectCache.fns[key] = f
+		fn = f
+	}
+	res, err := fn.Invoke(input)
+	if err != nil {
+		return "", fmt.Errorf("invoke %s on the host: %w", name, err)
+	}
+	return res.Checksum, nil
+}

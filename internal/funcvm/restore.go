@@ -1,0 +1,174 @@
+package funcvm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/vmm"
+)
+
+// RestoreOptions describe a restore of Count clones.
+type RestoreOptions struct {
+	Input uint64
+	Count int
+	// Cold drops the memory file's cached pages first.
+	Cold bool
+	// Expected is the checksum a correct invoke returns; empty skips the
+	// check (callers compute it with Expect).
+	Expected string
+	Accel    string
+	Log      io.Writer
+	// Hooks let a restore policy act around each VMM start.
+	Hooks Hooks
+}
+
+// Hooks are a restore policy's points of action.
+type Hooks interface {
+	// VMMStarted runs once per clone after its VMM has started (and mapped
+	// the memory file) and before its state is loaded.
+	VMMStarted(ctx context.Context, pid int) error
+}
+
+// VMResult is the measured restore and invocation of one clone.
+type VMResult struct {
+	Index            int     `json:"index"`
+	E2EMs            float64 `json:"e2e_ms"`              // restore call to verified result
+	VMMStartMs       float64 `json:"vmm_start_ms"`        // VMM exec to control socket ready
+	StateLoadMs      float64 `json:"state_load_ms"`       // device state load
+	ResumeToResultMs float64 `json:"resume_to_result_ms"` // resume, entropy, invoke, result
+	GuestFnMs        float64 `json:"guest_fn_ms"`         // the function alone, guest clock
+	MajorFaults      int64   `json:"major_faults"`        // of the VMM process
+	MinorFaults      int64   `json:"minor_faults"`
+	MemFileReadBytes int64   `json:"mem_file_read_bytes"` // storage reads caused by the VMM
+	GuestTouchedB    int64   `json:"guest_touched_bytes"` // resident guest memory of the VMM
+	GuestPrivateB    int64   `json:"guest_private_bytes"` // guest pages copied on write
+	Checksum         string  `json:"checksum"`
+	ResultOK         bool    `json:"result_ok"`
+	Error            string  `json:"error,omitempty"`
+}
+
+// Restore starts Count clones of the snapshot at once, each loads the
+// device state, resumes, gets fresh entropy and invokes the function once.
+// Every clone is measured and stopped; errors of single clones are in their
+// results, and the returned error joins them.
+func Restore(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RestoreOptions) ([]VMResult, error) {
+	if o.Count <= 0 {
+		o.Count = 1
+	}
+	if o.Cold {
+		if err := DropCache(dir.MemPath()); err != nil {
+			return nil, err
+		}
+	}
+	cfg := restoreConfig(dir, o.Accel)
+	results := make([]VMResult, o.Count)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = restoreOne(ctx, d, dir, cfg, o)
+			results[i].Index = i
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	for _, r := range results {
+		if r.Error != "" {
+			errs = append(errs, fmt.Errorf("vm %d: %s", r.Index, r.Error))
+		}
+	}
+	return results, errors.Join(errs...)
+}
+
+// restoreConfig is the VM configuration that restores dir: the device
+// set must match the one the snapshot was taken with.
+func restoreConfig(dir *snapshot.Dir, accel string) vmm.Config {
+	if accel == "" {
+		accel = dir.Manifest.VMM.Accel
+	}
+	return vmm.Config{
+		MemMiB: dir.Manifest.MemMiB, MemPath: dir.MemPath(), Incoming: true,
+		Accel: accel, FreePageReporting: dir.Manifest.FreePages == snapshot.FreePagesReport,
+	}
+}
+
+func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Config, o RestoreOptions) (r VMResult) {
+	fail := func(err error) VMResult {
+		r.Error = err.Error()
+		return r
+	}
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(ctx, VMMTimeout)
+	defer cancel()
+	m, err := d.Start(sctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	vm := newVM(m)
+	defer vm.Close(context.Background())
+	r.VMMStartMs = ms(time.Since(start))
+	if o.Hooks != nil {
+		if err := o.Hooks.VMMStarted(sctx, m.PID()); err != nil {
+			return fail(err)
+		}
+	}
+
+	t := time.Now()
+	if err := m.LoadState(sctx, dir.StatePath()); err != nil {
+		return fail(err)
+	}
+	r.StateLoadMs = ms(time.Since(t))
+
+	t = time.Now()
+	if err := m.Resume(ctx); err != nil {
+		return fail(err)
+	}
+	if err := vm.Reseed(ctx); err != nil {
+		return fail(err)
+	}
+	res, err := vm.Invoke(ctx, o.Input)
+	if err != nil {
+		return fail(err)
+	}
+	r.ResumeToResultMs = ms(time.Since(t))
+	r.GuestFnMs = float64(res.FnNs) / 1e6
+	r.Checksum = res.Checksum
+	r.ResultOK = o.Expected == "" || res.Checksum == o.Expected
+	r.E2EMs = ms(time.Since(start))
+
+	// Measure before the VMM exits and its counters vanish.
+	pid := m.PID()
+	r.MinorFaults, r.MajorFaults, _ = procFaults(pid)
+	r.MemFileReadBytes, _ = procReadBytes(pid)
+	r.GuestTouchedB, r.GuestPrivateB, _ = mappingUsage(pid, dir.MemPath())
+	if !r.ResultOK {
+		r.Error = fmt.Sprintf("checksum %s, want %s: the restored guest computed a wrong result", res.Checksum, o.Expected)
+	}
+	return r
+}
+
+// DropCache evicts a file's clean, unmapped pages from the page cache: a
+// cold start for one snapshot without dropping every cache on the host.
+func DropCache(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("drop cache: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return fmt.Errorf("drop cache of %s: %w", path, err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return fmt.Errorf("drop cache of %s: %w", path, err)
+	}
+	return nil
+}

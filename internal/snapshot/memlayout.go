@@ -1,0 +1,87 @@
+package snapshot
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Extent is a byte range of a file.
+type Extent struct {
+	Off int64 `json:"off"`
+	Len int64 `json:"len"`
+}
+
+// MemLayout returns how many bytes of the file at path are data and how many
+// are holes, using SEEK_DATA/SEEK_HOLE; it reads no file contents. On a
+// filesystem without hole reporting the whole file counts as data.
+func MemLayout(path string) (data, holes int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, 0, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return layout(f, fi.Size())
+}
+
+// DataExtents returns the data (non-hole) ranges of the file at path, in
+// order, for callers that want to skip holes when reading guest memory.
+func DataExtents(path string) ([]Extent, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	var ext []Extent
+	err = walkData(f, fi.Size(), func(off, n int64) { ext = append(ext, Extent{off, n}) })
+	return ext, err
+}
+
+func layout(f *os.File, size int64) (data, holes int64, err error) {
+	err = walkData(f, size, func(_, n int64) { data += n })
+	return data, size - data, err
+}
+
+// walkData calls fn for each data extent of f within [0, size). It moves
+// f's file offset.
+func walkData(f *os.File, size int64, fn func(off, n int64)) error {
+	for off := int64(0); off < size; {
+		start, err := f.Seek(off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return nil // only a hole remains
+		}
+		if errors.Is(err, unix.EINVAL) && off == 0 {
+			fn(0, size) // no SEEK_DATA support: treat all as data
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("seek data in %s at %d: %w", f.Name(), off, err)
+		}
+		if start >= size {
+			return nil
+		}
+		end, err := f.Seek(start, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("seek hole in %s at %d: %w", f.Name(), start, err)
+		}
+		if end > size { // the file grew meanwhile; measure what we were asked
+			end = size
+		}
+		if end <= start {
+			return fmt.Errorf("seek hole in %s at %d: went back to %d", f.Name(), start, end)
+		}
+		fn(start, end-start)
+		off = end
+	}
+	return nil
+}

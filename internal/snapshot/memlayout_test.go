@@ -1,0 +1,75 @@
+package snapshot
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func TestMemLayout(t *testing.T) {
+	const page = 4096
+	const size = 16 << 20
+	tests := []struct {
+		name   string
+		writes []int64 // offsets of one-page writes into a sparse file of size
+		size   int64
+		want   []Extent
+	}{
+		{"all holes", nil, size, nil},
+		{"two pages", []int64{0, 8 << 20}, size, []Extent{{0, page}, {8 << 20, page}}},
+		{"last page", []int64{size - page}, size, []Extent{{size - page, page}}},
+		{"adjacent pages merge", []int64{page, 2 * page}, size, []Extent{{page, 2 * page}}},
+		{"empty file", nil, 0, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "mem")
+			f, err := os.Create(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Truncate(tt.size); err != nil {
+				t.Fatal(err)
+			}
+			for _, off := range tt.writes {
+				if _, err := f.WriteAt(bytes.Repeat([]byte{1}, page), off); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.Close()
+
+			data, holes, err := MemLayout(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if data+holes != tt.size {
+				t.Fatalf("data %d + holes %d != size %d", data, holes, tt.size)
+			}
+			if tt.size > 0 && holes == 0 {
+				t.Skip("filesystem does not report holes")
+			}
+			ext, err := DataExtents(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(ext, tt.want) {
+				t.Errorf("extents %v, want %v", ext, tt.want)
+			}
+			var sum int64
+			for _, e := range tt.want {
+				sum += e.Len
+			}
+			if data != sum {
+				t.Errorf("data %d, want %d", data, sum)
+			}
+		})
+	}
+}
+
+func TestMemLayoutMissing(t *testing.T) {
+	if _, _, err := MemLayout(filepath.Join(t.TempDir(), "nope")); !os.IsNotExist(err) {
+		t.Errorf("err %v, want not-exist", err)
+	}
+}

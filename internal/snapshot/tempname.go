@@ -1,0 +1,161 @@
+package snapshot
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Temporary names are NAME.tmp-<16 hex> for directories being created and
+// .NAME.tmp-<16 hex> for files being written inside a snapshot. The exact
+// shape matters: cleanup only ever touches names of this shape, so data that
+// merely looks similar is never deleted.
+const (
+	tmpInfix  = ".tmp-"
+	tmpHexLen = 16
+	// lockName is a file inside a directory being created. Its creator holds
+	// an exclusive flock on it for the directory's whole life as a temporary,
+	// so a dead creator (lock released by the kernel) is told apart from a
+	// live one running concurrently.
+	lockName = ".snapbpf-creating"
+	// staleEmptyAge is how old an empty temporary directory must be before
+	// cleanup removes it: a creator between mkdir and creating its lock file
+	// has an empty directory for an instant and must not lose it.
+	staleEmptyAge = time.Minute
+)
+
+func randHex(nbytes int) (string, error) {
+	b := make([]byte, nbytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("read random bytes: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// newID returns a random 128-bit snapshot ID.
+func newID() (string, error) { return randHex(16) }
+
+// newTempName returns prefix + ".tmp-" + 16 random hex digits.
+func newTempName(prefix string) (string, error) {
+	h, err := randHex(tmpHexLen / 2)
+	if err != nil {
+		return "", err
+	}
+	return prefix + tmpInfix + h, nil
+}
+
+// isTempFor reports whether name is a temporary name made by newTempName(prefix).
+func isTempFor(name, prefix string) bool {
+	rest, ok := strings.CutPrefix(name, prefix+tmpInfix)
+	return ok && isHex(rest, tmpHexLen)
+}
+
+// isTempName reports whether name has the shape of any temporary name.
+func isTempName(name string) bool {
+	i := strings.LastIndex(name, tmpInfix)
+	return i > 0 && isHex(name[i+len(tmpInfix):], tmpHexLen)
+}
+
+// tryLock takes a non-blocking exclusive flock on f. It reports false,
+// without error, if another open file description holds the lock.
+func tryLock(f *os.File) (bool, error) {
+	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("flock %s: %w", f.Name(), err)
+	}
+	return true, nil
+}
+
+// cleanStaleDirs removes temporary directories left in parent by creations
+// of parent/base that crashed: OUT.tmp-<hex> whose lock file is not held by a
+// live process. It also removes an old snapshot displaced by an interrupted
+// replacing Commit (a temporary directory holding a manifest but no lock
+// file) and empty temporary directories older than staleEmptyAge.
+func cleanStaleDirs(parent, base string) error {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", parent, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		// DirEntry types come from readdir without following symlinks, so a
+		// symlink named like a temporary never leads cleanup elsewhere.
+		if !e.IsDir() || !isTempFor(e.Name(), base) {
+			continue
+		}
+		p := filepath.Join(parent, e.Name())
+		stale, err := staleDir(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if stale {
+			if err := os.RemoveAll(p); err != nil {
+				errs = append(errs, &Error{Path: p, Kind: ErrExists, Problem: "cannot remove stale temporary directory of an interrupted snapshot creation",
+					Fix: "remove it by hand", Err: err})
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// staleDir decides whether the temporary directory p is abandoned.
+func staleDir(p string) (bool, error) {
+	lock, err := os.OpenFile(filepath.Join(p, lockName), os.O_RDWR|unix.O_NOFOLLOW, 0)
+	switch {
+	case err == nil:
+		defer lock.Close()
+		// The lock is dropped again before the caller removes p; that is
+		// safe because only a directory's own creator ever locks it, and a
+		// creator that lost its lock is dead.
+		return tryLock(lock)
+	case errors.Is(err, os.ErrNotExist):
+		if _, err := os.Lstat(filepath.Join(p, ManifestName)); err == nil {
+			return true, nil // an old snapshot displaced by a replacing Commit
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return false, nil // gone meanwhile
+		}
+		ents, err := os.ReadDir(p)
+		return err == nil && len(ents) == 0 && time.Since(fi.ModTime()) > staleEmptyAge, nil
+	default:
+		return false, fmt.Errorf("open %s: %w", filepath.Join(p, lockName), err)
+	}
+}
+
+// cleanStaleFiles removes temporary files .base.tmp-<hex> in dir left by an
+// AddFile that crashed; files still locked by a live writer are kept.
+func cleanStaleFiles(dir, base string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return // the write that follows reports the real problem
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !isTempFor(e.Name(), "."+base) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		f, err := os.OpenFile(p, os.O_RDWR|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			continue
+		}
+		if ok, _ := tryLock(f); ok {
+			// Best effort: a leftover temporary file wastes space but
+			// never affects the snapshot, so failing to remove it is not
+			// worth failing the caller's write.
+			_ = os.Remove(p)
+		}
+		f.Close()
+	}
+}

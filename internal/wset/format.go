@@ -1,0 +1,221 @@
+package wset
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"time"
+)
+
+// The file layout, little-endian:
+//
+//	offset  size  field
+//	0       8     magic "SNAPBPFW"
+//	8       4     format version (1)
+//	12      4     flags (0; reserved)
+//	16      8     payload length L
+//	24      L     payload
+//	24+L    4     CRC-32C of bytes [0, 24+L)
+//
+// The payload is a sequence of varints (strings are a length then bytes):
+// page size, memory size, snapshot ID, fingerprint, created (Unix ns),
+// source, page count, extent count, then per extent the signed distance of
+// its first page from the end of the previous extent and its length.
+// Distances keep a first-touch-ordered set small: neighbours in touch order
+// are usually near each other in the file.
+const (
+	magic         = "SNAPBPFW"
+	headerSize    = 24
+	trailerSize   = 4
+	maxStringLen  = 4096
+	minExtentSize = 2 // bytes of the smallest encoded extent
+)
+
+// Version is the format version Write produces.
+const Version = 1
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrCorrupt is wrapped by every error for a file that is not a readable
+// working set (bad magic, unknown version, truncated, checksum, contents).
+var ErrCorrupt = errors.New("corrupt working set")
+
+// MarshalBinary encodes the set in the current format.
+func (s *Set) MarshalBinary() ([]byte, error) {
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("encode working set: %w", err)
+	}
+	for _, str := range []string{s.Mem.SnapshotID, s.Mem.Fingerprint, s.Source} {
+		if len(str) > maxStringLen {
+			return nil, fmt.Errorf("encode working set: string of %d bytes exceeds %d", len(str), maxStringLen)
+		}
+	}
+	p := make([]byte, 0, 64+len(s.Source)+len(s.Mem.SnapshotID)+len(s.Mem.Fingerprint)+4*len(s.Extents))
+	p = binary.AppendUvarint(p, PageSize)
+	p = binary.AppendUvarint(p, uint64(s.Mem.Size))
+	p = appendString(p, s.Mem.SnapshotID)
+	p = appendString(p, s.Mem.Fingerprint)
+	var created int64
+	if !s.Created.IsZero() {
+		created = s.Created.UnixNano()
+	}
+	p = binary.AppendVarint(p, created)
+	p = appendString(p, s.Source)
+	p = binary.AppendUvarint(p, uint64(s.Pages()))
+	p = binary.AppendUvarint(p, uint64(len(s.Extents)))
+	var prevEnd uint64
+	for _, e := range s.Extents {
+		// Two's-complement difference read as signed: exact for any two
+		// page indexes below 2^63, which validate guarantees.
+		p = binary.AppendVarint(p, int64(e.Page-prevEnd))
+		p = binary.AppendUvarint(p, e.N)
+		prevEnd = e.End()
+	}
+
+	out := make([]byte, headerSize, headerSize+len(p)+trailerSize)
+	copy(out, magic)
+	binary.LittleEndian.PutUint32(out[8:], Version)
+	binary.LittleEndian.PutUint64(out[16:], uint64(len(p)))
+	out = append(out, p...)
+	return binary.LittleEndian.AppendUint32(out, crc32Of(out)), nil
+}
+
+// UnmarshalBinary decodes a set, refusing anything but a complete, intact
+// file of a known version that describes a valid set.
+func (s *Set) UnmarshalBinary(data []byte) error {
+	if len(data) < len(magic) || string(data[:len(magic)]) != magic {
+		return fmt.Errorf("%w: not a working-set file (bad magic)", ErrCorrupt)
+	}
+	if len(data) < headerSize {
+		return fmt.Errorf("%w: truncated header (%d of %d bytes)", ErrCorrupt, len(data), headerSize)
+	}
+	if v := binary.LittleEndian.Uint32(data[8:]); v != Version {
+		return fmt.Errorf("%w: format version %d, this snapbpf reads version %d", ErrCorrupt, v, Version)
+	}
+	if fl := binary.LittleEndian.Uint32(data[12:]); fl != 0 {
+		return fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, fl)
+	}
+	plen := binary.LittleEndian.Uint64(data[16:])
+	if have := uint64(len(data) - headerSize); plen > math.MaxInt32 || have < plen+trailerSize {
+		return fmt.Errorf("%w: truncated (%d bytes, header promises %d)", ErrCorrupt, len(data), headerSize+plen+trailerSize)
+	}
+	end := headerSize + int(plen)
+	if len(data) != end+trailerSize {
+		return fmt.Errorf("%w: %d trailing bytes after the checksum", ErrCorrupt, len(data)-end-trailerSize)
+	}
+	if want, got := binary.LittleEndian.Uint32(data[end:]), crc32Of(data[:end]); want != got {
+		return fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrCorrupt, want, got)
+	}
+	dec, err := decodePayload(data[headerSize:end])
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	dec.Version = Version
+	*s = *dec
+	return nil
+}
+
+func decodePayload(p []byte) (*Set, error) {
+	d := decoder{buf: p}
+	if ps := d.uvarint("page size"); d.err == nil && ps != PageSize {
+		return nil, fmt.Errorf("page size %d, this host uses %d", ps, PageSize)
+	}
+	s := &Set{}
+	size := d.uvarint("memory size")
+	if d.err == nil && size > MaxMemSize {
+		return nil, fmt.Errorf("memory size %d exceeds %d", size, uint64(MaxMemSize))
+	}
+	s.Mem.Size = int64(size)
+	s.Mem.SnapshotID = d.string("snapshot ID")
+	s.Mem.Fingerprint = d.string("fingerprint")
+	if ns := d.varint("created"); ns != 0 {
+		s.Created = time.Unix(0, ns).UTC()
+	}
+	s.Source = d.string("source")
+	pages := d.uvarint("page count")
+	n := d.uvarint("extent count")
+	if d.err != nil {
+		return nil, d.err
+	}
+	if n > uint64(len(d.buf)/minExtentSize) {
+		return nil, fmt.Errorf("extent count %d does not fit in %d bytes", n, len(d.buf))
+	}
+	s.Extents = make([]Extent, 0, n)
+	var prevEnd uint64
+	for i := uint64(0); i < n; i++ {
+		delta := d.varint("extent")
+		length := d.uvarint("extent")
+		if d.err != nil {
+			return nil, d.err
+		}
+		e := Extent{Page: prevEnd + uint64(delta), N: length}
+		s.Extents = append(s.Extents, e)
+		prevEnd = e.End()
+	}
+	if len(d.buf) != 0 {
+		return nil, fmt.Errorf("%d unread bytes after the extents", len(d.buf))
+	}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	if got := uint64(s.Pages()); got != pages {
+		return nil, fmt.Errorf("summary says %d pages, extents hold %d", pages, got)
+	}
+	return s, nil
+}
+
+func appendString(p []byte, s string) []byte {
+	p = binary.AppendUvarint(p, uint64(len(s)))
+	return append(p, s...)
+}
+
+// decoder reads varints and strings, remembering the first error so the
+// caller checks once.
+type decoder struct {
+	buf []byte
+	err error
+}
+
+func (d *decoder) uvarint(what string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.buf)
+	if n <= 0 {
+		d.err = fmt.Errorf("bad or truncated %s", what)
+		return 0
+	}
+	d.buf = d.buf[n:]
+	return v
+}
+
+func (d *decoder) varint(what string) int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.buf)
+	if n <= 0 {
+		d.err = fmt.Errorf("bad or truncated %s", what)
+		return 0
+	}
+	d.buf = d.buf[n:]
+	return v
+}
+
+func (d *decoder) string(what string) string {
+	n := d.uvarint(what)
+	if d.err != nil {
+		return ""
+	}
+	if n > maxStringLen || n > uint64(len(d.buf)) {
+		d.err = fmt.Errorf("%s of %d bytes does not fit", what, n)
+		return ""
+	}
+	s := string(d.buf[:n])
+	d.buf = d.buf[n:]
+	return s
+}
+
+func crc32Of(b []byte) uint32 { return crc32.Checksum(b, crcTable) }

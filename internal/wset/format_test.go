@@ -1,0 +1,153 @@
+package wset
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func sampleSet() *Set {
+	return &Set{
+		Mem:     Identity{Size: 512 << 20, SnapshotID: "pyaes-20261125", Fingerprint: "s64:0123456789abcdef0123456789abcdef"},
+		Extents: []Extent{{1000, 16}, {3, 2}, {131071, 1}, {5000, 300}, {0, 3}},
+		Created: time.Date(2026, 11, 25, 10, 0, 0, 123, time.UTC),
+		Source:  "record: pyaes input=1",
+	}
+}
+
+// equalSets compares sets by value: times by instant, no extents as nil.
+func equalSets(a, b *Set) bool {
+	na, nb := *a, *b
+	if !na.Created.Equal(nb.Created) {
+		return false
+	}
+	na.Created, nb.Created = time.Time{}, time.Time{}
+	if len(na.Extents) == 0 {
+		na.Extents = nil
+	}
+	if len(nb.Extents) == 0 {
+		nb.Extents = nil
+	}
+	return reflect.DeepEqual(na, nb)
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, s := range []*Set{sampleSet(), {Mem: Identity{Size: 0}}, {Mem: Identity{Size: 4097}, Extents: []Extent{{1, 1}}}} {
+		data, err := s.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := &Set{}
+		if err := got.UnmarshalBinary(data); err != nil {
+			t.Fatal(err)
+		}
+		s.Version = Version
+		if !equalSets(got, s) {
+			t.Fatalf("round trip:\n got %+v\nwant %+v", got, s)
+		}
+	}
+}
+
+func TestWriteRead(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ws")
+	s := sampleSet()
+	if err := Write(path, s); err != nil {
+		t.Fatal(err)
+	}
+	// Overwriting is atomic and leaves no temporary file behind.
+	s.Source = "second"
+	if err := Write(path, s); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("directory holds %d entries, want only the set", len(entries))
+	}
+	got, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Source != "second" || got.Pages() != s.Pages() || got.Bytes() != s.Pages()*PageSize {
+		t.Fatalf("read back %+v", got)
+	}
+}
+
+func TestWriteRefusesInvalid(t *testing.T) {
+	s := sampleSet()
+	s.Extents = append(s.Extents, Extent{1001, 1}) // overlaps {1000,16}
+	if err := Write(filepath.Join(t.TempDir(), "ws"), s); err == nil || !strings.Contains(err.Error(), "overlap") {
+		t.Fatalf("Write of overlapping extents: %v", err)
+	}
+}
+
+func TestReadRefuses(t *testing.T) {
+	good, err := sampleSet().MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mutate := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
+	// reseal recomputes the checksum so the test reaches the check behind it.
+	reseal := func(b []byte) []byte {
+		end := len(b) - trailerSize
+		binary.LittleEndian.PutUint32(b[end:], crc32Of(b[:end]))
+		return b
+	}
+	tests := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"empty", nil, "bad magic"},
+		{"other file", []byte("#!/bin/sh\necho hello\n"), "bad magic"},
+		{"header cut", good[:20], "truncated header"},
+		{"payload cut", good[:len(good)/2], "truncated"},
+		{"checksum cut", good[:len(good)-1], "truncated"},
+		{"trailing bytes", append(append([]byte(nil), good...), 0), "trailing"},
+		{"new version", mutate(func(b []byte) []byte { b[8] = 2; return b }), "format version 2"},
+		{"flags", mutate(func(b []byte) []byte { b[12] = 1; return b }), "unknown flags"},
+		{"bit flip", mutate(func(b []byte) []byte { b[headerSize+5] ^= 0x10; return b }), "checksum mismatch"},
+		{"huge length", mutate(func(b []byte) []byte { binary.LittleEndian.PutUint64(b[16:], 1<<62); return b }), "truncated"},
+		{"wrong page count", mutate(func(b []byte) []byte {
+			s := sampleSet()
+			s.Extents = s.Extents[:1]
+			b, _ = s.MarshalBinary()
+			// Pages sits right before the extent count: 16 pages -> 17.
+			p := b[headerSize : len(b)-trailerSize]
+			i := len(p) - 1 - 2 - 1 - 1 // [.. pages(1) count(1) delta(2) n(1)]
+			if p[i] != 16 {
+				t.Fatalf("layout changed: %v", p[i-2:])
+			}
+			p[i] = 17
+			return reseal(b)
+		}), "summary says 17 pages"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "ws")
+			if err := os.WriteFile(path, tc.data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Read(path)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.want) ||
+				!strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "record the working set again") {
+				t.Fatalf("error %q: want ErrCorrupt, %q, the path and a hint", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestReadMissingFile(t *testing.T) {
+	_, err := Read(filepath.Join(t.TempDir(), "nope"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v, want not exist", err)
+	}
+}

@@ -1,0 +1,200 @@
+package wset
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Identity names the memory file a working set was recorded on.
+type Identity struct {
+	// Size is the memory file's size in bytes.
+	Size int64 `json:"size"`
+	// SnapshotID is the snapshot's ID, where the file belongs to one.
+	SnapshotID string `json:"snapshot_id,omitempty"`
+	// Fingerprint is a cheap content fingerprint (see IdentifyFile).
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+func (id Identity) String() string {
+	s := fmt.Sprintf("%d bytes", id.Size)
+	if id.SnapshotID != "" {
+		s += ", snapshot " + id.SnapshotID
+	}
+	if id.Fingerprint != "" {
+		s += ", fingerprint " + id.Fingerprint
+	}
+	return s
+}
+
+// ErrMismatch is wrapped by errors for a working set applied to a memory
+// file other than the one it was recorded on.
+var ErrMismatch = errors.New("working set does not match the memory file")
+
+// Check refuses a set recorded for another memory file. Fields empty on
+// either side (an older snapshot without an ID) are not compared.
+func (s *Set) Check(id Identity) error {
+	var why string
+	switch {
+	case s.Mem.Size != id.Size:
+		why = "sizes differ"
+	case s.Mem.SnapshotID != "" && id.SnapshotID != "" && s.Mem.SnapshotID != id.SnapshotID:
+		why = "snapshot IDs differ"
+	case s.Mem.Fingerprint != "" && id.Fingerprint != "" && s.Mem.Fingerprint != id.Fingerprint:
+		why = "contents differ"
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: %s: the set was recorded on a file of %s, this file has %s; record the working set again for this snapshot",
+		ErrMismatch, why, s.Mem, id)
+}
+
+// CheckFile identifies the memory file at path and checks the set against
+// it; the error names the file.
+func (s *Set) CheckFile(path, snapshotID string) error {
+	id, err := IdentifyFile(path, snapshotID)
+	if err != nil {
+		return err
+	}
+	if err := s.Check(id); err != nil {
+		return fmt.Errorf("memory file %s: %w", path, err)
+	}
+	return nil
+}
+
+// fingerprintSamples is how many 4 KiB blocks the fingerprint reads.
+const fingerprintSamples = 64
+
+// IdentifyFile computes the identity of the memory file at path.
+//
+// The fingerprint hashes the size and 64 blocks of 4 KiB spread evenly over
+// the file. That is cheap (256 KiB read, about a millisecond) where hashing
+// the whole file would read all of guest memory, and it still tells apart
+// snapshots of different functions or boots, whose kernel data and heaps
+// differ nearly everywhere. The file's hole layout is deliberately left
+// out: a sparse and a non-sparse copy of a snapshot hold the same memory
+// and must match. It is not a content hash: an in-place edit between
+// samples goes unseen, which the snapshot ID is there to catch.
+//
+// The samples are read with O_DIRECT so identifying a file does not warm
+// its page cache (a cold-cache restore must stay cold); where O_DIRECT is
+// refused (tmpfs) they are read buffered and dropped again unless they
+// were cached before.
+func IdentifyFile(path, snapshotID string) (Identity, error) {
+	f, direct, err := openForSampling(path)
+	if err != nil {
+		return Identity{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return Identity{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return Identity{}, fmt.Errorf("memory file %s is not a regular file", path)
+	}
+	size := st.Size()
+	h := sha256.New()
+	var hdr [16]byte
+	copy(hdr[:8], "snapws1\x00")
+	binary.LittleEndian.PutUint64(hdr[8:], uint64(size))
+	h.Write(hdr[:])
+	buf := alignedBlock()
+	for _, off := range sampleOffsets(size) {
+		n, err := readSample(f, direct, buf, off)
+		if err != nil {
+			return Identity{}, fmt.Errorf("read %s at %d: %w", path, off, err)
+		}
+		h.Write(buf[:n])
+	}
+	return Identity{
+		Size:        size,
+		SnapshotID:  snapshotID,
+		Fingerprint: "s64:" + hex.EncodeToString(h.Sum(nil)[:16]),
+	}, nil
+}
+
+// sampleOffsets spreads fingerprintSamples page-aligned offsets over a file
+// of the given size, first and last page included, without repeats.
+func sampleOffsets(size int64) []int64 {
+	pages := (size + PageSize - 1) / PageSize
+	if pages == 0 {
+		return nil
+	}
+	var offs []int64
+	last := int64(-1)
+	for i := int64(0); i < fingerprintSamples; i++ {
+		p := i * (pages - 1) / (fingerprintSamples - 1)
+		if p != last {
+			offs = append(offs, p*PageSize)
+			last = p
+		}
+	}
+	return offs
+}
+
+func openForSampling(path string) (*os.File, bool, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_DIRECT, 0)
+	if err == nil {
+		return f, true, nil
+	}
+	if !errors.Is(err, unix.EINVAL) {
+		return nil, false, fmt.Errorf("open memory file: %w", err)
+	}
+	f, err = os.Open(path)
+	if err != nil {
+		return nil, false, fmt.Errorf("open memory file: %w", err)
+	}
+	return f, false, nil
+}
+
+// alignedBlock returns a PageSize buffer aligned for O_DIRECT.
+func alignedBlock() []byte {
+	raw := make([]byte, 2*PageSize)
+	skip := (PageSize - int(uintptr(unsafe.Pointer(&raw[0]))%PageSize)) % PageSize
+	return raw[skip : skip+PageSize]
+}
+
+// readSample reads the block at off into buf. A buffered read drops the
+// block from the page cache afterwards unless it was already cached.
+func readSample(f *os.File, direct bool, buf []byte, off int64) (int, error) {
+	if direct {
+		// One pread, not ReadAt: after a short read at the end of the file
+		// ReadAt would retry at an unaligned offset, which O_DIRECT refuses.
+		n, err := unix.Pread(int(f.Fd()), buf, off)
+		if err == nil {
+			return n, nil
+		}
+		if !errors.Is(err, unix.EINVAL) {
+			return 0, err
+		}
+		// Some file systems accept O_DIRECT at open but not on read.
+	}
+	cached := cachedPages(f, off, PageSize) > 0
+	n, err := f.ReadAt(buf, off)
+	if n == 0 && err != nil {
+		return 0, err
+	}
+	if !cached {
+		_ = unix.Fadvise(int(f.Fd()), off, PageSize, unix.FADV_DONTNEED)
+	}
+	return n, nil
+}
+
+// cachedPages counts pages of [off, off+n) in the page cache; on kernels
+// without cachestat(2) it answers 1 so nothing is dropped that might have
+// been cached.
+func cachedPages(f *os.File, off, n int64) uint64 {
+	var cs unix.Cachestat_t
+	r := unix.CachestatRange{Off: uint64(off), Len: uint64(n)}
+	if err := unix.Cachestat(uint(f.Fd()), &r, &cs, 0); err != nil {
+		return 1
+	}
+	return cs.Cache
+}

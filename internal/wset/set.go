@@ -1,0 +1,175 @@
+// Package wset is the working set of a memory file: which pages a restored
+// microVM touched, in the order it first touched them, as page extents.
+//
+// A working set holds only offsets, never page contents: prefetch reads the
+// pages from the memory file itself into its page cache. The set records the
+// identity of the memory file it was recorded on (size, snapshot ID, a cheap
+// content fingerprint) so it is never applied to another file.
+package wset
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// PageSize is the unit of a working set: the host page size on the
+// platforms snapbpf supports, and the unit of the page cache it describes.
+const PageSize = 4096
+
+// MaxMemSize bounds the memory file a working set may describe (1 TiB). It
+// keeps a corrupt or hostile file from making the tools allocate for an
+// absurd span; microVM memory files are far smaller.
+const MaxMemSize = 1 << 40
+
+// Extent is a run of N pages starting at page index Page of the memory file.
+type Extent struct {
+	Page uint64
+	N    uint64
+}
+
+// End is the page index just past the extent.
+func (e Extent) End() uint64 { return e.Page + e.N }
+
+// Set is a working set.
+type Set struct {
+	// Version is the format version the set was read with; Write always
+	// writes the current one.
+	Version int
+	// Mem identifies the memory file the set was recorded on.
+	Mem Identity
+	// Extents are the touched pages in first-touch order. No page appears
+	// twice.
+	Extents []Extent
+	// Created is when the set was recorded.
+	Created time.Time
+	// Source says how the set was made (e.g. "record: fn=pyaes input=1",
+	// "merge of 3 recordings"); free text for people.
+	Source string
+}
+
+// Pages is the number of pages in the set.
+func (s *Set) Pages() int64 {
+	var n uint64
+	for _, e := range s.Extents {
+		n += e.N
+	}
+	return int64(n)
+}
+
+// Bytes is the size of the set's pages in bytes.
+func (s *Set) Bytes() int64 { return s.Pages() * PageSize }
+
+// FromPages turns page indexes in first-touch order into extents in
+// first-touch order. A page that directly follows the previous extent
+// extends it; a page seen before is dropped (its first touch counts).
+func FromPages(pages []uint64) []Extent {
+	var b Builder
+	for _, p := range pages {
+		b.Add(p, 1)
+	}
+	return b.Extents()
+}
+
+// Builder collects touched page runs in first-touch order, for capture:
+// a page-cache insertion may cover a large folio (2^order pages), so runs,
+// not single pages, are the natural input.
+type Builder struct {
+	seen    *pageSet
+	extents []Extent
+}
+
+// Add records that pages [page, page+n) were touched now. Pages touched
+// before are ignored; the rest extend the last extent when contiguous with
+// it.
+func (b *Builder) Add(page, n uint64) {
+	if n == 0 {
+		return
+	}
+	if b.seen == nil {
+		b.seen = newPageSet()
+	}
+	// Pages past the largest memory file cannot be real; dropping them
+	// keeps the bookkeeping bounded whatever a caller passes.
+	const maxPages = MaxMemSize / PageSize
+	if page >= maxPages {
+		return
+	}
+	n = min(n, maxPages-page)
+	b.seen.missing(page, n, b.appendRun)
+	b.seen.add(page, n)
+}
+
+func (b *Builder) appendRun(p, n uint64) {
+	if k := len(b.extents); k > 0 && b.extents[k-1].End() == p {
+		b.extents[k-1].N += n
+		return
+	}
+	b.extents = append(b.extents, Extent{Page: p, N: n})
+}
+
+// Extents returns the extents collected so far, in first-touch order.
+func (b *Builder) Extents() []Extent {
+	return append([]Extent(nil), b.extents...)
+}
+
+// Pages is the number of distinct pages added so far.
+func (b *Builder) Pages() int64 {
+	var n uint64
+	for _, e := range b.extents {
+		n += e.N
+	}
+	return int64(n)
+}
+
+// validate checks the invariants every stored set keeps: extents are
+// non-empty, inside the memory file, and disjoint.
+func (s *Set) validate() error {
+	if s.Mem.Size < 0 || s.Mem.Size > MaxMemSize {
+		return fmt.Errorf("memory file size %d out of range (0..%d)", s.Mem.Size, int64(MaxMemSize))
+	}
+	filePages := (uint64(s.Mem.Size) + PageSize - 1) / PageSize
+	for i, e := range s.Extents {
+		if e.N == 0 {
+			return fmt.Errorf("extent %d (page %d) is empty", i, e.Page)
+		}
+		if e.Page >= filePages || e.N > filePages-e.Page {
+			return fmt.Errorf("extent %d (pages %d+%d) lies beyond the memory file's %d pages", i, e.Page, e.N, filePages)
+		}
+	}
+	if i, j, ok := overlap(s.Extents); ok {
+		return fmt.Errorf("extents %d (pages %d+%d) and %d (pages %d+%d) overlap",
+			i, s.Extents[i].Page, s.Extents[i].N, j, s.Extents[j].Page, s.Extents[j].N)
+	}
+	return nil
+}
+
+// overlap reports two extents that share a page, if any.
+func overlap(ext []Extent) (i, j int, ok bool) {
+	idx := sortedIndex(ext)
+	for k := 1; k < len(idx); k++ {
+		a, b := idx[k-1], idx[k]
+		if ext[b].Page < ext[a].End() {
+			return min(a, b), max(a, b), true
+		}
+	}
+	return 0, 0, false
+}
+
+// sortedIndex returns the indexes of ext ordered by page.
+func sortedIndex(ext []Extent) []int {
+	idx := make([]int, len(ext))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(ext[a].Page, ext[b].Page) })
+	return idx
+}
+
+// sorted returns a copy of ext ordered by page.
+func sorted(ext []Extent) []Extent {
+	out := slices.Clone(ext)
+	slices.SortFunc(out, func(a, b Extent) int { return cmp.Compare(a.Page, b.Page) })
+	return out
+}
