@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -62,12 +61,6 @@ func addKernelEntropy(e []byte) error {
 // file where guest pages are free. The host watches the file to see when
 // reporting has settled.
 func prepareSnapshot(req protocol.Message) (protocol.Message, error) {
-	runtime.GC()
-	debug.FreeOSMemory()
-	// Page cache of the initramfs and friends is memory too.
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
-		return protocol.Message{}, fmt.Errorf("drop caches: %w", err)
-	}
 	info := map[string]string{}
 	if req.ReportOrder >= 0 {
 		if _, err := os.Stat(reportOrderPath); err != nil {
@@ -77,10 +70,15 @@ func prepareSnapshot(req protocol.Message) (protocol.Message, error) {
 			return protocol.Message{}, fmt.Errorf("set reporting order: %w", err)
 		}
 		info["report_order"] = strconv.Itoa(req.ReportOrder)
-		// Compaction merges free pages into blocks of the reporting order.
-		os.WriteFile("/proc/sys/vm/compact_memory", []byte("1"), 0)
 	}
-	time.Sleep(50 * time.Millisecond)
+	// Reporting runs when pages of at least the reporting order are freed,
+	// so free after setting the order: the Go heap, then the page cache
+	// (the initramfs and friends).
+	runtime.GC()
+	debug.FreeOSMemory()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		return protocol.Message{}, fmt.Errorf("drop caches: %w", err)
+	}
 	mem, err := meminfo()
 	return protocol.Message{Info: info, Mem: mem}, err
 }

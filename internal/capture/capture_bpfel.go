@@ -46,6 +46,7 @@ const (
 	captureProgOnRaOrder        = "on_ra_order"
 	captureVarIgnoreTgid        = "ignore_tgid"
 	captureVarUnusedEvent       = "unused_event"
+	captureVarWakeupBytes       = "wakeup_bytes"
 )
 
 // loadCapture returns the embedded CollectionSpec for capture.
@@ -112,6 +113,7 @@ type captureMapSpecs struct {
 type captureVariableSpecs struct {
 	IgnoreTgid  *ebpf.VariableSpec `ebpf:"ignore_tgid"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
+	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // captureObjects contains all objects after they have been loaded into the kernel.
@@ -153,6 +155,7 @@ func (m *captureMaps) Close() error {
 type captureVariables struct {
 	IgnoreTgid  *ebpf.Variable `ebpf:"ignore_tgid"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
+	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // capturePrograms contains all programs after they have been loaded into the kernel.

@@ -12,7 +12,7 @@ func init() {
 		Name:           "aes",
 		Summary:        "AES-256-CTR encrypt and decrypt 8 input-selected 1 MiB segments of a plaintext corpus (FunctionBench pyaes)",
 		DefaultDataMiB: 32,
-		invokeMiB:      func(int) int { return 10 },
+		memory:         func(d int) (int, int) { return d, 10 },
 		newImpl:        func() impl { return &aesFunc{} },
 	})
 }

@@ -12,8 +12,8 @@ package functions
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"slices"
 	"strings"
 )
@@ -30,7 +30,9 @@ type Options struct {
 }
 
 // Function is a serverless function: Init runs once before the VM
-// snapshot, Invoke after each restore.
+// snapshot, Invoke after each restore. Invoke does not modify the init
+// data, so any number of invokes, in any order, give the same results. A
+// Function is not safe for concurrent use.
 type Function interface {
 	Name() string
 	Init(opts Options) error
@@ -39,15 +41,16 @@ type Function interface {
 
 // Result describes one invocation.
 type Result struct {
-	// Checksum is a hex SHA-256 over the output, identical on host and
-	// guest for the same (opts, input).
+	// Checksum is a hex digest of the output (SHA-256 over a fast 256-bit
+	// streaming hash, see digest.go), identical on host and guest for the
+	// same (opts, input).
 	Checksum string
 	// OutputBytes is the size of the output the checksum covers.
 	OutputBytes int64
 	// TouchedBytes approximates the bytes of init data the invoke read.
 	TouchedBytes int64
 	// AllocatedBytes is the heap the invoke allocated, measured by the Go
-	// runtime (/gc/heap/allocs:bytes).
+	// runtime (MemStats.TotalAlloc).
 	AllocatedBytes int64
 }
 
@@ -58,9 +61,10 @@ type Spec struct {
 	Summary string
 	// DefaultDataMiB is the DataMiB used when Options.DataMiB is zero.
 	DefaultDataMiB int
-	// invokeMiB estimates the fresh memory one invoke needs at dataMiB.
-	invokeMiB func(dataMiB int) int
-	newImpl   func() impl
+	// memory estimates the live init data and the fresh memory of one
+	// invoke, in MiB, at dataMiB.
+	memory  func(dataMiB int) (initMiB, invokeMiB int)
+	newImpl func() impl
 }
 
 // impl is what each function implements; the exported wrapper adds
@@ -74,13 +78,20 @@ type impl interface {
 // need besides the function's data.
 const GuestOverheadMiB = 100
 
-// GuestMiB suggests guest RAM in MiB for opts: init data plus one invoke's
-// allocations, a quarter of both as slack for the Go heap's growth between
-// collections, plus GuestOverheadMiB, rounded up to 32 MiB.
+// Memory estimates, in MiB, the init data that stays live (and so is in
+// the snapshot) and the fresh memory one invoke allocates.
+func (s Spec) Memory(opts Options) (initMiB, invokeMiB int) {
+	return s.memory(s.dataMiB(opts))
+}
+
+// GuestMiB suggests guest RAM in MiB for opts: GuestOverheadMiB, the init
+// data plus an eighth for runtime metadata and fragmentation, and twice one
+// invoke's allocations, because with GOGC=100 the garbage of the previous
+// invoke can still be uncollected when the next one allocates. Rounded up
+// to 32 MiB.
 func (s Spec) GuestMiB(opts Options) int {
-	data := s.dataMiB(opts)
-	inv := s.invokeMiB(data)
-	need := GuestOverheadMiB + data + inv + (data+inv)/4
+	data, inv := s.Memory(opts)
+	need := GuestOverheadMiB + data + data/8 + 2*inv
 	return (need + 31) / 32 * 32
 }
 
@@ -188,13 +199,12 @@ func (f *function) Invoke(input uint64) (Result, error) {
 	return res, nil
 }
 
-// heapAllocs reads the runtime's cumulative heap allocation counter. Unlike
-// runtime.ReadMemStats it does not stop the world.
+// heapAllocs reads the runtime's cumulative heap allocation counter.
+// runtime/metrics would avoid the brief stop-the-world, but it only counts
+// small objects when their span is refilled, so it misses most of a small
+// invoke's allocations; ReadMemStats flushes the per-P caches first.
 func heapAllocs() uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
-	}
-	return s[0].Value.Uint64()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.TotalAlloc
 }

@@ -9,9 +9,9 @@ import (
 func init() {
 	register(Spec{
 		Name:           "gzip",
-		Summary:        "gzip 16 input-selected 64 KiB chunks of a generated text document (FunctionBench gzip_compression)",
-		DefaultDataMiB: 32,
-		invokeMiB:      func(int) int { return 4 },
+		Summary:        "gzip 16 input-selected 32 KiB chunks of a generated text document (FunctionBench gzip_compression)",
+		DefaultDataMiB: 16,
+		memory:         func(d int) (int, int) { return d, 2 },
 		newImpl:        func() impl { return &gzipFunc{} },
 	})
 }
@@ -23,7 +23,7 @@ type gzipFunc struct {
 
 const (
 	gzipChunks = 16
-	gzipTotal  = 1 * MiB
+	gzipTotal  = 512 << 10
 )
 
 func (f *gzipFunc) init(dataMiB int) error {

@@ -11,9 +11,9 @@ import (
 func init() {
 	register(Spec{
 		Name:           "json",
-		Summary:        "parse 8 input-selected runs of 128 JSON records into generic values, transform them and serialise the batch (FunctionBench json_serdes)",
-		DefaultDataMiB: 32,
-		invokeMiB:      func(int) int { return 16 },
+		Summary:        "parse 8 input-selected runs of 192 JSON records into generic values, transform them and serialise the batch (FunctionBench json_serdes)",
+		DefaultDataMiB: 16,
+		memory:         func(d int) (int, int) { return d, 12 },
 		newImpl:        func() impl { return &jsonFunc{} },
 	})
 }
@@ -51,7 +51,7 @@ type jsonRecord struct {
 
 const (
 	jsonRuns      = 8
-	jsonRunLength = 128
+	jsonRunLength = 192
 )
 
 func (f *jsonFunc) init(dataMiB int) error {
@@ -62,7 +62,7 @@ func (f *jsonFunc) init(dataMiB int) error {
 		rec := jsonRecord{
 			ID:      id,
 			Title:   string(g.appendSentence(nil, 3, 8)),
-			Body:    string(g.appendSentence(g.appendSentence(nil, 8, 20), 8, 20)),
+			Body:    string(g.appendSentence(append(g.appendSentence(nil, 8, 20), ' '), 8, 20)),
 			Score:   float64(r.intn(100001)) / 1000,
 			Created: fmt.Sprintf("2024-%02d-%02dT%02d:%02d:%02dZ", 1+r.intn(12), 1+r.intn(28), r.intn(24), r.intn(60), r.intn(60)),
 			Location: [2]float64{

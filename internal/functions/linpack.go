@@ -9,14 +9,14 @@ import (
 func init() {
 	register(Spec{
 		Name:           "linpack",
-		Summary:        "LU-solve (partial pivoting) a 384x384 float64 system whose rows are input-selected from a pool (FunctionBench linpack)",
+		Summary:        "LU-solve (partial pivoting) a 512x512 float64 system whose rows are input-selected from a pool (FunctionBench linpack)",
 		DefaultDataMiB: 8,
-		invokeMiB:      func(int) int { return 4 },
+		memory:         func(d int) (int, int) { return d, 5 },
 		newImpl:        func() impl { return &linpackFunc{n: linpackN} },
 	})
 }
 
-const linpackN = 384
+const linpackN = 512
 
 // linpackFunc solves A x = b. The rows of A are copied from input-selected
 // offsets of a pool of random numbers built at init, so the invoke reads
@@ -41,8 +41,14 @@ func (f *linpackFunc) invoke(input uint64) (Result, error) {
 	n := f.n
 	r := newRNG(seedFor("linpack", input))
 	a := make([]float64, n*n)
+	// Two rows from one offset would make A singular; redraw repeats.
+	used := make(map[int]bool, n)
 	for i := 0; i < n; i++ {
 		off := r.intn(len(f.pool) - n + 1)
+		for used[off] {
+			off = r.intn(len(f.pool) - n + 1)
+		}
+		used[off] = true
 		copy(a[i*n:(i+1)*n], f.pool[off:off+n])
 	}
 	orig := make([]float64, n*n)

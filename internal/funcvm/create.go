@@ -83,8 +83,12 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		accel = vmm.DetectAccel()
 	}
 	report := o.FreePages == snapshot.FreePagesReport
+	var extra []string
+	if accel == "tcg" {
+		extra = tcgCmdline()
+	}
 	cfg := vmm.Config{
-		Kernel: img.Kernel, Initramfs: img.Initramfs, Cmdline: guest.KernelCmdline(),
+		Kernel: img.Kernel, Initramfs: img.Initramfs, Cmdline: guest.KernelCmdline(extra...),
 		MemMiB: o.MemMiB, MemPath: b.MemPath(), MemShared: true,
 		Accel: accel, FreePageReporting: report,
 	}
@@ -186,7 +190,9 @@ func createSparse(path string, size int64) error {
 // the file's allocated size unchanged for a while, or a time limit.
 func settle(ctx context.Context, path string) (int64, error) {
 	const (
-		quiet = 1500 * time.Millisecond
+		// The guest reports in passes scheduled 2 s apart
+		// (PAGE_REPORTING_DELAY); quiet for longer than that means done.
+		quiet = 3 * time.Second
 		limit = 60 * time.Second
 		tick  = 100 * time.Millisecond
 	)

@@ -69,9 +69,9 @@ func setFromBytes(b []byte) *Set {
 		end = max(end, e.End())
 	}
 	return &Set{
-		Mem:     Identity{Size: int64(end)*PageSize - int64(len(b)), SnapshotID: string(b), Fingerprint: "x"},
+		Mem:     Identity{Size: max(0, int64(end)*PageSize-int64(len(b))), SnapshotID: string(b), Fingerprint: "x"},
 		Extents: ext,
-		Created: time.Unix(0, int64(end)),
+		Created: time.Unix(1_700_000_000, int64(end)),
 		Source:  "fuzz",
 	}
 }

@@ -151,6 +151,9 @@ func openForSampling(path string) (*os.File, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("open memory file: %w", err)
 	}
+	// Without it a read at offset 0 starts a readahead window of several
+	// pages, which readSample would not know to drop.
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM)
 	return f, false, nil
 }
 

@@ -1,0 +1,326 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/readahead"
+)
+
+const mib = 1 << 20
+
+func knob(t *testing.T, path string) string {
+	t.Helper()
+	q, err := readahead.DeviceFor(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(q + "/read_ahead_kb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestRecordCommandExact: a program that maps a cold file without madvise
+// and touches K random pages yields those K pages and at most 5% more.
+func TestRecordCommandExact(t *testing.T) {
+	needRoot(t)
+	path := dataFile(t, 256*mib)
+	const k = 500
+	touched := randomPages(1, k, 256*mib/pageSize)
+	for _, tc := range []struct{ name, madv string }{
+		{"no-madvise", ""},
+		// QEMU advises guest RAM MADV_HUGEPAGE; without the seccomp
+		// filter each fault would read two 2 MiB folios.
+		{"qemu-like-hugepage-advice", "hugepage"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := knob(t, path)
+			c, err := RecordCommand(context.Background(), path, childArgv(t, path, touched, tc.madv, ""), MethodEBPF)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Not a plain equality: the readahead tests, run in parallel
+			// by `go test ./...`, lower the same disk for moments.
+			if after := knob(t, path); after != before && after == "0" {
+				t.Errorf("read_ahead_kb %s after recording, was %s", after, before)
+			}
+			got := Pages(c, 0)
+			t.Logf("touched %d, captured %d pages in %d accesses; lost %d, readahead windows %d, resident at start %d, disk readahead off for %v, opens %+v",
+				k, len(got), len(c.Accesses), c.Lost, c.ReadaheadWindows, c.ResidentAtStart, c.DeviceReadaheadOff, c.Opens)
+			assertCovers(t, got, touched)
+			if len(got) > k*105/100 {
+				t.Errorf("captured %d pages for %d touched: more than 5%% extra", len(got), k)
+			}
+			if c.IncludesReadahead || !c.ReadaheadChecked {
+				t.Errorf("IncludesReadahead=%v ReadaheadChecked=%v, want false, true", c.IncludesReadahead, c.ReadaheadChecked)
+			}
+			// The first-touch order is the touch order.
+			if !slices.Equal(got[:k], touched) {
+				t.Errorf("capture order differs from touch order")
+			}
+		})
+	}
+}
+
+func assertCovers(t *testing.T, got, want []uint64) {
+	t.Helper()
+	have := make(map[uint64]bool, len(got))
+	for _, p := range got {
+		have[p] = true
+	}
+	missing := 0
+	for _, p := range want {
+		if !have[p] {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d touched pages missing from the capture", missing, len(want))
+	}
+}
+
+// TestLargeFolios: ext4 on 6.18 caches read() readahead in large folios;
+// one event then stands for 2^order pages and the capture must count them
+// all: the captured pages are exactly the cached ones.
+func TestLargeFolios(t *testing.T) {
+	needRoot(t)
+	path := dataFile(t, 64*mib)
+	if _, err := DropCache(path); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRecorder([]string{path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// This process's own reads, with readahead on: sequential reads grow
+	// the readahead window and with it the folio order.
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4*mib)
+	for off := int64(8 * mib); off < 24*mib; off += int64(len(buf)) {
+		if _, err := f.ReadAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	c, err := r.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist := map[uint32]int{}
+	var sum uint64
+	for _, a := range c.Accesses {
+		hist[a.NPages]++
+		sum += uint64(a.NPages)
+	}
+	t.Logf("accesses by folio size (pages): %v", hist)
+	if len(hist) == 1 && hist[1] > 0 {
+		t.Skip("no large folios on this filesystem/kernel")
+	}
+	runs, n, err := settledResident(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cached []uint64
+	for _, r := range runs {
+		for p := r.start; p < r.end; p++ {
+			cached = append(cached, p)
+		}
+	}
+	got := sorted(Pages(c, 0))
+	if !slices.Equal(got, cached) {
+		t.Errorf("captured %d pages, %d cached: they differ", len(got), n)
+	}
+	if sum != uint64(len(got)) {
+		t.Errorf("folios add up to %d pages, %d distinct", sum, len(got))
+	}
+	if !c.IncludesReadahead {
+		t.Errorf("read() readahead not reported (windows %d)", c.ReadaheadWindows)
+	}
+}
+
+// TestHoles: pages read from holes of a sparse file are dropped and counted.
+func TestHoles(t *testing.T) {
+	needRoot(t)
+	dir, err := os.MkdirTemp("/var/tmp", "snapbpf-holes-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := dir + "/mem"
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 64 * mib
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	data := []extent{{1024, 2048}, {5120, 5376}, {10240, 12288}} // pages
+	buf := make([]byte, 8*mib)
+	for i := range buf {
+		buf[i] = byte(i%251 + 1)
+	}
+	for _, e := range data {
+		n := (e.end - e.start) * pageSize
+		if _, err := f.WriteAt(buf[:n], int64(e.start*pageSize)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	touched := randomPages(3, 400, size/pageSize)
+	var inData, inHoles []uint64
+	for _, p := range touched {
+		if slices.ContainsFunc(data, func(e extent) bool { return p >= e.start && p < e.end }) {
+			inData = append(inData, p)
+		} else {
+			inHoles = append(inHoles, p)
+		}
+	}
+	c, err := RecordCommand(context.Background(), path, childArgv(t, path, touched, "", ""), MethodEBPF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Pages(c, 0)
+	t.Logf("touched %d in data, %d in holes; captured %d, dropped %d hole pages", len(inData), len(inHoles), len(got), c.HolePagesDropped)
+	for _, p := range got {
+		if !slices.ContainsFunc(data, func(e extent) bool { return p >= e.start && p < e.end }) {
+			t.Errorf("page %d is in a hole", p)
+		}
+	}
+	assertCovers(t, got, inData)
+	if c.HolePagesDropped != uint64(len(inHoles)) {
+		t.Errorf("HolePagesDropped = %d, want %d", c.HolePagesDropped, len(inHoles))
+	}
+}
+
+// TestLostCounted: with the reader held back and a one-page ring buffer,
+// records the kernel cannot queue are counted, and Stop says so.
+func TestLostCounted(t *testing.T) {
+	needRoot(t)
+	path := dataFile(t, 16*mib)
+	if _, err := DropCache(path); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRecorder([]string{path}, WithRingBuffer(os.Getpagesize()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.hold = make(chan struct{})
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	const k = 1000
+	// MADV_RANDOM: exactly one insertion per touched page.
+	runChild(t, childArgv(t, path, randomPages(5, k, 16*mib/pageSize), "random", ""))
+	close(r.hold)
+	c, err := r.Stop()
+	if !errors.Is(err, ErrLostEvents) {
+		t.Fatalf("Stop error = %v, want ErrLostEvents", err)
+	}
+	t.Logf("kept %d, lost %d", len(c.Accesses), c.Lost)
+	if c.Lost == 0 || uint64(len(c.Accesses))+c.Lost != k {
+		t.Errorf("kept %d + lost %d, want %d in all, some lost", len(c.Accesses), c.Lost, k)
+	}
+}
+
+// TestMincoreFallback: residency after the run covers the touched pages
+// and, with readahead on, much more; the capture says it includes it.
+func TestMincoreFallback(t *testing.T) {
+	needRoot(t) // DropCache needs no root, but the comparison below does not hold on tmpfs
+	path := dataFile(t, 256*mib)
+	const k = 500
+	touched := randomPages(1, k, 256*mib/pageSize)
+	c, err := RecordCommand(context.Background(), path, childArgv(t, path, touched, "", ""), MethodMincore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Pages(c, 0)
+	t.Logf("mincore: %d pages for %d touched (read_ahead_kb %s)", len(got), k, knob(t, path))
+	if c.Method != MethodMincore || !c.IncludesReadahead {
+		t.Errorf("Method %q IncludesReadahead %v", c.Method, c.IncludesReadahead)
+	}
+	assertCovers(t, got, touched)
+	if knob(t, path) != "0" && len(got) < 2*k {
+		t.Errorf("mincore capture %d pages: expected readahead to inflate it", len(got))
+	}
+}
+
+func TestSupported(t *testing.T) {
+	needRoot(t)
+	if err := Supported(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNoPrivilege: as an unprivileged user, NewRecorder fails with an error
+// that says what is needed and points at the mincore fallback.
+func TestNoPrivilege(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to start a child as nobody")
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "snapbpf-noprivs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := dir + "/capture.test"
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := dir + "/mem"
+	if err := os.WriteFile(file, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), childEnv+"=probe", "FILE="+file)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("probe as nobody: %v\n%s", err, out)
+	}
+	msg := string(out)
+	t.Logf("unprivileged: %s", strings.TrimSpace(msg))
+	for _, want := range []string{"needs root/CAP_BPF", "--method mincore"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not say %q", msg, want)
+		}
+	}
+}
+
+func TestUnknownMethod(t *testing.T) {
+	_, err := RecordCommand(context.Background(), "/nonexistent", []string{"true"}, "uffd")
+	if err == nil || !strings.Contains(err.Error(), "unknown method") {
+		t.Fatalf("err = %v", err)
+	}
+}

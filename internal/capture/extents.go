@@ -1,0 +1,179 @@
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// extent is a run of pages [start, end).
+type extent struct{ start, end uint64 }
+
+var pageSize = uint64(os.Getpagesize())
+
+// dataExtents returns the pages of path that hold data, per SEEK_DATA and
+// SEEK_HOLE. A page that is partly data counts as data.
+func dataExtents(path string) ([]extent, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	var out []extent
+	var off int64
+	for {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			return out, nil // no data after off
+		}
+		if err != nil {
+			return nil, fmt.Errorf("seek data %s at %d: %w", path, off, err)
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, fmt.Errorf("seek hole %s at %d: %w", path, data, err)
+		}
+		start := uint64(data) / pageSize
+		end := (uint64(hole) + pageSize - 1) / pageSize
+		if n := len(out); n > 0 && out[n-1].end >= start {
+			out[n-1].end = max(out[n-1].end, end)
+		} else {
+			out = append(out, extent{start, end})
+		}
+		off = hole
+	}
+}
+
+// intersect returns the pages in both a and b (both sorted, disjoint).
+func intersect(a, b []extent) []extent {
+	var out []extent
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		lo, hi := max(a[i].start, b[j].start), min(a[i].end, b[j].end)
+		if lo < hi {
+			out = append(out, extent{lo, hi})
+		}
+		if a[i].end < b[j].end {
+			i++
+		} else {
+			j++
+		}
+	}
+	return out
+}
+
+// clip keeps the parts of accs that lie in data (sorted, disjoint), splitting
+// an access that straddles a hole, and returns how many pages it dropped.
+func clip(accs []Access, data []extent) ([]Access, uint64) {
+	out := accs[:0:0]
+	var dropped uint64
+	for _, a := range accs {
+		lo, hi := a.Page, a.Page+uint64(a.NPages)
+		kept := uint64(0)
+		// First extent that ends after lo.
+		i := sort.Search(len(data), func(i int) bool { return data[i].end > lo })
+		for ; i < len(data) && data[i].start < hi; i++ {
+			s, e := max(lo, data[i].start), min(hi, data[i].end)
+			b := a
+			b.Page, b.NPages = s, uint32(e-s)
+			out = append(out, b)
+			kept += e - s
+		}
+		dropped += hi - lo - kept
+	}
+	return out, dropped
+}
+
+// resident returns the runs of path's pages that are in the page cache, by
+// mincore(2) on a mapping of the file that is never touched.
+func resident(path string) ([]extent, uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, 0, fmt.Errorf("size of %s: %w", path, err)
+	}
+	if size == 0 {
+		return nil, 0, nil
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, 0, fmt.Errorf("mmap %s: %w", path, err)
+	}
+	defer unix.Munmap(mem)
+	vec := make([]byte, (uint64(size)+pageSize-1)/pageSize)
+	if err := mincore(mem, vec); err != nil {
+		return nil, 0, fmt.Errorf("mincore %s: %w", path, err)
+	}
+	var runs []extent
+	var n uint64
+	for i, v := range vec {
+		if v&1 == 0 {
+			continue
+		}
+		n++
+		p := uint64(i)
+		if k := len(runs); k > 0 && runs[k-1].end == p {
+			runs[k-1].end++
+		} else {
+			runs = append(runs, extent{p, p + 1})
+		}
+	}
+	return runs, n, nil
+}
+
+// settledResident is resident once readahead I/O has finished: mincore
+// counts a page only when its read has completed, so right after a run it
+// can miss readahead still in flight.
+func settledResident(path string) ([]extent, uint64, error) {
+	runs, n, err := resident(path)
+	for i := 0; err == nil && i < 40; i++ {
+		time.Sleep(25 * time.Millisecond)
+		var m uint64
+		var again []extent
+		again, m, err = resident(path)
+		if m == n {
+			break
+		}
+		runs, n = again, m
+	}
+	return runs, n, err
+}
+
+// DropCache writes back and drops the cached pages of path that no process
+// maps (POSIX_FADV_DONTNEED), for a cold start without drop_caches. It
+// returns how many pages stayed cached, which a recording cannot see.
+func DropCache(path string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	// DONTNEED skips dirty pages and only starts writeback: sync first.
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return 0, fmt.Errorf("fdatasync %s: %w", path, err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		return 0, fmt.Errorf("fadvise dontneed %s: %w", path, err)
+	}
+	_, n, err := resident(path)
+	return n, err
+}
+
+// mincore wraps mincore(2), which x/sys/unix does not offer on Linux.
+func mincore(mem, vec []byte) error {
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&vec[0])))
+	if e != 0 {
+		return e
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package capture
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestPages(t *testing.T) {
+	c := &Capture{Accesses: []Access{
+		{File: 0, Page: 10, NPages: 1},
+		{File: 1, Page: 3, NPages: 1},
+		{File: 0, Page: 4, NPages: 4}, // a large folio: 4..7
+		{File: 0, Page: 10, NPages: 1},
+		{File: 0, Page: 6, NPages: 2},
+	}}
+	for _, tc := range []struct {
+		file int
+		want []uint64
+	}{
+		{0, []uint64{10, 4, 5, 6, 7}},
+		{1, []uint64{3}},
+		{2, nil},
+	} {
+		if got := Pages(c, tc.file); !slices.Equal(got, tc.want) {
+			t.Errorf("Pages(file %d) = %v, want %v", tc.file, got, tc.want)
+		}
+	}
+}
+
+func TestIntersect(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		a, b []extent
+		want []extent
+	}{
+		{"same", []extent{{0, 10}}, []extent{{0, 10}}, []extent{{0, 10}}},
+		{"disjoint", []extent{{0, 5}}, []extent{{5, 10}}, nil},
+		{"overlap", []extent{{0, 6}, {8, 20}}, []extent{{4, 10}, {15, 30}}, []extent{{4, 6}, {8, 10}, {15, 20}}},
+		{"empty", nil, []extent{{0, 1}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := intersect(tc.a, tc.b); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestClip(t *testing.T) {
+	data := []extent{{4, 8}, {12, 14}}
+	for _, tc := range []struct {
+		name    string
+		in      []Access
+		want    []Access
+		dropped uint64
+	}{
+		{"inside", []Access{{Page: 5, NPages: 2}}, []Access{{Page: 5, NPages: 2}}, 0},
+		{"hole", []Access{{Page: 9, NPages: 1}}, nil, 1},
+		{"straddles two extents", []Access{{Page: 0, NPages: 16, TimeNs: 7}},
+			[]Access{{Page: 4, NPages: 4, TimeNs: 7}, {Page: 12, NPages: 2, TimeNs: 7}}, 10},
+		{"past the end", []Access{{Page: 13, NPages: 4}}, []Access{{Page: 13, NPages: 1}}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, dropped := clip(tc.in, data)
+			if !slices.Equal(got, tc.want) || dropped != tc.dropped {
+				t.Errorf("got %v dropped %d, want %v dropped %d", got, dropped, tc.want, tc.dropped)
+			}
+		})
+	}
+}
+
+func TestRunAccesses(t *testing.T) {
+	got := runAccesses(extent{5, 5 + 1<<30 + 3})
+	want := []Access{{Page: 5, NPages: 1 << 30}, {Page: 5 + 1<<30, NPages: 3}}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}

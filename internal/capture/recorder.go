@@ -1,0 +1,324 @@
+package capture
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// ErrNoPrivilege is wrapped by errors that come from missing BPF privileges.
+var ErrNoPrivilege = errors.New("BPF capture needs root/CAP_BPF and CAP_PERFMON")
+
+// DefaultRingBuffer is the default ring buffer size: 16 MiB holds ~400k
+// records (40 bytes each with its header), every page of a 1.6 GiB memory
+// file, so a reader that falls behind for a while loses nothing.
+const DefaultRingBuffer = 16 << 20
+
+// Event kinds, as in bpf/capture.c.
+const (
+	eventInsert = 1
+	eventOpen   = 2
+)
+
+// Counter slots, as in bpf/capture.c.
+const (
+	counterLost = iota
+	counterRAWindows
+	counterRAPages
+)
+
+// Option configures a Recorder.
+type Option func(*options)
+
+type options struct {
+	ringBuffer uint32
+}
+
+// WithRingBuffer sets the ring buffer size in bytes (a power of two, at
+// least one page).
+func WithRingBuffer(bytes int) Option {
+	return func(o *options) { o.ringBuffer = uint32(bytes) }
+}
+
+// Recorder streams page-cache insertions of a set of files from the kernel.
+// NewRecorder loads and attaches the program (so missing privileges or
+// kernel support show up at once); nothing is recorded until Start puts the
+// files in the kernel's watch list; Stop detaches, drains and returns the
+// Capture. A Recorder is used from one goroutine.
+type Recorder struct {
+	files []File
+	keys  []captureFileKey
+
+	objs   captureObjects
+	links  []link.Link
+	rd     *ringbuf.Reader
+	raHook bool
+	opens  chan Open
+
+	mu       sync.Mutex
+	accesses []Access
+	openLog  []Open
+	inserted chan struct{} // closed at the first insertion
+	once     sync.Once
+
+	hold      chan struct{} // tests: the reader waits for it to close
+	done      chan struct{} // reader exited
+	readErr   error
+	dataStart [][]extent
+	resident  uint64
+	started   bool
+	closed    bool
+}
+
+// NewRecorder loads and attaches the capture program for files.
+func NewRecorder(files []string, opts ...Option) (*Recorder, error) {
+	o := options{ringBuffer: DefaultRingBuffer}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if len(files) == 0 {
+		return nil, errors.New("capture: no files to watch")
+	}
+	r := &Recorder{
+		opens:    make(chan Open, 64),
+		inserted: make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	for _, path := range files {
+		f, key, err := watchKey(path)
+		if err != nil {
+			return nil, err
+		}
+		r.files = append(r.files, f)
+		r.keys = append(r.keys, key)
+	}
+
+	if err := r.load(o); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Start puts the files in the kernel's watch list and starts reading.
+func (r *Recorder) Start() error {
+	if r.started || r.closed {
+		return errors.New("capture: recorder already started")
+	}
+	for i, path := range r.files {
+		d, err := dataExtents(path.Path)
+		if err != nil {
+			return err
+		}
+		r.dataStart = append(r.dataStart, d)
+		_, n, err := resident(path.Path)
+		if err != nil {
+			return err
+		}
+		r.resident += n
+		if err := r.objs.Files.Put(r.keys[i], uint32(i)); err != nil {
+			return fmt.Errorf("watch %s: %w", path.Path, err)
+		}
+	}
+	r.started = true
+	go r.read()
+	return nil
+}
+
+// Opens reports, while recording, every open of a watched file by a
+// process other than this one. Reports that find the channel full are only
+// kept in Capture.Opens.
+func (r *Recorder) Opens() <-chan Open { return r.opens }
+
+// pollInterval is how often the reader looks for insertions, which do not
+// wake it until a quarter of the ring buffer is full (bpf/capture.c).
+const pollInterval = 10 * time.Millisecond
+
+// read drains the ring buffer until Stop flushes or Close closes it.
+func (r *Recorder) read() {
+	defer close(r.done)
+	if r.hold != nil {
+		<-r.hold
+	}
+	var rec ringbuf.Record
+	r.rd.SetDeadline(time.Now().Add(pollInterval))
+	for {
+		err := r.rd.ReadInto(&rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			r.rd.SetDeadline(time.Now().Add(pollInterval))
+			continue
+		}
+		if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
+			return
+		}
+		if err != nil {
+			r.readErr = fmt.Errorf("read ring buffer: %w", err)
+			return
+		}
+		r.handle(rec.RawSample)
+	}
+}
+
+func (r *Recorder) handle(b []byte) {
+	if len(b) < 32 {
+		return
+	}
+	le := binary.LittleEndian
+	time, index := le.Uint64(b[0:]), le.Uint64(b[8:])
+	file, pid, ra := int(le.Uint32(b[16:])), le.Uint32(b[20:]), le.Uint32(b[24:])
+	kind, order := b[28], b[29]
+	switch kind {
+	case eventInsert:
+		r.mu.Lock()
+		r.accesses = append(r.accesses, Access{File: file, Page: index, NPages: 1 << order, TimeNs: time, Pid: pid})
+		r.mu.Unlock()
+		r.once.Do(func() { close(r.inserted) })
+	case eventOpen:
+		o := Open{File: file, Pid: int(pid), FD: int(index), RAPages: ra, TimeNs: time}
+		r.mu.Lock()
+		r.openLog = append(r.openLog, o)
+		r.mu.Unlock()
+		select {
+		case r.opens <- o:
+		default:
+		}
+	}
+}
+
+// Stop ends the recording and returns the capture. The kernel's records are
+// drained first, so nothing queued is lost; records the kernel could not
+// queue are counted in Capture.Lost and make Stop return ErrLostEvents
+// along with the capture.
+func (r *Recorder) Stop() (*Capture, error) {
+	if !r.started || r.closed {
+		return nil, errors.New("capture: recorder not running")
+	}
+	// Detach first: after this no program runs, so the flush below
+	// returns every record there will ever be.
+	var errs []error
+	for _, l := range r.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach: %w", err))
+		}
+	}
+	r.links = nil
+	if err := r.rd.Flush(); err != nil {
+		errs = append(errs, fmt.Errorf("flush ring buffer: %w", err))
+	}
+	<-r.done
+	if r.readErr != nil {
+		errs = append(errs, r.readErr)
+	}
+	counts, err := r.counters()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c := &Capture{
+		Method:           MethodEBPF,
+		Files:            r.files,
+		Opens:            r.openLog,
+		ResidentAtStart:  r.resident,
+		Lost:             counts[counterLost],
+		ReadaheadChecked: r.raHook,
+		ReadaheadWindows: counts[counterRAWindows],
+		ReadaheadPages:   counts[counterRAPages],
+	}
+	c.IncludesReadahead = c.ReadaheadWindows > 0
+	// Records from different CPUs can reach the ring slightly out of time
+	// order.
+	slices.SortStableFunc(r.accesses, func(a, b Access) int {
+		return compare(a.TimeNs, b.TimeNs)
+	})
+	c.Accesses = r.accesses
+	if err := r.dropHoles(c); err != nil {
+		errs = append(errs, err)
+	}
+	if err := r.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Lost > 0 {
+		errs = append(errs, fmt.Errorf("%w: %d records", ErrLostEvents, c.Lost))
+	}
+	return c, errors.Join(errs...)
+}
+
+func compare(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// dropHoles removes captured pages in holes of a file, as it was at Start
+// or is now: a page counts only if it held data both times. (After the
+// run, SEEK_DATA also reports cached pages of unwritten extents as data.)
+func (r *Recorder) dropHoles(c *Capture) error {
+	byFile := make([][]Access, len(r.files))
+	for _, a := range c.Accesses {
+		byFile[a.File] = append(byFile[a.File], a)
+	}
+	var kept []Access
+	for i, f := range r.files {
+		now, err := dataExtents(f.Path)
+		if err != nil {
+			return err
+		}
+		accs, dropped := clip(byFile[i], intersect(r.dataStart[i], now))
+		kept = append(kept, accs...)
+		c.HolePagesDropped += dropped
+	}
+	slices.SortStableFunc(kept, func(a, b Access) int { return compare(a.TimeNs, b.TimeNs) })
+	c.Accesses = kept
+	return nil
+}
+
+// counters sums the per-CPU counters.
+func (r *Recorder) counters() ([3]uint64, error) {
+	var out [3]uint64
+	for i := range out {
+		var perCPU []uint64
+		if err := r.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
+			return out, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, v := range perCPU {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// Close detaches and frees everything; Stop calls it. Safe to call twice.
+func (r *Recorder) Close() error {
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	var errs []error
+	for _, l := range r.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach: %w", err))
+		}
+	}
+	r.links = nil
+	if r.rd != nil {
+		if err := r.rd.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close ring buffer: %w", err))
+		}
+		if r.started {
+			<-r.done
+		}
+	}
+	if err := r.objs.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close BPF objects: %w", err))
+	}
+	return errors.Join(errs...)
+}

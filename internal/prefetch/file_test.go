@@ -1,0 +1,136 @@
+package prefetch
+
+import (
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+// memFile writes a file of size bytes of random data on the root disk
+// (/var/tmp: a real block device, unlike a tmpfs /tmp), punches the given
+// holes, syncs it and drops it from the page cache. It is removed when
+// the test ends.
+func memFile(tb testing.TB, size int64, holes ...request) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("/var/tmp", "prefetch-test-")
+	if err != nil {
+		tb.Skipf("no /var/tmp: %v", err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "mem")
+	if err := writeRandom(path, size, holes); err != nil {
+		tb.Fatal(err)
+	}
+	dropCache(tb, path)
+	return path
+}
+
+func writeRandom(path string, size int64, holes []request) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := rand.NewChaCha8([32]byte{7})
+	buf := make([]byte, 4<<20)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		n := min(int64(len(buf)), size-off)
+		r.Read(buf[:n])
+		if _, err := f.WriteAt(buf[:n], off); err != nil {
+			return err
+		}
+	}
+	for _, h := range holes {
+		if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, h.off, h.len); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+// dropCache makes the file cold: its clean, unmapped pages leave the page
+// cache (POSIX_FADV_DONTNEED), without touching any other file. Pages whose
+// read is still in flight (a cancelled run, another program's readahead)
+// cannot be dropped yet, so it tries again for a while.
+func dropCache(tb testing.TB, path string) {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	for range 200 {
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+			tb.Fatal(err)
+		}
+		if n = residentPages(tb, path).count(); n == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	tb.Fatalf("%d pages still cached after DONTNEED", n)
+}
+
+// residency is one bool per page of a file: in the page cache and up to
+// date (mincore).
+type residency []bool
+
+func (r residency) count() int {
+	n := 0
+	for _, b := range r {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+func residentPages(tb testing.TB, path string) residency {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	if st.Size() == 0 {
+		return nil
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (st.Size()+wset.PageSize-1)/wset.PageSize)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		tb.Fatalf("mincore: %v", e)
+	}
+	out := make(residency, len(vec))
+	for i, v := range vec {
+		out[i] = v&1 != 0
+	}
+	return out
+}
+
+// randomSet picks n pages in k extents spread at random over a file of
+// size bytes, in random (first-touch-like) order, disjoint.
+func randomSet(seed uint64, size int64, pages, extents int) []wset.Extent {
+	r := rand.New(rand.NewPCG(seed, 1))
+	var b wset.Builder
+	filePages := uint64(size / wset.PageSize)
+	per := max(1, pages/extents)
+	for b.Pages() < int64(pages) {
+		n := 1 + r.Uint64N(uint64(2*per-1))
+		p := r.Uint64N(filePages - n)
+		b.Add(p, n)
+	}
+	return b.Extents()
+}

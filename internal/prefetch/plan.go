@@ -1,0 +1,144 @@
+package prefetch
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+// Plan orders extents by offset and merges those that overlap, touch, or
+// are separated by at most gap pages: the device then sees a few large
+// ascending requests instead of many small scattered ones, at the cost of
+// reading the gaps.
+func Plan(extents []wset.Extent, gap uint64) []wset.Extent {
+	s := slices.Clone(extents)
+	slices.SortFunc(s, func(a, b wset.Extent) int { return cmp.Compare(a.Page, b.Page) })
+	out := s[:0]
+	for _, e := range s {
+		if e.N == 0 {
+			continue
+		}
+		if k := len(out) - 1; k >= 0 && e.Page <= out[k].End()+gap {
+			out[k].N = max(out[k].End(), e.End()) - out[k].Page
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// request is one read of the file, in bytes.
+type request struct {
+	off, len int64
+}
+
+func (r request) end() int64 { return r.off + r.len }
+
+// toRequests turns a plan into byte ranges inside the file's data: pages
+// past the end of the file are dropped (the set was checked against the
+// file; a shorter file is not an error here) and holes are cut out, since a
+// hole needs no I/O and reading it would only fill the cache with zeroes.
+// It returns the requests and the bytes of holes it left out.
+func toRequests(f *os.File, plan []wset.Extent, size int64) ([]request, int64, error) {
+	var reqs []request
+	var planned, kept int64
+	seg := dataCursor{fd: int(f.Fd()), size: size}
+	filePages := uint64(size+wset.PageSize-1) / wset.PageSize
+	for _, e := range plan {
+		if e.Page >= filePages {
+			break // plans are sorted: the rest is past the end too
+		}
+		endPage := filePages
+		if e.N < filePages-e.Page { // compared this way so Page+N cannot wrap
+			endPage = e.Page + e.N
+		}
+		off := int64(e.Page) * wset.PageSize
+		end := min(int64(endPage)*wset.PageSize, size)
+		planned += end - off
+		for off < end {
+			d, h, err := seg.next(off)
+			if err != nil {
+				return nil, 0, fmt.Errorf("find data in %s: %w", f.Name(), err)
+			}
+			if d >= end {
+				break
+			}
+			r := request{off: d, len: min(h, end) - d}
+			kept += r.len
+			reqs = appendMerged(reqs, r)
+			off = r.end()
+		}
+	}
+	return reqs, planned - kept, nil
+}
+
+func appendMerged(reqs []request, r request) []request {
+	if k := len(reqs) - 1; k >= 0 && reqs[k].end() == r.off {
+		reqs[k].len += r.len
+		return reqs
+	}
+	return append(reqs, r)
+}
+
+// dataCursor walks a file's data segments with SEEK_DATA/SEEK_HOLE for
+// ascending offsets, remembering the last segment so a run of requests in
+// one segment costs no system calls.
+type dataCursor struct {
+	fd         int
+	size       int64
+	data, hole int64 // last segment found: [data, hole)
+	valid      bool
+}
+
+// next returns the data segment [d, h) that holds off or comes after it;
+// d >= size means there is no more data. Offsets are page aligned outwards,
+// so a partly written page is read whole.
+func (c *dataCursor) next(off int64) (d, h int64, err error) {
+	if c.valid && off >= c.data && off < c.hole {
+		return off, c.hole, nil
+	}
+	if c.valid && off < c.data {
+		return c.data, c.hole, nil
+	}
+	d, err = unix.Seek(c.fd, off, unix.SEEK_DATA)
+	if errors.Is(err, unix.ENXIO) {
+		c.data, c.hole, c.valid = c.size, c.size, true
+		return c.size, c.size, nil
+	}
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+		// No hole support: treat everything as data.
+		c.data, c.hole, c.valid = 0, c.size, true
+		return off, c.size, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("SEEK_DATA at %d: %w", off, err)
+	}
+	h, err = unix.Seek(c.fd, d, unix.SEEK_HOLE)
+	if err != nil {
+		return 0, 0, fmt.Errorf("SEEK_HOLE at %d: %w", d, err)
+	}
+	d = d / wset.PageSize * wset.PageSize
+	h = min(c.size, (h+wset.PageSize-1)/wset.PageSize*wset.PageSize)
+	c.data, c.hole, c.valid = d, h, true
+	return max(d, off), h, nil
+}
+
+// split cuts requests longer than max bytes, so no request exceeds what
+// one readahead call will read and large extents are spread over workers.
+func split(reqs []request, maxLen int64) []request {
+	out := make([]request, 0, len(reqs))
+	for _, r := range reqs {
+		for r.len > maxLen {
+			out = append(out, request{r.off, maxLen})
+			r.off, r.len = r.off+maxLen, r.len-maxLen
+		}
+		out = append(out, r)
+	}
+	return out
+}

@@ -1,0 +1,88 @@
+package prefetch
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+func TestPlan(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []wset.Extent
+		gap  uint64
+		want []wset.Extent
+	}{
+		{"empty", nil, 4, []wset.Extent{}},
+		{"sorted", []wset.Extent{ex(10, 1), ex(0, 2), ex(5, 1)}, 0, []wset.Extent{ex(0, 2), ex(5, 1), ex(10, 1)}},
+		{"touching merge at gap 0", []wset.Extent{ex(3, 2), ex(0, 3)}, 0, []wset.Extent{ex(0, 5)}},
+		{"overlap merges", []wset.Extent{ex(0, 10), ex(2, 3), ex(8, 4)}, 0, []wset.Extent{ex(0, 12)}},
+		{"gap within threshold", []wset.Extent{ex(0, 2), ex(4, 1)}, 2, []wset.Extent{ex(0, 5)}},
+		{"gap over threshold", []wset.Extent{ex(0, 2), ex(5, 1)}, 2, []wset.Extent{ex(0, 2), ex(5, 1)}},
+		{"empty extents dropped", []wset.Extent{ex(7, 0), ex(1, 1)}, 0, []wset.Extent{ex(1, 1)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := slices.Clone(tc.in)
+			got := Plan(tc.in, tc.gap)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("Plan(%v, %d) = %v, want %v", tc.in, tc.gap, got, tc.want)
+			}
+			if !slices.Equal(in, tc.in) {
+				t.Fatal("Plan changed its input")
+			}
+		})
+	}
+}
+
+// ex is an extent literal that go vet accepts across packages.
+func ex(page, n uint64) wset.Extent { return wset.Extent{Page: page, N: n} }
+
+func TestSplit(t *testing.T) {
+	got := split([]request{{0, 10}, {20, 3}, {30, 8}}, 4)
+	want := []request{{0, 4}, {4, 4}, {8, 2}, {20, 3}, {30, 4}, {34, 4}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("split = %v, want %v", got, want)
+	}
+}
+
+func TestToRequestsCutsHoles(t *testing.T) {
+	const P = wset.PageSize
+	// Data everywhere except pages [16, 32) and [64, 128).
+	path := memFile(t, 256*P, request{16 * P, 16 * P}, request{64 * P, 64 * P})
+	f := openT(t, path)
+	tests := []struct {
+		name  string
+		plan  []wset.Extent
+		want  []request
+		holes int64
+	}{
+		{"all data", []wset.Extent{ex(0, 8), ex(40, 2)}, []request{{0, 8 * P}, {40 * P, 2 * P}}, 0},
+		{"spans a hole", []wset.Extent{ex(10, 30)}, []request{{10 * P, 6 * P}, {32 * P, 8 * P}}, 16 * P},
+		{"inside a hole", []wset.Extent{ex(70, 5)}, nil, 5 * P},
+		{"several in one segment", []wset.Extent{ex(130, 1), ex(140, 1), ex(150, 1)}, []request{{130 * P, P}, {140 * P, P}, {150 * P, P}}, 0},
+		{"past the end", []wset.Extent{ex(250, 100)}, []request{{250 * P, 6 * P}}, 0},
+		{"wraps", []wset.Extent{ex(255, ^uint64(0))}, []request{{255 * P, P}}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, holes, err := toRequests(f, tc.plan, 256*P)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) || holes != tc.holes {
+				t.Fatalf("toRequests = %v holes %d, want %v holes %d", got, holes, tc.want, tc.holes)
+			}
+		})
+	}
+}
+
+func TestMaxRequestBytes(t *testing.T) {
+	path := memFile(t, wset.PageSize)
+	got := maxRequestBytes(openT(t, path))
+	if got < fallbackRequestBytes || got%wset.PageSize != 0 {
+		t.Fatalf("maxRequestBytes = %d", got)
+	}
+	t.Logf("one readahead call reads at most %d KiB here", got>>10)
+}

@@ -1,0 +1,249 @@
+// Package prefetch brings a working set into a file's page cache ahead of
+// use, asynchronously: the I/O is in flight while the caller goes on (a
+// restore starts its VMM meanwhile), and the pages land in the file's own
+// page cache, where every process that maps the file shares them.
+//
+// The extents are ordered by offset, merged across small gaps, cut around
+// holes (never read) and split to the size one readahead call honours,
+// then handed to an engine: readahead through posix_fadvise from a pool of
+// goroutines, io_uring, or plain reads as a reference.
+package prefetch
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+// DefaultEngine is the engine used when Options leave it empty: the fastest
+// measured (see the package's benchmarks and README notes).
+const DefaultEngine = "willneed"
+
+// DefaultGapPages is the merge threshold used when Options leave it 0:
+// gaps of at most this many pages between working-set extents are read
+// too, because one larger request costs less than two (measured).
+const DefaultGapPages = 4
+
+// maxRequestCap bounds a request whatever the device says (io_uring
+// lengths are 32 bits; nothing gains from more).
+const maxRequestCap = 64 << 20
+
+// Options tune a prefetch; the zero value is the measured default.
+type Options struct {
+	// Engine is one of Engines(); empty means DefaultEngine.
+	Engine string
+	// Workers is the concurrency: goroutines for willneed and pread, the
+	// queue depth for io_uring. 0 means the engine's default.
+	Workers int
+	// GapPages merges extents separated by at most this many pages. 0 means
+	// DefaultGapPages; negative means merge only touching extents.
+	GapPages int
+	// MaxRequestBytes caps one request; 0 means what one readahead call on
+	// the file's device reads (max of read_ahead_kb and max_sectors_kb).
+	MaxRequestBytes int64
+}
+
+// Stats describe a prefetch. Byte counts are of the file; durations run
+// from Start.
+type Stats struct {
+	Engine  string `json:"engine"`
+	Workers int    `json:"workers"`
+	// Pages and Extents are the working set's.
+	Pages   int64 `json:"ws_pages"`
+	Extents int64 `json:"ws_extents"`
+	// Requests is how many reads were issued after merging and splitting.
+	Requests int64 `json:"requests"`
+	// Bytes is what was asked of the kernel: the working set plus merged
+	// gaps, minus holes.
+	Bytes int64 `json:"bytes"`
+	// GapBytes is how much of Bytes merging added beyond the working set
+	// (gaps that were data).
+	GapBytes int64 `json:"gap_bytes"`
+	// HoleBytesSkipped is how much of the merged plan lay in holes of the
+	// file and was not read.
+	HoleBytesSkipped int64 `json:"hole_bytes_skipped"`
+	// PlanDur is the time to order, merge and cut the requests.
+	PlanDur time.Duration `json:"plan_ns"`
+	// IssueDur is the time until every request was handed to the kernel.
+	IssueDur time.Duration `json:"issue_ns"`
+	// CompleteDur is the time until every requested page was in the page
+	// cache and up to date (zero if the job did not complete).
+	CompleteDur time.Duration `json:"complete_ns"`
+}
+
+// Job is a prefetch in flight.
+type Job struct {
+	issued chan struct{}
+	done   chan struct{}
+
+	mu    sync.Mutex
+	stats Stats
+	err   error
+}
+
+// Start begins prefetching extents of file and returns at once; the plan
+// and the I/O proceed in the background. Cancelling ctx stops issuing new
+// requests (reads already issued still complete into the cache).
+func Start(ctx context.Context, file string, extents []wset.Extent, o Options) (*Job, error) {
+	t0 := time.Now()
+	name := o.Engine
+	if name == "" {
+		name = DefaultEngine
+	}
+	eng, ok := engines[name]
+	if !ok {
+		return nil, fmt.Errorf("prefetch: unknown engine %q (have %v)", name, Engines())
+	}
+	workers := o.Workers
+	if workers <= 0 {
+		workers = eng.defaultWorkers()
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("prefetch: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("prefetch: %w", err)
+	}
+	j := &Job{issued: make(chan struct{}), done: make(chan struct{})}
+	j.stats.Engine, j.stats.Workers = name, workers
+	go j.run(ctx, t0, f, st.Size(), extents, eng, workers, o)
+	return j, nil
+}
+
+// Prefetch runs a prefetch to completion.
+func Prefetch(ctx context.Context, file string, extents []wset.Extent, o Options) (Stats, error) {
+	j, err := Start(ctx, file, extents, o)
+	if err != nil {
+		return Stats{}, err
+	}
+	return j.Wait()
+}
+
+// Issued is closed once every request has been handed to the kernel (or
+// the job ended early).
+func (j *Job) Issued() <-chan struct{} { return j.issued }
+
+// Done is closed when the job has ended.
+func (j *Job) Done() <-chan struct{} { return j.done }
+
+// WaitIssued waits until every request is issued and returns the stats so
+// far: enough for a command that only starts the prefetch and exits (the
+// kernel finishes reads issued by readahead on its own).
+func (j *Job) WaitIssued() (Stats, error) {
+	<-j.issued
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.stats, j.err
+}
+
+// Wait waits until the working set is in the page cache (or the job
+// failed or was cancelled) and returns its stats.
+func (j *Job) Wait() (Stats, error) {
+	<-j.done
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.stats, j.err
+}
+
+func (j *Job) run(ctx context.Context, t0 time.Time, f *os.File, size int64, extents []wset.Extent, eng engine, workers int, o Options) {
+	var issueOnce sync.Once
+	markIssued := func() {
+		issueOnce.Do(func() {
+			j.mu.Lock()
+			j.stats.IssueDur = time.Since(t0)
+			j.mu.Unlock()
+			close(j.issued)
+		})
+	}
+	err := j.prefetch(ctx, t0, f, size, extents, eng, workers, o, markIssued)
+	f.Close()
+	j.mu.Lock()
+	if err != nil {
+		j.err = fmt.Errorf("prefetch %s: %w", f.Name(), err)
+	} else {
+		j.stats.CompleteDur = time.Since(t0)
+	}
+	j.mu.Unlock()
+	markIssued()
+	close(j.done)
+}
+
+func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64, extents []wset.Extent, eng engine, workers int, o Options, issued func()) error {
+	gap := uint64(DefaultGapPages)
+	if o.GapPages > 0 {
+		gap = uint64(o.GapPages)
+	} else if o.GapPages < 0 {
+		gap = 0
+	}
+	maxLen := o.MaxRequestBytes
+	if maxLen <= 0 {
+		maxLen = maxRequestBytes(f)
+	}
+	maxLen = min(max(maxLen, wset.PageSize)/wset.PageSize*wset.PageSize, maxRequestCap)
+
+	exact := Plan(extents, 0) // the working set itself, deduplicated
+	plan := Plan(extents, gap)
+	reqs, holes, err := toRequests(f, plan, size)
+	if err != nil {
+		return err
+	}
+	reqs = split(reqs, maxLen)
+	var bytes, longest int64
+	for _, r := range reqs {
+		bytes += r.len
+		longest = max(longest, r.len)
+	}
+	// What merging added is what is read beyond the working set's own data.
+	wsData, err := dataBytes(f, exact, size)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	j.stats.Pages, j.stats.Extents = pages(exact), int64(len(extents))
+	j.stats.Requests, j.stats.Bytes, j.stats.HoleBytesSkipped = int64(len(reqs)), bytes, holes
+	j.stats.GapBytes = bytes - wsData
+	j.stats.PlanDur = time.Since(t0)
+	j.mu.Unlock()
+
+	// Reads on our descriptor must read what is asked and no more: without
+	// FMODE_RANDOM a buffered read grows a readahead window past the request.
+	// The flag is per open file, so the VMM's own descriptor is untouched.
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
+		return fmt.Errorf("fadvise RANDOM: %w", err)
+	}
+	t := &task{f: f, reqs: reqs, maxLen: longest, workers: workers, issued: issued}
+	if err := eng.run(ctx, t); err != nil {
+		return err
+	}
+	if !eng.completes() {
+		return waitResident(ctx, f, size, reqs)
+	}
+	return nil
+}
+
+func pages(ext []wset.Extent) int64 {
+	var n uint64
+	for _, e := range ext {
+		n += e.N
+	}
+	return int64(n)
+}
+
+// dataBytes is how many bytes of a sorted, disjoint plan are file data.
+func dataBytes(f *os.File, plan []wset.Extent, size int64) (int64, error) {
+	reqs, _, err := toRequests(f, plan, size)
+	var n int64
+	for _, r := range reqs {
+		n += r.len
+	}
+	return n, err
+}

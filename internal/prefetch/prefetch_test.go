@@ -1,0 +1,182 @@
+package prefetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+func openT(tb testing.TB, path string) *os.File {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { f.Close() })
+	return f
+}
+
+// TestEnginesMakeExactlyTheSetResident runs every engine on a cold 256 MiB
+// file with holes and checks residency page by page: all working-set data
+// pages resident, hole pages not, and nothing beyond the set and the gaps
+// merging chose to read.
+func TestEnginesMakeExactlyTheSetResident(t *testing.T) {
+	const size = 256 << 20
+	const P = wset.PageSize
+	holes := []request{{10 << 20, 4 << 20}, {100 << 20, 64 << 10}}
+	path := memFile(t, size, holes...)
+	ext := randomSet(1, size, 8000, 800)
+	// A working set can hold hole pages (the guest read a free page):
+	// they must be skipped, not read.
+	ext = append(ext, wset.Extent{Page: (10 << 20) / P, N: 100}, wset.Extent{Page: (100<<20)/P - 2, N: 20})
+	var b wset.Builder
+	for _, e := range ext {
+		b.Add(e.Page, e.N)
+	}
+	ext = b.Extents()
+
+	for _, name := range Engines() {
+		for _, gap := range []int{-1, 8} {
+			t.Run(fmt.Sprintf("%s/gap%d", name, gap), func(t *testing.T) {
+				dropCache(t, path)
+				st, err := Prefetch(context.Background(), path, ext, Options{Engine: name, GapPages: gap})
+				if err != nil {
+					t.Fatal(err)
+				}
+				res := residentPages(t, path)
+				inHole := func(p uint64) bool {
+					for _, h := range holes {
+						if int64(p)*P >= h.off && int64(p)*P < h.end() {
+							return true
+						}
+					}
+					return false
+				}
+				want := 0
+				for _, e := range ext {
+					for p := e.Page; p < e.End(); p++ {
+						switch {
+						case inHole(p) && res[p]:
+							t.Fatalf("hole page %d was read", p)
+						case !inHole(p) && !res[p]:
+							t.Fatalf("working-set page %d not resident", p)
+						case !inHole(p):
+							want++
+						}
+					}
+				}
+				got := res.count()
+				if int64(got)*P != st.Bytes {
+					t.Errorf("%d pages resident, stats say %d bytes read", got, st.Bytes)
+				}
+				if gap < 0 && got != want {
+					t.Errorf("%d pages resident, want exactly the %d working-set data pages", got, want)
+				}
+				if int64(got-want)*P != st.GapBytes {
+					t.Errorf("%d extra pages resident, stats say %d gap bytes", got-want, st.GapBytes)
+				}
+				if st.HoleBytesSkipped < 120*P || st.CompleteDur < st.IssueDur || st.Requests == 0 {
+					t.Errorf("stats %+v", st)
+				}
+				t.Logf("gap %d: %+v", gap, st)
+			})
+		}
+	}
+}
+
+// One call of readahead reads at most the device's readahead size: a long
+// extent must still come in whole.
+func TestLongExtentComesInWhole(t *testing.T) {
+	const size = 64 << 20
+	path := memFile(t, size)
+	for _, name := range Engines() {
+		t.Run(name, func(t *testing.T) {
+			dropCache(t, path)
+			if _, err := Prefetch(context.Background(), path, []wset.Extent{{Page: 0, N: size / wset.PageSize}}, Options{Engine: name}); err != nil {
+				t.Fatal(err)
+			}
+			if n := residentPages(t, path).count(); n != size/wset.PageSize {
+				t.Fatalf("%d of %d pages resident", n, size/wset.PageSize)
+			}
+		})
+	}
+}
+
+func TestCancel(t *testing.T) {
+	const size = 256 << 20
+	path := memFile(t, size)
+	// Every other page: many small requests that cannot merge.
+	var ext []wset.Extent
+	for p := uint64(0); p < size/wset.PageSize; p += 2 {
+		ext = append(ext, wset.Extent{Page: p, N: 1})
+	}
+	for _, name := range Engines() {
+		t.Run(name, func(t *testing.T) {
+			dropCache(t, path)
+			ctx, cancel := context.WithCancel(context.Background())
+			j, err := Start(ctx, path, ext, Options{Engine: name, GapPages: -1, Workers: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+			cancel()
+			st, err := j.Wait()
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Wait after cancel: %v (stats %+v)", err, st)
+			}
+			if n := residentPages(t, path).count(); n >= len(ext) {
+				t.Fatalf("all %d pages resident despite the cancel", n)
+			}
+			select {
+			case <-j.Issued():
+			default:
+				t.Fatal("Issued not closed after the job ended")
+			}
+		})
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	if _, err := Start(context.Background(), "/nonexistent/mem", nil, Options{}); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+	path := memFile(t, wset.PageSize)
+	if _, err := Start(context.Background(), path, nil, Options{Engine: "telepathy"}); err == nil {
+		t.Fatal("unknown engine accepted")
+	}
+	st, err := Prefetch(context.Background(), path, nil, Options{})
+	if err != nil || st.Bytes != 0 {
+		t.Fatalf("empty set: %+v %v", st, err)
+	}
+}
+
+// The wait for engines that do not observe completion must also bring in
+// pages whose readahead never happened (the kernel gives up on readahead
+// under memory pressure).
+func TestWaitResidentRepairsSkippedReadahead(t *testing.T) {
+	const size = 16 << 20
+	path := memFile(t, size)
+	f := openT(t, path)
+	reqs := []request{{0, 1 << 20}, {4 << 20, 2 << 20}, {size - wset.PageSize, wset.PageSize}}
+	if err := waitResident(context.Background(), f, size, reqs); err != nil {
+		t.Fatal(err)
+	}
+	res := residentPages(t, path)
+	want := 0
+	for _, r := range reqs {
+		for p := r.off / wset.PageSize; p < r.end()/wset.PageSize; p++ {
+			if !res[p] {
+				t.Fatalf("page %d not resident", p)
+			}
+			want++
+		}
+	}
+	if got := res.count(); got != want {
+		t.Fatalf("%d pages resident, want %d", got, want)
+	}
+}

@@ -1,0 +1,65 @@
+package prefetch
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+// waitResident returns once every request's pages are in f's page cache
+// and up to date, for engines whose calls return before the I/O completes.
+//
+// It maps the file read-only and populates each request's range with
+// MADV_POPULATE_READ: a fault on a page whose read is in flight sleeps
+// until the read completes, and a page the kernel chose not to read (its
+// readahead gives up under memory pressure) is read then, so the wait is
+// both exact and self-repairing, without polling and without copying the
+// data. MADV_RANDOM keeps those faults from reading around. cachestat(2)
+// alone would not do: it counts pages as cached from the moment they are
+// added, before their read completes (verified on 6.18).
+func waitResident(ctx context.Context, f *os.File, size int64, reqs []request) error {
+	if len(reqs) == 0 || size == 0 {
+		return nil
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map %s to wait for it: %w", f.Name(), err)
+	}
+	// Unmapping drops only our page-table entries, not the page cache.
+	defer unix.Munmap(m)
+	if err := unix.Madvise(m, unix.MADV_RANDOM); err != nil {
+		return fmt.Errorf("madvise %s: %w", f.Name(), err)
+	}
+	fd := int(f.Fd())
+	for _, r := range reqs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// Pages whose readahead the kernel skipped would each be read by
+		// a fault of its own below; ask for them again in one call first.
+		// cachestat counts pages in the cache whether or not their read
+		// has completed, so it tells skipped pages from pending ones.
+		if cached(fd, r) < (r.len+wset.PageSize-1)/wset.PageSize {
+			_ = unix.Fadvise(fd, r.off, r.len, unix.FADV_WILLNEED)
+		}
+		if err := unix.Madvise(m[r.off:r.end()], unix.MADV_POPULATE_READ); err != nil {
+			return fmt.Errorf("wait for %s at %d+%d: %w", f.Name(), r.off, r.len, err)
+		}
+	}
+	return nil
+}
+
+// cached counts r's pages in the page cache, up to date or not; if
+// cachestat(2) is missing it reports them all, so nothing is re-issued.
+func cached(fd int, r request) int64 {
+	var cs unix.Cachestat_t
+	cr := unix.CachestatRange{Off: uint64(r.off), Len: uint64(r.len)}
+	if err := unix.Cachestat(uint(fd), &cr, &cs, 0); err != nil {
+		return r.len
+	}
+	return int64(cs.Cache)
+}

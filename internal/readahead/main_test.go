@@ -1,0 +1,188 @@
+package readahead
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// With childEnv set, the test binary is the workload: a process that maps
+// a file the way a VMM maps guest memory.
+const childEnv = "SNAPBPF_READAHEAD_CHILD"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(childEnv) {
+	case "":
+		os.Exit(m.Run())
+	case "touch":
+		exit(touchChild())
+	case "hugepage-flag":
+		exit(hugepageChild())
+	}
+	exit(fmt.Errorf("unknown child mode %q", os.Getenv(childEnv)))
+}
+
+func exit(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+func mapFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close() // the mapping keeps its own reference
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
+}
+
+// touchChild maps FILE private without madvise, keeps a descriptor open
+// (as QEMU does), says "ready", then touches each page index read from
+// stdin and answers "ok".
+func touchChild() error {
+	path := os.Getenv("FILE")
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	sc := bufio.NewScanner(os.Stdin)
+	var sum byte
+	for sc.Scan() {
+		p, err := strconv.Atoi(sc.Text())
+		if err != nil {
+			return err
+		}
+		sum += mem[p*os.Getpagesize()]
+		fmt.Println("ok", sum)
+	}
+	return sc.Err()
+}
+
+// hugepageChild madvises a file mapping MADV_HUGEPAGE, as QEMU does with
+// guest RAM, and prints the mapping's VmFlags.
+func hugepageChild() error {
+	mem, err := mapFile(os.Getenv("FILE"))
+	if err != nil {
+		return err
+	}
+	if err := unix.Madvise(mem, unix.MADV_HUGEPAGE); err != nil {
+		return fmt.Errorf("madvise: %w", err)
+	}
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return err
+	}
+	start := fmt.Sprintf("%x-", uintptr(unsafe.Pointer(&mem[0])))
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, start) {
+			in = true
+		}
+		if in && strings.HasPrefix(line, "VmFlags:") {
+			fmt.Println(line)
+			return nil
+		}
+	}
+	return fmt.Errorf("mapping %s not in smaps", start)
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: changes read_ahead_kb and uses pidfd_getfd")
+	}
+}
+
+// dataFile writes size bytes of real data on the root disk (tmpfs has no
+// readahead) and syncs them so that DONTNEED can drop them.
+func dataFile(t *testing.T, size int) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/var/tmp", "snapbpf-readahead-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := dir + "/mem"
+	buf := make([]byte, size)
+	rand.NewChaCha8([32]byte{2}).Read(buf)
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func dropCache(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if n := residentPages(t, path); n != 0 {
+		t.Fatalf("%d pages still cached after DONTNEED", n)
+	}
+}
+
+// residentPages counts path's cached pages with mincore(2).
+func residentPages(t *testing.T, path string) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	vec := make([]byte, (len(mem)+os.Getpagesize()-1)/os.Getpagesize())
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&vec[0])))
+	if e != 0 {
+		t.Fatal(e)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
+}
