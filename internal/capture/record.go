@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/snapbpf/snapbpf/internal/seccomp"
 	"os"
 	"os/exec"
 	"syscall"
@@ -38,7 +39,7 @@ import (
 //   - The command runs under a seccomp filter that ignores
 //     madvise(MADV_HUGEPAGE): QEMU advises all guest RAM so, and a
 //     VM_HUGEPAGE file mapping reads 4 MiB per fault even with readahead
-//     off (see readahead.IgnoreHugepageAdvice).
+//     off (see seccomp.Wrap).
 //
 // Rejected: the disk at 0 for the whole run (every file opened on the disk
 // while a VM runs loses readahead for good); turning readahead off only
@@ -86,7 +87,7 @@ func recordEBPF(ctx context.Context, file string, argv []string) (c *Capture, re
 	}
 
 	cmd := command(ctx, argv)
-	if err := readahead.IgnoreHugepageAdvice(cmd); err != nil {
+	if err := seccomp.Wrap(cmd, seccomp.Policy{IgnoreHugepageAdvice: true}); err != nil {
 		return nil, err
 	}
 	resume, err := readahead.Suspend(file)

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"unsafe"
 
@@ -23,8 +22,6 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	case "touch":
 		exit(touchChild())
-	case "hugepage-flag":
-		exit(hugepageChild())
 	}
 	exit(fmt.Errorf("unknown child mode %q", os.Getenv(childEnv)))
 }
@@ -82,33 +79,6 @@ func touchChild() error {
 	return sc.Err()
 }
 
-// hugepageChild madvises a file mapping MADV_HUGEPAGE, as QEMU does with
-// guest RAM, and prints the mapping's VmFlags.
-func hugepageChild() error {
-	mem, err := mapFile(os.Getenv("FILE"))
-	if err != nil {
-		return err
-	}
-	if err := unix.Madvise(mem, unix.MADV_HUGEPAGE); err != nil {
-		return fmt.Errorf("madvise: %w", err)
-	}
-	b, err := os.ReadFile("/proc/self/smaps")
-	if err != nil {
-		return err
-	}
-	start := fmt.Sprintf("%x-", uintptr(unsafe.Pointer(&mem[0])))
-	in := false
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, start) {
-			in = true
-		}
-		if in && strings.HasPrefix(line, "VmFlags:") {
-			fmt.Println(line)
-			return nil
-		}
-	}
-	return fmt.Errorf("mapping %s not in smaps", start)
-}
 
 func needRoot(t *testing.T) {
 	t.Helper()

@@ -30,6 +30,10 @@ type Config struct {
 	// FreePageReporting adds a balloon device on which the guest reports
 	// free pages. A restore must use the value the snapshot was made with.
 	FreePageReporting bool
+	// IgnoreHugepageAdvice keeps the VMM's madvise(MADV_HUGEPAGE) on guest
+	// RAM from taking effect: with it, every fault on the memory file reads
+	// 4 MiB whatever the readahead setting (see package seccomp).
+	IgnoreHugepageAdvice bool
 	// Log receives the VMM's own output; nil discards it.
 	Log io.Writer
 }

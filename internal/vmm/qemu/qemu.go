@@ -156,18 +156,13 @@ func (d *Driver) Start(ctx context.Context, c vmm.Config) (_ vmm.Machine, retErr
 		}
 	}()
 
-	a := args(c, runDir)
-	if c.MemShared {
-		// Creating a snapshot: QEMU must be free to punch holes for free
-		// page reporting.
-		m.cmd = exec.Command(bin, a...)
-	} else {
-		cmd, err := seccomp.Command(context.Background(), bin, a...)
-		if err != nil {
-			os.RemoveAll(runDir)
-			return nil, err
-		}
-		m.cmd = cmd
+	m.cmd = exec.Command(bin, args(c, runDir)...)
+	// Creating a snapshot (shared memory), QEMU must be free to punch holes
+	// for free page reporting; restoring, it must not touch the file.
+	policy := seccomp.Policy{DenyFallocate: !c.MemShared, IgnoreHugepageAdvice: c.IgnoreHugepageAdvice}
+	if err := seccomp.Wrap(m.cmd, policy); err != nil {
+		os.RemoveAll(runDir)
+		return nil, err
 	}
 	var out io.Writer = m.stderr
 	if c.Log != nil {
