@@ -11,6 +11,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/guest"
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
@@ -55,11 +56,13 @@ func newDemoCmd() *cobra.Command {
 			for i := 0; i < runs; i++ {
 				for _, mode := range []string{"cold", "warm"} {
 					logf(log, "restore %s %d/%d", mode, i+1, runs)
-					rep, err := restore(cmd, dir.Path, funcvm.RestoreOptions{Input: input, Count: 1, Cold: mode == "cold"})
+					rep, err := restore(cmd, dir.Path, policy.Lazy, "", funcvm.RestoreOptions{Input: input, Count: 1, Cold: mode == "cold"})
 					if err != nil {
 						return err
 					}
-					rows[mode] = append(rows[mode], rep.VMs...)
+					for _, v := range rep.VMs {
+						rows[mode] = append(rows[mode], v.VMResult)
+					}
 				}
 			}
 			out := cmd.OutOrStdout()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -8,33 +9,43 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
 // restoreReport is restore's output.
 type restoreReport struct {
-	Snapshot string            `json:"snapshot"`
-	Function string            `json:"function"`
-	Input    uint64            `json:"input"`
-	Count    int               `json:"count"`
-	Cold     bool              `json:"cold"`
-	Policy   string            `json:"policy"`
-	VMs      []funcvm.VMResult `json:"vms"`
+	Snapshot string `json:"snapshot"`
+	Function string `json:"function"`
+	Input    uint64 `json:"input"`
+	Count    int    `json:"count"`
+	Cold     bool   `json:"cold"`
+	Policy   string `json:"policy"`
+	policy.PrefetchStats
+	VMs []vmReport `json:"vms"`
+}
+
+// vmReport is one clone's result with the restore's policy and prefetch,
+// so each entry stands on its own in a script.
+type vmReport struct {
+	funcvm.VMResult
+	Policy string `json:"policy"`
+	policy.PrefetchStats
 }
 
 func newRestoreCmd() *cobra.Command {
 	var (
-		snapDir string
-		o       funcvm.RestoreOptions
-		asJSON  bool
+		snapDir, pol, ws string
+		o                funcvm.RestoreOptions
+		asJSON           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "restore --snapshot DIR",
 		Short: "Restore clones of a snapshot concurrently, invoke each once and verify the results",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rep, err := restore(cmd, snapDir, o)
+			rep, err := restore(cmd, snapDir, pol, ws, o)
 			if rep != nil {
 				if asJSON {
 					if jerr := writeJSON(cmd.OutOrStdout(), rep); jerr != nil {
@@ -52,13 +63,19 @@ func newRestoreCmd() *cobra.Command {
 	f.Uint64Var(&o.Input, "input", 1, "input seed for the invocation")
 	f.IntVar(&o.Count, "count", 1, "clones to restore concurrently")
 	f.BoolVar(&o.Cold, "cold", false, "drop the memory file's cached pages first")
+	f.StringVar(&pol, "policy", policy.Lazy, fmt.Sprintf("restore policy %v", policy.Names()))
+	f.StringVar(&ws, "ws", "", "working set for --policy snapbpf (default: the snapshot's, from snapbpf record)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object with a vms array")
 	cmd.MarkFlagRequired("snapshot")
 	return cmd
 }
 
-func restore(cmd *cobra.Command, snapDir string, o funcvm.RestoreOptions) (*restoreReport, error) {
+func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOptions) (*restoreReport, error) {
 	dir, err := snapshot.Open(snapDir)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := policy.New(polName, dir, ws, policy.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -67,19 +84,29 @@ func restore(cmd *cobra.Command, snapDir string, o funcvm.RestoreOptions) (*rest
 	if err != nil {
 		return nil, err
 	}
+	o.Hooks = pol
 	vms, err := funcvm.Restore(cmd.Context(), &qemu.Driver{}, dir, o)
+	pst, perr := pol.Finish()
 	if vms == nil {
-		return nil, err
+		return nil, errors.Join(err, perr)
 	}
-	return &restoreReport{
+	rep := &restoreReport{
 		Snapshot: dir.Path, Function: m.Function, Input: o.Input, Count: len(vms),
-		Cold: o.Cold, Policy: "lazy", VMs: vms,
-	}, err
+		Cold: o.Cold, Policy: pol.Name(), PrefetchStats: pst,
+	}
+	for _, v := range vms {
+		rep.VMs = append(rep.VMs, vmReport{VMResult: v, Policy: pol.Name(), PrefetchStats: pst})
+	}
+	return rep, errors.Join(err, perr)
 }
 
 func printVMs(w io.Writer, r *restoreReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "%s (%s), input %d, policy %s, cold=%v\n", r.Snapshot, r.Function, r.Input, r.Policy, r.Cold)
+	fmt.Fprintf(w, "%s (%s), input %d, policy %s, cold=%v", r.Snapshot, r.Function, r.Input, r.Policy, r.Cold)
+	if r.Bytes > 0 {
+		fmt.Fprintf(w, ", prefetched %.1f MiB in %.0f ms", float64(r.Bytes)/(1<<20), r.CompleteMs)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintln(tw, "vm\te2e_ms\tvmm_start_ms\tstate_load_ms\tresume_to_result_ms\tguest_fn_ms\tmajor_faults\tminor_faults\tread_MiB\tok\t")
 	for _, v := range r.VMs {
 		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.1f\t%v\t\n", v.Index, v.E2EMs, v.VMMStartMs, v.StateLoadMs,

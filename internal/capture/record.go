@@ -174,6 +174,59 @@ func (g *guard) run(rec *Recorder, stop <-chan struct{}) {
 }
 
 func recordMincore(ctx context.Context, file string, argv []string) (*Capture, error) {
+	sess, err := Watch(file, MethodMincore)
+	if err != nil {
+		return nil, err
+	}
+	defer sess.Close()
+	waitErr := command(ctx, argv).Run()
+	if waitErr != nil {
+		waitErr = fmt.Errorf("run %s: %w", argv[0], waitErr)
+	}
+	c, err := sess.Stop()
+	return c, errors.Join(waitErr, err)
+}
+
+// Session is a recording of one file in progress.
+type Session interface {
+	// Stop ends the recording and returns what it captured.
+	Stop() (*Capture, error)
+	// Close releases the session's resources; safe after Stop.
+	Close() error
+}
+
+// Watch starts recording which pages of file enter the page cache, by
+// method (MethodEBPF or MethodMincore), for a workload the caller runs
+// itself (a VMM it starts). The caller drops the file's cache first if it
+// wants a cold recording; with eBPF the caller also keeps readahead off
+// the workload's descriptor, or the capture includes it.
+func Watch(file, method string) (Session, error) {
+	switch method {
+	case "", MethodEBPF:
+		rec, err := NewRecorder([]string{file})
+		if err != nil {
+			return nil, err
+		}
+		if err := rec.Start(); err != nil {
+			rec.Close()
+			return nil, err
+		}
+		return rec, nil
+	case MethodMincore:
+		return startMincore(file)
+	}
+	return nil, fmt.Errorf("record: unknown method %q (want %s or %s)", method, MethodEBPF, MethodMincore)
+}
+
+// mincoreSession is FaaSnap's method: what is resident after the run.
+type mincoreSession struct {
+	file      string
+	f         File
+	cached    uint64
+	dataStart []extent
+}
+
+func startMincore(file string) (*mincoreSession, error) {
 	cached, err := DropCache(file)
 	if err != nil {
 		return nil, err
@@ -186,30 +239,32 @@ func recordMincore(ctx context.Context, file string, argv []string) (*Capture, e
 	if err != nil {
 		return nil, err
 	}
-	waitErr := command(ctx, argv).Run()
-	if waitErr != nil {
-		waitErr = fmt.Errorf("run %s: %w", argv[0], waitErr)
-	}
-	runs, _, err := settledResident(file)
+	return &mincoreSession{file: file, f: f, cached: cached, dataStart: dataStart}, nil
+}
+
+func (s *mincoreSession) Stop() (*Capture, error) {
+	runs, _, err := settledResident(s.file)
 	if err != nil {
-		return nil, errors.Join(waitErr, err)
+		return nil, err
 	}
-	dataNow, err := dataExtents(file)
+	dataNow, err := dataExtents(s.file)
 	if err != nil {
-		return nil, errors.Join(waitErr, err)
+		return nil, err
 	}
 	c := &Capture{
 		Method:            MethodMincore,
-		Files:             []File{f},
-		ResidentAtStart:   cached,
+		Files:             []File{s.f},
+		ResidentAtStart:   s.cached,
 		IncludesReadahead: true,
 	}
 	for _, r := range runs {
 		c.Accesses = append(c.Accesses, runAccesses(r)...)
 	}
-	c.Accesses, c.HolePagesDropped = clip(c.Accesses, intersect(dataStart, dataNow))
-	return c, waitErr
+	c.Accesses, c.HolePagesDropped = clip(c.Accesses, intersect(s.dataStart, dataNow))
+	return c, nil
 }
+
+func (s *mincoreSession) Close() error { return nil }
 
 // runAccesses splits a run of pages into Accesses (NPages is 32-bit).
 func runAccesses(r extent) []Access {

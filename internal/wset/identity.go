@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -74,8 +75,9 @@ const fingerprintSamples = 64
 // IdentifyFile computes the identity of the memory file at path.
 //
 // The fingerprint hashes the size and 64 blocks of 4 KiB spread evenly over
-// the file. That is cheap (256 KiB read, about a millisecond) where hashing
-// the whole file would read all of guest memory, and it still tells apart
+// the file. That is cheap (256 KiB read, 8 blocks at a time: 3 ms on the
+// loaded virtual disk of the development machines) where hashing the
+// whole file would read all of guest memory, and it still tells apart
 // snapshots of different functions or boots, whose kernel data and heaps
 // differ nearly everywhere. The file's hole layout is deliberately left
 // out: a sparse and a non-sparse copy of a snapshot hold the same memory
@@ -105,13 +107,12 @@ func IdentifyFile(path, snapshotID string) (Identity, error) {
 	copy(hdr[:8], "snapws1\x00")
 	binary.LittleEndian.PutUint64(hdr[8:], uint64(size))
 	h.Write(hdr[:])
-	buf := alignedBlock()
-	for _, off := range sampleOffsets(size) {
-		n, err := readSample(f, direct, buf, off)
-		if err != nil {
-			return Identity{}, fmt.Errorf("read %s at %d: %w", path, off, err)
-		}
-		h.Write(buf[:n])
+	samples, err := readSamples(f, direct, sampleOffsets(size))
+	if err != nil {
+		return Identity{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	for _, b := range samples {
+		h.Write(b)
 	}
 	return Identity{
 		Size:        size,
@@ -155,6 +156,33 @@ func openForSampling(path string) (*os.File, bool, error) {
 	// pages, which readSample would not know to drop.
 	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM)
 	return f, false, nil
+}
+
+// sampleReaders is how many samples are read at once: a restore pays for
+// identifying the file before its prefetch starts. 16 measured no faster.
+const sampleReaders = 8
+
+// readSamples reads the blocks at offs concurrently and returns them in
+// order.
+func readSamples(f *os.File, direct bool, offs []int64) ([][]byte, error) {
+	out := make([][]byte, len(offs))
+	errs := make([]error, len(offs))
+	var wg sync.WaitGroup
+	for w := range sampleReaders {
+		wg.Go(func() {
+			buf := alignedBlock()
+			for i := w; i < len(offs); i += sampleReaders {
+				n, err := readSample(f, direct, buf, offs[i])
+				if err != nil {
+					errs[i] = fmt.Errorf("at %d: %w", offs[i], err)
+					continue
+				}
+				out[i] = append([]byte(nil), buf[:n]...)
+			}
+		})
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
 }
 
 // alignedBlock returns a PageSize buffer aligned for O_DIRECT.

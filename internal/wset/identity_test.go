@@ -239,3 +239,22 @@ func TestReadSampleBufferedDropsWhatItRead(t *testing.T) {
 		t.Fatal("a sample that was cached before was dropped")
 	}
 }
+
+// BenchmarkIdentifyFile: 64 O_DIRECT reads of 4 KiB and a hash; the file
+// size does not matter.
+func BenchmarkIdentifyFile(b *testing.B) {
+	dir, err := os.MkdirTemp("/var/tmp", "wset-bench-")
+	if err != nil {
+		b.Skip(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "mem")
+	if err := os.WriteFile(path, make([]byte, 64<<20), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := IdentifyFile(path, ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/snapbpf/snapbpf/internal/prefetch"
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+func newPrefetchCmd() *cobra.Command {
+	var (
+		mem, ws string
+		wait    bool
+		asJSON  bool
+		o       prefetch.Options
+	)
+	cmd := &cobra.Command{
+		Use:   "prefetch --mem FILE --ws WS",
+		Short: "Bring a working set into a memory file's page cache",
+		Long: `prefetch issues asynchronous reads of the working set's pages of FILE into the
+page cache, merged into large requests, skipping holes. Without --wait it
+returns once every request is issued; with --wait, once every page is cached.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := wset.Read(ws)
+			if err != nil {
+				return err
+			}
+			if err := s.CheckFile(mem, s.Mem.SnapshotID); err != nil {
+				return err
+			}
+			job, err := prefetch.Start(cmd.Context(), mem, s.Extents, o)
+			if err != nil {
+				return err
+			}
+			var st prefetch.Stats
+			if wait {
+				st, err = job.Wait()
+			} else {
+				st, err = job.WaitIssued()
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), st)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %.1f MiB in %d requests (%d extents), engine %s: issued in %.1f ms",
+				mem, float64(st.Bytes)/(1<<20), st.Requests, st.Extents, st.Engine, float64(st.IssueDur.Microseconds())/1000)
+			if wait {
+				fmt.Fprintf(cmd.OutOrStdout(), ", complete in %.1f ms", float64(st.CompleteDur.Microseconds())/1000)
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&mem, "mem", "", "memory file")
+	f.StringVar(&ws, "ws", "", "working-set file")
+	f.BoolVar(&wait, "wait", false, "wait until every page is in the page cache")
+	f.BoolVar(&asJSON, "json", false, "print statistics as JSON")
+	f.StringVar(&o.Engine, "engine", "", fmt.Sprintf("prefetch engine %v (default %s)", prefetch.Engines(), prefetch.DefaultEngine))
+	f.IntVar(&o.Workers, "workers", 0, "concurrency (0: the engine's default)")
+	f.IntVar(&o.GapPages, "gap", 0, fmt.Sprintf("merge extents across gaps of up to this many pages (0: %d)", prefetch.DefaultGapPages))
+	cmd.MarkFlagRequired("mem")
+	cmd.MarkFlagRequired("ws")
+	return cmd
+}

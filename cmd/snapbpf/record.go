@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/snapbpf/snapbpf/internal/capture"
+	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+func newRecordCmd() *cobra.Command {
+	var (
+		snapDir, mem, out, method string
+		o                         policy.RecordOptions
+		asJSON                    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "record (--snapshot DIR | --mem FILE --out WS -- CMD [ARGS...])",
+		Short: "Record the pages of a memory file a workload touches (its working set)",
+		Long: `record captures, with eBPF in the kernel, which pages of a memory file enter the
+page cache while a workload runs, with readahead kept off so the capture is what
+the workload touched.
+
+With --snapshot it restores the snapshot once, cold, invokes its function and
+stores the working set in the snapshot directory, for restore --policy snapbpf.
+With --mem and a command it works for any program that maps or reads FILE (a
+Firecracker restore script, a test program) and writes the working set to --out.
+
+Without the privileges for BPF (root, or CAP_BPF and CAP_PERFMON) it fails; use
+--method mincore to record residency after the run instead (FaaSnap's method),
+which includes readahead.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var v any
+			var err error
+			switch {
+			case snapDir != "" && mem == "":
+				if len(args) > 0 {
+					return errors.New("record --snapshot takes no command")
+				}
+				o.Method = method
+				v, err = recordSnapshot(cmd, snapDir, o)
+			case mem != "" && snapDir == "":
+				if out == "" || len(args) == 0 {
+					return errors.New("record --mem FILE needs --out WS and a command after --")
+				}
+				v, err = recordCommand(cmd, mem, out, method, args)
+			default:
+				return errors.New("record: give either --snapshot DIR, or --mem FILE --out WS -- CMD")
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), v)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&snapDir, "snapshot", "", "snapshot directory to record")
+	f.Uint64Var(&o.Input, "input", 1, "input seed for the recorded invocation")
+	f.BoolVar(&o.Merge, "merge", false, "union with the snapshot's existing working set (several inputs)")
+	f.StringVar(&mem, "mem", "", "memory file to watch (with a command)")
+	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
+	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+func recordSnapshot(cmd *cobra.Command, snapDir string, o policy.RecordOptions) (*policy.RecordReport, error) {
+	dir, err := snapshot.Open(snapDir)
+	if err != nil {
+		return nil, err
+	}
+	m := dir.Manifest
+	if o.Expected, err = funcvm.Expect(m.Function, m.FunctionOptions["data_mib"], o.Input); err != nil {
+		return nil, err
+	}
+	_, rep, err := policy.Record(cmd.Context(), &qemu.Driver{}, dir, o, progress(cmd))
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(progress(cmd), "recorded %s: %d pages (%.1f MiB) in %d extents, method %s, %d lost events; invoke e2e %.0f ms; stored in %s\n",
+		m.Function, rep.Pages, float64(rep.Bytes)/(1<<20), rep.Extents, rep.Method, rep.Lost, rep.VM.E2EMs, rep.Path)
+	return rep, nil
+}
+
+// commandRecord is what record --mem prints under --json.
+type commandRecord struct {
+	Out               string       `json:"out"`
+	Method            string       `json:"method"`
+	IncludesReadahead bool         `json:"includes_readahead"`
+	Lost              uint64       `json:"lost_events"`
+	HolePagesDropped  uint64       `json:"hole_pages_dropped"`
+	Summary           wset.Summary `json:"working_set"`
+}
+
+func recordCommand(cmd *cobra.Command, mem, out, method string, argv []string) (*commandRecord, error) {
+	c, runErr := capture.RecordCommand(cmd.Context(), mem, argv, method)
+	if c == nil {
+		return nil, runErr
+	}
+	if runErr != nil && !errors.Is(runErr, capture.ErrLostEvents) {
+		// The command failed: say so, but keep what it touched.
+		fmt.Fprintf(progress(cmd), "warning: %v\n", runErr)
+	} else if runErr != nil {
+		return nil, runErr
+	}
+	id, err := wset.IdentifyFile(mem, "")
+	if err != nil {
+		return nil, err
+	}
+	set := &wset.Set{
+		Mem: id, Extents: wset.FromPages(capture.Pages(c, 0)), Created: time.Now().UTC(),
+		Source: fmt.Sprintf("record --mem %s method=%s: %v", mem, c.Method, argv),
+	}
+	if err := wset.Write(out, set); err != nil {
+		return nil, err
+	}
+	if c.IncludesReadahead {
+		fmt.Fprintf(progress(cmd), "note: this capture (%s) includes readahead, not only the pages the command touched\n", c.Method)
+	}
+	fmt.Fprintf(progress(cmd), "wrote %s: %d pages in %d extents\n", out, set.Pages(), len(set.Extents))
+	return &commandRecord{Out: out, Method: c.Method, IncludesReadahead: c.IncludesReadahead, Lost: c.Lost,
+		HolePagesDropped: c.HolePagesDropped, Summary: set.Summary()}, nil
+}

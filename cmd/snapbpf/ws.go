@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+func newWSCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "ws", Short: "Inspect and merge working-set files"}
+	var asJSON bool
+	show := &cobra.Command{
+		Use:   "show WS",
+		Short: "Describe a working set (extents in first-touch order)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := wset.Read(args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), s.Summary())
+			}
+			sum := s.Summary()
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d pages (%.1f MiB) in %d extents\n  memory file: %s\n  source: %s\n  created: %s\n",
+				args[0], sum.Pages, float64(sum.Bytes)/(1<<20), sum.ExtentCount, sum.Mem, sum.Source, sum.Created.Format("2006-01-02 15:04:05Z"))
+			return nil
+		},
+	}
+	show.Flags().BoolVar(&asJSON, "json", false, `print {"pages","bytes","extents":[[first_page,n_pages],...]} and more`)
+	var out string
+	merge := &cobra.Command{
+		Use:   "merge --out WS WS1 WS2 [...]",
+		Short: "Union several recordings of one memory file (first-touch order of the first)",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var sets []*wset.Set
+			for _, p := range args {
+				s, err := wset.Read(p)
+				if err != nil {
+					return err
+				}
+				sets = append(sets, s)
+			}
+			u, common, err := wset.Merge(sets...)
+			if err != nil {
+				return err
+			}
+			if err := wset.Write(out, u); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d pages, %d common to all %d recordings\n", out, u.Pages(), common, len(sets))
+			return nil
+		},
+	}
+	merge.Flags().StringVar(&out, "out", "", "merged working set to write")
+	merge.MarkFlagRequired("out")
+	cmd.AddCommand(show, merge)
+	return cmd
+}

@@ -1,0 +1,145 @@
+// Package policy holds the restore policies: how a restored VM's memory
+// file gets into the page cache.
+//
+//   - lazy: Linux as it is. Each fault reads the page and, through
+//     readahead (and QEMU's MADV_HUGEPAGE advice), megabytes around it.
+//   - nora: no readahead for the memory file. Each fault reads one page.
+//   - snapbpf: the recorded working set is prefetched into the memory
+//     file's own page cache, asynchronously, starting before the VMM;
+//     everything else is read one page per fault as in nora.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/snapbpf/snapbpf/internal/prefetch"
+	"github.com/snapbpf/snapbpf/internal/readahead"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/vmm"
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+// Policy names.
+const (
+	Lazy    = "lazy"
+	NoRA    = "nora"
+	SnapBPF = "snapbpf"
+)
+
+// Names lists the policies.
+func Names() []string { return []string{Lazy, NoRA, SnapBPF} }
+
+// WorkingSetFile is where a snapshot keeps its recorded working set.
+const WorkingSetFile = "wset/default.ws"
+
+// Policy is one restore under a policy. It implements funcvm.Hooks.
+type Policy struct {
+	name string
+	mem  string
+	ws   *wset.Set
+	opts prefetch.Options
+	job  *prefetch.Job
+}
+
+// Options tune a policy.
+type Options struct {
+	Prefetch prefetch.Options
+}
+
+// New prepares a restore of dir under policy name. Policy snapbpf needs the
+// snapshot's working set, recorded with snapbpf record; wsPath overrides
+// where it is read from.
+func New(name string, dir *snapshot.Dir, wsPath string, o Options) (*Policy, error) {
+	p := &Policy{name: name, mem: dir.MemPath(), opts: o.Prefetch}
+	switch name {
+	case Lazy, NoRA:
+		return p, nil
+	case SnapBPF:
+	default:
+		return nil, fmt.Errorf("unknown policy %q: want one of %v", name, Names())
+	}
+	if wsPath == "" {
+		wsPath = dir.File(WorkingSetFile)
+	}
+	ws, err := wset.Read(wsPath)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("policy snapbpf: no working set at %s: record one first with snapbpf record --snapshot %s", wsPath, dir.Path)
+		}
+		return nil, fmt.Errorf("policy snapbpf: %w", err)
+	}
+	if err := ws.CheckFile(p.mem, dir.Manifest.ID); err != nil {
+		return nil, fmt.Errorf("policy snapbpf: working set %s: %w", wsPath, err)
+	}
+	p.ws = ws
+	return p, nil
+}
+
+// Name is the policy's name.
+func (p *Policy) Name() string { return p.name }
+
+// WorkingSet is the working set snapbpf prefetches; nil for other policies.
+func (p *Policy) WorkingSet() *wset.Set { return p.ws }
+
+// Begin implements funcvm.Hooks: snapbpf starts its prefetch here, before
+// any VMM process exists, so the I/O overlaps VM setup.
+func (p *Policy) Begin(ctx context.Context) error {
+	if p.ws == nil {
+		return nil
+	}
+	job, err := prefetch.Start(ctx, p.mem, p.ws.Extents, p.opts)
+	if err != nil {
+		return fmt.Errorf("prefetch %s: %w", p.mem, err)
+	}
+	p.job = job
+	return nil
+}
+
+// Configure implements funcvm.Hooks.
+func (p *Policy) Configure(c *vmm.Config) {
+	// QEMU's MADV_HUGEPAGE on guest RAM reads 4 MiB per fault whatever
+	// the readahead setting; only lazy keeps Linux and QEMU as they are.
+	c.IgnoreHugepageAdvice = p.name != Lazy
+}
+
+// VMMStarted implements funcvm.Hooks: readahead off for the VMM's
+// descriptor of the memory file, before the guest touches anything.
+func (p *Policy) VMMStarted(ctx context.Context, pid int) error {
+	if p.name == Lazy {
+		return nil
+	}
+	if _, err := readahead.DisableForProcess(pid, p.mem); err != nil {
+		return fmt.Errorf("policy %s: readahead off for VMM %d: %w", p.name, pid, err)
+	}
+	return nil
+}
+
+// PrefetchStats are what a restore reports of its prefetch.
+type PrefetchStats struct {
+	Bytes      int64   `json:"prefetch_bytes"`
+	IssueMs    float64 `json:"prefetch_issue_ms"`
+	CompleteMs float64 `json:"prefetch_ms"`
+	Engine     string  `json:"prefetch_engine,omitempty"`
+	Requests   int64   `json:"prefetch_requests,omitempty"`
+}
+
+// Finish waits for the prefetch, if any, and reports it.
+func (p *Policy) Finish() (PrefetchStats, error) {
+	if p.job == nil {
+		return PrefetchStats{}, nil
+	}
+	st, err := p.job.Wait()
+	return PrefetchStats{
+		Bytes:      st.Bytes,
+		IssueMs:    durMs(st.IssueDur),
+		CompleteMs: durMs(st.CompleteDur),
+		Engine:     st.Engine,
+		Requests:   st.Requests,
+	}, err
+}
+
+func durMs(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
