@@ -56,7 +56,7 @@ func newDemoCmd() *cobra.Command {
 			for i := 0; i < runs; i++ {
 				for _, mode := range []string{"cold", "warm"} {
 					logf(log, "restore %s %d/%d", mode, i+1, runs)
-					rep, err := restore(cmd, dir.Path, policy.Lazy, "", funcvm.RestoreOptions{Input: input, Count: 1, Cold: mode == "cold"})
+					rep, err := restore(cmd, dir.Path, policy.Lazy, "", funcvm.RestoreOptions{Input: input, Count: 1, Cold: mode == "cold", Warm: mode == "warm"})
 					if err != nil {
 						return err
 					}

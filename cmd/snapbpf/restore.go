@@ -21,6 +21,7 @@ type restoreReport struct {
 	Input    uint64 `json:"input"`
 	Count    int    `json:"count"`
 	Cold     bool   `json:"cold"`
+	Warm     bool   `json:"warm"`
 	Policy   string `json:"policy"`
 	policy.PrefetchStats
 	VMs []vmReport `json:"vms"`
@@ -63,6 +64,7 @@ func newRestoreCmd() *cobra.Command {
 	f.Uint64Var(&o.Input, "input", 1, "input seed for the invocation")
 	f.IntVar(&o.Count, "count", 1, "clones to restore concurrently")
 	f.BoolVar(&o.Cold, "cold", false, "drop the memory file's cached pages first")
+	f.BoolVar(&o.Warm, "warm", false, "read the whole memory file into the page cache first")
 	f.StringVar(&pol, "policy", policy.Lazy, fmt.Sprintf("restore policy %v", policy.Names()))
 	f.StringVar(&ws, "ws", "", "working set for --policy snapbpf (default: the snapshot's, from snapbpf record)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object with a vms array")
@@ -92,7 +94,7 @@ func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOp
 	}
 	rep := &restoreReport{
 		Snapshot: dir.Path, Function: m.Function, Input: o.Input, Count: len(vms),
-		Cold: o.Cold, Policy: pol.Name(), PrefetchStats: pst,
+		Cold: o.Cold, Warm: o.Warm, Policy: pol.Name(), PrefetchStats: pst,
 	}
 	for _, v := range vms {
 		rep.VMs = append(rep.VMs, vmReport{VMResult: v, Policy: pol.Name(), PrefetchStats: pst})
