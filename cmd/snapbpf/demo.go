@@ -16,8 +16,22 @@ import (
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
+// demoMode is one column of the demo's comparison.
+type demoMode struct {
+	name, policy string
+	cold, warm   bool
+}
+
+var demoModes = []demoMode{
+	{"warm (cached)", policy.Lazy, false, true},
+	{"lazy", policy.Lazy, true, false},
+	{"nora", policy.NoRA, true, false},
+	{"snapbpf", policy.SnapBPF, true, false},
+}
+
 // newDemoCmd is the main job on the embedded default: build the guest
-// image, snapshot a function, restore it cold and warm, print a table.
+// image, snapshot a function, record its working set, restore it with each
+// policy from a cold cache, and print a comparison.
 func newDemoCmd() *cobra.Command {
 	var (
 		fn     string
@@ -27,11 +41,14 @@ func newDemoCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Build the image, snapshot a function, restore it cold and warm, compare",
+		Short: "Build the image, snapshot a function, record it, restore it with each policy, compare",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			log := progress(cmd)
+			if _, err := functions.New(fn); err != nil {
+				return err
+			}
 			agent, err := findAgent()
 			if err != nil {
 				return err
@@ -52,46 +69,56 @@ func newDemoCmd() *cobra.Command {
 			logf(log, "snapshot: boot %.0f ms, init %.0f ms, total %.1f s", st.BootMs, st.InitMs, st.TotalMs/1000)
 			fmt.Fprint(cmd.OutOrStdout(), dir.Describe().String())
 
-			rows := map[string][]funcvm.VMResult{}
+			logf(log, "recording the working set (input %d)", input)
+			if _, err := recordSnapshot(cmd, dir.Path, policy.RecordOptions{Input: input}); err != nil {
+				return err
+			}
+
+			rows := map[string][]vmReport{}
 			for i := 0; i < runs; i++ {
-				for _, mode := range []string{"cold", "warm"} {
-					logf(log, "restore %s %d/%d", mode, i+1, runs)
-					rep, err := restore(cmd, dir.Path, policy.Lazy, "", funcvm.RestoreOptions{Input: input, Count: 1, Cold: mode == "cold", Warm: mode == "warm"})
+				for _, m := range demoModes {
+					logf(log, "restore %s %d/%d", m.name, i+1, runs)
+					rep, err := restore(cmd, dir.Path, m.policy, "", funcvm.RestoreOptions{Input: input, Count: 1, Cold: m.cold, Warm: m.warm})
 					if err != nil {
 						return err
 					}
-					for _, v := range rep.VMs {
-						rows[mode] = append(rows[mode], v.VMResult)
-					}
+					rows[m.name] = append(rows[m.name], rep.VMs...)
 				}
 			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "\n%s: median of %d restores (input %d)\n", fn, runs, input)
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "mode\te2e_ms\tvmm_start_ms\tstate_load_ms\tresume_to_result_ms\tguest_fn_ms\tmajor_faults\tread_MiB\t")
-			for _, mode := range []string{"warm", "cold"} {
-				r := rows[mode]
-				fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%.1f\t\n", mode,
-					median(r, func(v funcvm.VMResult) float64 { return v.E2EMs }),
-					median(r, func(v funcvm.VMResult) float64 { return v.VMMStartMs }),
-					median(r, func(v funcvm.VMResult) float64 { return v.StateLoadMs }),
-					median(r, func(v funcvm.VMResult) float64 { return v.ResumeToResultMs }),
-					median(r, func(v funcvm.VMResult) float64 { return v.GuestFnMs }),
-					median(r, func(v funcvm.VMResult) float64 { return float64(v.MajorFaults) }),
-					median(r, func(v funcvm.VMResult) float64 { return float64(v.MemFileReadBytes) / (1 << 20) }))
-			}
-			return tw.Flush()
+			printDemo(cmd, fn, input, runs, rows)
+			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&fn, "function", "json", "function to run")
-	f.IntVar(&runs, "runs", 3, "restores per mode")
+	f.StringVar(&fn, "function", "bert", "function to run (see snapbpf functions)")
+	f.IntVar(&runs, "runs", 3, "restores per policy")
 	f.Uint64Var(&input, "input", 1, "input seed")
 	f.StringVar(&outDir, "out", filepath.Join(homeDir(), "demo"), "where the demo's snapshots go")
 	return cmd
 }
 
-func median(rs []funcvm.VMResult, f func(funcvm.VMResult) float64) float64 {
+func printDemo(cmd *cobra.Command, fn string, input uint64, runs int, rows map[string][]vmReport) {
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "\n%s, input %d: median of %d restores each; all but warm start with the memory file out of the page cache\n", fn, input, runs)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "policy\te2e_ms\tvs_warm\tvmm_start_ms\tresume_to_result_ms\tguest_fn_ms\tmajor_faults\tvmm_read_MiB\tprefetch_MiB\tprefetch_ms\t")
+	warm := median(rows[demoModes[0].name], func(v vmReport) float64 { return v.E2EMs })
+	for _, m := range demoModes {
+		r := rows[m.name]
+		e2e := median(r, func(v vmReport) float64 { return v.E2EMs })
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2fx\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.0f\t\n", m.name, e2e, e2e/warm,
+			median(r, func(v vmReport) float64 { return v.VMMStartMs }),
+			median(r, func(v vmReport) float64 { return v.ResumeToResultMs }),
+			median(r, func(v vmReport) float64 { return v.GuestFnMs }),
+			median(r, func(v vmReport) float64 { return float64(v.MajorFaults) }),
+			median(r, func(v vmReport) float64 { return float64(v.MemFileReadBytes) / (1 << 20) }),
+			median(r, func(v vmReport) float64 { return float64(v.Bytes) / (1 << 20) }),
+			median(r, func(v vmReport) float64 { return v.CompleteMs }))
+	}
+	tw.Flush()
+}
+
+func median[T any](rs []T, f func(T) float64) float64 {
 	if len(rs) == 0 {
 		return 0
 	}

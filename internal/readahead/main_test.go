@@ -79,7 +79,6 @@ func touchChild() error {
 	return sc.Err()
 }
 
-
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {

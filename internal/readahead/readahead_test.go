@@ -228,4 +228,3 @@ func TestDisableForProcessNoDescriptor(t *testing.T) {
 		t.Fatalf("err = %v, want ErrNoDescriptor", err)
 	}
 }
-
