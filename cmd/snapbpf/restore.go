@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -33,6 +34,9 @@ type vmReport struct {
 	funcvm.VMResult
 	Policy string `json:"policy"`
 	policy.PrefetchStats
+	// HostFnMs is the same invocation run natively on the host: with
+	// guest_fn_ms, the VM's compute slowdown.
+	HostFnMs float64 `json:"host_fn_ms"`
 }
 
 func newRestoreCmd() *cobra.Command {
@@ -82,7 +86,8 @@ func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOp
 		return nil, err
 	}
 	m := dir.Manifest
-	o.Expected, err = funcvm.Expect(m.Function, m.FunctionOptions["data_mib"], o.Input)
+	var host time.Duration
+	o.Expected, host, err = funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], o.Input)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +102,7 @@ func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOp
 		Cold: o.Cold, Warm: o.Warm, Policy: pol.Name(), PrefetchStats: pst,
 	}
 	for _, v := range vms {
-		rep.VMs = append(rep.VMs, vmReport{VMResult: v, Policy: pol.Name(), PrefetchStats: pst})
+		rep.VMs = append(rep.VMs, vmReport{VMResult: v, Policy: pol.Name(), PrefetchStats: pst, HostFnMs: float64(host.Microseconds()) / 1000})
 	}
 	return rep, errors.Join(err, perr)
 }

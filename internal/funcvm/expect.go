@@ -3,6 +3,7 @@ package funcvm
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/snapbpf/snapbpf/internal/functions"
 )
@@ -17,6 +18,14 @@ var expectCache struct {
 // Expect computes on the host the checksum a guest must return for
 // function name with dataMiB of data on input: the same code, natively.
 func Expect(name string, dataMiB int, input uint64) (string, error) {
+	sum, _, err := ExpectTimed(name, dataMiB, input)
+	return sum, err
+}
+
+// ExpectTimed is Expect that also says how long the invocation took on the
+// host: against the guest's own time, the VM's compute slowdown (20 to 40
+// times under TCG).
+func ExpectTimed(name string, dataMiB int, input uint64) (string, time.Duration, error) {
 	expectCache.Lock()
 	defer expectCache.Unlock()
 	key := fmt.Sprintf("%s/%d", name, dataMiB)
@@ -24,10 +33,10 @@ func Expect(name string, dataMiB int, input uint64) (string, error) {
 	if fn == nil {
 		f, err := functions.New(name)
 		if err != nil {
-			return "", err
+			return "", 0, err
 		}
 		if err := f.Init(functions.Options{DataMiB: dataMiB}); err != nil {
-			return "", fmt.Errorf("init %s on the host: %w", name, err)
+			return "", 0, fmt.Errorf("init %s on the host: %w", name, err)
 		}
 		if expectCache.fns == nil {
 			expectCache.fns = map[string]functions.Function{}
@@ -35,9 +44,10 @@ func Expect(name string, dataMiB int, input uint64) (string, error) {
 		expectCache.fns[key] = f
 		fn = f
 	}
+	start := time.Now()
 	res, err := fn.Invoke(input)
 	if err != nil {
-		return "", fmt.Errorf("invoke %s on the host: %w", name, err)
+		return "", 0, fmt.Errorf("invoke %s on the host: %w", name, err)
 	}
-	return res.Checksum, nil
+	return res.Checksum, time.Since(start), nil
 }
