@@ -105,7 +105,7 @@ func leftovers(t *testing.T) []string {
 			found = append(found, "process "+p)
 		}
 	}
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "snapbpf-qemu-*"))
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "snapbpf-qemu-"+me+"-*"))
 	return append(found, dirs...)
 }
 

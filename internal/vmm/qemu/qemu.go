@@ -145,7 +145,8 @@ func (d *Driver) Start(ctx context.Context, c vmm.Config) (_ vmm.Machine, retErr
 			return nil, fmt.Errorf("start VM: %w", err)
 		}
 	}
-	runDir, err := os.MkdirTemp("", "snapbpf-qemu-")
+	// Named for this process, so leftovers can be traced to their owner.
+	runDir, err := os.MkdirTemp("", fmt.Sprintf("snapbpf-qemu-%d-", os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("start VM: %w", err)
 	}

@@ -1,0 +1,107 @@
+package policy
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/capture"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+// TestRecordRestoreCycle is the end-to-end cycle: snapshot,
+// record the working set with eBPF, then restore cold under every policy
+// with the results verified; snapbpf must take a small fraction of nora's
+// page faults and storage reads.
+func TestRecordRestoreCycle(t *testing.T) {
+	img := needVM(t)
+	f := createSnapshot(t, img, "bert", 16, filepath.Join(t.TempDir(), "bert"))
+	set, rep := record(t, f, capture.MethodEBPF)
+
+	if set.Pages() == 0 || rep.Pages != set.Pages() {
+		t.Fatalf("working set of %d pages (report says %d): want a non-empty set", set.Pages(), rep.Pages)
+	}
+	if rep.Method != capture.MethodEBPF || rep.Lost != 0 || rep.IncludesReadahead {
+		t.Errorf("report: method %q, %d lost events, includes readahead %v: want an exact eBPF capture", rep.Method, rep.Lost, rep.IncludesReadahead)
+	}
+	if !rep.VM.ResultOK {
+		t.Errorf("recorded invoke: wrong result %+v", rep.VM)
+	}
+	stored, err := wset.Read(f.dir.File(WorkingSetFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored.Pages() != set.Pages() || len(stored.Extents) != len(set.Extents) {
+		t.Errorf("stored set: %d pages in %d extents, recorded %d in %d", stored.Pages(), len(stored.Extents), set.Pages(), len(set.Extents))
+	}
+	if err := stored.CheckFile(f.dir.MemPath(), f.dir.Manifest.ID); err != nil {
+		t.Errorf("stored set does not match its own snapshot: %v", err)
+	}
+	checkInData(t, f.dir.MemPath(), set)
+
+	results := map[string]int64{}
+	reads := map[string]int64{}
+	for _, name := range Names() {
+		vms, st := restoreWith(t, f, name, 1, 1)
+		r := vms[0]
+		t.Logf("%-7s e2e %6.0f ms, major faults %5d, read %6.1f MiB, prefetch %5.1f MiB in %3.0f ms",
+			name, r.E2EMs, r.MajorFaults, float64(r.MemFileReadBytes)/(1<<20), float64(st.Bytes)/(1<<20), st.CompleteMs)
+		results[name], reads[name] = r.MajorFaults, r.MemFileReadBytes
+		if name == SnapBPF && st.Bytes < set.Bytes() {
+			t.Errorf("snapbpf prefetched %d bytes, less than the working set's %d", st.Bytes, set.Bytes())
+		}
+		if name != SnapBPF && st.Bytes != 0 {
+			t.Errorf("%s prefetched %d bytes: only snapbpf prefetches", name, st.Bytes)
+		}
+	}
+	// nora reads every touched page on a fault of its own: about the
+	// working set. snapbpf's remaining faults are pages the prefetch had
+	// not finished and hole pages (never in a working set; no I/O).
+	if results[NoRA] < set.Pages()/2 {
+		t.Errorf("nora took %d major faults for a working set of %d pages: the cold restore was not cold", results[NoRA], set.Pages())
+	}
+	if results[SnapBPF]*10 > results[NoRA] {
+		t.Errorf("snapbpf took %d major faults, more than 10%% of nora's %d", results[SnapBPF], results[NoRA])
+	}
+	if reads[SnapBPF]*10 > reads[NoRA] {
+		t.Errorf("snapbpf's VMM read %d bytes of the memory file, more than 10%% of nora's %d", reads[SnapBPF], reads[NoRA])
+	}
+}
+
+// checkInData fails for working-set pages that lie in holes of the memory
+// file: reading a hole needs no I/O, so a hole page in the set is capture
+// noise.
+func checkInData(t *testing.T, mem string, set *wset.Set) {
+	t.Helper()
+	data, err := snapshot.DataExtents(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inData := func(p uint64) bool {
+		off := int64(p) * wset.PageSize
+		lo, hi := 0, len(data)
+		for lo < hi { // first extent ending after off
+			m := (lo + hi) / 2
+			if data[m].Off+data[m].Len <= off {
+				lo = m + 1
+			} else {
+				hi = m
+			}
+		}
+		return lo < len(data) && data[lo].Off <= off && off+wset.PageSize <= data[lo].Off+data[lo].Len
+	}
+	var holes int
+	for _, e := range set.Extents {
+		for p := e.Page; p < e.End(); p++ {
+			if !inData(p) {
+				if holes < 5 {
+					t.Errorf("working-set page %d lies in a hole of %s", p, mem)
+				}
+				holes++
+			}
+		}
+	}
+	if holes > 0 {
+		t.Errorf("%d of %d working-set pages lie in holes", holes, set.Pages())
+	}
+}
