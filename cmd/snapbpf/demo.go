@@ -40,9 +40,10 @@ func newDemoCmd() *cobra.Command {
 		outDir string
 	)
 	cmd := &cobra.Command{
-		Use:   "demo",
-		Short: "Build the image, snapshot a function, record it, restore it with each policy, compare",
-		Args:  cobra.NoArgs,
+		Use:         "demo",
+		Short:       "Build the image, snapshot a function, record it, restore it with each policy, compare",
+		Annotations: rootOnly("it builds the image, runs QEMU and loads eBPF"),
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			log := progress(cmd)

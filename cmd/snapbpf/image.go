@@ -15,9 +15,10 @@ func newImageCmd() *cobra.Command {
 	var o guest.BuildOptions
 	var asJSON bool
 	build := &cobra.Command{
-		Use:   "build",
-		Short: "Fetch Debian's cloud kernel through apt and build the guest image",
-		Args:  cobra.NoArgs,
+		Use:         "build",
+		Short:       "Fetch Debian's cloud kernel through apt and build the guest image",
+		Annotations: rootOnly("it installs the kernel package cache under /var/cache/snapbpf"),
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.AgentPath == "" {
 				p, err := findAgent()

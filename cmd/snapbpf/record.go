@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -75,6 +76,9 @@ which includes readahead.`,
 }
 
 func recordSnapshot(cmd *cobra.Command, snapDir string, o policy.RecordOptions) (*policy.RecordReport, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("record --snapshot needs root: it runs QEMU and turns readahead off for the memory file (and eBPF needs CAP_BPF, CAP_PERFMON); run it as root")
+	}
 	dir, err := snapshot.Open(snapDir)
 	if err != nil {
 		return nil, err

@@ -46,9 +46,10 @@ func newRestoreCmd() *cobra.Command {
 		asJSON           bool
 	)
 	cmd := &cobra.Command{
-		Use:   "restore --snapshot DIR",
-		Short: "Restore clones of a snapshot concurrently, invoke each once and verify the results",
-		Args:  cobra.NoArgs,
+		Use:         "restore --snapshot DIR",
+		Short:       "Restore clones of a snapshot concurrently, invoke each once and verify the results",
+		Annotations: rootOnly("it runs QEMU and controls readahead of the memory file"),
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rep, err := restore(cmd, snapDir, pol, ws, o)
 			if rep != nil {
@@ -68,6 +69,7 @@ func newRestoreCmd() *cobra.Command {
 	f.Uint64Var(&o.Input, "input", 1, "input seed for the invocation")
 	f.IntVar(&o.Count, "count", 1, "clones to restore concurrently")
 	f.BoolVar(&o.Cold, "cold", false, "drop the memory file's cached pages first")
+	f.StringVar(&o.Accel, "accel", "", "tcg or kvm (default: the one the snapshot was made with)")
 	f.BoolVar(&o.Warm, "warm", false, "read the whole memory file into the page cache first")
 	f.StringVar(&pol, "policy", policy.Lazy, fmt.Sprintf("restore policy %v", policy.Names()))
 	f.StringVar(&ws, "ws", "", "working set for --policy snapbpf (default: the snapshot's, from snapbpf record)")

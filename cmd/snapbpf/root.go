@@ -26,10 +26,21 @@ func newRootCmd() *cobra.Command {
 		Short:         "Fast microVM snapshot restore with eBPF working-set capture and page-cache prefetch",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if why, ok := cmd.Annotations[needsRoot]; ok && os.Geteuid() != 0 {
+				return fmt.Errorf("snapbpf %s needs root (%s): run it as root, e.g. with sudo", cmd.Name(), why)
+			}
+			return nil
+		},
 	}
 	root.AddCommand(newImageCmd(), newSnapshotCmd(), newRestoreCmd(), newRecordCmd(), newWSCmd(), newPrefetchCmd(), newDemoCmd(), newFunctionsCmd())
 	return root
 }
+
+// needsRoot annotates commands that need root, with the reason.
+const needsRoot = "needs-root"
+
+func rootOnly(why string) map[string]string { return map[string]string{needsRoot: why} }
 
 // writeJSON prints v as indented JSON.
 func writeJSON(w io.Writer, v any) error {

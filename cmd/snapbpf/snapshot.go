@@ -24,9 +24,10 @@ func newSnapshotCreateCmd() *cobra.Command {
 		asJSON   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "create --function NAME --out DIR",
-		Short: "Boot a function VM, initialise the function and snapshot it",
-		Args:  cobra.NoArgs,
+		Use:         "create --function NAME --out DIR",
+		Short:       "Boot a function VM, initialise the function and snapshot it",
+		Annotations: rootOnly("it runs QEMU and writes the snapshot and its free-page holes"),
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, err := functions.New(o.Function); err != nil {
 				return err
