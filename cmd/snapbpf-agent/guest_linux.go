@@ -17,19 +17,14 @@ import (
 )
 
 const (
-	modulesDir   = "/lib/modules"
-	modulesOrder = "/etc/snapbpf/modules"
 	// reportOrderPath is only there once virtio_balloon has registered
 	// page reporting, which also resets the order; so it is set late.
 	reportOrderPath = "/sys/module/page_reporting/parameters/page_reporting_order"
 )
 
 func loadModules() (int, error) {
-	names, err := kmod.ReadOrder(modulesOrder)
-	if err != nil {
-		return 0, err
-	}
-	return len(names), kmod.LoadAll(modulesDir, names)
+	names, err := kmod.LoadImageModules()
+	return len(names), err
 }
 
 // addKernelEntropy credits e to the input pool and reseeds the kernel's

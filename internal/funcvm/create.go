@@ -83,12 +83,8 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		accel = vmm.DetectAccel()
 	}
 	report := o.FreePages == snapshot.FreePagesReport
-	var extra []string
-	if accel == "tcg" {
-		extra = tcgCmdline()
-	}
 	cfg := vmm.Config{
-		Kernel: img.Kernel, Initramfs: img.Initramfs, Cmdline: guest.KernelCmdline(extra...),
+		Kernel: img.Kernel, Initramfs: img.Initramfs, Cmdline: guest.KernelCmdline(),
 		MemMiB: o.MemMiB, MemPath: b.MemPath(), MemShared: true,
 		Accel: accel, FreePageReporting: report,
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -36,7 +37,7 @@ type apt struct {
 func (a *apt) run(ctx context.Context, dir string, name string, args ...string) ([]byte, error) {
 	bin, err := exec.LookPath(name)
 	if err != nil {
-		return nil, fmt.Errorf("%s not found: building the guest image needs a Debian or Ubuntu host with apt (the kernel comes from Debian's package): %w", name, err)
+		return nil, fmt.Errorf("%w: %s is not installed; building the guest image needs a Debian or Ubuntu host with apt, since the kernel comes from Debian's package", errNoApt, name)
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
@@ -48,6 +49,10 @@ func (a *apt) run(ctx context.Context, dir string, name string, args ...string) 
 	}
 	return out, nil
 }
+
+// errNoApt means the apt tools are missing; retrying after an update is
+// pointless then.
+var errNoApt = errors.New("apt not available")
 
 // update runs apt-get update, at most once per build.
 func (a *apt) update(ctx context.Context, why string) error {
@@ -69,6 +74,9 @@ func (a *apt) resolveKernelPackage(ctx context.Context, meta string) (string, er
 		out, err := a.run(ctx, "", "apt-cache", "depends", meta)
 		if name := parseDependsImage(out); name != "" {
 			return name, nil
+		}
+		if errors.Is(err, errNoApt) {
+			return "", err
 		}
 		if attempt > 0 {
 			if err != nil {
@@ -104,6 +112,9 @@ func parseDependsImage(out []byte) string {
 func (a *apt) show(ctx context.Context, pkg string) (*aptPackage, error) {
 	for attempt := 0; ; attempt++ {
 		out, err := a.run(ctx, "", "apt-cache", "show", "--no-all-versions", pkg)
+		if errors.Is(err, errNoApt) {
+			return nil, err
+		}
 		if err == nil {
 			if p := parseAptShow(out); p.Version != "" {
 				p.Name = pkg

@@ -198,6 +198,10 @@ func ensureTree(ctx context.Context, cacheDir, deb, sum string, logf func(string
 		return "", fmt.Errorf("extract dir: %w", err)
 	}
 	if err := os.Rename(tmp, tree); err != nil {
+		// Another build may have extracted the same package meanwhile.
+		if st, serr := os.Stat(tree); serr == nil && st.IsDir() {
+			return tree, nil
+		}
 		return "", fmt.Errorf("move extracted tree into cache: %w", err)
 	}
 	logf("extracted %s in %s", filepath.Base(deb), time.Since(start).Round(time.Millisecond))

@@ -7,32 +7,35 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/snapbpf/snapbpf/internal/kmod"
 )
 
-// File names inside an image directory.
+// ImageFile is the file in an image directory that describes the image.
+const ImageFile = "image.json"
+
+// Other names in an image directory.
 const (
-	ImageFile            = "image.json"
-	kernelFile           = "vmlinuz"
-	initramfsFile        = "initramfs.cpio"
-	initramfsGzipFile    = "initramfs.cpio.gz"
-	rebuildHint          = "run snapbpf image build"
-	imageTempPrefix      = ".snapbpf-image-"
-	guestModuleDir       = "lib/modules"
-	guestModuleOrderFile = "etc/snapbpf/modules"
+	kernelFile        = "vmlinuz"
+	initramfsFile     = "initramfs.cpio"
+	initramfsGzipFile = "initramfs.cpio.gz"
+	rebuildHint       = "run snapbpf image build"
+	imageTempPrefix   = ".snapbpf-image-"
 )
 
-// GuestModuleDir is where the initramfs carries the modules, as /init sees it.
-const GuestModuleDir = "/" + guestModuleDir
-
-// GuestModuleOrder is the file listing the modules in load order, as /init
-// sees it.
-const GuestModuleOrder = "/" + guestModuleOrderFile
+// Where the modules and their load order go in the initramfs: where package
+// kmod, in the agent, looks for them.
+var (
+	guestModuleDir       = strings.TrimPrefix(kmod.Dir, "/")
+	guestModuleOrderFile = strings.TrimPrefix(kmod.OrderFile, "/")
+)
 
 // Image describes a built guest image. It is stored as Dir/image.json, where
-// Kernel and Initramfs are file names relative to Dir; Build and Load return
-// them joined with Dir.
+// Kernel and Initramfs are file names relative to Dir (and Dir is left out,
+// so the directory can move); Build and Load return them joined with Dir.
 type Image struct {
-	Dir              string   `json:"-"`
+	Dir              string   `json:"dir,omitempty"`
 	Kernel           string   `json:"kernel"`
 	Initramfs        string   `json:"initramfs"`
 	KernelVersion    string   `json:"kernel_version"` // e.g. 6.1.0-56-cloud-amd64
@@ -93,6 +96,7 @@ func (im *Image) setDir(dir string) {
 // marshal writes the image.json form: file names relative to the directory.
 func (im *Image) marshal() ([]byte, error) {
 	c := *im
+	c.Dir = ""
 	c.Kernel = filepath.Base(c.Kernel)
 	c.Initramfs = filepath.Base(c.Initramfs)
 	b, err := json.MarshalIndent(&c, "", "  ")

@@ -14,6 +14,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Where the guest image (internal/guest) puts the modules and their order.
+const (
+	// Dir holds <name>.ko for each module, uncompressed.
+	Dir = "/lib/modules"
+	// OrderFile lists the modules in load order, dependencies first.
+	OrderFile = "/etc/snapbpf/modules"
+)
+
+// LoadImageModules loads the modules the guest image carries, in the order
+// it lists them, and returns their names.
+func LoadImageModules() ([]string, error) {
+	names, err := ReadOrder(OrderFile)
+	if err != nil {
+		return nil, err
+	}
+	return names, LoadAll(Dir, names)
+}
+
 // ReadOrder reads a module load order file: one module name per line.
 // Blank lines and lines starting with '#' are ignored.
 func ReadOrder(path string) ([]string, error) {

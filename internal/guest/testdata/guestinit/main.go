@@ -18,6 +18,12 @@ import (
 func main() {
 	// Stdout is /dev/console (the initramfs carries the node), i.e. ttyS0.
 	fmt.Printf("SNAPBPF-INIT-START pid=%d\n", os.Getpid())
+	// The kernel passes unknown name=value words of its command line to
+	// init's environment; this one makes init exit, which panics the kernel.
+	if os.Getenv("snapbpf_test") == "exit" {
+		fmt.Println("SNAPBPF-INIT-EXITING")
+		os.Exit(0)
+	}
 	if err := run(); err != nil {
 		fmt.Printf("SNAPBPF-INIT-FAIL %v\n", err)
 	}
@@ -37,20 +43,19 @@ func run() error {
 	if err := unix.Mount("sysfs", "/sys", "sysfs", 0, ""); err != nil {
 		return fmt.Errorf("mount /sys: %w", err)
 	}
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	fmt.Printf("SNAPBPF-INIT-CMDLINE %s\n", strings.TrimSpace(string(cmdline)))
 	up, _ := os.ReadFile("/proc/uptime")
 	fmt.Printf("SNAPBPF-INIT-UPTIME %s\n", strings.Fields(string(up))[0])
 
-	names, err := kmod.ReadOrder("/etc/snapbpf/modules")
-	if err != nil {
-		return err
-	}
 	t0 := time.Now()
-	if err := kmod.LoadAll("/lib/modules", names); err != nil {
+	names, err := kmod.LoadImageModules()
+	if err != nil {
 		return err
 	}
 	loadTime := time.Since(t0)
 	// Loading twice must be harmless (EEXIST is success).
-	if err := kmod.LoadAll("/lib/modules", names); err != nil {
+	if err := kmod.LoadAll(kmod.Dir, names); err != nil {
 		return fmt.Errorf("second load: %w", err)
 	}
 	if _, err := os.Stat("/sys/bus/virtio"); err != nil {
