@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -244,9 +245,9 @@ func setPages(s *wset.Set) map[uint64]bool {
 	return m
 }
 
-// resident reports, per page, whether the file's page is in the page
+// residentPages reports, per page, whether the file's page is in the page
 // cache: mincore on a read-only shared mapping, which faults nothing in.
-func resident(t *testing.T, path string) []bool {
+func residentPages(t *testing.T, path string) []bool {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -266,8 +267,9 @@ func resident(t *testing.T, path string) []bool {
 	}
 	defer unix.Munmap(m)
 	vec := make([]byte, (st.Size()+wset.PageSize-1)/wset.PageSize)
-	if err := unix.Mincore(m, vec); err != nil {
-		t.Fatalf("mincore %s: %v", path, err)
+	// x/sys has no Mincore wrapper on linux.
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatalf("mincore %s: %v", path, e)
 	}
 	out := make([]bool, len(vec))
 	for i, v := range vec {

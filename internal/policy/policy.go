@@ -62,13 +62,17 @@ func New(name string, dir *snapshot.Dir, wsPath string, o Options) (*Policy, err
 	default:
 		return nil, fmt.Errorf("unknown policy %q: want one of %v", name, Names())
 	}
-	if wsPath == "" {
+	explicit := wsPath != ""
+	if !explicit {
 		wsPath = dir.File(WorkingSetFile)
 	}
 	ws, err := wset.Read(wsPath)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("policy snapbpf: no working set at %s: record one first with snapbpf record --snapshot %s", wsPath, dir.Path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && !explicit:
+			return nil, fmt.Errorf("policy snapbpf: the snapshot has no working set yet; record one first with snapbpf record --snapshot %s: %w", dir.Path, err)
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("policy snapbpf: working set %s does not exist: check --ws, or record one with snapbpf record: %w", wsPath, err)
 		}
 		return nil, fmt.Errorf("policy snapbpf: %w", err)
 	}

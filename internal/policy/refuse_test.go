@@ -73,6 +73,7 @@ func TestWorkingSetRefused(t *testing.T) {
 			if err == nil {
 				t.Fatalf("accepted (%d pages); want an error", p.WorkingSet().Pages())
 			}
+			t.Log(err)
 			if tc.is != nil && !errors.Is(err, tc.is) {
 				t.Errorf("error does not wrap %v: %v", tc.is, err)
 			}
