@@ -13,7 +13,7 @@ import (
 
 func newSnapshotCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "snapshot", Short: "Create and inspect function snapshots"}
-	cmd.AddCommand(newSnapshotCreateCmd(), newSnapshotInspectCmd())
+	cmd.AddCommand(newSnapshotCreateCmd(), newSnapshotInspectCmd(), newZeroscanCmd())
 	return cmd
 }
 

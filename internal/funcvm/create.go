@@ -182,27 +182,35 @@ func createSparse(path string, size int64) error {
 	return nil
 }
 
-// settle waits until QEMU stops punching holes for reported free pages:
-// the file's allocated size unchanged for a while, or a time limit.
+// settle waits until QEMU stops punching holes for reported free pages.
+// The guest reports in passes 2 s apart (PAGE_REPORTING_DELAY, guest
+// time), each covering part of a long free list, so reporting can go on
+// for 20 s, and a slow or busy guest starts its first pass late (seen: a
+// 3 s quiet window from the start ended before any hole, 4 of 5 times).
+// settle ends when the file has not shrunk for quiet after shrinking at
+// least once, after noReport if it never shrinks, or at limit.
 func settle(ctx context.Context, path string) (int64, error) {
 	const (
-		// The guest reports in passes scheduled 2 s apart
-		// (PAGE_REPORTING_DELAY); quiet for longer than that means done.
-		quiet = 3 * time.Second
-		limit = 60 * time.Second
-		tick  = 100 * time.Millisecond
+		quiet    = 5 * time.Second
+		noReport = 10 * time.Second
+		limit    = 90 * time.Second
+		tick     = 100 * time.Millisecond
 	)
-	deadline := time.Now().Add(limit)
-	last, lastChange := int64(-1), time.Now()
+	start := time.Now()
+	least, shrunk, lastShrink := int64(-1), false, start
 	for {
 		alloc, err := allocated(path)
 		if err != nil {
 			return 0, err
 		}
-		if alloc != last {
-			last, lastChange = alloc, time.Now()
+		if least < 0 || alloc < least {
+			shrunk = shrunk || least >= 0
+			least, lastShrink = alloc, time.Now()
 		}
-		if time.Since(lastChange) >= quiet || time.Now().After(deadline) {
+		switch {
+		case shrunk && time.Since(lastShrink) >= quiet,
+			!shrunk && time.Since(start) >= noReport,
+			time.Since(start) >= limit:
 			return alloc, nil
 		}
 		select {

@@ -176,7 +176,7 @@ func sharedControl(ctx context.Context, t *testing.T, dir *snapshot.Dir, copyPat
 	var now int64
 	err = waitFor(ctx, 60*time.Second, func() bool {
 		now, _ = allocated(copyPath)
-		return grown-now >= (fpDataMiB/2)<<20
+		return grown-now >= (fpDataMiB/4)<<20
 	})
 	t.Logf("control: shared copy allocated %d MiB after the invoke, %d MiB after the guest freed it", grown>>20, now>>20)
 	if err != nil {
