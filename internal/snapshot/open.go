@@ -40,7 +40,11 @@ func (d *Dir) AddFile(name string, write func(w io.Writer) error) error {
 // size. The memory file's contents are never read, so opening keeps a cold
 // restore cold. Errors are *Error values naming the file and the fix.
 func Open(path string) (*Dir, error) {
-	path = filepath.Clean(path)
+	// Absolute, so the paths a Dir hands out match what a VMM's
+	// /proc/PID/smaps and fd links show.
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
 	fi, err := os.Stat(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
