@@ -1,0 +1,116 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/snapbpf/snapbpf/internal/bench"
+	"github.com/snapbpf/snapbpf/internal/guest"
+)
+
+func newBenchCmd() *cobra.Command {
+	var (
+		c                  bench.Config
+		full, reportOnly   bool
+		imageDir, agentBin string
+	)
+	c = bench.Reduced()
+	cmd := &cobra.Command{
+		Use:   "bench [--functions ...] [--policies ...] [--runs N] [--out DIR]",
+		Short: "Measure restore policies on real microVMs: results.json, report.md and plots",
+		Long: `bench snapshots each function, restores it under each policy cold (and warm, the
+floor) with N clones at once, and measures latency and host memory; it also
+compares the prefetch's throughput with fio on the same requests.
+
+Each finished cell (experiment, function, policy, N, run) is saved in
+DIR/results.json at once, so an interrupted bench started again with the same
+--out resumes where it stopped; failed cells are retried. At the end it writes
+DIR/report.md and the figures as SVG and PNG.
+
+The defaults are the reduced set (json, bert, alloc; 3 runs; N 1, 2, 4), which
+took 3.5 minutes on a busy 2-CPU TCG host; --full is every function, 5 runs,
+N up to 8 (report.md gives its expected time: about 22 minutes there). REAP and FaaSnap need the
+replay harness and are not measured yet. Needs root (BPF, page cache control).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if full {
+				applyFull(cmd, &c)
+			}
+			c.Log = progress(cmd)
+			if reportOnly {
+				res, err := bench.Load(filepath.Join(c.Out, bench.ResultsFile))
+				if err != nil {
+					return err
+				}
+				if len(res.Runs) == 0 {
+					return fmt.Errorf("no results in %s to report", c.Out)
+				}
+				return bench.WriteReport(res, c.Out)
+			}
+			if os.Geteuid() != 0 {
+				return errors.New("snapbpf bench needs root (it runs QEMU, loads eBPF and drops the memory files' page cache): run it as root, or use --report-only")
+			}
+			img, err := benchImage(cmd, imageDir, agentBin)
+			if err != nil {
+				return err
+			}
+			c.Image = img
+			_, err = bench.Execute(cmd.Context(), c)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&c.Functions, "functions", c.Functions, "functions to measure (see snapbpf functions)")
+	f.StringSliceVar(&c.Policies, "policies", c.Policies, fmt.Sprintf("restore policies of %v", bench.Policies()))
+	f.IntSliceVar(&c.Concurrency, "concurrency", c.Concurrency, "numbers of VMs restored at once")
+	f.IntVar(&c.Runs, "runs", c.Runs, "runs per cell")
+	f.StringSliceVar(&c.Experiments, "experiments", c.Experiments, fmt.Sprintf("experiments of %v", bench.Experiments()))
+	f.Uint64Var(&c.Input, "input", c.Input, "input of every measured invocation, and of snapbpf's working set")
+	f.Uint64Var(&c.OtherInput, "other-input", c.OtherInput, "input the working set of policy snapbpf-other is recorded on (0: --input + 1)")
+	f.IntVar(&c.DataMiB, "data-mib", 0, "data size of every function in MiB (default: each function's)")
+	f.StringArrayVar(&c.Notes, "note", nil, "a note for the report, e.g. what else ran on the machine (repeatable)")
+	f.StringVar(&c.Out, "out", filepath.Join(homeDir(), "bench", "results"), "directory for results.json, report.md and plots")
+	f.StringVar(&c.SnapshotDir, "snapshots", filepath.Join(homeDir(), "bench", "snapshots"), "directory for the bench's snapshots (reused while they match)")
+	f.StringVar(&imageDir, "image", defaultImageDir(), "guest image directory (rebuilt from --agent when it is found)")
+	f.StringVar(&agentBin, "agent", "", "static snapbpf-agent binary (default: next to snapbpf)")
+	f.BoolVar(&full, "full", false, "the full set: every function, 5 runs, N 1, 2, 4, 8 (flags given explicitly still win)")
+	f.BoolVar(&reportOnly, "report-only", false, "only render report.md and the plots from DIR/results.json")
+	return cmd
+}
+
+// applyFull switches to the full set, keeping flags given explicitly.
+func applyFull(cmd *cobra.Command, c *bench.Config) {
+	full := bench.Full()
+	f := cmd.Flags()
+	if !f.Changed("functions") {
+		c.Functions = full.Functions
+	}
+	if !f.Changed("concurrency") {
+		c.Concurrency = full.Concurrency
+	}
+	if !f.Changed("runs") {
+		c.Runs = full.Runs
+	}
+}
+
+// benchImage builds the guest image from the agent when the agent is
+// found, as demo does, so snapshots run the agent of this build; without
+// an agent it uses the image already there.
+func benchImage(cmd *cobra.Command, imageDir, agentBin string) (*guest.Image, error) {
+	if agentBin == "" {
+		p, err := findAgent()
+		if err != nil {
+			img, lerr := loadImage(imageDir)
+			if lerr != nil {
+				return nil, errors.Join(err, lerr)
+			}
+			return img, nil
+		}
+		agentBin = p
+	}
+	return guest.Build(cmd.Context(), guest.BuildOptions{OutDir: imageDir, AgentPath: agentBin, Log: progress(cmd)})
+}

@@ -1,0 +1,140 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/prefetch"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+// restore restores k.N clones of d at once under k's policy, each invoked
+// once, and measures latency and the host memory their guest RAM takes.
+func (b *bench) restore(ctx context.Context, d *snapshot.Dir, k Key, run *Run) error {
+	name, ws, warm := k.Policy, "", k.Policy == PolicyWarm
+	switch k.Policy {
+	case PolicyWarm:
+		name = policy.Lazy
+	case PolicySnapBPFOther:
+		name, ws = policy.SnapBPF, d.File(otherWSFile(b.cfg.otherInput()))
+	}
+	pol, err := policy.New(name, d, ws, policy.Options{})
+	if err != nil {
+		return err
+	}
+	m := d.Manifest
+	expected, host, err := funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], b.cfg.Input)
+	if err != nil {
+		return err
+	}
+	vms, err := funcvm.Restore(ctx, b.driver, d, funcvm.RestoreOptions{
+		Input: b.cfg.Input, Count: k.N, Cold: !warm, Warm: warm, Expected: expected, Accel: b.accel, Hooks: pol,
+	})
+	pst, perr := pol.Finish()
+	run.VMs = vms
+	if pst.Bytes > 0 {
+		run.Prefetch = &pst
+	}
+	if err := errors.Join(err, perr); err != nil {
+		return err
+	}
+	// Every clone has exited: what stays is the memory file's page cache,
+	// shared by all of them, counted once; their private copies were
+	// measured before each exited.
+	cached, err := CachedBytes(d.MemPath())
+	if err != nil {
+		return err
+	}
+	restoreMetrics(run.Metrics, vms, cached, pst)
+	run.Metrics[MetricHostFnMs] = ms(host)
+	return nil
+}
+
+// restoreMetrics fills a restore cell's metrics.
+func restoreMetrics(mt map[string]float64, vms []funcvm.VMResult, cached int64, pst policy.PrefetchStats) {
+	var e2e, e2eMax, guest, private, read, major float64
+	for _, v := range vms {
+		e2e += v.E2EMs
+		guest += v.GuestFnMs
+		e2eMax = max(e2eMax, v.E2EMs)
+		private += float64(v.GuestPrivateB)
+		read += float64(v.MemFileReadBytes)
+		major += float64(v.MajorFaults)
+	}
+	if len(vms) > 0 {
+		e2e /= float64(len(vms))
+		guest /= float64(len(vms))
+	}
+	mt[MetricE2EMs], mt[MetricE2EMaxMs], mt[MetricGuestFnMs] = e2e, e2eMax, guest
+	mt[MetricCacheBytes], mt[MetricPrivateBytes] = float64(cached), private
+	mt[MetricTotalBytes] = float64(cached) + private
+	mt[MetricReadBytes], mt[MetricMajorFaults] = read, major
+	if pst.Bytes > 0 {
+		mt[MetricPrefetchMs] = pst.CompleteMs
+	}
+}
+
+// prefetch reads d's working set cold, either with snapbpf's prefetch or
+// with fio replaying the same requests.
+func (b *bench) prefetch(ctx context.Context, d *snapshot.Dir, k Key, run *Run) error {
+	ws, err := wset.Read(d.File(policy.WorkingSetFile))
+	if err != nil {
+		return err
+	}
+	mem := d.MemPath()
+	if err := funcvm.DropCache(mem); err != nil {
+		return err
+	}
+	mt := run.Metrics
+	switch k.Policy {
+	case SeriesPrefetch:
+		st, err := prefetch.Prefetch(ctx, mem, ws.Extents, prefetch.Options{})
+		if err != nil {
+			return err
+		}
+		mt[MetricBytes], mt[MetricMs], mt[MetricRequests] = float64(st.Bytes), ms(st.CompleteDur), float64(st.Requests)
+		run.Detail = fmt.Sprintf("prefetch engine %s, %d workers, plan %.1f ms, issue %.1f ms", st.Engine, st.Workers, ms(st.PlanDur), ms(st.IssueDur))
+	case SeriesFio:
+		data, err := snapshot.DataExtents(mem)
+		if err != nil {
+			return fmt.Errorf("data extents of %s: %w", mem, err)
+		}
+		maxLen := int64(fallbackRequestKB) << 10
+		if kb := b.machine.Disk.MaxSectorsKB; kb > 0 {
+			maxLen = int64(kb) << 10
+		}
+		reqs := replayRequests(ws.Extents, data, maxLen)
+		res, err := fioReplay(ctx, mem, reqs)
+		if err != nil {
+			return err
+		}
+		// fio's byte count is short at depth 32 (see fioResult); what it
+		// achieved is what it left cached of the requests, the cache having
+		// been empty before.
+		cached, err := cachedIn(mem, reqs)
+		if err != nil {
+			return err
+		}
+		if missed := res.Logged - cached; missed > res.Logged/100 {
+			return fmt.Errorf("fio left %d of the %d bytes it was asked to read uncached", missed, res.Logged)
+		}
+		mt[MetricBytes], mt[MetricMs], mt[MetricRequests] = float64(cached), res.Ms, float64(res.Requests)
+		mt[MetricMissedBytes] = float64(res.Logged - cached)
+		run.Detail = fmt.Sprintf("%s (requested %d bytes, fio counted %d as read, %d of them cached afterwards)",
+			res.Command, res.Logged, res.Bytes, cached)
+	default:
+		return fmt.Errorf("unknown prefetch series %q", k.Policy)
+	}
+	if mt[MetricMs] > 0 {
+		mt[MetricMBps] = mt[MetricBytes] / 1e6 / (mt[MetricMs] / 1000)
+	}
+	return nil
+}
+
+// fallbackRequestKB is prefetch's request size where the device's limit
+// is unknown.
+const fallbackRequestKB = 128

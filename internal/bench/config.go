@@ -1,0 +1,120 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/snapbpf/snapbpf/internal/functions"
+	"github.com/snapbpf/snapbpf/internal/guest"
+)
+
+// Config describes a bench.
+type Config struct {
+	Functions   []string `json:"functions"`
+	Policies    []string `json:"policies"`    // of Policies()
+	Concurrency []int    `json:"concurrency"` // VMs restored at once
+	Runs        int      `json:"runs"`
+	Experiments []string `json:"experiments"`
+	// Input is the input every measured invocation gets, and the one the
+	// working set of policy snapbpf is recorded on. OtherInput (0: Input+1)
+	// is the one the working set of PolicySnapBPFOther is recorded on.
+	Input      uint64 `json:"input"`
+	OtherInput uint64 `json:"other_input,omitempty"`
+	// DataMiB overrides every function's data size; 0 keeps each
+	// function's default.
+	DataMiB int `json:"data_mib,omitempty"`
+	// Notes are printed in the report (e.g. what else ran on the machine).
+	Notes []string `json:"notes,omitempty"`
+
+	// Out receives results.json, report.md and the plots.
+	Out string `json:"-"`
+	// SnapshotDir holds the bench's snapshots, reused across runs while
+	// they match the image and settings.
+	SnapshotDir string `json:"-"`
+	// Image is the guest image snapshots are created from.
+	Image *guest.Image `json:"-"`
+	// Log receives progress lines; nil discards them.
+	Log io.Writer `json:"-"`
+}
+
+// Reduced is the set `make bench` runs: three functions of different
+// shapes (a document parser, a model, an allocator), three runs, N up to 4.
+func Reduced() Config {
+	return Config{
+		Functions:   []string{"json", "bert", "alloc"},
+		Policies:    Policies(),
+		Concurrency: []int{1, 2, 4},
+		Runs:        3,
+		Experiments: Experiments(),
+		Input:       1,
+		OtherInput:  2,
+	}
+}
+
+// Full is every function, five runs, N up to 8.
+func Full() Config {
+	c := Reduced()
+	c.Functions = functions.Names()
+	c.Concurrency = []int{1, 2, 4, 8}
+	c.Runs = 5
+	return c
+}
+
+// Validate checks the settings before anything starts.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Functions) == 0 {
+		errs = append(errs, errors.New("no functions"))
+	}
+	for _, fn := range c.Functions {
+		if _, err := functions.Lookup(fn); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, p := range c.Policies {
+		if !slices.Contains(Policies(), p) {
+			errs = append(errs, fmt.Errorf("unknown policy %q: want some of %v", p, Policies()))
+		}
+	}
+	for _, e := range c.Experiments {
+		if !slices.Contains(Experiments(), e) {
+			errs = append(errs, fmt.Errorf("unknown experiment %q: want some of %v", e, Experiments()))
+		}
+	}
+	for _, n := range c.Concurrency {
+		if n < 1 {
+			errs = append(errs, fmt.Errorf("concurrency %d: must be at least 1", n))
+		}
+	}
+	if c.Runs < 1 {
+		errs = append(errs, fmt.Errorf("runs %d: must be at least 1", c.Runs))
+	}
+	if c.DataMiB < 0 {
+		errs = append(errs, fmt.Errorf("data size %d MiB: must not be negative", c.DataMiB))
+	}
+	if c.Out == "" {
+		errs = append(errs, errors.New("no output directory"))
+	}
+	return errors.Join(errs...)
+}
+
+// dataMiB is the data size function fn runs with under c.
+func (c Config) dataMiB(fn string) int {
+	if c.DataMiB > 0 {
+		return c.DataMiB
+	}
+	s, err := functions.Lookup(fn)
+	if err != nil {
+		return 0
+	}
+	return s.DefaultDataMiB
+}
+
+func (c Config) otherInput() uint64 {
+	if c.OtherInput == 0 {
+		return c.Input + 1
+	}
+	return c.OtherInput
+}

@@ -1,0 +1,231 @@
+package bench
+
+import (
+	"slices"
+
+	"github.com/snapbpf/snapbpf/internal/policy"
+)
+
+// A barFigure is a grouped bar chart: one group per category (function),
+// one bar per series in each group.
+type barFigure struct {
+	Name, Title, YLabel string
+	Categories          []string
+	Series              []barSeries
+}
+
+type barSeries struct {
+	Name   string
+	Values []Summary // by category
+}
+
+// A lineFigure has one panel per function, one line per series.
+type lineFigure struct {
+	Name, Title, XLabel, YLabel string
+	Panels                      []linePanel
+}
+
+type linePanel struct {
+	Title  string
+	Series []lineSeries
+}
+
+type lineSeries struct {
+	Name string
+	X    []float64
+	Y    []Summary
+}
+
+// empty reports whether the figure has nothing to draw.
+func (f barFigure) empty() bool {
+	for _, s := range f.Series {
+		for _, v := range s.Values {
+			if v.Valid() {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (f lineFigure) empty() bool {
+	for _, p := range f.Panels {
+		if len(p.Series) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// functionsOf lists the functions of the results: the configured ones
+// first, in their order, then any others found in the runs.
+func functionsOf(res *Results) []string {
+	fns := slices.Clone(res.Config.Functions)
+	for _, r := range res.Runs {
+		if !slices.Contains(fns, r.Function) {
+			fns = append(fns, r.Function)
+		}
+	}
+	return fns
+}
+
+// policiesOf lists the policies with latency runs, in Policies() order.
+func policiesOf(res *Results) []string {
+	var out []string
+	for _, p := range Policies() {
+		if len(res.Select(ExpLatency, "", p, 0)) > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// concurrencyOf lists the N with latency runs, ascending.
+func concurrencyOf(res *Results) []int {
+	var ns []int
+	for _, r := range res.Select(ExpLatency, "", "", 0) {
+		if !slices.Contains(ns, r.N) {
+			ns = append(ns, r.N)
+		}
+	}
+	slices.Sort(ns)
+	return ns
+}
+
+// figLatency is figure 1: cold end-to-end latency of one VM per function
+// and policy, warm as the floor.
+func figLatency(res *Results) barFigure {
+	f := barFigure{Name: "fig1-latency", Title: "Single-function end-to-end latency, cold (N=1)",
+		YLabel: "end-to-end latency (ms)", Categories: functionsOf(res)}
+	for _, p := range policiesOf(res) {
+		s := barSeries{Name: p}
+		for _, fn := range f.Categories {
+			s.Values = append(s.Values, metric(res.Select(ExpLatency, fn, p, 1), MetricE2EMs))
+		}
+		f.Series = append(f.Series, s)
+	}
+	return f
+}
+
+// memoryBasis is what figure 2 divides by: lazy at N=1 of the same
+// function, or, without lazy runs, each policy's own N=1.
+const memoryBasis = "lazy at N=1 of the same function"
+
+// figMemory is figure 2: host memory for guest RAM against N, normalised.
+func figMemory(res *Results) lineFigure {
+	f := lineFigure{Name: "fig2-memory", Title: "Memory usage against concurrency",
+		XLabel: "concurrent VMs (N)", YLabel: "memory / " + "lazy N=1"}
+	for _, fn := range functionsOf(res) {
+		base := metric(res.Select(ExpLatency, fn, policy.Lazy, 1), MetricTotalBytes)
+		panel := linePanel{Title: fn}
+		for _, p := range policiesOf(res) {
+			if singleOnly(p) {
+				continue
+			}
+			b := base
+			if !b.Valid() {
+				b = metric(res.Select(ExpLatency, fn, p, 1), MetricTotalBytes)
+			}
+			if !b.Valid() || b.Median == 0 {
+				continue
+			}
+			s := lineSeries{Name: p}
+			for _, n := range concurrencyOf(res) {
+				v := metric(res.Select(ExpLatency, fn, p, n), MetricTotalBytes)
+				if v.Valid() {
+					s.X, s.Y = append(s.X, float64(n)), append(s.Y, v.Scale(1/b.Median))
+				}
+			}
+			if len(s.X) > 0 {
+				panel.Series = append(panel.Series, s)
+			}
+		}
+		if len(panel.Series) > 0 {
+			f.Panels = append(f.Panels, panel)
+		}
+	}
+	return f
+}
+
+// figConcurrency is figure 3: mean end-to-end latency of N concurrent
+// restores against N.
+func figConcurrency(res *Results) lineFigure {
+	f := lineFigure{Name: "fig3-concurrency", Title: "Concurrent execution latency",
+		XLabel: "concurrent VMs (N)", YLabel: "mean end-to-end latency (ms)"}
+	for _, fn := range functionsOf(res) {
+		panel := linePanel{Title: fn}
+		for _, p := range policiesOf(res) {
+			if singleOnly(p) {
+				continue
+			}
+			s := lineSeries{Name: p}
+			for _, n := range concurrencyOf(res) {
+				v := metric(res.Select(ExpLatency, fn, p, n), MetricE2EMs)
+				if v.Valid() {
+					s.X, s.Y = append(s.X, float64(n)), append(s.Y, v)
+				}
+			}
+			if len(s.X) > 0 {
+				panel.Series = append(panel.Series, s)
+			}
+		}
+		if len(panel.Series) > 0 {
+			f.Panels = append(f.Panels, panel)
+		}
+	}
+	return f
+}
+
+// Breakdown steps of figure 4.
+const (
+	stepLinux    = "lazy, no free-page filtering"
+	stepFreePage = "lazy + free-page filtering"
+	stepSnapBPF  = "snapbpf (+ prefetch)"
+)
+
+// figBreakdown is figure 4: Linux as it is, then free pages as holes,
+// then the prefetch.
+func figBreakdown(res *Results) barFigure {
+	f := barFigure{Name: "fig4-breakdown", Title: "Breakdown: cold end-to-end latency (N=1)",
+		YLabel: "end-to-end latency (ms)", Categories: functionsOf(res)}
+	steps := []struct {
+		name, exp, pol string
+	}{
+		{stepLinux, ExpBreakdown, policy.Lazy},
+		{stepFreePage, ExpLatency, policy.Lazy},
+		{stepSnapBPF, ExpLatency, policy.SnapBPF},
+	}
+	for _, st := range steps {
+		s := barSeries{Name: st.name}
+		for _, fn := range f.Categories {
+			s.Values = append(s.Values, metric(res.Select(st.exp, fn, st.pol, 1), MetricE2EMs))
+		}
+		f.Series = append(f.Series, s)
+	}
+	return f
+}
+
+// figPrefetch is figure 6: throughput of the prefetch and of fio on the
+// same requests.
+func figPrefetch(res *Results) barFigure {
+	f := barFigure{Name: "fig6-prefetch", Title: "Prefetch throughput against fio on the same extents (cold)",
+		YLabel: "throughput (MB/s)", Categories: functionsOf(res)}
+	for _, p := range []string{SeriesPrefetch, SeriesFio} {
+		s := barSeries{Name: seriesLabel(p)}
+		for _, fn := range f.Categories {
+			s.Values = append(s.Values, metric(res.Select(ExpPrefetch, fn, p, 1), MetricMBps))
+		}
+		f.Series = append(f.Series, s)
+	}
+	return f
+}
+
+func seriesLabel(p string) string {
+	switch p {
+	case SeriesPrefetch:
+		return "snapbpf prefetch"
+	case SeriesFio:
+		return "fio replay"
+	}
+	return p
+}

@@ -1,0 +1,102 @@
+package bench
+
+import (
+	"bytes"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestWriteReport(t *testing.T) {
+	cfg := Reduced()
+	cfg.Notes = []string{"other helpers ran QEMU guests meanwhile"}
+	res := fakeResults(cfg)
+	dir := t.TempDir()
+	if err := WriteReport(res, dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, ReportFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	for _, want := range []string{
+		"## Figure 1:", "## Figure 2:", "## Figure 3:", "## Figure 4:", "## Figure 6:",
+		"other helpers ran QEMU guests meanwhile",
+		"Test CPU, 2 CPUs",
+		// json lazy N=1: 1000 ms * (0.95, 1, 1.05) over the three runs.
+		"| json | 1000 (950–1050) | 1800 (1710–1890) | 700 (665–735) | 1100 (1045–1155) | 500 (475–525) | 1.43x | 1.40x |",
+		// Figure 2: lazy at N=1 is the basis.
+		"| json | lazy | 1.00, 105 MiB | 1.09, 114 MiB | 1.27, 134 MiB |",
+		// Figure 6: 20 MB in 20 ms against 26 ms.
+		"| json | 19.1 | 500 | 20 (19–21) | 26 (25–27) | 1000 (952–1053) | 769 (733–810) | 1.30x | – |",
+		"Expected time of the full set",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	// Every caption says where and what does not come from real VMs.
+	for _, part := range strings.Split(md, "## Figure")[1:] {
+		if !strings.Contains(part, replayNote) || !strings.Contains(part, "real QEMU microVMs") {
+			t.Errorf("caption of figure%s lacks the replay note or where it was measured", strings.SplitN(part, "\n", 2)[0])
+		}
+	}
+	if strings.Contains(md, "NaN") {
+		t.Error("report shows NaN")
+	}
+	for _, name := range []string{"fig1-latency", "fig2-memory", "fig3-concurrency", "fig4-breakdown", "fig6-prefetch"} {
+		for _, ext := range PlotFormats {
+			p := filepath.Join(dir, name+"."+ext)
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Errorf("plot missing: %v", err)
+				continue
+			}
+			if len(data) < 1000 {
+				t.Errorf("%s is only %d bytes", p, len(data))
+			}
+			switch ext {
+			case "png":
+				if _, err := png.DecodeConfig(bytes.NewReader(data)); err != nil {
+					t.Errorf("%s: %v", p, err)
+				}
+			case "svg":
+				if !bytes.Contains(data, []byte("<svg")) {
+					t.Errorf("%s is not SVG", p)
+				}
+			}
+		}
+		if !strings.Contains(md, "("+name+".svg)") {
+			t.Errorf("report does not show %s", name)
+		}
+	}
+}
+
+// TestWriteReportPartial renders results with one experiment and missing
+// cells: figures without data are left out, nothing fails.
+func TestWriteReportPartial(t *testing.T) {
+	cfg := Reduced()
+	cfg.Experiments = []string{ExpPrefetch}
+	cfg.Functions = []string{"json"}
+	res := fakeResults(cfg)
+	res.Runs = res.Runs[:1] // only the prefetch series, no fio
+	res.Runs = append(res.Runs, Run{Key: Key{ExpLatency, "json", "lazy", 1, 1}, Machine: fakeMachine, Error: "vm 0: boom"})
+	dir := t.TempDir()
+	if err := WriteReport(res, dir); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, ReportFile))
+	md := string(b)
+	if strings.Contains(md, "## Figure 1") || !strings.Contains(md, "## Figure 6") {
+		t.Errorf("wrong figures in a prefetch-only report:\n%s", md)
+	}
+	if !strings.Contains(md, "## Failed cells") || !strings.Contains(md, "vm 0: boom") {
+		t.Error("report does not list the failed cell")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "fig1-latency.svg")); err == nil {
+		t.Error("an empty figure was drawn")
+	}
+}

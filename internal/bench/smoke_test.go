@@ -1,0 +1,118 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/snapbpf/snapbpf/internal/guest"
+	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
+)
+
+// TestSmoke runs the bench for real on the smallest set: json with 4 MiB
+// of data, one run, N=1, every policy and experiment.
+func TestSmoke(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs QEMU VMs, loads eBPF and drops page caches")
+	}
+	for _, bin := range []string{qemu.DefaultBinary, "fio"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not installed (make deps installs it): %v", bin, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	img := buildImage(ctx, t)
+
+	cfg := Reduced()
+	cfg.Functions, cfg.DataMiB, cfg.Runs, cfg.Concurrency = []string{"json"}, 4, 1, []int{1}
+	cfg.Out = t.TempDir()
+	cfg.SnapshotDir = filepath.Join(t.TempDir(), "snapshots")
+	cfg.Image = img
+	cfg.Log = testLog{t}
+	res, err := Execute(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := Plan(cfg)
+	for _, k := range keys {
+		if !res.Finished(k) {
+			t.Errorf("cell %s not finished", k)
+		}
+	}
+	saved, err := Load(filepath.Join(cfg.Out, ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(saved.Runs) != len(keys) {
+		t.Errorf("results.json has %d runs, want %d", len(saved.Runs), len(keys))
+	}
+	for _, r := range saved.Runs {
+		if r.Machine.Kernel == "" || r.Machine.VMM == "" || r.SnapshotID == "" || r.DataMiB != 4 {
+			t.Errorf("run %s lacks its context: %+v", r.Key, r)
+		}
+		switch r.Experiment {
+		case ExpLatency, ExpBreakdown:
+			if len(r.VMs) != r.N || r.Metrics[MetricE2EMs] <= 0 || r.Metrics[MetricCacheBytes] <= 0 {
+				t.Errorf("run %s: %d VMs, metrics %v", r.Key, len(r.VMs), r.Metrics)
+			}
+		case ExpPrefetch:
+			if r.Metrics[MetricBytes] <= 0 || r.Metrics[MetricMBps] <= 0 {
+				t.Errorf("run %s: metrics %v", r.Key, r.Metrics)
+			}
+		}
+	}
+	// Prefetch and fio read the same requests (fio may leave up to 1%
+	// uncached, see fioResult).
+	pre, fio := saved.Select(ExpPrefetch, "json", SeriesPrefetch, 1), saved.Select(ExpPrefetch, "json", SeriesFio, 1)
+	if len(pre) == 1 && len(fio) == 1 {
+		pb, fb := pre[0].Metrics[MetricBytes], fio[0].Metrics[MetricBytes]
+		if fb > pb || fb < 0.99*pb || pre[0].Metrics[MetricRequests] != fio[0].Metrics[MetricRequests] {
+			t.Errorf("prefetch read %v bytes in %v requests, fio %v in %v", pre[0].Metrics[MetricBytes], pre[0].Metrics[MetricRequests],
+				fio[0].Metrics[MetricBytes], fio[0].Metrics[MetricRequests])
+		}
+	}
+	if _, err := os.Stat(filepath.Join(cfg.SnapshotDir, "json", otherWSFile(cfg.otherInput()))); err != nil {
+		t.Errorf("no working set for snapbpf-other: %v", err)
+	}
+	if st, err := os.Stat(filepath.Join(cfg.Out, ReportFile)); err != nil || st.Size() == 0 {
+		t.Errorf("report.md: %v", err)
+	}
+
+	// A second session finds everything done and measures nothing.
+	res, err = Execute(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := res.Sessions[len(res.Sessions)-1]; s.Cells != 0 || s.Skipped != len(keys) {
+		t.Errorf("second session = %+v, want every cell skipped", s)
+	}
+}
+
+// buildImage builds the agent of this tree and a guest image from it.
+func buildImage(ctx context.Context, t *testing.T) *guest.Image {
+	t.Helper()
+	dir := t.TempDir()
+	agent := filepath.Join(dir, "snapbpf-agent")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", agent, "github.com/snapbpf/snapbpf/cmd/snapbpf-agent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build agent: %v\n%s", err, out)
+	}
+	img, err := guest.Build(ctx, guest.BuildOptions{OutDir: filepath.Join(dir, "image"), AgentPath: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// testLog sends progress lines to the test log.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(string(p[:len(p)-min(len(p), 1)]))
+	return len(p), nil
+}
