@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
@@ -86,7 +87,7 @@ func (b *bench) prefetch(ctx context.Context, d *snapshot.Dir, k Key, run *Run) 
 		return err
 	}
 	mem := d.MemPath()
-	if err := funcvm.DropCache(mem); err != nil {
+	if _, err := pagecache.Drop(mem); err != nil {
 		return err
 	}
 	mt := run.Metrics

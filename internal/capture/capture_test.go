@@ -93,7 +93,7 @@ func assertCovers(t *testing.T, got, want []uint64) {
 func TestLargeFolios(t *testing.T) {
 	needRoot(t)
 	path := dataFile(t, 64*mib)
-	if _, err := DropCache(path); err != nil {
+	if _, err := dropCache(path); err != nil {
 		t.Fatal(err)
 	}
 	r, err := NewRecorder([]string{path})
@@ -230,7 +230,7 @@ func TestHoles(t *testing.T) {
 func TestLostCounted(t *testing.T) {
 	needRoot(t)
 	path := dataFile(t, 16*mib)
-	if _, err := DropCache(path); err != nil {
+	if _, err := dropCache(path); err != nil {
 		t.Fatal(err)
 	}
 	r, err := NewRecorder([]string{path}, WithRingBuffer(os.Getpagesize()))

@@ -3,13 +3,13 @@ package capture
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 )
 
 // extent is a run of pages [start, end).
@@ -90,29 +90,11 @@ func clip(accs []Access, data []extent) ([]Access, uint64) {
 	return out, dropped
 }
 
-// resident returns the runs of path's pages that are in the page cache, by
-// mincore(2) on a mapping of the file that is never touched.
+// resident returns the runs of path's pages that are in the page cache.
 func resident(path string) ([]extent, uint64, error) {
-	f, err := os.Open(path)
+	vec, err := pagecache.Residency(path)
 	if err != nil {
-		return nil, 0, fmt.Errorf("open %s: %w", path, err)
-	}
-	defer f.Close()
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return nil, 0, fmt.Errorf("size of %s: %w", path, err)
-	}
-	if size == 0 {
-		return nil, 0, nil
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, 0, fmt.Errorf("mmap %s: %w", path, err)
-	}
-	defer unix.Munmap(mem)
-	vec := make([]byte, (uint64(size)+pageSize-1)/pageSize)
-	if err := mincore(mem, vec); err != nil {
-		return nil, 0, fmt.Errorf("mincore %s: %w", path, err)
+		return nil, 0, err
 	}
 	var runs []extent
 	var n uint64
@@ -149,31 +131,9 @@ func settledResident(path string) ([]extent, uint64, error) {
 	return runs, n, err
 }
 
-// DropCache writes back and drops the cached pages of path that no process
-// maps (POSIX_FADV_DONTNEED), for a cold start without drop_caches. It
-// returns how many pages stayed cached, which a recording cannot see.
-func DropCache(path string) (uint64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("open %s: %w", path, err)
-	}
-	defer f.Close()
-	// DONTNEED skips dirty pages and only starts writeback: sync first.
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		return 0, fmt.Errorf("fdatasync %s: %w", path, err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		return 0, fmt.Errorf("fadvise dontneed %s: %w", path, err)
-	}
-	_, n, err := resident(path)
-	return n, err
-}
-
-// mincore wraps mincore(2), which x/sys/unix does not offer on Linux.
-func mincore(mem, vec []byte) error {
-	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&vec[0])))
-	if e != 0 {
-		return e
-	}
-	return nil
+// dropCache evicts path's cached pages and returns how many stayed cached:
+// pages a recording cannot see.
+func dropCache(path string) (uint64, error) {
+	n, err := pagecache.Drop(path)
+	return uint64(n), err
 }

@@ -25,7 +25,7 @@ func TestMeasureOpenRace(t *testing.T) {
 	const k = 500
 	touched := randomPages(1, k, 256*mib/pageSize)
 	for run := range 3 {
-		if _, err := DropCache(path); err != nil {
+		if _, err := dropCache(path); err != nil {
 			t.Fatal(err)
 		}
 		r, err := NewRecorder([]string{path})
@@ -72,7 +72,7 @@ func TestCaptureOverhead(t *testing.T) {
 	var progTime time.Duration
 	var progRuns uint64
 	run := func(record bool) time.Duration {
-		if _, err := DropCache(path); err != nil {
+		if _, err := dropCache(path); err != nil {
 			t.Fatal(err)
 		}
 		var r *Recorder

@@ -73,7 +73,7 @@ func command(ctx context.Context, argv []string) *exec.Cmd {
 }
 
 func recordEBPF(ctx context.Context, file string, argv []string) (c *Capture, retErr error) {
-	resident, err := DropCache(file)
+	resident, err := dropCache(file)
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +227,7 @@ type mincoreSession struct {
 }
 
 func startMincore(file string) (*mincoreSession, error) {
-	cached, err := DropCache(file)
+	cached, err := dropCache(file)
 	if err != nil {
 		return nil, err
 	}

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 )
@@ -75,12 +73,12 @@ func Restore(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RestoreOpti
 		return nil, errors.New("restore: cold and warm at once")
 	}
 	if o.Cold {
-		if err := DropCache(dir.MemPath()); err != nil {
+		if _, err := pagecache.Drop(dir.MemPath()); err != nil {
 			return nil, err
 		}
 	}
 	if o.Warm {
-		if err := WarmCache(dir.MemPath()); err != nil {
+		if err := pagecache.Warm(dir.MemPath()); err != nil {
 			return nil, err
 		}
 	}
@@ -179,40 +177,4 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 		r.Error = fmt.Sprintf("checksum %s, want %s: the restored guest computed a wrong result", res.Checksum, o.Expected)
 	}
 	return r
-}
-
-// DropCache evicts a file's clean, unmapped pages from the page cache: a
-// cold start for one snapshot without dropping every cache on the host.
-func DropCache(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("drop cache: %w", err)
-	}
-	defer f.Close()
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		return fmt.Errorf("drop cache of %s: %w", path, err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		return fmt.Errorf("drop cache of %s: %w", path, err)
-	}
-	return nil
-}
-
-// WarmCache reads a whole file into the page cache (holes cost nothing).
-func WarmCache(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("warm cache: %w", err)
-	}
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	for {
-		_, err := f.Read(buf)
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("warm cache of %s: %w", path, err)
-		}
-	}
 }

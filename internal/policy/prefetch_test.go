@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -45,7 +45,7 @@ func TestPrefetchMakesWorkingSetResident(t *testing.T) {
 	check := func(t *testing.T, do func(t *testing.T) int64) {
 		t.Helper()
 		for i := 1; ; i++ {
-			if err := funcvm.DropCache(mem); err != nil {
+			if _, err := pagecache.Drop(mem); err != nil {
 				t.Fatal(err)
 			}
 			if n := countTrue(residentPages(t, mem)); n != 0 {
