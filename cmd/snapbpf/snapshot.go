@@ -60,7 +60,7 @@ func newSnapshotCreateCmd() *cobra.Command {
 	f.StringVar(&o.Out, "out", "", "snapshot directory to create")
 	f.IntVar(&o.MemMiB, "mem-mib", 0, "guest RAM in MiB (default: sized for the function)")
 	f.IntVar(&o.DataMiB, "data-mib", 0, "function data/model size in MiB (default: the function's)")
-	f.StringVar(&o.FreePages, "free-pages", snapshot.FreePagesReport, "free guest pages at snapshot time: report (holes in the memory file) or none")
+	f.StringVar(&o.FreePages, "free-pages", snapshot.FreePagesReport, "free guest pages at snapshot time: report (holes in the memory file, never read) or none (every page stored)")
 	f.IntVar(&o.ReportOrder, "report-order", 0, "free page reporting order (2^order pages per report)")
 	f.BoolVar(&o.Replace, "replace", false, "replace an existing snapshot at --out atomically")
 	f.StringVar(&o.Accel, "accel", "", "tcg or kvm (default: kvm where the CPU has vmx/svm, else tcg)")

@@ -150,6 +150,14 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 	if err := vm.Close(ctx); err != nil {
 		return nil, st, err
 	}
+	if !report {
+		// Without free page handling the file stores every guest page, as
+		// a VMM's full memory dump does; a sparse file would already skip
+		// the memory the guest never touched.
+		if err := snapshot.FillHoles(b.MemPath()); err != nil {
+			return nil, st, err
+		}
+	}
 
 	dir, err := b.Commit(snapshot.Manifest{
 		Function:        o.Function,

@@ -85,3 +85,41 @@ func walkData(f *os.File, size int64, fn func(off, n int64)) error {
 	}
 	return nil
 }
+
+// FillHoles writes zeroes into every hole of the file at path, so that it
+// stores every page: the memory file a VMM's full memory dump would leave.
+// Reading it back costs I/O for every page, free or not.
+func FillHoles(path string) error {
+	data, err := DataExtents(path)
+	if err != nil {
+		return fmt.Errorf("fill holes of %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("fill holes: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("fill holes of %s: %w", path, err)
+	}
+	zero := make([]byte, 1<<20)
+	fill := func(off, end int64) error {
+		for off < end {
+			n := min(int64(len(zero)), end-off)
+			if _, err := f.WriteAt(zero[:n], off); err != nil {
+				return fmt.Errorf("fill holes of %s: %w", path, err)
+			}
+			off += n
+		}
+		return nil
+	}
+	var off int64
+	for _, e := range append(data, Extent{Off: fi.Size()}) {
+		if err := fill(off, e.Off); err != nil {
+			return err
+		}
+		off = e.Off + e.Len
+	}
+	return f.Sync()
+}

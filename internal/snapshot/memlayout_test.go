@@ -73,3 +73,39 @@ func TestMemLayoutMissing(t *testing.T) {
 		t.Errorf("err %v, want not-exist", err)
 	}
 }
+
+func TestFillHoles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mem")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 4 << 20
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte{0xab}, 64<<10)
+	if _, err := f.WriteAt(data, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, holes, err := MemLayout(path); err != nil || holes == 0 {
+		t.Skipf("filesystem reports no holes (%v): nothing to fill", err)
+	}
+	if err := FillHoles(path); err != nil {
+		t.Fatal(err)
+	}
+	d, holes, err := MemLayout(path)
+	if err != nil || holes != 0 || d != size {
+		t.Fatalf("after FillHoles: data %d, holes %d, %v", d, holes, err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, size)
+	copy(want[1<<20:], data)
+	if !bytes.Equal(got, want) {
+		t.Fatal("FillHoles changed the file's contents")
+	}
+}
