@@ -8,24 +8,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snapbpf/snapbpf/internal/guest"
-	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
+	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
 // TestSmoke runs the bench for real on the smallest set: json with 4 MiB
 // of data, one run, N=1, every policy and experiment.
 func TestSmoke(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs QEMU VMs, loads eBPF and drops page caches")
-	}
-	for _, bin := range []string{qemu.DefaultBinary, "fio"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s not installed (make deps installs it): %v", bin, err)
-		}
+	img := testenv.NeedVM(t)
+	defer testenv.Cleanup()
+	if _, err := exec.LookPath("fio"); err != nil {
+		t.Fatalf("fio not installed (make deps installs it): %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	img := buildImage(ctx, t)
 
 	cfg := Reduced()
 	cfg.Functions, cfg.DataMiB, cfg.Runs, cfg.Concurrency = []string{"json"}, 4, 1, []int{1}
@@ -90,23 +85,6 @@ func TestSmoke(t *testing.T) {
 	if s := res.Sessions[len(res.Sessions)-1]; s.Cells != 0 || s.Skipped != len(keys) {
 		t.Errorf("second session = %+v, want every cell skipped", s)
 	}
-}
-
-// buildImage builds the agent of this tree and a guest image from it.
-func buildImage(ctx context.Context, t *testing.T) *guest.Image {
-	t.Helper()
-	dir := t.TempDir()
-	agent := filepath.Join(dir, "snapbpf-agent")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", agent, "github.com/snapbpf/snapbpf/cmd/snapbpf-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build agent: %v\n%s", err, out)
-	}
-	img, err := guest.Build(ctx, guest.BuildOptions{OutDir: filepath.Join(dir, "image"), AgentPath: agent})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
 }
 
 // testLog sends progress lines to the test log.

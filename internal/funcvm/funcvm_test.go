@@ -8,68 +8,25 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/testenv"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
-// The guest image is built once for the package's tests.
-var (
-	imageOnce sync.Once
-	testImage *guest.Image
-	imageErr  error
-)
-
-// needVM skips tests that need root and QEMU, and builds the image.
-func needVM(t *testing.T) *guest.Image {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds a guest image in /var/cache/snapbpf and runs QEMU VMs")
-	}
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		t.Fatalf("%s not installed (apt-get install qemu-system-x86): %v", qemu.DefaultBinary, err)
-	}
-	imageOnce.Do(func() { testImage, imageErr = buildTestImage() })
-	if imageErr != nil {
-		t.Fatal(imageErr)
-	}
-	return testImage
-}
-
-// imageRoot holds the test image; removed by TestMain.
-var imageRoot string
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if imageRoot != "" {
-		os.RemoveAll(imageRoot)
-	}
+	testenv.Cleanup()
 	os.Exit(code)
 }
 
-func buildTestImage() (*guest.Image, error) {
-	dir, err := os.MkdirTemp("", "snapbpf-test-image-")
-	if err != nil {
-		return nil, err
-	}
-	imageRoot = dir
-	agent := filepath.Join(dir, "snapbpf-agent")
-	cmd := exec.Command("go", "build", "-o", agent, "github.com/snapbpf/snapbpf/cmd/snapbpf-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build agent: %v\n%s", err, out)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	return guest.Build(ctx, guest.BuildOptions{OutDir: filepath.Join(dir, "image"), AgentPath: agent})
-}
+// needVM skips tests that need root and QEMU, and builds the image.
+func needVM(t *testing.T) *guest.Image { return testenv.NeedVM(t) }
 
 func fileSHA(t *testing.T, path string) string {
 	t.Helper()

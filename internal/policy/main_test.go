@@ -14,13 +14,12 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/guest"
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/testenv"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -30,65 +29,17 @@ import (
 // guest image and the json snapshots are built once and shared; tests that
 // change a snapshot (record into it) use one of their own.
 
-// testRoot holds the image and the shared snapshots; removed by TestMain.
-var testRoot string
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if testRoot != "" {
-		os.RemoveAll(testRoot)
-	}
+	testenv.Cleanup()
 	os.Exit(code)
 }
 
-var (
-	imageOnce sync.Once
-	testImage *guest.Image
-	imageErr  error
-)
-
 // needVM skips tests that need root and QEMU, and builds the image once.
-func needVM(t *testing.T) *guest.Image {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds a guest image, runs QEMU VMs and loads eBPF programs")
-	}
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		t.Fatalf("%s not installed (apt-get install qemu-system-x86): %v", qemu.DefaultBinary, err)
-	}
-	imageOnce.Do(func() { testImage, imageErr = buildTestImage() })
-	if imageErr != nil {
-		t.Fatal(imageErr)
-	}
-	return testImage
-}
+func needVM(t *testing.T) *guest.Image { return testenv.NeedVM(t) }
 
-func rootDir() (string, error) {
-	if testRoot == "" {
-		dir, err := os.MkdirTemp("", "snapbpf-policy-test-")
-		if err != nil {
-			return "", err
-		}
-		testRoot = dir
-	}
-	return testRoot, nil
-}
-
-func buildTestImage() (*guest.Image, error) {
-	root, err := rootDir()
-	if err != nil {
-		return nil, err
-	}
-	agent := filepath.Join(root, "snapbpf-agent")
-	cmd := exec.Command("go", "build", "-o", agent, "github.com/snapbpf/snapbpf/cmd/snapbpf-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build agent: %v\n%s", err, out)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	return guest.Build(ctx, guest.BuildOptions{OutDir: filepath.Join(root, "image"), AgentPath: agent})
-}
+// rootDir holds the shared snapshots.
+func rootDir() (string, error) { return testenv.Dir() }
 
 // fixture is a snapshot for tests, with the data size its results need.
 type fixture struct {
@@ -245,31 +196,12 @@ func setPages(s *wset.Set) map[uint64]bool {
 	return m
 }
 
-// residentPages reports, per page, whether the file's page is in the page
-// cache: mincore on a read-only shared mapping, which faults nothing in.
+// residentPages reports, per page, whether the file's page is cached.
 func residentPages(t *testing.T, path string) []bool {
 	t.Helper()
-	f, err := os.Open(path)
+	vec, err := pagecache.Residency(path)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Size() == 0 {
-		return nil
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatalf("mmap %s: %v", path, err)
-	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (st.Size()+wset.PageSize-1)/wset.PageSize)
-	// x/sys has no Mincore wrapper on linux.
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatalf("mincore %s: %v", path, e)
 	}
 	out := make([]bool, len(vec))
 	for i, v := range vec {

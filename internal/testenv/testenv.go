@@ -1,0 +1,85 @@
+// Package testenv gives tests that run real guests what they need: root,
+// QEMU, and a guest image built once per test binary from this module's
+// agent.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/snapbpf/snapbpf/internal/guest"
+	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
+)
+
+var (
+	mu    sync.Mutex
+	root  string
+	once  sync.Once
+	image *guest.Image
+	err   error
+)
+
+// Dir is a directory for a test binary's shared data (image, snapshots),
+// removed by Cleanup.
+func Dir() (string, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	if root == "" {
+		d, err := os.MkdirTemp("", "snapbpf-test-")
+		if err != nil {
+			return "", err
+		}
+		root = d
+	}
+	return root, nil
+}
+
+// Cleanup removes Dir; call it from TestMain after m.Run.
+func Cleanup() {
+	mu.Lock()
+	defer mu.Unlock()
+	if root != "" {
+		os.RemoveAll(root)
+		root = ""
+	}
+}
+
+// NeedVM skips t without root, fails it without QEMU, and returns the guest
+// image, built on first use (the kernel package is cached in
+// guest.DefaultCacheDir across runs).
+func NeedVM(t testing.TB) *guest.Image {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds a guest image, runs QEMU VMs and loads eBPF programs")
+	}
+	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
+		t.Fatalf("%s not installed (apt-get install qemu-system-x86): %v", qemu.DefaultBinary, err)
+	}
+	once.Do(func() { image, err = build() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return image
+}
+
+func build() (*guest.Image, error) {
+	dir, err := Dir()
+	if err != nil {
+		return nil, err
+	}
+	agent := filepath.Join(dir, "snapbpf-agent")
+	cmd := exec.Command("go", "build", "-o", agent, "github.com/snapbpf/snapbpf/cmd/snapbpf-agent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build agent: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	return guest.Build(ctx, guest.BuildOptions{OutDir: filepath.Join(dir, "image"), AgentPath: agent})
+}
