@@ -33,7 +33,7 @@ func newRootCmd() *cobra.Command {
 			return nil
 		},
 	}
-	root.AddCommand(newImageCmd(), newSnapshotCmd(), newRestoreCmd(), newRecordCmd(), newWSCmd(), newPrefetchCmd(), newDemoCmd(), newFunctionsCmd(), newBenchCmd())
+	root.AddCommand(newImageCmd(), newSnapshotCmd(), newRestoreCmd(), newRecordCmd(), newWSCmd(), newPrefetchCmd(), newDemoCmd(), newFunctionsCmd(), newBenchCmd(), newTraceCmd(), newReplayCmd())
 	return root
 }
 

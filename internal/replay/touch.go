@@ -1,0 +1,93 @@
+package replay
+
+import (
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// replayStats are one replay's measurements.
+type replayStats struct {
+	replay  time.Duration // first touch to the end of the tail
+	stall   time.Duration // inside touches: waiting for memory
+	minor   int64         // faults of the replaying thread
+	major   int64
+	touches int
+}
+
+// sink keeps the compiler from dropping the loads that touch pages.
+var sink atomic.Uint32
+
+// Compute modes: how a replay spends the guest's compute between touches.
+const (
+	// ComputeSpin keeps a CPU busy for each gap, as a vCPU would: VMs
+	// compete for the host's CPUs with each other and with the policies'
+	// own work.
+	ComputeSpin = "spin"
+	// ComputeSleep sleeps instead, gaps summed until they are worth a
+	// sleep: as if every VM had a CPU of its own, so that many VMs on a
+	// small host measure the memory system, not CPU contention.
+	ComputeSleep = "sleep"
+)
+
+// sleepQuantum is the least compute a sleeping replay sleeps for; shorter
+// sleeps overshoot by more than they last.
+const sleepQuantum = 200 * time.Microsecond
+
+// replay touches the schedule's pages in order, computing for each
+// recorded gap between touches (mode ComputeSpin or ComputeSleep). The
+// caller has locked its OS thread, so the thread's fault counters are the
+// replay's.
+func replay(mem []byte, s schedule, mode string) replayStats {
+	minor0, major0 := threadFaults()
+	start := time.Now()
+	last := start
+	var st replayStats
+	var acc byte
+	var debt time.Duration // sleep mode: compute not yet slept
+	compute := func(from time.Time, d time.Duration) {
+		if mode != ComputeSleep {
+			spin(from, d)
+			return
+		}
+		debt += d
+		if debt >= sleepQuantum {
+			t := time.Now()
+			time.Sleep(debt)
+			debt -= time.Since(t)
+		}
+	}
+	for _, p := range s.steps {
+		if p.gapNs > 0 {
+			compute(last, time.Duration(p.gapNs))
+		}
+		t := time.Now()
+		off := p.page * pageSize
+		if p.write {
+			// Adding 0 atomically is a write the compiler cannot drop
+			// that leaves the page's bytes as they were.
+			atomic.AddUint32((*uint32)(unsafe.Pointer(&mem[off])), 0)
+		} else {
+			acc += mem[off]
+		}
+		last = time.Now()
+		st.stall += last.Sub(t)
+		st.touches++
+	}
+	compute(last, time.Duration(s.tailNs))
+	if mode == ComputeSleep && debt > 0 {
+		time.Sleep(debt)
+	}
+	st.replay = time.Since(start)
+	sink.Add(uint32(acc))
+	minor1, major1 := threadFaults()
+	st.minor, st.major = minor1-minor0, major1-major0
+	return st
+}
+
+// spin computes until d has passed since from: the guest's compute, which
+// occupies a CPU like the vCPU would.
+func spin(from time.Time, d time.Duration) {
+	for time.Since(from) < d {
+	}
+}

@@ -1,0 +1,67 @@
+package trace
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestBuildEvents(t *testing.T) {
+	g := guestRAM{base: 0x10000000, lo: 0x10000000, hi: 0x10000000 + 100*PageSize}
+	addr := func(p uint64) uint64 { return g.base + p*PageSize + 123 }
+	raws := []rawFault{
+		{TimeNs: 1000, Addr: addr(5), Kind: faultUser},                         // read
+		{TimeNs: 1100, Addr: 0x500000, Kind: faultUser},                        // not guest RAM
+		{TimeNs: 1200, Addr: addr(6), Code: pfWrite, Kind: faultUser},          // write
+		{TimeNs: 1300, Addr: addr(5), Kind: faultUser},                         // repeat: ignored
+		{TimeNs: 1400, Addr: addr(5), Code: pfWrite | pfProt, Kind: faultUser}, // upgrade
+		{TimeNs: 1500, Addr: addr(5), Code: pfWrite, Kind: faultUser},          // after the upgrade: ignored
+		{TimeNs: 1600, Addr: addr(7), Kind: faultKernel},                       // a syscall's read
+		{TimeNs: 9000, Addr: addr(8), Kind: faultUser},                         // after the end
+	}
+	ev, st := buildEvents(raws, g, []uint64{2}, 500, 1000, 5000)
+	want := []Event{
+		{TimeNs: -500, Page: 2, Op: OpRead, Flags: FlagPreexisting},
+		{TimeNs: 0, Page: 5, Op: OpRead},
+		{TimeNs: 200, Page: 6, Op: OpWrite},
+		{TimeNs: 400, Page: 5, Op: OpUpgrade},
+		{TimeNs: 600, Page: 7, Op: OpRead, Flags: FlagKernel},
+		{TimeNs: 8000, Page: 8, Op: OpRead, Flags: FlagLate},
+	}
+	if len(ev) != len(want) {
+		t.Fatalf("events %+v, want %+v", ev, want)
+	}
+	for i := range want {
+		if ev[i] != want[i] {
+			t.Errorf("event %d = %+v, want %+v", i, ev[i], want[i])
+		}
+	}
+	if st.faults != 8 || st.guestFaults != 7 || st.late != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestParseMaps(t *testing.T) {
+	maps := `55d0c0000000-55d0c0100000 r-xp 00000000 fe:01 999 /usr/bin/qemu
+7f0000000000-7f0000200000 rw-p 00000000 00:00 0
+7f0000200000-7f0004200000 rw-p 00000000 fe:01 4242 /snap/mem
+7f0004200000-7f0008200000 rw-p 04000000 fe:01 4242 /snap/mem
+7f0009000000-7f0009001000 rw-p 00000000 fe:02 4242 /other/dev
+`
+	g, err := parseMaps(strings.NewReader(maps), 0xfe, 1, 4242, "/snap/mem", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.base != 0x7f0000200000 || g.lo != 0x7f0000200000 || g.hi != 0x7f0008200000 {
+		t.Errorf("guest RAM %+v", g)
+	}
+	if p, ok := g.page(0x7f0004200000 + 3*PageSize); !ok || p != 0x4000+3 {
+		t.Errorf("page %d %v", p, ok)
+	}
+	bad := maps + "7f0010000000-7f0010001000 rw-p 00000000 fe:01 4242 /snap/mem\n"
+	if _, err := parseMaps(strings.NewReader(bad), 0xfe, 1, 4242, "/snap/mem", 1); err == nil {
+		t.Error("accepted two unrelated mappings of the file")
+	}
+	if _, err := parseMaps(strings.NewReader(maps), 0xfe, 1, 7, "/x", 1); err == nil {
+		t.Error("found a file that is not mapped")
+	}
+}

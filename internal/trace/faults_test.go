@@ -1,0 +1,85 @@
+package trace
+
+import (
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestTracerSeesFirstTouches maps a file private in this process, traces
+// this process's faults while touching some pages (reads, writes, a later
+// write) and checks the events.
+func TestTracerSeesFirstTouches(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads eBPF programs")
+	}
+	f, err := os.CreateTemp("/var/tmp", "snapbpf-trace-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	const pages = 64
+	if _, err := f.Write(make([]byte, pages*PageSize)); err != nil {
+		t.Fatal(err)
+	}
+	// Cold, as a trace is recorded: a cached file's large folios would be
+	// mapped whole by the first fault on them.
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, pages*PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	// One page per fault, as readahead off gives the traced VMM.
+	if err := unix.Madvise(m, unix.MADV_RANDOM); err != nil {
+		t.Fatal(err)
+	}
+	g, err := findGuestRAM(os.Getpid(), f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := startFaultTracer(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.close()
+	runtime.LockOSThread()
+	start := monotonicNs()
+	var acc byte
+	acc += m[3*PageSize]
+	m[10*PageSize] = 1
+	acc += m[20*PageSize+5]
+	atomic.AddUint32((*uint32)(unsafe.Pointer(&m[3*PageSize])), 0)
+	acc += m[3*PageSize+1] // no fault: mapped and written
+	end := monotonicNs()
+	runtime.UnlockOSThread()
+	sink += acc
+	raws, lost, err := tr.stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := buildEvents(raws, g, nil, start, start, end)
+	var got []Event
+	for _, e := range ev {
+		got = append(got, Event{Page: e.Page, Op: e.Op})
+	}
+	want := []Event{{Page: 3, Op: OpRead}, {Page: 10, Op: OpWrite}, {Page: 20, Op: OpRead}, {Page: 3, Op: OpUpgrade}}
+	if len(got) != len(want) || lost != 0 {
+		t.Fatalf("events %+v (lost %d), want %+v", got, lost, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("event %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
