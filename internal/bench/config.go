@@ -25,6 +25,9 @@ type Config struct {
 	// DataMiB overrides every function's data size; 0 keeps each
 	// function's default.
 	DataMiB int `json:"data_mib,omitempty"`
+	// ScatterFractions are ExpScatter's fractions of the trace's non-zero
+	// pages scattered across the memory file.
+	ScatterFractions []float64 `json:"scatter_fractions,omitempty"`
 	// Notes are printed in the report (e.g. what else ran on the machine).
 	Notes []string `json:"notes,omitempty"`
 
@@ -50,6 +53,8 @@ func Reduced() Config {
 		Experiments: Experiments(),
 		Input:       1,
 		OtherInput:  2,
+		// Fraction 0 is the unfragmented baseline, 1 every page moved.
+		ScatterFractions: []float64{0, 0.5, 1},
 	}
 }
 
@@ -59,6 +64,7 @@ func Full() Config {
 	c.Functions = functions.Names()
 	c.Concurrency = []int{1, 2, 4, 8}
 	c.Runs = 5
+	c.ScatterFractions = []float64{0, 0.25, 0.5, 1}
 	return c
 }
 
@@ -86,6 +92,11 @@ func (c Config) Validate() error {
 	for _, n := range c.Concurrency {
 		if n < 1 {
 			errs = append(errs, fmt.Errorf("concurrency %d: must be at least 1", n))
+		}
+	}
+	for _, f := range c.ScatterFractions {
+		if f < 0 || f > 1 {
+			errs = append(errs, fmt.Errorf("scatter fraction %g: must be within 0..1", f))
 		}
 	}
 	if c.Runs < 1 {

@@ -28,10 +28,10 @@ func TestEstimate(t *testing.T) {
 	if fe.Total <= est.Total {
 		t.Errorf("full estimate %v not above the reduced %v", fe.Total, est.Total)
 	}
-	if got := cellEstimate(res, Key{ExpLatency, "json", "lazy", 8, 1}); got != 1500*8 {
+	if got := cellEstimate(res, Key{ExpLatency, "json", "lazy", 8, 1, 0}); got != 1500*8 {
 		t.Errorf("N=8 cell estimated at %g ms, want %d", got, 1500*8)
 	}
-	if got := cellEstimate(res, Key{ExpLatency, "rnn", "nora", 2, 1}); got != 3000 {
+	if got := cellEstimate(res, Key{ExpLatency, "rnn", "nora", 2, 1, 0}); got != 3000 {
 		t.Errorf("unmeasured function estimated at %g ms, want 3000", got)
 	}
 	if e := Estimate(&Results{}, full); e.Total != 0 || e.Basis != "no runs to predict from" {

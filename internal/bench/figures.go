@@ -70,10 +70,13 @@ func functionsOf(res *Results) []string {
 }
 
 // policiesOf lists the policies with latency runs, in Policies() order.
-func policiesOf(res *Results) []string {
+func policiesOf(res *Results) []string { return policiesIn(res, ExpLatency, Policies()) }
+
+// policiesIn lists the policies of all with runs of exp, in that order.
+func policiesIn(res *Results, exp string, all []string) []string {
 	var out []string
-	for _, p := range Policies() {
-		if len(res.Select(ExpLatency, "", p, 0)) > 0 {
+	for _, p := range all {
+		if len(res.Select(exp, "", p, 0)) > 0 {
 			out = append(out, p)
 		}
 	}
@@ -81,9 +84,12 @@ func policiesOf(res *Results) []string {
 }
 
 // concurrencyOf lists the N with latency runs, ascending.
-func concurrencyOf(res *Results) []int {
+func concurrencyOf(res *Results) []int { return concurrencyIn(res, ExpLatency) }
+
+// concurrencyIn lists the N with runs of exp, ascending.
+func concurrencyIn(res *Results, exp string) []int {
 	var ns []int
-	for _, r := range res.Select(ExpLatency, "", "", 0) {
+	for _, r := range res.Select(exp, "", "", 0) {
 		if !slices.Contains(ns, r.N) {
 			ns = append(ns, r.N)
 		}
@@ -95,12 +101,17 @@ func concurrencyOf(res *Results) []int {
 // figLatency is figure 1: cold end-to-end latency of one VM per function
 // and policy, warm as the floor.
 func figLatency(res *Results) barFigure {
-	f := barFigure{Name: "fig1-latency", Title: "Single-function end-to-end latency, cold (N=1)",
+	f := barFigure{Name: "fig1-latency", Title: "Single-function end-to-end latency, cold (N=1), real VMs",
 		YLabel: "end-to-end latency (ms)", Categories: functionsOf(res)}
-	for _, p := range policiesOf(res) {
+	return latencyBars(res, f, ExpLatency, policiesOf(res))
+}
+
+// latencyBars adds to f one series per policy of exp: N=1 latency.
+func latencyBars(res *Results, f barFigure, exp string, pols []string) barFigure {
+	for _, p := range pols {
 		s := barSeries{Name: p}
 		for _, fn := range f.Categories {
-			s.Values = append(s.Values, metric(res.Select(ExpLatency, fn, p, 1), MetricE2EMs))
+			s.Values = append(s.Values, metric(res.Select(exp, fn, p, 1), MetricE2EMs))
 		}
 		f.Series = append(f.Series, s)
 	}
@@ -113,25 +124,30 @@ const memoryBasis = "lazy at N=1 of the same function"
 
 // figMemory is figure 2: host memory for guest RAM against N, normalised.
 func figMemory(res *Results) lineFigure {
-	f := lineFigure{Name: "fig2-memory", Title: "Memory usage against concurrency",
+	f := lineFigure{Name: "fig2-memory", Title: "Memory usage against concurrency, real VMs",
 		XLabel: "concurrent VMs (N)", YLabel: "memory / " + "lazy N=1"}
+	return memoryLines(res, f, ExpLatency, policiesOf(res))
+}
+
+// memoryLines fills f's panels from exp's runs of pols.
+func memoryLines(res *Results, f lineFigure, exp string, pols []string) lineFigure {
 	for _, fn := range functionsOf(res) {
-		base := metric(res.Select(ExpLatency, fn, policy.Lazy, 1), MetricTotalBytes)
+		base := metric(res.Select(exp, fn, policy.Lazy, 1), MetricTotalBytes)
 		panel := linePanel{Title: fn}
-		for _, p := range policiesOf(res) {
+		for _, p := range pols {
 			if singleOnly(p) {
 				continue
 			}
 			b := base
 			if !b.Valid() {
-				b = metric(res.Select(ExpLatency, fn, p, 1), MetricTotalBytes)
+				b = metric(res.Select(exp, fn, p, 1), MetricTotalBytes)
 			}
 			if !b.Valid() || b.Median == 0 {
 				continue
 			}
 			s := lineSeries{Name: p}
-			for _, n := range concurrencyOf(res) {
-				v := metric(res.Select(ExpLatency, fn, p, n), MetricTotalBytes)
+			for _, n := range concurrencyIn(res, exp) {
+				v := metric(res.Select(exp, fn, p, n), MetricTotalBytes)
 				if v.Valid() {
 					s.X, s.Y = append(s.X, float64(n)), append(s.Y, v.Scale(1/b.Median))
 				}
@@ -150,17 +166,22 @@ func figMemory(res *Results) lineFigure {
 // figConcurrency is figure 3: mean end-to-end latency of N concurrent
 // restores against N.
 func figConcurrency(res *Results) lineFigure {
-	f := lineFigure{Name: "fig3-concurrency", Title: "Concurrent execution latency",
+	f := lineFigure{Name: "fig3-concurrency", Title: "Concurrent execution latency, real VMs",
 		XLabel: "concurrent VMs (N)", YLabel: "mean end-to-end latency (ms)"}
+	return concurrencyLines(res, f, ExpLatency, policiesOf(res))
+}
+
+// concurrencyLines fills f's panels from exp's runs of pols.
+func concurrencyLines(res *Results, f lineFigure, exp string, pols []string) lineFigure {
 	for _, fn := range functionsOf(res) {
 		panel := linePanel{Title: fn}
-		for _, p := range policiesOf(res) {
+		for _, p := range pols {
 			if singleOnly(p) {
 				continue
 			}
 			s := lineSeries{Name: p}
-			for _, n := range concurrencyOf(res) {
-				v := metric(res.Select(ExpLatency, fn, p, n), MetricE2EMs)
+			for _, n := range concurrencyIn(res, exp) {
+				v := metric(res.Select(exp, fn, p, n), MetricE2EMs)
 				if v.Valid() {
 					s.X, s.Y = append(s.X, float64(n)), append(s.Y, v)
 				}

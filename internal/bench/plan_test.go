@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"slices"
 	"testing"
 )
 
@@ -8,9 +9,11 @@ func TestPlanReduced(t *testing.T) {
 	c := Reduced()
 	keys := Plan(c)
 	// Per function and run: 3 policies at 3 N, snapbpf-other and warm at
-	// N=1, one breakdown cell, prefetch and fio.
-	per := 3*3 + 2 + 1 + 2
-	if want := per * len(c.Functions) * c.Runs; len(keys) != want {
+	// N=1, one breakdown cell, prefetch and fio; replays of 5 policies at
+	// 3 N and warm at N=1; 5 policies at 3 scatter fractions. Per
+	// function once: the trace.
+	per := 3*3 + 2 + 1 + 2 + 5*3 + 1 + 5*3
+	if want := per*len(c.Functions)*c.Runs + len(c.Functions); len(keys) != want {
 		t.Fatalf("reduced plan has %d cells, want %d", len(keys), want)
 	}
 	seen := map[Key]bool{}
@@ -20,6 +23,12 @@ func TestPlanReduced(t *testing.T) {
 			t.Errorf("cell %s planned twice", k)
 		}
 		seen[k] = true
+		if k.Experiment == ExpTrace && k.Run != 1 {
+			t.Errorf("trace planned in run %d", k.Run)
+		}
+		if k.Experiment != ExpScatter && k.Scatter != 0 {
+			t.Errorf("cell %s has a scatter fraction", k)
+		}
 		if singleOnly(k.Policy) && k.N != 1 {
 			t.Errorf("%s planned at N=%d", k.Policy, k.N)
 		}
@@ -27,6 +36,14 @@ func TestPlanReduced(t *testing.T) {
 			t.Errorf("cell %s after run %d: runs must not interleave backwards", k, lastRun)
 		}
 		lastRun = k.Run
+	}
+	// Each function's trace comes before its first replay.
+	for _, fn := range c.Functions {
+		tr := slices.Index(keys, Key{ExpTrace, fn, ExpTrace, 1, 1, 0})
+		first := slices.IndexFunc(keys, func(k Key) bool { return k.Function == fn && usesTrace(k.Experiment) })
+		if tr < 0 || first < tr {
+			t.Errorf("%s: trace at %d, first replay at %d", fn, tr, first)
+		}
 	}
 }
 
@@ -38,8 +55,8 @@ func TestPlanSubset(t *testing.T) {
 	c.Experiments = []string{ExpLatency}
 	c.Runs = 2
 	want := []Key{
-		{ExpLatency, "json", "snapbpf", 1, 1}, {ExpLatency, "json", "snapbpf", 8, 1},
-		{ExpLatency, "json", "snapbpf", 1, 2}, {ExpLatency, "json", "snapbpf", 8, 2},
+		{ExpLatency, "json", "snapbpf", 1, 1, 0}, {ExpLatency, "json", "snapbpf", 8, 1, 0},
+		{ExpLatency, "json", "snapbpf", 1, 2, 0}, {ExpLatency, "json", "snapbpf", 8, 2, 0},
 	}
 	got := Plan(c)
 	if len(got) != len(want) {
@@ -67,6 +84,7 @@ func TestConfigValidate(t *testing.T) {
 		{"unknown experiment", func(c *Config) { c.Experiments = []string{"fig5"} }},
 		{"zero N", func(c *Config) { c.Concurrency = []int{0} }},
 		{"no runs", func(c *Config) { c.Runs = 0 }},
+		{"scatter above 1", func(c *Config) { c.ScatterFractions = []float64{1.5} }},
 		{"no out", func(c *Config) { c.Out = "" }},
 	}
 	for _, tc := range tests {

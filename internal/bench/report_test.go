@@ -83,7 +83,7 @@ func TestWriteReportPartial(t *testing.T) {
 	cfg.Functions = []string{"json"}
 	res := fakeResults(cfg)
 	res.Runs = res.Runs[:1] // only the prefetch series, no fio
-	res.Runs = append(res.Runs, Run{Key: Key{ExpLatency, "json", "lazy", 1, 1}, Machine: fakeMachine, Error: "vm 0: boom"})
+	res.Runs = append(res.Runs, Run{Key: Key{ExpLatency, "json", "lazy", 1, 1, 0}, Machine: fakeMachine, Error: "vm 0: boom"})
 	dir := t.TempDir()
 	if err := WriteReport(res, dir); err != nil {
 		t.Fatal(err)

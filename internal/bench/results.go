@@ -11,6 +11,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/replay"
 )
 
 // ResultsFile is the name of the raw results in a bench's output directory.
@@ -74,6 +75,9 @@ func (p Preparation) recordMs() float64 {
 // Run is one finished cell with everything needed to read it alone.
 type Run struct {
 	Key
+	// Source is where the numbers come from: SourceVM (real VMs; empty in
+	// results written before the replay cells) or SourceReplay.
+	Source  string  `json:"source,omitempty"`
 	Machine Machine `json:"machine"`
 	Input   uint64  `json:"input"`
 	DataMiB int     `json:"data_mib"`
@@ -93,6 +97,8 @@ type Run struct {
 	Metrics  map[string]float64    `json:"metrics"`
 	VMs      []funcvm.VMResult     `json:"vms,omitempty"`
 	Prefetch *policy.PrefetchStats `json:"prefetch,omitempty"`
+	// Replay is a replay cell's full report (package replay).
+	Replay *replay.Report `json:"replay,omitempty"`
 	// Detail says how a non-VM cell was measured (the fio command line).
 	Detail string `json:"detail,omitempty"`
 	Error  string `json:"error,omitempty"`

@@ -59,7 +59,7 @@ func TestLoadMissingAndBad(t *testing.T) {
 
 func TestFinishedAndPut(t *testing.T) {
 	var r Results
-	k := Key{ExpLatency, "json", "lazy", 1, 1}
+	k := Key{ExpLatency, "json", "lazy", 1, 1, 0}
 	r.Put(Run{Key: k, Error: "failed"})
 	if r.Finished(k) {
 		t.Error("a failed cell counts as finished")
@@ -90,7 +90,7 @@ func TestResume(t *testing.T) {
 	cfg.Runs = 2
 	cfg.Out = t.TempDir()
 	total := len(Plan(cfg))
-	failing := Key{ExpLatency, "json", "nora", 2, 1} // among the first 10
+	failing := Key{ExpLatency, "json", "nora", 2, 1, 0} // among the first 10
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var first []Key

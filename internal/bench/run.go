@@ -11,6 +11,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/trace"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
@@ -25,6 +26,7 @@ type bench struct {
 	path     string
 	snaps    map[string]*snapshot.Dir // by function/free page mode
 	recorded map[string]bool          // snapshot IDs with this bench's working set
+	traces   map[string]*trace.Trace  // by snapshot ID
 	// measure fills one cell's run; tests replace it.
 	measure func(ctx context.Context, k Key, run *Run) error
 }
@@ -59,6 +61,7 @@ func Execute(ctx context.Context, cfg Config) (*Results, error) {
 	b := &bench{
 		cfg: cfg, driver: &qemu.Driver{}, accel: vmm.DetectAccel(),
 		path: filepath.Join(cfg.Out, ResultsFile), snaps: map[string]*snapshot.Dir{}, recorded: map[string]bool{},
+		traces: map[string]*trace.Trace{},
 	}
 	b.measure = b.measureVM
 	b.machine = DetectMachine(ctx, b.driver, b.accel, cfg.SnapshotDir)
@@ -137,7 +140,7 @@ func (b *bench) cell(ctx context.Context, k Key) Run {
 	run := Run{
 		Key: k, Machine: b.machine, Input: b.cfg.Input, DataMiB: b.cfg.dataMiB(k.Function),
 		FreePages: snapshot.FreePagesReport, Cache: "cold", Start: time.Now().UTC(), LoadAvg: loadAvg(),
-		Metrics: map[string]float64{},
+		Metrics: map[string]float64{}, Source: sourceOf(k.Experiment),
 	}
 	if k.Experiment == ExpBreakdown {
 		run.FreePages = snapshot.FreePagesNone
@@ -147,7 +150,7 @@ func (b *bench) cell(ctx context.Context, k Key) Run {
 	}
 	if k.Policy == PolicySnapBPFOther {
 		run.WSInput = b.cfg.otherInput()
-	} else if k.Policy == policy.SnapBPF || k.Experiment == ExpPrefetch {
+	} else if k.Policy == policy.SnapBPF && k.Experiment == ExpLatency || k.Experiment == ExpPrefetch {
 		run.WSInput = b.cfg.Input
 	}
 	err := b.measure(ctx, k, &run)
@@ -172,6 +175,10 @@ func (b *bench) measureVM(ctx context.Context, k Key, run *Run) error {
 		return b.restore(ctx, d, k, run)
 	case ExpPrefetch:
 		return b.prefetch(ctx, d, k, run)
+	case ExpTrace:
+		return b.traceCell(ctx, d, run)
+	case ExpReplay, ExpScatter:
+		return b.replayCell(ctx, d, k, run)
 	}
 	return fmt.Errorf("unknown experiment %q", k.Experiment)
 }
@@ -189,6 +196,9 @@ func describe(r Run) string {
 		return "FAILED: " + r.Error
 	}
 	m := r.Metrics
+	if r.Experiment == ExpTrace {
+		return fmt.Sprintf("%.0f pages (%.0f holes), slowdown %.1fx; %s", m[MetricTracePages], m[MetricTraceHoles], m[MetricTraceSlowdown], r.Detail)
+	}
 	if r.Experiment == ExpPrefetch {
 		return fmt.Sprintf("%.1f MiB in %.0f ms (%.0f MB/s)", m[MetricBytes]/(1<<20), m[MetricMs], m[MetricMBps])
 	}

@@ -24,6 +24,7 @@ func TestSmoke(t *testing.T) {
 
 	cfg := Reduced()
 	cfg.Functions, cfg.DataMiB, cfg.Runs, cfg.Concurrency = []string{"json"}, 4, 1, []int{1}
+	cfg.ScatterFractions = []float64{0.5}
 	cfg.Out = t.TempDir()
 	cfg.SnapshotDir = filepath.Join(t.TempDir(), "snapshots")
 	cfg.Image = img
@@ -58,6 +59,14 @@ func TestSmoke(t *testing.T) {
 			if r.Metrics[MetricBytes] <= 0 || r.Metrics[MetricMBps] <= 0 {
 				t.Errorf("run %s: metrics %v", r.Key, r.Metrics)
 			}
+		case ExpTrace:
+			if r.Metrics[MetricTracePages] <= 0 || r.Source != SourceVM {
+				t.Errorf("run %s: source %q, metrics %v", r.Key, r.Source, r.Metrics)
+			}
+		case ExpReplay, ExpScatter:
+			if r.Replay == nil || r.Metrics[MetricE2EMs] <= 0 || r.Source != SourceReplay {
+				t.Errorf("run %s: source %q, metrics %v", r.Key, r.Source, r.Metrics)
+			}
 		}
 	}
 	// Prefetch and fio read the same requests (fio may leave up to 1%
@@ -72,6 +81,15 @@ func TestSmoke(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cfg.SnapshotDir, "json", otherWSFile(cfg.otherInput()))); err != nil {
 		t.Errorf("no working set for snapbpf-other: %v", err)
+	}
+	// Warm keeps the memory file cached through the replay's drop: no
+	// major faults on data pages.
+	warm, lazy := saved.Select(ExpReplay, "json", PolicyWarm, 1), saved.Select(ExpReplay, "json", "lazy", 1)
+	if len(warm) == 1 && len(lazy) == 1 && warm[0].Metrics[MetricReadBytes] >= lazy[0].Metrics[MetricReadBytes] {
+		t.Errorf("warm replay read %v bytes, lazy %v", warm[0].Metrics[MetricReadBytes], lazy[0].Metrics[MetricReadBytes])
+	}
+	if _, err := os.Stat(filepath.Join(cfg.SnapshotDir, "json", traceFile(cfg.Input))); err != nil {
+		t.Errorf("no trace: %v", err)
 	}
 	if st, err := os.Stat(filepath.Join(cfg.Out, ReportFile)); err != nil || st.Size() == 0 {
 		t.Errorf("report.md: %v", err)

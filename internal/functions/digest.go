@@ -59,12 +59,6 @@ func (d *digest) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (d *digest) writeUint64(x uint64) {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], x)
-	d.Write(b[:])
-}
-
 // writeFloat32s hashes the exact bit patterns, so any difference in rounding
 // between host and guest changes the checksum.
 func (d *digest) writeFloat32s(xs []float32) {

@@ -95,17 +95,6 @@ func clusteredSet(seed uint64, size int64, pages, extents int) []wset.Extent {
 	return out
 }
 
-// coldRun drops the file's cache and prefetches ext into it.
-func coldRun(tb testing.TB, path string, ext []wset.Extent, o Options) Stats {
-	tb.Helper()
-	dropCache(tb, path)
-	st, err := Prefetch(context.Background(), path, ext, o)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return st
-}
-
 func reportStats(b *testing.B, all []Stats) {
 	var issue, complete []time.Duration
 	for _, s := range all {

@@ -34,19 +34,6 @@ func exit(err error) {
 	os.Exit(0)
 }
 
-func mapFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close() // the mapping keeps its own reference
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	return unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
-}
-
 // touchChild maps FILE private without madvise, keeps a descriptor open
 // (as QEMU does), says "ready", then touches each page index read from
 // stdin and answers "ok".

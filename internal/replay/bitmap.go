@@ -22,16 +22,6 @@ func (b *bitmap) set(p uint64) {
 
 func (b *bitmap) has(p uint64) bool { return p < b.n && b.bits[p/64]&(1<<(p%64)) != 0 }
 
-func (b *bitmap) count() int64 {
-	var c int64
-	for p := uint64(0); p < b.n; p++ {
-		if b.has(p) {
-			c++
-		}
-	}
-	return c
-}
-
 // pageRun is a run of pages.
 type pageRun struct {
 	Start uint64 `json:"start"`

@@ -116,12 +116,6 @@ func (e *env) dataPages() (*bitmap, error) {
 	return e.data, nil
 }
 
-func (e *env) logf(format string, a ...any) {
-	if e.opts.Log != nil {
-		fmt.Fprintf(e.opts.Log, format+"\n", a...)
-	}
-}
-
 func newPolicy(name string, o Options) (policyImpl, error) {
 	switch name {
 	case Lazy:

@@ -157,7 +157,7 @@ func filter(p Policy) []unix.SockFilter {
 			unix.SockFilter{Code: jeq, K: unix.SYS_MADVISE, Jf: 3},
 			unix.SockFilter{Code: ld, K: 32},
 			unix.SockFilter{Code: jeq, K: unix.MADV_HUGEPAGE, Jf: 1},
-			unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ERRNO | 0}, // skipped, returns 0
+			unix.SockFilter{Code: ret, K: unix.SECCOMP_RET_ERRNO}, // errno 0: skipped, returns 0
 		)
 	}
 	return append(f, unix.SockFilter{Code: ret, K: allow})

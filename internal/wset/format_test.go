@@ -113,10 +113,10 @@ func TestReadRefuses(t *testing.T) {
 		{"flags", mutate(func(b []byte) []byte { b[12] = 1; return b }), "unknown flags"},
 		{"bit flip", mutate(func(b []byte) []byte { b[headerSize+5] ^= 0x10; return b }), "checksum mismatch"},
 		{"huge length", mutate(func(b []byte) []byte { binary.LittleEndian.PutUint64(b[16:], 1<<62); return b }), "truncated"},
-		{"wrong page count", mutate(func(b []byte) []byte {
+		{"wrong page count", mutate(func([]byte) []byte {
 			s := sampleSet()
 			s.Extents = s.Extents[:1]
-			b, _ = s.MarshalBinary()
+			b, _ := s.MarshalBinary()
 			// Pages sits right before the extent count: 16 pages -> 17.
 			p := b[headerSize : len(b)-trailerSize]
 			i := len(p) - 1 - 2 - 1 - 1 // [.. pages(1) count(1) delta(2) n(1)]
