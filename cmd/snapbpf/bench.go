@@ -21,20 +21,24 @@ func newBenchCmd() *cobra.Command {
 	c = bench.Reduced()
 	cmd := &cobra.Command{
 		Use:   "bench [--functions ...] [--policies ...] [--runs N] [--out DIR]",
-		Short: "Measure restore policies on real microVMs: results.json, report.md and plots",
+		Short: "Measure restore policies on real microVMs and with the replay harness: results.json, report.md and plots",
 		Long: `bench snapshots each function, restores it under each policy cold (and warm, the
 floor) with N clones at once, and measures latency and host memory; it also
-compares the prefetch's throughput with fio on the same requests.
+compares the prefetch's throughput with fio on the same requests. It then
+records one first-touch trace per function on a real VM (kept in the snapshot
+directory) and replays it at native speed under lazy, nora, snapbpf, faasnap,
+reap and warm at every N, and with a fraction of its pages scattered
+(fragmentation, --scatter). Each run says its source: vm or replay.
 
 Each finished cell (experiment, function, policy, N, run) is saved in
 DIR/results.json at once, so an interrupted bench started again with the same
 --out resumes where it stopped; failed cells are retried. At the end it writes
 DIR/report.md and the figures as SVG and PNG.
 
-The defaults are the reduced set (json, bert, alloc; 3 runs; N 1, 2, 4), which
-took 3.5 minutes on a busy 2-CPU TCG host; --full is every function, 5 runs,
-N up to 8 (report.md gives its expected time: about 22 minutes there). REAP and FaaSnap need the
-replay harness and are not measured yet. Needs root (BPF, page cache control).`,
+The defaults are the reduced set (json, bert, alloc; 3 runs; N 1, 2, 4; scatter
+0, 0.5, 1); --full is every function, 5 runs, N up to 8, scatter 0, 0.25, 0.5, 1.
+report.md gives both sets' expected times on the machine measured. Needs root
+(BPF, page cache control, userfaultfd).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if full {
@@ -68,6 +72,7 @@ replay harness and are not measured yet. Needs root (BPF, page cache control).`,
 	f.StringSliceVar(&c.Policies, "policies", c.Policies, fmt.Sprintf("restore policies of %v", bench.Policies()))
 	f.IntSliceVar(&c.Concurrency, "concurrency", c.Concurrency, "numbers of VMs restored at once")
 	f.IntVar(&c.Runs, "runs", c.Runs, "runs per cell")
+	f.Float64SliceVar(&c.ScatterFractions, "scatter", c.ScatterFractions, "fractions of the trace's pages scattered in experiment scatter")
 	f.StringSliceVar(&c.Experiments, "experiments", c.Experiments, fmt.Sprintf("experiments of %v", bench.Experiments()))
 	f.Uint64Var(&c.Input, "input", c.Input, "input of every measured invocation, and of snapbpf's working set")
 	f.Uint64Var(&c.OtherInput, "other-input", c.OtherInput, "input the working set of policy snapbpf-other is recorded on (0: --input + 1)")
@@ -94,6 +99,9 @@ func applyFull(cmd *cobra.Command, c *bench.Config) {
 	}
 	if !f.Changed("runs") {
 		c.Runs = full.Runs
+	}
+	if !f.Changed("scatter") {
+		c.ScatterFractions = full.ScatterFractions
 	}
 }
 

@@ -83,9 +83,6 @@ func policiesIn(res *Results, exp string, all []string) []string {
 	return out
 }
 
-// concurrencyOf lists the N with latency runs, ascending.
-func concurrencyOf(res *Results) []int { return concurrencyIn(res, ExpLatency) }
-
 // concurrencyIn lists the N with runs of exp, ascending.
 func concurrencyIn(res *Results, exp string) []int {
 	var ns []int

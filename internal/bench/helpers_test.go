@@ -28,13 +28,20 @@ func fakeMetrics(k Key) map[string]float64 {
 			ms *= 1.3
 		}
 		return map[string]float64{MetricBytes: bytes, MetricMs: ms, MetricMBps: bytes / 1e6 / (ms / 1000), MetricRequests: 500}
+	case ExpTrace:
+		return map[string]float64{MetricTracePages: 5000 * fn, MetricTraceHoles: 1000, MetricTraceSlowdown: 20,
+			MetricGuestFnMs: 500 * fn, MetricHostFnMs: 25 * fn, MetricTraceRecordMs: 2500}
 	}
-	pol := map[string]float64{"lazy": 1, "nora": 1.8, "snapbpf": 0.7, "snapbpf-other": 1.1, "warm": 0.5}[k.Policy]
+	pol := map[string]float64{"lazy": 1, "nora": 1.8, "snapbpf": 0.7, "snapbpf-other": 1.1, "warm": 0.5, "faasnap": 0.75, "reap": 0.8}[k.Policy]
 	if k.Experiment == ExpBreakdown {
 		pol = 1.2
 	}
 	n := float64(k.N)
 	e2e := 1000 * fn * pol * (1 + 0.3*(n-1)) * jitter
+	if sourceOf(k.Experiment) == SourceReplay {
+		// Native-speed compute: a fifth of the time, and scattered pages cost.
+		e2e = e2e / 5 * (1 + k.Scatter)
+	}
 	cache := 100e6 * fn * pol
 	private := 10e6 * n
 	return map[string]float64{
@@ -54,7 +61,8 @@ func fakeResults(cfg Config) *Results {
 	}
 	for i, k := range Plan(cfg) {
 		run := Run{Key: k, Machine: fakeMachine, Input: cfg.Input, DataMiB: cfg.dataMiB(k.Function), FreePages: "report",
-			Cache: "cold", Start: t.Add(time.Duration(i) * time.Second), WallMs: 1500 * float64(k.N), LoadAvg: 2, Metrics: fakeMetrics(k)}
+			Cache: "cold", Start: t.Add(time.Duration(i) * time.Second), WallMs: 1500 * float64(k.N), LoadAvg: 2, Metrics: fakeMetrics(k),
+			Source: sourceOf(k.Experiment)}
 		if k.Experiment == ExpLatency || k.Experiment == ExpBreakdown {
 			for v := range k.N {
 				run.VMs = append(run.VMs, funcvm.VMResult{Index: v, E2EMs: run.Metrics[MetricE2EMs], ResultOK: true})

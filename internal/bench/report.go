@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -10,14 +11,12 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
+	"github.com/snapbpf/snapbpf/internal/replay"
 )
 
 // ReportFile is the name of the Markdown report in a bench's output
 // directory.
 const ReportFile = "report.md"
-
-// replayNote says, in every caption, which numbers are not from real VMs.
-const replayNote = "No number here comes from the replay harness: it does not exist yet, so the REAP and FaaSnap series are absent."
 
 // WriteReport renders res into dir: report.md and every figure as SVG and
 // PNG. Figures without data are left out of both.
@@ -48,19 +47,26 @@ func renderReport(w io.Writer, res *Results, dir string) error {
 	fig3 := figConcurrency(res)
 	fig4 := trimBars(figBreakdown(res))
 	fig6 := trimBars(figPrefetch(res))
-	// Figure numbers follow the paper's.
+	r1, r2, r3, r5 := replaySections(res, replayWhere(res))
+	// Figure numbers follow the paper's; each replay figure follows the
+	// real-VM one it mirrors.
 	sections := []section{
-		{"Figure 1", &fig1, nil, captionLatency(res, where), func(w io.Writer) { latencyTable(w, fig1) }},
-		{"Figure 2", nil, &fig2, captionMemory(where), func(w io.Writer) { memoryTable(w, res, fig2) }},
-		{"Figure 3", nil, &fig3, captionConcurrency(where), func(w io.Writer) { concurrencyTable(w, fig3) }},
-		{"Figure 4", &fig4, nil, captionBreakdown(where), func(w io.Writer) { barTable(w, fig4, "ms", "%.0f") }},
-		{"Figure 6", &fig6, nil, captionPrefetch(where), func(w io.Writer) { prefetchTable(w, res, fig6) }},
+		{"Figure 1 (real VMs)", &fig1, nil, captionLatency(res, where), func(w io.Writer) { latencyTable(w, fig1) }},
+		r1,
+		{"Figure 2 (real VMs)", nil, &fig2, captionMemory(where), func(w io.Writer) { memoryTable(w, res, fig2, ExpLatency) }},
+		r2,
+		{"Figure 3 (real VMs)", nil, &fig3, captionConcurrency(where), func(w io.Writer) { concurrencyTable(w, fig3) }},
+		r3,
+		{"Figure 4 (real VMs)", &fig4, nil, captionBreakdown(where), func(w io.Writer) { barTable(w, fig4, "ms", "%.0f") }},
+		r5,
+		{"Figure 6 (host, no VMs)", &fig6, nil, captionPrefetch(where), func(w io.Writer) { prefetchTable(w, res, fig6) }},
 	}
 	for _, s := range sections {
 		if err := writeSection(w, dir, s); err != nil {
 			return err
 		}
 	}
+	writeTraces(w, res)
 	writeDetails(w, res)
 	writeTimes(w, res)
 	writeFailures(w, res)
@@ -111,13 +117,58 @@ func writeHeader(w io.Writer, res *Results, where string) {
 	for _, n := range c.Notes {
 		fmt.Fprintf(w, "- Note: %s\n", n)
 	}
-	fmt.Fprintf(w, "\n%s Figure 5 of the paper (working-set fragmentation, against REAP and FaaSnap) belongs to the replay harness and is not here.\n\n", replayNote)
+	fmt.Fprintf(w, "- Sources: figures marked (real VMs) restore QEMU microVMs (under %s here, whose guests compute 5 to 30 times slower "+
+		"than natively, so paging is a smaller share of a restore than on KVM); figures marked (replay) come from the replay harness "+
+		"replaying a first-touch trace of each function at native speed, the only source of the REAP and FaaSnap series and of "+
+		"figure 5; figure 6 runs on the host alone. results.json says which for each run (`source`: `vm` or `replay`).\n", accelOf(res))
+	if fr := c.ScatterFractions; len(fr) > 0 && slices.Contains(c.Experiments, ExpScatter) {
+		fmt.Fprintf(w, "- Replay policies: %s; figure 5's scatter fractions: %s.\n", strings.Join(ReplayPolicies(), ", "), joinFloats(fr))
+	}
+	fmt.Fprintln(w)
+}
+
+// accelOf is the accelerator of the runs' VMs.
+func accelOf(res *Results) string {
+	for _, r := range res.Runs {
+		if r.Machine.Accel != "" {
+			return r.Machine.Accel
+		}
+	}
+	return "an unknown accelerator"
+}
+
+// replayWhere describes the machines of the replay runs.
+func replayWhere(res *Results) string {
+	var ms []string
+	for _, r := range res.Runs {
+		if r.Source != SourceReplay {
+			continue
+		}
+		if s := r.Machine.String(); !slices.Contains(ms, s) {
+			ms = append(ms, s)
+		}
+	}
+	if len(ms) == 0 {
+		return "no machine yet"
+	}
+	return "the host " + strings.Join(ms, "; and on ") + " (traces recorded on its QEMU microVMs)"
+}
+
+func joinFloats(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ", ")
 }
 
 // whereMeasured describes the machines of the runs.
 func whereMeasured(res *Results) string {
 	var ms []string
 	for _, r := range res.Runs {
+		if r.Source == SourceReplay {
+			continue
+		}
 		if s := r.Machine.String(); !slices.Contains(ms, s) {
 			ms = append(ms, s)
 		}
@@ -147,21 +198,21 @@ func captionLatency(res *Results, where string) string {
 	return fmt.Sprintf("End-to-end latency of one restore of each function, from the restore call (including the policy's start, "+
 		"such as snapbpf's prefetch) to the verified result of one invocation, with the memory file's page cache dropped first; "+
 		"warm has the whole memory file cached instead. Median of %d runs, whiskers min–max. Measured on %s. %s",
-		res.Config.Runs, where, replayNote)
+		res.Config.Runs, where, vmNote)
 }
 
 func captionMemory(where string) string {
 	return fmt.Sprintf("Host memory holding guest RAM after N VMs of one function were restored at once and invoked: "+
 		"the memory file's page cache after the run (mincore; shared by all VMs, counted once) plus every VM's private guest pages "+
 		"(copy-on-write copies, from /proc/PID/smaps before the VM exited), divided by the median of %s. "+
-		"Measured on %s. %s REAP, which would keep one copy of the working set per VM, is among the missing series.",
-		memoryBasis, where, replayNote)
+		"Measured on %s. %s",
+		memoryBasis, where, vmNote)
 }
 
 func captionConcurrency(where string) string {
 	return fmt.Sprintf("Mean end-to-end latency of N VMs of one function restored cold at the same time and invoked once each "+
 		"(mean over the N VMs, then median over runs; whiskers min–max over runs). Measured on %s, where the vCPUs of all N "+
-		"guests share the host's CPUs. %s", where, replayNote)
+		"guests share the host's CPUs. %s", where, vmNote)
 }
 
 func captionBreakdown(where string) string {
@@ -169,7 +220,8 @@ func captionBreakdown(where string) string {
 		"(free guest pages are data in the memory file); %q restores the snapshot whose free pages were reported and became holes "+
 		"(no I/O, never prefetched); %q adds the prefetch of the recorded working set. The last two bars are figure 1's lazy and "+
 		"snapbpf runs. The paper's middle step marks free pages online in a patched guest kernel; here they are filtered at snapshot "+
-		"time with virtio-balloon free page reporting. Measured on %s. %s", stepLinux, stepFreePage, stepSnapBPF, where, replayNote)
+		"time with virtio-balloon free page reporting. Measured on %s. Every number here is from real VMs; the replay harness "+
+		"does not measure this figure.", stepLinux, stepFreePage, stepSnapBPF, where)
 }
 
 func captionPrefetch(where string) string {
@@ -180,7 +232,7 @@ func captionPrefetch(where string) string {
 		"counts fewer bytes than it brings into the cache (short reads where concurrent requests share a large folio), so it is "+
 		"credited with the requested bytes mincore found cached after it ran (a run that left over 1%% uncached fails; the 'fio missed' "+
 		"column gives the rest). MB/s is 10^6 bytes per second. "+
-		"No VM runs here. Measured on %s. %s", prefetch.DefaultGapPages, where, replayNote)
+		"No VM runs here and no number comes from the replay harness. Measured on the host of %s.", prefetch.DefaultGapPages, where)
 }
 
 // latencyTable is figure 1 as a table, with snapbpf's speedup over lazy
@@ -230,8 +282,8 @@ func barTable(w io.Writer, f barFigure, unit, verb string) {
 }
 
 // memoryTable gives figure 2's normalised values with the absolute MiB.
-func memoryTable(w io.Writer, res *Results, f lineFigure) {
-	ns := concurrencyOf(res)
+func memoryTable(w io.Writer, res *Results, f lineFigure, exp string) {
+	ns := concurrencyIn(res, exp)
 	head := []string{"function", "policy"}
 	for _, n := range ns {
 		head = append(head, fmt.Sprintf("N=%d", n))
@@ -241,7 +293,7 @@ func memoryTable(w io.Writer, res *Results, f lineFigure) {
 		for _, s := range p.Series {
 			row := []string{p.Title, s.Name}
 			for _, n := range ns {
-				abs := metric(res.Select(ExpLatency, p.Title, s.Name, n), MetricTotalBytes).Scale(1.0 / (1 << 20))
+				abs := metric(res.Select(exp, p.Title, s.Name, n), MetricTotalBytes).Scale(1.0 / (1 << 20))
 				i := slices.Index(s.X, float64(n))
 				if i < 0 {
 					row = append(row, "–")
@@ -307,16 +359,17 @@ func prefetchTable(w io.Writer, res *Results, f barFigure) {
 	}
 }
 
-// writeDetails lists every restore configuration's medians.
+// writeDetails lists every restore and replay configuration's medians.
 func writeDetails(w io.Writer, res *Results) {
 	type group struct {
 		exp, fn, pol string
 		n            int
+		scatter      float64
 	}
 	var groups []group
 	for _, r := range res.Runs {
-		g := group{r.Experiment, r.Function, r.Policy, r.N}
-		if r.OK() && r.Experiment != ExpPrefetch && !slices.Contains(groups, g) {
+		g := group{r.Experiment, r.Function, r.Policy, r.N, r.Scatter}
+		if r.OK() && r.Experiment != ExpPrefetch && r.Experiment != ExpTrace && !slices.Contains(groups, g) {
 			groups = append(groups, g)
 		}
 	}
@@ -324,32 +377,43 @@ func writeDetails(w io.Writer, res *Results) {
 		return
 	}
 	fns := functionsOf(res)
+	pols := append(Policies(), replay.FaaSnap, replay.REAP)
 	slices.SortStableFunc(groups, func(a, b group) int {
 		if c := slices.Index(fns, a.fn) - slices.Index(fns, b.fn); c != 0 {
 			return c
 		}
-		if c := strings.Compare(a.exp, b.exp); c != 0 {
+		if c := slices.Index(Experiments(), a.exp) - slices.Index(Experiments(), b.exp); c != 0 {
 			return c
 		}
-		if c := slices.Index(Policies(), a.pol) - slices.Index(Policies(), b.pol); c != 0 {
+		if a.scatter != b.scatter {
+			return cmp.Compare(a.scatter, b.scatter)
+		}
+		if c := slices.Index(pols, a.pol) - slices.Index(pols, b.pol); c != 0 {
 			return c
 		}
 		return a.n - b.n
 	})
-	fmt.Fprintf(w, "## Every restore configuration\n\n")
-	fmt.Fprintf(w, "Medians over runs. e2e is the mean over the N VMs, slowest the slowest VM; page cache is the memory file's "+
-		"after the run; private is the sum of the VMs' copy-on-write pages; read is what the VMMs read from storage "+
-		"(/proc/PID/io, so not the prefetch's reads); load is the host's 1-minute load average as the cell started.\n\n")
-	tableHead(w, []string{"function", "experiment", "policy", "N", "runs", "e2e (ms)", "slowest (ms)", "page cache (MiB)",
+	fmt.Fprintf(w, "## Every restore and replay configuration\n\n")
+	fmt.Fprintf(w, "Medians over runs. Source vm: real VMs; replay: the replay harness at native speed (experiment scatter "+
+		"gives its fraction after the name). e2e is the mean over the N VMs, slowest the slowest VM; page cache is the memory file's "+
+		"after the run (replay: every file's the policy reads); private is the sum of the VMs' copy-on-write pages (replay: anonymous "+
+		"memory); read is what the VMMs read from storage (/proc/PID/io, so not the prefetch's reads; replay: everything the "+
+		"process read, prefetch, loaders and handlers included); major faults are summed over the VMs; load is the host's "+
+		"1-minute load average as the cell started.\n\n")
+	tableHead(w, []string{"function", "source", "experiment", "policy", "N", "runs", "e2e (ms)", "slowest (ms)", "page cache (MiB)",
 		"private (MiB)", "read (MiB)", "major faults", "prefetch (ms)", "load"})
 	mib := 1.0 / (1 << 20)
 	for _, g := range groups {
 		runs := res.Select(g.exp, g.fn, g.pol, g.n)
+		exp := g.exp
+		if g.exp == ExpScatter {
+			runs, exp = selectScatter(res, g.fn, g.pol, g.scatter), fmt.Sprintf("%s %g", g.exp, g.scatter)
+		}
 		var load []float64
 		for _, r := range runs {
 			load = append(load, r.LoadAvg)
 		}
-		tableRow(w, []string{g.fn, g.exp, g.pol, fmt.Sprint(g.n), fmt.Sprint(len(runs)),
+		tableRow(w, []string{g.fn, sourceOf(g.exp), exp, g.pol, fmt.Sprint(g.n), fmt.Sprint(len(runs)),
 			fmt.Sprintf("%.0f", metric(runs, MetricE2EMs).Median), fmt.Sprintf("%.0f", metric(runs, MetricE2EMaxMs).Median),
 			fmt.Sprintf("%.1f", metric(runs, MetricCacheBytes).Median*mib), fmt.Sprintf("%.1f", metric(runs, MetricPrivateBytes).Median*mib),
 			fmt.Sprintf("%.1f", metric(runs, MetricReadBytes).Median*mib), fmt.Sprintf("%.0f", metric(runs, MetricMajorFaults).Median),

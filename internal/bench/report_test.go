@@ -23,7 +23,9 @@ func TestWriteReport(t *testing.T) {
 	}
 	md := string(b)
 	for _, want := range []string{
-		"## Figure 1:", "## Figure 2:", "## Figure 3:", "## Figure 4:", "## Figure 6:",
+		"## Figure 1 (real VMs):", "## Figure 2 (real VMs):", "## Figure 3 (real VMs):", "## Figure 4 (real VMs):",
+		"## Figure 6 (host, no VMs):", "## Figure 1 (replay):", "## Figure 2 (replay):", "## Figure 3 (replay):",
+		"## Figure 5 (replay):", "## Traces",
 		"other helpers ran QEMU guests meanwhile",
 		"Test CPU, 2 CPUs",
 		// json lazy N=1: 1000 ms * (0.95, 1, 1.05) over the three runs.
@@ -33,21 +35,34 @@ func TestWriteReport(t *testing.T) {
 		// Figure 6: 20 MB in 20 ms against 26 ms.
 		"| json | 19.1 | 500 | 20 (19–21) | 26 (25–27) | 1000 (952–1053) | 769 (733–810) | 1.30x | – |",
 		"Expected time of the full set",
+		// Figure 1 (replay): lazy 200 ms, warm 100 ms; reap and faasnap present.
+		"| json | 200 (190–210) | 360 (342–378) | 140 (133–147) | 150 (142–158) | 160 (152–168) | 100 (95–105) | 1.43x | 1.40x |",
+		// Figure 5: scatter 0.5 costs half again.
+		"| json | snapbpf | 140 (133–147) / 66.8 | 210 (200–220) / 66.8 | 280 (266–294) / 66.8 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
-	// Every caption says where and what does not come from real VMs.
+	// Every caption says where, and which numbers come from the replay
+	// harness rather than real VMs.
 	for _, part := range strings.Split(md, "## Figure")[1:] {
-		if !strings.Contains(part, replayNote) || !strings.Contains(part, "real QEMU microVMs") {
-			t.Errorf("caption of figure%s lacks the replay note or where it was measured", strings.SplitN(part, "\n", 2)[0])
+		title := strings.SplitN(part, "\n", 2)[0]
+		if strings.Contains(title, "(replay)") {
+			if !strings.Contains(part, replayHow) || !strings.Contains(part, "Replayed on the host Test CPU") {
+				t.Errorf("caption of figure%s does not say it comes from the replay harness, and where", title)
+			}
+			continue
+		}
+		if !strings.Contains(part, "replay harness") || !strings.Contains(part, "real QEMU microVMs") {
+			t.Errorf("caption of figure%s lacks the replay note or where it was measured", title)
 		}
 	}
 	if strings.Contains(md, "NaN") {
 		t.Error("report shows NaN")
 	}
-	for _, name := range []string{"fig1-latency", "fig2-memory", "fig3-concurrency", "fig4-breakdown", "fig6-prefetch"} {
+	for _, name := range []string{"fig1-latency", "fig2-memory", "fig3-concurrency", "fig4-breakdown", "fig6-prefetch",
+		"fig1-latency-replay", "fig2-memory-replay", "fig3-concurrency-replay", "fig5-fragmentation-replay"} {
 		for _, ext := range PlotFormats {
 			p := filepath.Join(dir, name+"."+ext)
 			data, err := os.ReadFile(p)
