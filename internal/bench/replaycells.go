@@ -125,6 +125,11 @@ func (b *bench) replayCell(ctx context.Context, d *snapshot.Dir, k Key, run *Run
 	o := replay.Options{
 		Mem: d.MemPath(), SnapshotID: d.Manifest.ID, Trace: t, Policy: k.Policy, Concurrency: k.N, Runs: 1,
 		GapScale: 0, VMMStart: -1, StateLoad: -1, Scatter: k.Scatter, ScatterSeed: 1, WorkDir: work,
+		// Compute is slept, as if each VM had a CPU of its own, at every N:
+		// spinning at N=1 and sleeping from N=2 on (replay's default on 2
+		// CPUs) would change how compute is spent between the points of
+		// one curve.
+		Compute: replay.ComputeSleep,
 	}
 	var release func() error
 	if k.Policy == PolicyWarm {

@@ -55,10 +55,9 @@ func replaySections(res *Results, where string) (fig1, fig2, fig3, fig5 section)
 		XLabel: "concurrent VMs (N)", YLabel: "mean end-to-end latency (ms)"}, ExpReplay, pols)
 	fig3 = section{"Figure 3 (replay)", nil, &f3,
 		fmt.Sprintf("Mean end-to-end latency of N VMs of one function replayed at once (mean over the N VMs, then median over "+
-			"%d runs; whiskers min–max). With N at least the host's CPUs (%s here) the replay sleeps the compute gaps instead of "+
-			"spinning (as if each VM had a CPU), so those points show contention for memory and storage, not for CPUs; below it "+
-			"it spins, as figure 1 (replay) does at N=1, so the step across that N also changes how compute is "+
-			"spent. REAP reads its working-set file once per VM, as vHive does. %s Replayed on %s.", runs, cpusOf(res), replayHow, where),
+			"%d runs; whiskers min–max). Every replay sleeps its compute gaps instead of spinning, as if each VM had a CPU of "+
+			"its own (this host has %s), so the curves show contention for memory and storage, not for CPUs. "+
+			"REAP reads its working-set file once per VM, as vHive does. %s Replayed on %s.", runs, cpusOf(res), replayHow, where),
 		func(w io.Writer) { concurrencyTable(w, f3) }}
 	f5 := figScatter(res)
 	fig5 = section{"Figure 5 (replay)", nil, &f5,
