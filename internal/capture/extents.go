@@ -1,15 +1,13 @@
 package capture
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"sort"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
 // extent is a run of pages [start, end).
@@ -20,35 +18,21 @@ var pageSize = uint64(os.Getpagesize())
 // dataExtents returns the pages of path that hold data, per SEEK_DATA and
 // SEEK_HOLE. A page that is partly data counts as data.
 func dataExtents(path string) ([]extent, error) {
-	f, err := os.Open(path)
+	data, err := snapshot.DataExtents(path)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("data extents of %s: %w", path, err)
 	}
-	defer f.Close()
-	fd := int(f.Fd())
 	var out []extent
-	var off int64
-	for {
-		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			return out, nil // no data after off
-		}
-		if err != nil {
-			return nil, fmt.Errorf("seek data %s at %d: %w", path, off, err)
-		}
-		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
-		if err != nil {
-			return nil, fmt.Errorf("seek hole %s at %d: %w", path, data, err)
-		}
-		start := uint64(data) / pageSize
-		end := (uint64(hole) + pageSize - 1) / pageSize
+	for _, d := range data {
+		start := uint64(d.Off) / pageSize
+		end := (uint64(d.Off+d.Len) + pageSize - 1) / pageSize
 		if n := len(out); n > 0 && out[n-1].end >= start {
 			out[n-1].end = max(out[n-1].end, end)
 		} else {
 			out = append(out, extent{start, end})
 		}
-		off = hole
 	}
+	return out, nil
 }
 
 // intersect returns the pages in both a and b (both sorted, disjoint).

@@ -65,6 +65,18 @@ type compactMeta struct {
 	Source  string    `json:"source,omitempty"`
 }
 
+// compactPath is where a policy's record phase wrote its compact file;
+// policies that keep one embed it.
+type compactPath struct{ path string }
+
+// files lists the files whose page cache the policy's VMs use.
+func (c compactPath) files(e *env) []string {
+	if c.path == "" {
+		return []string{e.mem}
+	}
+	return []string{e.mem, c.path}
+}
+
 // compactFile is an opened, checked compact file.
 type compactFile struct {
 	path    string

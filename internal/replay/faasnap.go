@@ -31,10 +31,10 @@ const DefaultFaaSnapScan = time.Millisecond
 
 // faasnapPolicy is FaaSnap (EuroSys'22) in the harness.
 type faasnapPolicy struct {
-	overlay []pageRun // non-zero regions, mapped from the memory file
-	path    string
-	cf      *compactFile
-	loader  *loader
+	overlay     []pageRun // non-zero regions, mapped from the memory file
+	compactPath           // written by prepare
+	cf          *compactFile
+	loader      *loader
 }
 
 func (p *faasnapPolicy) prepare(ctx context.Context, e *env) (*PrepareReport, error) {
@@ -288,13 +288,6 @@ func (p *faasnapPolicy) end() (*prefetch.Stats, error) {
 		p.loader = nil
 	}
 	return nil, nil
-}
-
-func (p *faasnapPolicy) files(e *env) []string {
-	if p.path == "" {
-		return []string{e.mem}
-	}
-	return []string{e.mem, p.path}
 }
 
 func (p *faasnapPolicy) cleanup() error {

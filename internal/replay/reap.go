@@ -21,8 +21,8 @@ import (
 
 // reapPolicy is REAP (ASPLOS'21, vHive's memory manager) in the harness.
 type reapPolicy struct {
-	path string
-	cf   *compactFile
+	compactPath // written by prepare
+	cf          *compactFile
 	// shared is the working set read once for all VMs (REAPSharedRead),
 	// at sharedAt.
 	shared   *wsBuffer
@@ -145,13 +145,6 @@ func (p *reapPolicy) end() (*prefetch.Stats, error) {
 		p.shared = nil
 	}
 	return nil, nil
-}
-
-func (p *reapPolicy) files(e *env) []string {
-	if p.path == "" {
-		return []string{e.mem}
-	}
-	return []string{e.mem, p.path}
 }
 
 func (p *reapPolicy) cleanup() error {
