@@ -14,14 +14,17 @@ func newPrefetchCmd() *cobra.Command {
 		mem, ws string
 		wait    bool
 		asJSON  bool
+		noZero  bool
 		o       prefetch.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "prefetch --mem FILE --ws WS",
 		Short: "Bring a working set into a memory file's page cache",
 		Long: `prefetch issues asynchronous reads of the working set's pages of FILE into the
-page cache, merged into large requests, skipping holes. Without --wait it
-returns once every request is issued; with --wait, once every page is cached.`,
+page cache, merged into large requests, skipping holes. The holes the
+recording saw touched (the set's zero extents) are filled with zeroes after
+the data, which costs no I/O. Without --wait it returns once every request is
+issued; with --wait, once every page is cached.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := wset.Read(ws)
@@ -30,6 +33,9 @@ returns once every request is issued; with --wait, once every page is cached.`,
 			}
 			if err := s.CheckFile(mem, s.Mem.SnapshotID); err != nil {
 				return err
+			}
+			if !noZero {
+				o.Zero = s.Zero
 			}
 			job, err := prefetch.Start(cmd.Context(), mem, s.Extents, o)
 			if err != nil {
@@ -47,8 +53,8 @@ returns once every request is issued; with --wait, once every page is cached.`,
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), st)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %.1f MiB in %d requests (%d extents), engine %s: issued in %.1f ms",
-				mem, float64(st.Bytes)/(1<<20), st.Requests, st.Extents, st.Engine, float64(st.IssueDur.Microseconds())/1000)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %.1f MiB in %d requests (%d extents) + %.1f MiB zero-filled, engine %s: issued in %.1f ms",
+				mem, float64(st.Bytes)/(1<<20), st.Requests, st.Extents, float64(st.ZeroBytes)/(1<<20), st.Engine, float64(st.IssueDur.Microseconds())/1000)
 			if wait {
 				fmt.Fprintf(cmd.OutOrStdout(), ", complete in %.1f ms", float64(st.CompleteDur.Microseconds())/1000)
 			}
@@ -61,6 +67,7 @@ returns once every request is issued; with --wait, once every page is cached.`,
 	f.StringVar(&ws, "ws", "", "working-set file")
 	f.BoolVar(&wait, "wait", false, "wait until every page is in the page cache")
 	f.BoolVar(&asJSON, "json", false, "print statistics as JSON")
+	f.BoolVar(&noZero, "no-zero", false, "do not fill the set's touched holes with zeroes")
 	f.StringVar(&o.Engine, "engine", "", fmt.Sprintf("prefetch engine %v (default %s)", prefetch.Engines(), prefetch.DefaultEngine))
 	f.IntVar(&o.Workers, "workers", 0, "concurrency (0: the engine's default)")
 	f.IntVar(&o.GapPages, "gap", 0, fmt.Sprintf("merge extents across gaps of up to this many pages (0: %d)", prefetch.DefaultGapPages))

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -45,6 +44,9 @@ which includes readahead.`,
 				if len(args) > 0 {
 					return errors.New("record --snapshot takes no command")
 				}
+				if o.Runs < 1 {
+					return fmt.Errorf("record: --runs %d: want at least 1", o.Runs)
+				}
 				o.Method = method
 				v, err = recordSnapshot(cmd, snapDir, o)
 			case mem != "" && snapDir == "":
@@ -68,6 +70,7 @@ which includes readahead.`,
 	f.StringVar(&snapDir, "snapshot", "", "snapshot directory to record")
 	f.Uint64Var(&o.Input, "input", 1, "input seed for the recorded invocation")
 	f.BoolVar(&o.Merge, "merge", false, "union with the snapshot's existing working set (several inputs)")
+	f.IntVar(&o.Runs, "runs", 1, "record this many cold restores and store their union (covers run-to-run variation)")
 	f.StringVar(&mem, "mem", "", "memory file to watch (with a command)")
 	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")
@@ -121,10 +124,7 @@ func recordCommand(cmd *cobra.Command, mem, out, method string, argv []string) (
 	if err != nil {
 		return nil, err
 	}
-	set := &wset.Set{
-		Mem: id, Extents: wset.FromPages(capture.Pages(c, 0)), Created: time.Now().UTC(),
-		Source: fmt.Sprintf("record --mem %s method=%s: %v", mem, c.Method, argv),
-	}
+	set := c.WorkingSet(0, id, fmt.Sprintf("record --mem %s method=%s: %v", mem, c.Method, argv))
 	if err := wset.Write(out, set); err != nil {
 		return nil, err
 	}

@@ -11,6 +11,8 @@ package capture
 import (
 	"errors"
 	"time"
+
+	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
 // Methods of recording.
@@ -60,8 +62,11 @@ type Capture struct {
 	Lost uint64
 	// HolePagesDropped counts captured pages that lie in holes of the file
 	// (SEEK_HOLE): reading a hole caches zeroes, which are never part of a
-	// working set, so they were removed from Accesses.
+	// working set, so they were moved from Accesses to HoleAccesses.
 	HolePagesDropped uint64
+	// HoleAccesses are the captured pages that lie in holes, in time
+	// order: touched, but zeroes that no read brings from storage.
+	HoleAccesses []Access
 	// ResidentAtStart counts pages already cached when recording began:
 	// touching them inserts nothing, so the recording cannot see them.
 	ResidentAtStart uint64
@@ -85,10 +90,29 @@ type Capture struct {
 
 // Pages returns the distinct pages of file in the capture, in the order
 // they were first inserted. Holes are already removed from the capture.
-func Pages(c *Capture, file int) []uint64 {
+func Pages(c *Capture, file int) []uint64 { return pagesOf(c.Accesses, file) }
+
+// HolePages returns the distinct hole pages of file the capture saw, in the
+// order they were first inserted.
+func HolePages(c *Capture, file int) []uint64 { return pagesOf(c.HoleAccesses, file) }
+
+// WorkingSet turns the capture of file into a working set of the memory
+// file identified by id: the data pages in first-touch order, and the
+// touched holes as its zero extents.
+func (c *Capture) WorkingSet(file int, id wset.Identity, source string) *wset.Set {
+	return &wset.Set{
+		Mem:     id,
+		Extents: wset.FromPages(Pages(c, file)),
+		Zero:    wset.FromPages(HolePages(c, file)),
+		Created: time.Now().UTC(),
+		Source:  source,
+	}
+}
+
+func pagesOf(accs []Access, file int) []uint64 {
 	seen := make(map[uint64]struct{})
 	var pages []uint64
-	for _, a := range c.Accesses {
+	for _, a := range accs {
 		if a.File != file {
 			continue
 		}

@@ -166,7 +166,8 @@ func TestLargeFolios(t *testing.T) {
 	}
 }
 
-// TestHoles: pages read from holes of a sparse file are dropped and counted.
+// TestHoles: pages read from holes of a sparse file are kept out of the
+// data pages, counted, and listed as hole pages.
 func TestHoles(t *testing.T) {
 	needRoot(t)
 	dir, err := os.MkdirTemp("/var/tmp", "snapbpf-holes-")
@@ -222,6 +223,12 @@ func TestHoles(t *testing.T) {
 	assertCovers(t, got, inData)
 	if c.HolePagesDropped != uint64(len(inHoles)) {
 		t.Errorf("HolePagesDropped = %d, want %d", c.HolePagesDropped, len(inHoles))
+	}
+	holes := HolePages(c, 0)
+	slices.Sort(holes)
+	slices.Sort(inHoles)
+	if !slices.Equal(holes, slices.Compact(inHoles)) {
+		t.Errorf("hole pages %v, want the touched hole pages %v", holes, inHoles)
 	}
 }
 

@@ -52,26 +52,29 @@ func intersect(a, b []extent) []extent {
 	return out
 }
 
-// clip keeps the parts of accs that lie in data (sorted, disjoint), splitting
-// an access that straddles a hole, and returns how many pages it dropped.
-func clip(accs []Access, data []extent) ([]Access, uint64) {
-	out := accs[:0:0]
-	var dropped uint64
+// clip splits accs into the parts that lie in data (sorted, disjoint) and
+// the parts that lie in holes, cutting an access that straddles both.
+func clip(accs []Access, data []extent) (inData, inHoles []Access) {
+	piece := func(dst []Access, a Access, lo, hi uint64) []Access {
+		if lo >= hi {
+			return dst
+		}
+		a.Page, a.NPages = lo, uint32(hi-lo)
+		return append(dst, a)
+	}
 	for _, a := range accs {
 		lo, hi := a.Page, a.Page+uint64(a.NPages)
-		kept := uint64(0)
 		// First extent that ends after lo.
 		i := sort.Search(len(data), func(i int) bool { return data[i].end > lo })
 		for ; i < len(data) && data[i].start < hi; i++ {
 			s, e := max(lo, data[i].start), min(hi, data[i].end)
-			b := a
-			b.Page, b.NPages = s, uint32(e-s)
-			out = append(out, b)
-			kept += e - s
+			inHoles = piece(inHoles, a, lo, s)
+			inData = piece(inData, a, s, e)
+			lo = e
 		}
-		dropped += hi - lo - kept
+		inHoles = piece(inHoles, a, lo, hi)
 	}
-	return out, dropped
+	return inData, inHoles
 }
 
 // resident returns the runs of path's pages that are in the page cache.
@@ -120,4 +123,13 @@ func settledResident(path string) ([]extent, uint64, error) {
 func dropCache(path string) (uint64, error) {
 	n, err := pagecache.Drop(path)
 	return uint64(n), err
+}
+
+// countPages is the number of pages accs cover, repeats included.
+func countPages(accs []Access) uint64 {
+	var n uint64
+	for _, a := range accs {
+		n += uint64(a.NPages)
+	}
+	return n
 }

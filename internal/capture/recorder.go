@@ -258,7 +258,7 @@ func compare(a, b uint64) int {
 	return 0
 }
 
-// dropHoles removes captured pages in holes of a file, as it was at Start
+// dropHoles moves captured pages in holes of a file to HoleAccesses, as it was at Start
 // or is now: a page counts only if it held data both times. (After the
 // run, SEEK_DATA also reports cached pages of unwritten extents as data.)
 func (r *Recorder) dropHoles(c *Capture) error {
@@ -266,18 +266,20 @@ func (r *Recorder) dropHoles(c *Capture) error {
 	for _, a := range c.Accesses {
 		byFile[a.File] = append(byFile[a.File], a)
 	}
-	var kept []Access
+	var kept, holes []Access
 	for i, f := range r.files {
 		now, err := dataExtents(f.Path)
 		if err != nil {
 			return err
 		}
-		accs, dropped := clip(byFile[i], intersect(r.dataStart[i], now))
-		kept = append(kept, accs...)
-		c.HolePagesDropped += dropped
+		d, h := clip(byFile[i], intersect(r.dataStart[i], now))
+		kept, holes = append(kept, d...), append(holes, h...)
 	}
-	slices.SortStableFunc(kept, func(a, b Access) int { return compare(a.TimeNs, b.TimeNs) })
-	c.Accesses = kept
+	byTime := func(a, b Access) int { return compare(a.TimeNs, b.TimeNs) }
+	slices.SortStableFunc(kept, byTime)
+	slices.SortStableFunc(holes, byTime)
+	c.Accesses, c.HoleAccesses = kept, holes
+	c.HolePagesDropped = countPages(holes)
 	return nil
 }
 

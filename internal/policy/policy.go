@@ -95,7 +95,9 @@ func (p *Policy) Begin(ctx context.Context) error {
 	if p.ws == nil {
 		return nil
 	}
-	job, err := prefetch.Start(ctx, p.mem, p.ws.Extents, p.opts)
+	o := p.opts
+	o.Zero = p.ws.Zero
+	job, err := prefetch.Start(ctx, p.mem, p.ws.Extents, o)
 	if err != nil {
 		return fmt.Errorf("prefetch %s: %w", p.mem, err)
 	}
@@ -125,6 +127,7 @@ func (p *Policy) VMMStarted(ctx context.Context, pid int) error {
 // PrefetchStats are what a restore reports of its prefetch.
 type PrefetchStats struct {
 	Bytes      int64   `json:"prefetch_bytes"`
+	ZeroBytes  int64   `json:"prefetch_zero_bytes"`
 	IssueMs    float64 `json:"prefetch_issue_ms"`
 	CompleteMs float64 `json:"prefetch_ms"`
 	Engine     string  `json:"prefetch_engine,omitempty"`
@@ -139,6 +142,7 @@ func (p *Policy) Finish() (PrefetchStats, error) {
 	st, err := p.job.Wait()
 	return PrefetchStats{
 		Bytes:      st.Bytes,
+		ZeroBytes:  st.ZeroBytes,
 		IssueMs:    durMs(st.IssueDur),
 		CompleteMs: durMs(st.CompleteDur),
 		Engine:     st.Engine,

@@ -78,6 +78,20 @@ func toRequests(f *os.File, plan []wset.Extent, size int64) ([]request, int64, e
 	return reqs, planned - kept, nil
 }
 
+// pageRequests turns a plan into byte ranges as they are, cut at the end of
+// the file.
+func pageRequests(plan []wset.Extent, size int64) []request {
+	var reqs []request
+	for _, e := range plan {
+		off := int64(min(e.Page, uint64(size)/wset.PageSize)) * wset.PageSize
+		end := min(size, int64(min(e.End(), uint64(size+wset.PageSize-1)/wset.PageSize))*wset.PageSize)
+		if end > off {
+			reqs = append(reqs, request{off: off, len: end - off})
+		}
+	}
+	return reqs
+}
+
 func appendMerged(reqs []request, r request) []request {
 	if k := len(reqs) - 1; k >= 0 && reqs[k].end() == r.off {
 		reqs[k].len += r.len

@@ -53,6 +53,12 @@ type Options struct {
 	// MaxRequestBytes caps one request; 0 means the device's largest I/O
 	// (max_sectors_kb), which one readahead call always reads in full.
 	MaxRequestBytes int64
+	// Zero are pages known to be holes that the workload touches
+	// (wset.Set.Zero). They are brought in after the data: the kernel fills
+	// a hole with zeroes without any I/O, so they cost CPU and page cache
+	// but no storage bandwidth, and the workload's first touch of each then
+	// finds it cached instead of taking a major fault.
+	Zero []wset.Extent
 }
 
 // Stats describe a prefetch. Byte counts are of the file; durations run
@@ -74,6 +80,9 @@ type Stats struct {
 	// HoleBytesSkipped is how much of the merged plan lay in holes of the
 	// file and was not read.
 	HoleBytesSkipped int64 `json:"hole_bytes_skipped"`
+	// ZeroBytes is how much was filled with zeroes for Options.Zero (not
+	// part of Bytes: no I/O).
+	ZeroBytes int64 `json:"zero_bytes"`
 	// PlanDur is the time to order, merge and cut the requests.
 	PlanDur time.Duration `json:"plan_ns"`
 	// IssueDur is the time until every request was handed to the kernel.
@@ -208,6 +217,14 @@ func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64
 		bytes += r.len
 		longest = max(longest, r.len)
 	}
+	// Zero fills go last: the data's I/O is what a restore waits for.
+	zero := split(pageRequests(Plan(o.Zero, 0), size), maxLen)
+	var zeroBytes int64
+	for _, r := range zero {
+		zeroBytes += r.len
+		longest = max(longest, r.len)
+	}
+	reqs = append(reqs, zero...)
 	// What merging added is what is read beyond the working set's own data.
 	wsData, err := dataBytes(f, exact, size)
 	if err != nil {
@@ -217,6 +234,7 @@ func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64
 	j.stats.Pages, j.stats.Extents = pages(exact), int64(len(extents))
 	j.stats.Requests, j.stats.Bytes, j.stats.HoleBytesSkipped = int64(len(reqs)), bytes, holes
 	j.stats.GapBytes = bytes - wsData
+	j.stats.ZeroBytes = zeroBytes
 	j.stats.PlanDur = time.Since(t0)
 	j.mu.Unlock()
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,5 +180,52 @@ func TestWaitResidentRepairsSkippedReadahead(t *testing.T) {
 	}
 	if got := res.count(); got != want {
 		t.Fatalf("%d pages resident, want %d", got, want)
+	}
+}
+
+// TestZeroFillsTouchedHoles checks Options.Zero with every engine: the
+// touched hole pages become resident, the data pages as before, no other
+// hole page, and the file gains no blocks (nothing was written or
+// allocated: a hole is filled with zeroes in the page cache only).
+func TestZeroFillsTouchedHoles(t *testing.T) {
+	const size = 64 << 20
+	const P = wset.PageSize
+	hole := request{16 << 20, 8 << 20}
+	path := memFile(t, size, hole)
+	blocks := func() int64 {
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Sys().(*syscall.Stat_t).Blocks
+	}
+	before := blocks()
+	data := []wset.Extent{{Page: 10, N: 5}, {Page: 9000, N: 3}}
+	zero := []wset.Extent{{Page: (16 << 20) / P, N: 300}, {Page: (20 << 20) / P, N: 1}}
+	for _, name := range Engines() {
+		t.Run(name, func(t *testing.T) {
+			dropCache(t, path)
+			st, err := Prefetch(context.Background(), path, data, Options{Engine: name, GapPages: -1, Zero: zero})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := residentPages(t, path)
+			for _, e := range append(slices.Clone(data), zero...) {
+				for p := e.Page; p < e.End(); p++ {
+					if !res[p] {
+						t.Fatalf("page %d not resident", p)
+					}
+				}
+			}
+			if got := res.count(); got != 8+301 {
+				t.Errorf("%d pages resident, want the 8 data and 301 zero pages", got)
+			}
+			if st.Bytes != 8*P || st.ZeroBytes != 301*P {
+				t.Errorf("stats: %d bytes read, %d zero-filled; want %d and %d", st.Bytes, st.ZeroBytes, 8*P, 301*P)
+			}
+			if b := blocks(); b != before {
+				t.Errorf("file blocks %d -> %d: zero fill allocated storage", before, b)
+			}
+		})
 	}
 }

@@ -27,6 +27,7 @@ type pageCachePolicy struct {
 	data      []pageRun
 
 	extents []wset.Extent
+	zero    []wset.Extent // touched holes, filled with zeroes (no I/O)
 	job     *prefetch.Job
 	pstats  *prefetch.Stats
 }
@@ -43,18 +44,22 @@ func (p *pageCachePolicy) prepare(ctx context.Context, e *env) (*PrepareReport, 
 		return nil, nil
 	}
 	// SnapBPF's working set: the data pages the recording inserted into
-	// the page cache, in first-touch order. Holes never enter it.
+	// the page cache, in first-touch order. Holes never enter it; the
+	// touched ones are its zero extents, as capture records them (with
+	// holesAnon they are anonymous memory and need nothing).
 	data, err := e.dataPages()
 	if err != nil {
 		return nil, err
 	}
-	var pages []uint64
+	var pages, holes []uint64
 	for _, pg := range pagesOf(e.trace) {
 		if data.has(pg) {
 			pages = append(pages, pg)
+		} else if !p.holesAnon {
+			holes = append(holes, pg)
 		}
 	}
-	p.extents = wset.FromPages(pages)
+	p.extents, p.zero = wset.FromPages(pages), wset.FromPages(holes)
 	return &PrepareReport{WorkingSetPages: int64(len(pages)), WorkingSetExtents: len(p.extents)}, nil
 }
 
@@ -63,7 +68,9 @@ func (p *pageCachePolicy) begin(ctx context.Context, e *env) error {
 	if !p.prefetch {
 		return nil
 	}
-	job, err := prefetch.Start(ctx, e.mem, p.extents, e.opts.Prefetch)
+	o := e.opts.Prefetch
+	o.Zero = p.zero
+	job, err := prefetch.Start(ctx, e.mem, p.extents, o)
 	if err != nil {
 		return fmt.Errorf("snapbpf prefetch: %w", err)
 	}

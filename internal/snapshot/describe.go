@@ -115,6 +115,9 @@ func (d Description) String() string {
 	if free == "" {
 		free = "not recorded"
 	}
+	if m.ZeroPagesPunched > 0 {
+		free += fmt.Sprintf(" (and %s of zero pages made holes)", bytesHuman(m.ZeroPagesPunched*4096))
+	}
 	row("free pages", "%s", free)
 	row("device state", "%s, sha256 %s", bytesHuman(m.StateSize), m.StateSHA256)
 	kernel := "sha256 " + m.KernelSHA256

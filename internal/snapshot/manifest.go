@@ -57,6 +57,9 @@ type Manifest struct {
 	MemDataBytes int64  `json:"mem_data_bytes"`
 	MemHoleBytes int64  `json:"mem_hole_bytes"`
 	FreePages    string `json:"free_pages,omitempty"` // FreePagesReport, FreePagesNone or "" (not recorded)
+	// ZeroPagesPunched is how many all-zero pages left after free page
+	// reporting were turned into holes (FreePagesReport only).
+	ZeroPagesPunched int64 `json:"zero_pages_punched,omitempty"`
 
 	StateSize   int64  `json:"state_size"`
 	StateSHA256 string `json:"state_sha256"`

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -107,5 +108,76 @@ func TestFillHoles(t *testing.T) {
 	copy(want[1<<20:], data)
 	if !bytes.Equal(got, want) {
 		t.Fatal("FillHoles changed the file's contents")
+	}
+}
+
+// TestPunchZeroPages fills a file with data pages, zero pages in runs and
+// alone, a page that is zero but for its last byte, and a hole: exactly the
+// zero pages become holes and the contents read back the same.
+func TestPunchZeroPages(t *testing.T) {
+	const P = 4096
+	path := filepath.Join(t.TempDir(), "mem")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pages = 2048 // 8 MiB: more than one read buffer
+	want := make([]byte, pages*P)
+	zero := map[int]bool{}
+	for p := range pages {
+		switch {
+		case p >= 1000 && p < 1100: // left a hole: never written
+			continue
+		case p%7 == 0 || (p >= 1500 && p < 1600) || p == pages-1:
+			zero[p] = true
+		case p == 3:
+			want[(p+1)*P-1] = 1 // zero but for its last byte
+		default:
+			for i := p * P; i < (p+1)*P; i += 512 {
+				want[i] = byte(p) | 1
+			}
+		}
+		if _, err := f.WriteAt(want[p*P:(p+1)*P], int64(p*P)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	if _, holes, err := MemLayout(path); err != nil || holes == 0 {
+		t.Skipf("filesystem reports no holes (%v)", err)
+	}
+	n, err := PunchZeroPages(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != int64(len(zero)) {
+		t.Errorf("punched %d pages, want the %d zero pages", n, len(zero))
+	}
+	data, err := DataExtents(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	isData := func(p int) bool {
+		for _, e := range data {
+			if int64(p*P) >= e.Off && int64(p*P) < e.Off+e.Len {
+				return true
+			}
+		}
+		return false
+	}
+	for p := range pages {
+		hole := zero[p] || (p >= 1000 && p < 1100)
+		if isData(p) == hole {
+			t.Fatalf("page %d: data %v, want hole %v", p, isData(p), hole)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("PunchZeroPages changed the file's contents")
+	}
+	if _, err := PunchZeroPages(filepath.Join(t.TempDir(), "nope")); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("missing file: %v", err)
 	}
 }

@@ -13,7 +13,7 @@ import (
 //
 //	offset  size  field
 //	0       8     magic "SNAPBPFW"
-//	8       4     format version (1)
+//	8       4     format version (2; 1 is still read)
 //	12      4     flags (0; reserved)
 //	16      8     payload length L
 //	24      L     payload
@@ -21,10 +21,11 @@ import (
 //
 // The payload is a sequence of varints (strings are a length then bytes):
 // page size, memory size, snapshot ID, fingerprint, created (Unix ns),
-// source, page count, extent count, then per extent the signed distance of
-// its first page from the end of the previous extent and its length.
-// Distances keep a first-touch-ordered set small: neighbours in touch order
-// are usually near each other in the file.
+// source, then the extents: page count, extent count, then per extent the
+// signed distance of its first page from the end of the previous extent and
+// its length. Distances keep a first-touch-ordered set small: neighbours in
+// touch order are usually near each other in the file. Version 2 adds the
+// zero extents (touched holes), encoded the same way, after the extents.
 const (
 	magic         = "SNAPBPFW"
 	headerSize    = 24
@@ -34,7 +35,11 @@ const (
 )
 
 // Version is the format version Write produces.
-const Version = 1
+const Version = 2
+
+// minVersion is the oldest format version Read accepts. Version 1 sets have
+// no zero extents.
+const minVersion = 1
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -63,16 +68,8 @@ func (s *Set) MarshalBinary() ([]byte, error) {
 	}
 	p = binary.AppendVarint(p, created)
 	p = appendString(p, s.Source)
-	p = binary.AppendUvarint(p, uint64(s.Pages()))
-	p = binary.AppendUvarint(p, uint64(len(s.Extents)))
-	var prevEnd uint64
-	for _, e := range s.Extents {
-		// Two's-complement difference read as signed: exact for any two
-		// page indexes below 2^63, which validate guarantees.
-		p = binary.AppendVarint(p, int64(e.Page-prevEnd))
-		p = binary.AppendUvarint(p, e.N)
-		prevEnd = e.End()
-	}
+	p = appendExtents(p, s.Extents)
+	p = appendExtents(p, s.Zero)
 
 	out := make([]byte, headerSize, headerSize+len(p)+trailerSize)
 	copy(out, magic)
@@ -91,8 +88,9 @@ func (s *Set) UnmarshalBinary(data []byte) error {
 	if len(data) < headerSize {
 		return fmt.Errorf("%w: truncated header (%d of %d bytes)", ErrCorrupt, len(data), headerSize)
 	}
-	if v := binary.LittleEndian.Uint32(data[8:]); v != Version {
-		return fmt.Errorf("%w: format version %d, this snapbpf reads version %d", ErrCorrupt, v, Version)
+	v := binary.LittleEndian.Uint32(data[8:])
+	if v < minVersion || v > Version {
+		return fmt.Errorf("%w: format version %d, this snapbpf reads versions %d to %d", ErrCorrupt, v, minVersion, Version)
 	}
 	if fl := binary.LittleEndian.Uint32(data[12:]); fl != 0 {
 		return fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, fl)
@@ -108,16 +106,16 @@ func (s *Set) UnmarshalBinary(data []byte) error {
 	if want, got := binary.LittleEndian.Uint32(data[end:]), crc32Of(data[:end]); want != got {
 		return fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrCorrupt, want, got)
 	}
-	dec, err := decodePayload(data[headerSize:end])
+	dec, err := decodePayload(data[headerSize:end], int(v))
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
-	dec.Version = Version
+	dec.Version = int(v)
 	*s = *dec
 	return nil
 }
 
-func decodePayload(p []byte) (*Set, error) {
+func decodePayload(p []byte, version int) (*Set, error) {
 	d := decoder{buf: p}
 	if ps := d.uvarint("page size"); d.err == nil && ps != PageSize {
 		return nil, fmt.Errorf("page size %d, this host uses %d", ps, PageSize)
@@ -134,25 +132,14 @@ func decodePayload(p []byte) (*Set, error) {
 		s.Created = time.Unix(0, ns).UTC()
 	}
 	s.Source = d.string("source")
-	pages := d.uvarint("page count")
-	n := d.uvarint("extent count")
-	if d.err != nil {
-		return nil, d.err
+	var err error
+	if s.Extents, err = d.extents("extent"); err != nil {
+		return nil, err
 	}
-	if n > uint64(len(d.buf)/minExtentSize) {
-		return nil, fmt.Errorf("extent count %d does not fit in %d bytes", n, len(d.buf))
-	}
-	s.Extents = make([]Extent, 0, n)
-	var prevEnd uint64
-	for i := uint64(0); i < n; i++ {
-		delta := d.varint("extent")
-		length := d.uvarint("extent")
-		if d.err != nil {
-			return nil, d.err
+	if version >= 2 {
+		if s.Zero, err = d.extents("zero extent"); err != nil {
+			return nil, err
 		}
-		e := Extent{Page: prevEnd + uint64(delta), N: length}
-		s.Extents = append(s.Extents, e)
-		prevEnd = e.End()
 	}
 	if len(d.buf) != 0 {
 		return nil, fmt.Errorf("%d unread bytes after the extents", len(d.buf))
@@ -160,10 +147,56 @@ func decodePayload(p []byte) (*Set, error) {
 	if err := s.validate(); err != nil {
 		return nil, err
 	}
-	if got := uint64(s.Pages()); got != pages {
-		return nil, fmt.Errorf("summary says %d pages, extents hold %d", pages, got)
-	}
 	return s, nil
+}
+
+// appendExtents encodes a page count, an extent count and the extents,
+// each as the signed distance of its first page from the end of the
+// previous one and its length.
+func appendExtents(p []byte, ext []Extent) []byte {
+	p = binary.AppendUvarint(p, uint64(pageCount(ext)))
+	p = binary.AppendUvarint(p, uint64(len(ext)))
+	var prevEnd uint64
+	for _, e := range ext {
+		// Two's-complement difference read as signed: exact for any two
+		// page indexes below 2^63, which validate guarantees.
+		p = binary.AppendVarint(p, int64(e.Page-prevEnd))
+		p = binary.AppendUvarint(p, e.N)
+		prevEnd = e.End()
+	}
+	return p
+}
+
+// extents decodes what appendExtents wrote and checks the page count.
+func (d *decoder) extents(what string) ([]Extent, error) {
+	pages := d.uvarint(what + " page count")
+	n := d.uvarint(what + " count")
+	if d.err != nil {
+		return nil, d.err
+	}
+	if n > uint64(len(d.buf)/minExtentSize) {
+		return nil, fmt.Errorf("%s count %d does not fit in %d bytes", what, n, len(d.buf))
+	}
+	var out []Extent // nil when empty, as a Builder leaves it
+	if n > 0 {
+		out = make([]Extent, 0, n)
+	}
+	var prevEnd, total uint64
+	for i := uint64(0); i < n; i++ {
+		delta := d.varint(what)
+		length := d.uvarint(what)
+		if d.err != nil {
+			return nil, d.err
+		}
+		e := Extent{Page: prevEnd + uint64(delta), N: length}
+		out = append(out, e)
+		prevEnd = e.End()
+		total += length
+	}
+	if total != pages {
+		return nil, fmt.Errorf("summary says %d %s pages, extents hold %d", pages, what, total)
+	}
+	return out, nil
 }
 
 func appendString(p []byte, s string) []byte {

@@ -3,6 +3,7 @@ package wset
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -109,7 +110,9 @@ func TestReadRefuses(t *testing.T) {
 		{"payload cut", good[:len(good)/2], "truncated"},
 		{"checksum cut", good[:len(good)-1], "truncated"},
 		{"trailing bytes", append(append([]byte(nil), good...), 0), "trailing"},
-		{"new version", mutate(func(b []byte) []byte { b[8] = 2; return b }), "format version 2"},
+		{"new version", mutate(func(b []byte) []byte { b[8] = Version + 1; return b }), fmt.Sprintf("format version %d", Version+1)},
+		{"version 0", mutate(func(b []byte) []byte { b[8] = 0; return b }), "format version 0"},
+		{"v1 with zero extents", mutate(func(b []byte) []byte { b[8] = 1; return reseal(b) }), "unread bytes"},
 		{"flags", mutate(func(b []byte) []byte { b[12] = 1; return b }), "unknown flags"},
 		{"bit flip", mutate(func(b []byte) []byte { b[headerSize+5] ^= 0x10; return b }), "checksum mismatch"},
 		{"huge length", mutate(func(b []byte) []byte { binary.LittleEndian.PutUint64(b[16:], 1<<62); return b }), "truncated"},
@@ -119,13 +122,13 @@ func TestReadRefuses(t *testing.T) {
 			b, _ := s.MarshalBinary()
 			// Pages sits right before the extent count: 16 pages -> 17.
 			p := b[headerSize : len(b)-trailerSize]
-			i := len(p) - 1 - 2 - 1 - 1 // [.. pages(1) count(1) delta(2) n(1)]
+			i := len(p) - 2 - 1 - 2 - 1 - 1 // [.. pages(1) count(1) delta(2) n(1) zero pages(1) zero count(1)]
 			if p[i] != 16 {
 				t.Fatalf("layout changed: %v", p[i-2:])
 			}
 			p[i] = 17
 			return reseal(b)
-		}), "summary says 17 pages"},
+		}), "summary says 17 extent pages"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,5 +152,50 @@ func TestReadMissingFile(t *testing.T) {
 	_, err := Read(filepath.Join(t.TempDir(), "nope"))
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("err = %v, want not exist", err)
+	}
+}
+
+func TestZeroExtentsRoundTrip(t *testing.T) {
+	s := sampleSet()
+	s.Zero = []Extent{{20000, 64}, {19000, 1}}
+	b, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Set
+	if err := back.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	s.Version = Version
+	if !equalSets(s, &back) || back.ZeroPages() != 65 || back.Pages() != s.Pages() {
+		t.Fatalf("round trip: %+v, want %+v", back, s)
+	}
+
+	// A zero extent may not share a page with the working set.
+	s.Zero = append(s.Zero, Extent{1010, 2})
+	if _, err := s.MarshalBinary(); err == nil || !strings.Contains(err.Error(), "zero extent 2") {
+		t.Fatalf("zero extent overlapping extent 0: %v", err)
+	}
+}
+
+// TestReadsVersion1 keeps sets recorded before zero extents readable.
+func TestReadsVersion1(t *testing.T) {
+	s := sampleSet()
+	b, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Version 1 is version 2 without the two bytes of an empty zero list.
+	v1 := append([]byte(nil), b[:len(b)-trailerSize-2]...)
+	binary.LittleEndian.PutUint32(v1[8:], 1)
+	binary.LittleEndian.PutUint64(v1[16:], uint64(len(v1)-headerSize))
+	v1 = binary.LittleEndian.AppendUint32(v1, crc32Of(v1))
+	var back Set
+	if err := back.UnmarshalBinary(v1); err != nil {
+		t.Fatal(err)
+	}
+	s.Version = 1
+	if back.Version != 1 || !equalSets(s, &back) {
+		t.Fatalf("read %+v, want %+v", back, s)
 	}
 }

@@ -32,6 +32,7 @@ func FuzzRead(f *testing.F) {
 			if err := back.UnmarshalBinary(again); err != nil {
 				t.Fatalf("re-encoded set refused: %v", err)
 			}
+			s.Version = Version // re-encoding writes the current version
 			if !equalSets(&s, &back) {
 				t.Fatalf("round trip changed the set:\n%+v\n%+v", s, back)
 			}
@@ -56,21 +57,35 @@ func FuzzRead(f *testing.F) {
 // setFromBytes builds a valid set out of fuzz bytes: pairs of (page, run
 // length) through a Builder, which drops repeats as capture would.
 func setFromBytes(b []byte) *Set {
+	// One Builder keeps extents and zero extents disjoint; the top bit of
+	// the length byte says which list a run goes to.
 	var bld Builder
+	var zero []bool
 	for len(b) >= 3 {
 		page := uint64(binary.LittleEndian.Uint16(b)) * uint64(1+b[2]%8)
 		n := uint64(b[2]%64) + 1
+		before := len(bld.Extents())
 		bld.Add(page, n)
+		for range len(bld.Extents()) - before {
+			zero = append(zero, b[2]&0x80 != 0)
+		}
 		b = b[3:]
 	}
-	ext := bld.Extents()
+	var ext, zext []Extent
 	var end uint64
-	for _, e := range ext {
+	for i, e := range bld.Extents() {
 		end = max(end, e.End())
+		// Runs merged into an earlier extent went to that extent's list.
+		if i < len(zero) && zero[i] {
+			zext = append(zext, e)
+		} else {
+			ext = append(ext, e)
+		}
 	}
 	return &Set{
 		Mem:     Identity{Size: max(0, int64(end)*PageSize-int64(len(b))), SnapshotID: string(b), Fingerprint: "x"},
 		Extents: ext,
+		Zero:    zext,
 		Created: time.Unix(1_700_000_000, int64(end)),
 		Source:  "fuzz",
 	}

@@ -36,13 +36,20 @@ type Summary struct {
 	ExtentCount int       `json:"extent_count"`
 	// Extents are [first_page, n_pages] in first-touch order.
 	Extents []Extent `json:"extents"`
+	// ZeroPages and ZeroExtents are the touched holes (Set.Zero).
+	ZeroPages   int64    `json:"zero_pages"`
+	ZeroExtents []Extent `json:"zero_extents"`
 }
 
 // Summary describes the set for people and scripts.
 func (s *Set) Summary() Summary {
-	ext := s.Extents
+	// [] rather than null for scripts.
+	ext, zero := s.Extents, s.Zero
 	if ext == nil {
-		ext = []Extent{} // [] rather than null for scripts
+		ext = []Extent{}
+	}
+	if zero == nil {
+		zero = []Extent{}
 	}
 	return Summary{
 		Version:     s.Version,
@@ -54,6 +61,8 @@ func (s *Set) Summary() Summary {
 		Bytes:       s.Bytes(),
 		ExtentCount: len(s.Extents),
 		Extents:     ext,
+		ZeroPages:   s.ZeroPages(),
+		ZeroExtents: zero,
 	}
 }
 

@@ -34,11 +34,14 @@ func Merge(sets ...*Set) (union *Set, common int64, err error) {
 		}
 	}
 
-	var b Builder
+	var b, zero Builder
 	inter := sorted(sets[0].Extents)
 	for i, s := range sets {
 		for _, e := range s.Extents {
 			b.Add(e.Page, e.N)
+		}
+		for _, e := range s.Zero {
+			zero.Add(e.Page, e.N)
 		}
 		if i > 0 {
 			inter = intersect(inter, sorted(s.Extents))
@@ -51,6 +54,7 @@ func Merge(sets ...*Set) (union *Set, common int64, err error) {
 		Version: Version,
 		Mem:     mem,
 		Extents: b.Extents(),
+		Zero:    zero.Extents(),
 		Created: time.Now().UTC(),
 		Source:  fmt.Sprintf("merge of %d recordings", len(sets)),
 	}

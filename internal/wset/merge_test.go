@@ -74,3 +74,17 @@ func TestMergeFillsIdentity(t *testing.T) {
 		t.Fatalf("identity %+v, want %+v", u.Mem, newer.Mem)
 	}
 }
+
+func TestMergeUnitesZeroExtents(t *testing.T) {
+	id := Identity{Size: 1 << 20}
+	a := &Set{Mem: id, Extents: []Extent{{0, 4}}, Zero: []Extent{{100, 2}}}
+	b := &Set{Mem: id, Extents: []Extent{{2, 4}}, Zero: []Extent{{101, 3}, {50, 1}}}
+	u, _, err := Merge(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Extent{{100, 4}, {50, 1}}
+	if !slices.Equal(u.Zero, want) || u.ZeroPages() != 5 {
+		t.Fatalf("zero extents %v, want %v", u.Zero, want)
+	}
+}

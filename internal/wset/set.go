@@ -42,6 +42,12 @@ type Set struct {
 	// Extents are the touched pages in first-touch order. No page appears
 	// twice.
 	Extents []Extent
+	// Zero are touched pages that were holes of the memory file: they hold
+	// zeroes and cost no I/O, so they are not part of the working set, but
+	// prefetch fills them into the page cache so that the first touch
+	// does not fault the page in. First-touch order; disjoint from
+	// Extents.
+	Zero []Extent
 	// Created is when the set was recorded.
 	Created time.Time
 	// Source says how the set was made (e.g. "record: fn=pyaes input=1",
@@ -50,9 +56,14 @@ type Set struct {
 }
 
 // Pages is the number of pages in the set.
-func (s *Set) Pages() int64 {
+func (s *Set) Pages() int64 { return pageCount(s.Extents) }
+
+// ZeroPages is the number of touched hole pages (Zero).
+func (s *Set) ZeroPages() int64 { return pageCount(s.Zero) }
+
+func pageCount(ext []Extent) int64 {
 	var n uint64
-	for _, e := range s.Extents {
+	for _, e := range ext {
 		n += e.N
 	}
 	return int64(n)
@@ -115,34 +126,37 @@ func (b *Builder) Extents() []Extent {
 }
 
 // Pages is the number of distinct pages added so far.
-func (b *Builder) Pages() int64 {
-	var n uint64
-	for _, e := range b.extents {
-		n += e.N
-	}
-	return int64(n)
-}
+func (b *Builder) Pages() int64 { return pageCount(b.extents) }
 
-// validate checks the invariants every stored set keeps: extents are
-// non-empty, inside the memory file, and disjoint.
+// validate checks the invariants every stored set keeps: extents and zero
+// extents are non-empty, inside the memory file, and all disjoint.
 func (s *Set) validate() error {
 	if s.Mem.Size < 0 || s.Mem.Size > MaxMemSize {
 		return fmt.Errorf("memory file size %d out of range (0..%d)", s.Mem.Size, int64(MaxMemSize))
 	}
 	filePages := (uint64(s.Mem.Size) + PageSize - 1) / PageSize
-	for i, e := range s.Extents {
+	all := slices.Concat(s.Extents, s.Zero)
+	for i, e := range all {
 		if e.N == 0 {
-			return fmt.Errorf("extent %d (page %d) is empty", i, e.Page)
+			return fmt.Errorf("%s (page %d) is empty", s.extentName(i), e.Page)
 		}
 		if e.Page >= filePages || e.N > filePages-e.Page {
-			return fmt.Errorf("extent %d (pages %d+%d) lies beyond the memory file's %d pages", i, e.Page, e.N, filePages)
+			return fmt.Errorf("%s (pages %d+%d) lies beyond the memory file's %d pages", s.extentName(i), e.Page, e.N, filePages)
 		}
 	}
-	if i, j, ok := overlap(s.Extents); ok {
-		return fmt.Errorf("extents %d (pages %d+%d) and %d (pages %d+%d) overlap",
-			i, s.Extents[i].Page, s.Extents[i].N, j, s.Extents[j].Page, s.Extents[j].N)
+	if i, j, ok := overlap(all); ok {
+		return fmt.Errorf("%s (pages %d+%d) and %s (pages %d+%d) overlap",
+			s.extentName(i), all[i].Page, all[i].N, s.extentName(j), all[j].Page, all[j].N)
 	}
 	return nil
+}
+
+// extentName names entry i of Extents followed by Zero, for errors.
+func (s *Set) extentName(i int) string {
+	if i < len(s.Extents) {
+		return fmt.Sprintf("extent %d", i)
+	}
+	return fmt.Sprintf("zero extent %d", i-len(s.Extents))
 }
 
 // overlap reports two extents that share a page, if any.
