@@ -70,7 +70,7 @@ which includes readahead.`,
 	f.StringVar(&snapDir, "snapshot", "", "snapshot directory to record")
 	f.Uint64Var(&o.Input, "input", 1, "input seed for the recorded invocation")
 	f.BoolVar(&o.Merge, "merge", false, "union with the snapshot's existing working set (several inputs)")
-	f.IntVar(&o.Runs, "runs", 1, "record this many cold restores and store their union (covers run-to-run variation)")
+	f.IntVar(&o.Runs, "runs", policy.DefaultRecordRuns, "record this many cold restores and store their union (covers run-to-run variation)")
 	f.StringVar(&mem, "mem", "", "memory file to watch (with a command)")
 	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")

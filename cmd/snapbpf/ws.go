@@ -24,8 +24,8 @@ func newWSCmd() *cobra.Command {
 				return writeJSON(cmd.OutOrStdout(), s.Summary())
 			}
 			sum := s.Summary()
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d pages (%.1f MiB) in %d extents\n  memory file: %s\n  source: %s\n  created: %s\n",
-				args[0], sum.Pages, float64(sum.Bytes)/(1<<20), sum.ExtentCount, sum.Mem, sum.Source, sum.Created.Format("2006-01-02 15:04:05Z"))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d pages (%.1f MiB) in %d extents, %d touched holes (zero-filled, no I/O)\n  memory file: %s\n  source: %s\n  created: %s\n",
+				args[0], sum.Pages, float64(sum.Bytes)/(1<<20), sum.ExtentCount, sum.ZeroPages, sum.Mem, sum.Source, sum.Created.Format("2006-01-02 15:04:05Z"))
 			return nil
 		},
 	}

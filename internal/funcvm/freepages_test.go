@@ -15,6 +15,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/protocol"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
+	"github.com/snapbpf/snapbpf/internal/zeroscan"
 )
 
 // refusedDiscard is what QEMU 7.2 prints when punching a hole for a
@@ -115,6 +116,16 @@ func createReportingSnapshot(ctx context.Context, t *testing.T, img *guest.Image
 	if peak-final < 8<<20 {
 		t.Fatalf("control: free page reporting did not shrink the memory file during creation (peak %d, final %d bytes): "+
 			"the guest does not report, so the restore check below would prove nothing", peak, final)
+	}
+	// What reporting left as zero-filled data pages became holes too:
+	// none is left, and the manifest counts them.
+	zs, err := zeroscan.File(dir.MemPath(), zeroscan.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if zs.ZeroPages != 0 || st.ZeroPunched == 0 || dir.Manifest.ZeroPagesPunched != st.ZeroPunched {
+		t.Errorf("zero pages: %d left as data; %d punched (manifest says %d): want none left and some punched",
+			zs.ZeroPages, st.ZeroPunched, dir.Manifest.ZeroPagesPunched)
 	}
 	return dir
 }

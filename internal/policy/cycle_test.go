@@ -105,3 +105,39 @@ func checkInData(t *testing.T, mem string, set *wset.Set) {
 		t.Errorf("%d of %d working-set pages lie in holes", holes, set.Pages())
 	}
 }
+
+// TestZeroFillRemovesHoleFaults records alloc on a snapshot with free
+// pages reported: the pages it allocates are holes of the memory file, so
+// they are not in the working set but listed as its zero extents, and
+// snapbpf's prefetch fills them with zeroes. Under nora every one of them
+// is a major fault (the kernel zero-fills a page on the fault); under
+// snapbpf almost none is.
+func TestZeroFillRemovesHoleFaults(t *testing.T) {
+	img := needVM(t)
+	const dataMiB = 16
+	f := createSnapshotWith(t, img, "alloc", dataMiB, filepath.Join(t.TempDir(), "alloc"), snapshot.FreePagesReport)
+	set, rep := record(t, f, capture.MethodEBPF)
+	if rep.Runs != DefaultRecordRuns || rep.ZeroPages != set.ZeroPages() {
+		t.Errorf("report: %d runs, %d zero pages; want %d runs and the set's %d", rep.Runs, rep.ZeroPages, DefaultRecordRuns, set.ZeroPages())
+	}
+	// alloc writes dataMiB of fresh memory: the guest takes it from free
+	// pages, which reporting made holes.
+	if min := int64(dataMiB << 20 / wset.PageSize); set.ZeroPages() < min {
+		t.Fatalf("working set lists %d touched hole pages, want at least the %d pages alloc fills", set.ZeroPages(), min)
+	}
+	checkInData(t, f.dir.MemPath(), set)
+
+	nora, _ := restoreWith(t, f, NoRA, 1, 1)
+	sb, st := restoreWith(t, f, SnapBPF, 1, 1)
+	t.Logf("nora: %d major faults; snapbpf: %d major faults, prefetch %d bytes + %d zero-filled",
+		nora[0].MajorFaults, sb[0].MajorFaults, st.Bytes, st.ZeroBytes)
+	if st.ZeroBytes != set.ZeroPages()*wset.PageSize {
+		t.Errorf("prefetch zero-filled %d bytes, want the set's %d zero pages", st.ZeroBytes, set.ZeroPages())
+	}
+	if nora[0].MajorFaults < set.ZeroPages() {
+		t.Errorf("nora took %d major faults, fewer than the %d hole pages touched: the restore was not cold", nora[0].MajorFaults, set.ZeroPages())
+	}
+	if sb[0].MajorFaults*50 > nora[0].MajorFaults {
+		t.Errorf("snapbpf took %d major faults, more than 2%% of nora's %d", sb[0].MajorFaults, nora[0].MajorFaults)
+	}
+}

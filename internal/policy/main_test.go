@@ -63,11 +63,17 @@ func (f fixture) want(t *testing.T, input uint64) string {
 // the guest never wrote).
 func createSnapshot(t *testing.T, img *guest.Image, fn string, dataMiB int, out string) fixture {
 	t.Helper()
+	return createSnapshotWith(t, img, fn, dataMiB, out, snapshot.FreePagesNone)
+}
+
+// createSnapshotWith is createSnapshot with a free-pages mode.
+func createSnapshotWith(t *testing.T, img *guest.Image, fn string, dataMiB int, out, freePages string) fixture {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
 	dir, st, err := funcvm.CreateSnapshot(ctx, &qemu.Driver{}, img, funcvm.CreateOptions{
-		Function: fn, DataMiB: dataMiB, MemMiB: 256, Out: out, FreePages: snapshot.FreePagesNone, Log: &log,
+		Function: fn, DataMiB: dataMiB, MemMiB: 256, Out: out, FreePages: freePages, Log: &log,
 	})
 	if err != nil {
 		t.Fatalf("create %s snapshot: %v\n%s", fn, err, log.String())

@@ -23,13 +23,19 @@ type RecordOptions struct {
 	// Merge unions the new recording with the snapshot's existing working
 	// set instead of replacing it.
 	Merge bool
-	// Runs is how many cold restores to record (0 means 1); the stored set
+	// Runs is how many cold restores to record (0 means DefaultRecordRuns); the stored set
 	// is their union. A guest does not touch quite the same pages on every
 	// run (kernel stack offsets are random, timers fire at other points),
 	// and each page a recording misses costs a restore one fault.
 	Runs  int
 	Accel string
 }
+
+// DefaultRecordRuns is how many restores a recording unites by default.
+// Measured on alloc (docs/measurements/issue3.md): one recording missed
+// 7-15 of ~1760 data pages a second run touched, each a major fault on
+// restore; a union of three left 0-7 faults.
+const DefaultRecordRuns = 3
 
 // RecordReport describes a recording.
 type RecordReport struct {
@@ -59,7 +65,10 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	if o.Method == "" {
 		o.Method = capture.MethodEBPF
 	}
-	runs := max(o.Runs, 1)
+	runs := o.Runs
+	if runs <= 0 {
+		runs = DefaultRecordRuns
+	}
 	rep := &RecordReport{Path: dir.File(WorkingSetFile), Runs: runs}
 	var sets []*wset.Set
 	for i := range runs {
