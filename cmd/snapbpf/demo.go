@@ -79,7 +79,7 @@ func newDemoCmd() *cobra.Command {
 			for i := 0; i < runs; i++ {
 				for _, m := range demoModes {
 					logf(log, "restore %s %d/%d", m.name, i+1, runs)
-					rep, err := restore(cmd, dir.Path, m.policy, "", funcvm.RestoreOptions{Input: input, Count: 1, Cold: m.cold, Warm: m.warm})
+					rep, err := restore(cmd, dir.Path, m.policy, "", funcvm.RestoreOptions{Input: input, Count: 1, Cold: m.cold, Warm: m.warm}, policy.Options{})
 					if err != nil {
 						return err
 					}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/wset"
@@ -68,10 +69,17 @@ issued; with --wait, once every page is cached.`,
 	f.BoolVar(&wait, "wait", false, "wait until every page is in the page cache")
 	f.BoolVar(&asJSON, "json", false, "print statistics as JSON")
 	f.BoolVar(&noZero, "no-zero", false, "do not fill the set's touched holes with zeroes")
-	f.StringVar(&o.Engine, "engine", "", fmt.Sprintf("prefetch engine %v (default %s)", prefetch.Engines(), prefetch.DefaultEngine))
-	f.IntVar(&o.Workers, "workers", 0, "concurrency (0: the engine's default)")
-	f.IntVar(&o.GapPages, "gap", 0, fmt.Sprintf("merge extents across gaps of up to this many pages (0: %d)", prefetch.DefaultGapPages))
+	prefetchFlags(f, "", &o)
 	cmd.MarkFlagRequired("mem")
 	cmd.MarkFlagRequired("ws")
 	return cmd
+}
+
+// prefetchFlags adds the flags that tune a prefetch, each name after
+// prefix.
+func prefetchFlags(f *pflag.FlagSet, prefix string, o *prefetch.Options) {
+	f.StringVar(&o.Engine, prefix+"engine", "", fmt.Sprintf("prefetch engine %v (default %s)", prefetch.Engines(), prefetch.DefaultEngine))
+	f.IntVar(&o.Workers, prefix+"workers", 0, "prefetch concurrency (0: the engine's default)")
+	f.IntVar(&o.GapPages, prefix+"gap", 0, fmt.Sprintf("merge extents across gaps of up to this many pages (0: %d)", prefetch.DefaultGapPages))
+	f.BoolVar(&o.OffsetOrder, prefix+"offset-order", false, "issue prefetch requests in file order, not first-touch order")
 }

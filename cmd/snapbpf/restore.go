@@ -43,6 +43,7 @@ func newRestoreCmd() *cobra.Command {
 	var (
 		snapDir, pol, ws string
 		o                funcvm.RestoreOptions
+		po               policy.Options
 		asJSON           bool
 	)
 	cmd := &cobra.Command{
@@ -51,7 +52,7 @@ func newRestoreCmd() *cobra.Command {
 		Annotations: rootOnly("it runs QEMU and controls readahead of the memory file"),
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rep, err := restore(cmd, snapDir, pol, ws, o)
+			rep, err := restore(cmd, snapDir, pol, ws, o, po)
 			if rep != nil {
 				if asJSON {
 					if jerr := writeJSON(cmd.OutOrStdout(), rep); jerr != nil {
@@ -74,16 +75,17 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVar(&pol, "policy", policy.Lazy, fmt.Sprintf("restore policy %v", policy.Names()))
 	f.StringVar(&ws, "ws", "", "working set for --policy snapbpf (default: the snapshot's, from snapbpf record)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object with a vms array")
+	prefetchFlags(f, "prefetch-", &po.Prefetch)
 	cmd.MarkFlagRequired("snapshot")
 	return cmd
 }
 
-func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOptions) (*restoreReport, error) {
+func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOptions, po policy.Options) (*restoreReport, error) {
 	dir, err := snapshot.Open(snapDir)
 	if err != nil {
 		return nil, err
 	}
-	pol, err := policy.New(polName, dir, ws, policy.Options{})
+	pol, err := policy.New(polName, dir, ws, po)
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ type engine interface {
 	completes() bool
 	// defaultWorkers is the concurrency used when Options leave it 0.
 	defaultWorkers() int
-	// run issues t.reqs (ascending, inside the file's data) and calls
+	// run issues t.reqs (in order, inside the file) and calls
 	// t.issued once every request is in the kernel's hands. It stops
 	// issuing when ctx is done.
 	run(ctx context.Context, t *task) error

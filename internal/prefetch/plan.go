@@ -33,6 +33,45 @@ func Plan(extents []wset.Extent, gap uint64) []wset.Extent {
 	return out
 }
 
+// byFirstTouch orders requests by the first touch of the pages they hold:
+// extents is the working set in first-touch order, and a request goes as
+// early as the earliest extent it overlaps. The requests stay large (they
+// are the merged, ascending plan cut up); only the order they are issued
+// in changes, so that a guest that starts before the prefetch has finished
+// finds what it touches first already requested.
+func byFirstTouch(reqs []request, extents []wset.Extent) []request {
+	idx := make([]int, len(extents))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(extents[a].Page, extents[b].Page) })
+	rank := make([]int, len(reqs))
+	for i, r := range reqs {
+		first, end := uint64(r.off)/wset.PageSize, uint64(r.end()+wset.PageSize-1)/wset.PageSize
+		k, _ := slices.BinarySearchFunc(idx, first, func(j int, p uint64) int {
+			// The first extent (by page) that ends after the request's first page.
+			if extents[j].End() <= p {
+				return -1
+			}
+			return 1
+		})
+		rank[i] = len(extents)
+		for ; k < len(idx) && extents[idx[k]].Page < end; k++ {
+			rank[i] = min(rank[i], idx[k])
+		}
+	}
+	order := make([]int, len(reqs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(rank[a], rank[b]) })
+	out := make([]request, len(reqs))
+	for i, j := range order {
+		out[i] = reqs[j]
+	}
+	return out
+}
+
 // request is one read of the file, in bytes.
 type request struct {
 	off, len int64

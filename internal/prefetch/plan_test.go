@@ -86,3 +86,17 @@ func TestMaxRequestBytes(t *testing.T) {
 	}
 	t.Logf("one readahead call reads at most %d KiB here", got>>10)
 }
+
+func TestByFirstTouch(t *testing.T) {
+	const P = wset.PageSize
+	// First-touch order: pages 100+4, then 0+2, then 50+1, then 3+1.
+	extents := []wset.Extent{ex(100, 4), ex(0, 2), ex(50, 1), ex(3, 1)}
+	// Ascending requests as the plan makes them: 0-4 merged (holds the
+	// extents touched second and fourth), 50, 100-104.
+	reqs := []request{{0, 4 * P}, {50 * P, P}, {100 * P, 4 * P}, {200 * P, P}}
+	got := byFirstTouch(reqs, extents)
+	want := []request{{100 * P, 4 * P}, {0, 4 * P}, {50 * P, P}, {200 * P, P}}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}

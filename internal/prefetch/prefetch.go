@@ -53,6 +53,9 @@ type Options struct {
 	// MaxRequestBytes caps one request; 0 means the device's largest I/O
 	// (max_sectors_kb), which one readahead call always reads in full.
 	MaxRequestBytes int64
+	// OffsetOrder issues the requests in file order; by default they go in
+	// the order the working set was first touched (see byFirstTouch).
+	OffsetOrder bool
 	// Zero are pages known to be holes that the workload touches
 	// (wset.Set.Zero). They are brought in after the data: the kernel fills
 	// a hole with zeroes without any I/O, so they cost CPU and page cache
@@ -212,6 +215,9 @@ func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64
 		return err
 	}
 	reqs = split(reqs, maxLen)
+	if !o.OffsetOrder {
+		reqs = byFirstTouch(reqs, extents)
+	}
 	var bytes, longest int64
 	for _, r := range reqs {
 		bytes += r.len
@@ -219,6 +225,9 @@ func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64
 	}
 	// Zero fills go last: the data's I/O is what a restore waits for.
 	zero := split(pageRequests(Plan(o.Zero, 0), size), maxLen)
+	if !o.OffsetOrder {
+		zero = byFirstTouch(zero, o.Zero)
+	}
 	var zeroBytes int64
 	for _, r := range zero {
 		zeroBytes += r.len
