@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
+
+	"github.com/snapbpf/snapbpf/internal/prefetch"
 
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
@@ -23,18 +26,17 @@ type RecordOptions struct {
 	// Merge unions the new recording with the snapshot's existing working
 	// set instead of replacing it.
 	Merge bool
-	// Runs is how many cold restores to record (0 means DefaultRecordRuns); the stored set
-	// is their union. A guest does not touch quite the same pages on every
-	// run (kernel stack offsets are random, timers fire at other points),
-	// and each page a recording misses costs a restore one fault.
+	// Runs is how many cold restores to record (0 means
+	// DefaultRecordRuns): the first under nora, the others under snapbpf
+	// with the set so far, each adding the pages its guest touched beyond
+	// the prefetch. A guest does not touch quite the same pages on every
+	// run, and each page a recording misses costs a restore one fault.
 	Runs  int
 	Accel string
 }
 
-// DefaultRecordRuns is how many restores a recording unites by default.
-// Measured on alloc (docs/measurements/issue3.md): one recording missed
-// 7-15 of ~1760 data pages a second run touched, each a major fault on
-// restore; a union of three left 0-7 faults.
+// DefaultRecordRuns is how many restores a recording takes by default
+// (docs/measurements/issue3.md has what each run adds).
 const DefaultRecordRuns = 3
 
 // RecordReport describes a recording.
@@ -51,8 +53,12 @@ type RecordReport struct {
 	ZeroPages int64 `json:"zero_pages"`
 	// Runs is how many restores were recorded (RecordOptions.Runs).
 	Runs int `json:"runs"`
-	// CommonPages is, with Merge or several runs, how many pages every
-	// recording shares.
+	// RefinedPages and RefinedZeroPages are what the runs after the first
+	// added: pages the guest touched beyond the prefetch of the set so far.
+	RefinedPages     int64 `json:"refined_pages"`
+	RefinedZeroPages int64 `json:"refined_zero_pages"`
+	// CommonPages is, with Merge, how many pages the old and the new
+	// recording share.
 	CommonPages int64  `json:"common_pages,omitempty"`
 	Path        string `json:"path"`
 }
@@ -70,24 +76,45 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 		runs = DefaultRecordRuns
 	}
 	rep := &RecordReport{Path: dir.File(WorkingSetFile), Runs: runs}
-	var sets []*wset.Set
+	// The first run restores under nora and sees every page the guest
+	// touches. Each later run restores under snapbpf with the set so far,
+	// as the set will be used, and adds what the guest touched beyond the
+	// prefetch: a guest does not touch quite the same pages every time
+	// (timers, allocations), and a restore with the prefetch runs at
+	// another pace than one that faults on every page.
+	var set *wset.Set
 	for i := range runs {
-		set, c, vm, err := recordOnce(ctx, d, dir, o)
+		hooks, err := New(NoRA, dir, "", Options{})
+		if err != nil {
+			return nil, nil, err
+		}
+		if set != nil {
+			hooks = &Policy{name: SnapBPF, mem: dir.MemPath(), ws: set}
+		}
+		got, c, vm, err := recordOnce(ctx, d, dir, o, hooks)
 		if err != nil {
 			return nil, nil, err
 		}
 		if c.IncludesReadahead && o.Method == capture.MethodEBPF {
 			fmt.Fprintf(log, "warning: readahead reached the memory file during the recording (%d windows); the working set includes pages the function did not touch\n", c.ReadaheadWindows)
 		}
-		if runs > 1 {
-			fmt.Fprintf(log, "run %d of %d: %d pages, %d touched holes, invoke e2e %.0f ms\n", i+1, runs, set.Pages(), set.ZeroPages(), vm.E2EMs)
-		}
-		sets = append(sets, set)
-		if i == 0 {
+		rep.Lost += c.Lost
+		if set == nil {
+			set = got
 			rep.VM, rep.Method, rep.IncludesReadahead = vm, c.Method, c.IncludesReadahead
 			rep.HolePagesDropped = c.HolePagesDropped
+			if runs > 1 {
+				fmt.Fprintf(log, "run 1 of %d (nora): %d pages, %d touched holes, invoke e2e %.0f ms\n", runs, set.Pages(), set.ZeroPages(), vm.E2EMs)
+			}
+			continue
 		}
-		rep.Lost += c.Lost
+		added, zero := extend(set, got, prefetch.Plan(set.Extents, prefetch.DefaultGapPages))
+		rep.RefinedPages += added
+		rep.RefinedZeroPages += zero
+		fmt.Fprintf(log, "run %d of %d (snapbpf): %d pages and %d touched holes beyond the prefetch, invoke e2e %.0f ms\n", i+1, runs, added, zero, vm.E2EMs)
+	}
+	if runs > 1 {
+		set.Source += fmt.Sprintf("; refined by %d snapbpf restores", runs-1)
 	}
 	if o.Merge {
 		old, err := wset.Read(rep.Path)
@@ -96,16 +123,10 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 		case err != nil:
 			return nil, nil, err
 		default:
-			sets = append([]*wset.Set{old}, sets...)
+			if set, rep.CommonPages, err = wset.Merge(old, set); err != nil {
+				return nil, nil, err
+			}
 		}
-	}
-	set := sets[0]
-	if len(sets) > 1 {
-		var err error
-		if set, rep.CommonPages, err = wset.Merge(sets...); err != nil {
-			return nil, nil, err
-		}
-		set.Source = fmt.Sprintf("%s; union of %d recordings", sets[len(sets)-1].Source, len(sets))
 	}
 	b, err := set.MarshalBinary()
 	if err != nil {
@@ -122,14 +143,11 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	return set, rep, nil
 }
 
-// recordOnce restores one clone cold with readahead off, invokes it under
-// capture and returns the pages it touched as a working set.
-func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOptions) (*wset.Set, *capture.Capture, funcvm.VMResult, error) {
+// recordOnce restores one clone cold under hooks (nora, or snapbpf for a
+// refining run), invokes it under capture and returns the pages that
+// entered the page cache as a working set.
+func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOptions, hooks *Policy) (*wset.Set, *capture.Capture, funcvm.VMResult, error) {
 	var none funcvm.VMResult
-	nora, err := New(NoRA, dir, "", Options{})
-	if err != nil {
-		return nil, nil, none, err
-	}
 	mem := dir.MemPath()
 	sess, err := capture.Watch(mem, o.Method)
 	if err != nil {
@@ -137,8 +155,11 @@ func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOp
 	}
 	defer sess.Close()
 	vms, err := funcvm.Restore(ctx, d, dir, funcvm.RestoreOptions{
-		Input: o.Input, Count: 1, Cold: true, Expected: o.Expected, Accel: o.Accel, Hooks: nora,
+		Input: o.Input, Count: 1, Cold: true, Expected: o.Expected, Accel: o.Accel, Hooks: hooks,
 	})
+	if _, ferr := hooks.Finish(); err == nil && ferr != nil {
+		err = ferr
+	}
 	if err != nil {
 		return nil, nil, none, fmt.Errorf("record: %w", err)
 	}
@@ -153,4 +174,51 @@ func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOp
 	}
 	set := c.WorkingSet(0, id, fmt.Sprintf("record %s input=%d method=%s", dir.Manifest.Function, o.Input, o.Method))
 	return set, c, vms[0], nil
+}
+
+// extend adds to set the pages of got that the prefetch plan of set did not
+// bring in (data beyond plan, holes beyond set.Zero), after set's own, and
+// returns how many of each it added.
+func extend(set, got *wset.Set, plan []wset.Extent) (pages, zero int64) {
+	var data, holes wset.Builder
+	for _, e := range set.Extents {
+		data.Add(e.Page, e.N)
+	}
+	for _, e := range set.Zero {
+		holes.Add(e.Page, e.N)
+	}
+	before, beforeZero := data.Pages(), holes.Pages()
+	for _, e := range got.Extents {
+		for _, r := range outside(e, plan) {
+			data.Add(r.Page, r.N)
+		}
+	}
+	for _, e := range got.Zero {
+		holes.Add(e.Page, e.N)
+	}
+	set.Extents, set.Zero = data.Extents(), holes.Extents()
+	return data.Pages() - before, holes.Pages() - beforeZero
+}
+
+// outside returns the parts of e that no extent of plan (sorted by page,
+// disjoint) covers.
+func outside(e wset.Extent, plan []wset.Extent) []wset.Extent {
+	var out []wset.Extent
+	i, _ := slices.BinarySearchFunc(plan, e.Page, func(x wset.Extent, p uint64) int {
+		if x.End() <= p {
+			return -1
+		}
+		return 1
+	})
+	p := e.Page
+	for ; i < len(plan) && plan[i].Page < e.End(); i++ {
+		if plan[i].Page > p {
+			out = append(out, wset.Extent{Page: p, N: plan[i].Page - p})
+		}
+		p = max(p, plan[i].End())
+	}
+	if p < e.End() {
+		out = append(out, wset.Extent{Page: p, N: e.End() - p})
+	}
+	return out
 }
