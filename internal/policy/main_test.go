@@ -85,10 +85,16 @@ func createSnapshotWith(t *testing.T, img *guest.Image, fn string, dataMiB int, 
 // record records the fixture's working set with method on input 1.
 func record(t *testing.T, f fixture, method string) (*wset.Set, *RecordReport) {
 	t.Helper()
+	return recordRuns(t, f, method, 0)
+}
+
+// recordRuns is record with RecordOptions.Runs.
+func recordRuns(t *testing.T, f fixture, method string, runs int) (*wset.Set, *RecordReport) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
-	set, rep, err := Record(ctx, &qemu.Driver{}, f.dir, RecordOptions{Input: 1, Expected: f.want(t, 1), Method: method}, &log)
+	set, rep, err := Record(ctx, &qemu.Driver{}, f.dir, RecordOptions{Input: 1, Expected: f.want(t, 1), Method: method, Runs: runs}, &log)
 	if err != nil {
 		t.Fatalf("record %s (%s): %v\n%s", f.fn, method, err, log.String())
 	}
