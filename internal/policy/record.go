@@ -8,10 +8,9 @@ import (
 	"io/fs"
 	"slices"
 
-	"github.com/snapbpf/snapbpf/internal/prefetch"
-
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 	"github.com/snapbpf/snapbpf/internal/wset"
@@ -65,8 +64,9 @@ type RecordReport struct {
 
 // Record restores one clone of dir with the memory file cold and readahead
 // off, invokes it once on o.Input while capture watches the memory file,
-// and stores the pages it touched, in first-touch order, as the snapshot's
-// working set (atomically).
+// repeats that o.Runs-1 times under snapbpf with the set so far, and stores
+// the pages touched, in first-touch order, with the touched holes apart, as
+// the snapshot's working set (atomically).
 func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOptions, log io.Writer) (*wset.Set, *RecordReport, error) {
 	if o.Method == "" {
 		o.Method = capture.MethodEBPF
