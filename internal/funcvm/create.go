@@ -2,6 +2,7 @@ package funcvm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -157,10 +158,15 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		// zeroes. Left as data, the guest allocates some of them on one
 		// run and holes on the next, so the pages read (and recorded)
 		// vary run to run; as holes, none is ever read.
-		if st.ZeroPunched, err = snapshot.PunchZeroPages(b.MemPath()); err != nil {
+		st.ZeroPunched, err = snapshot.PunchZeroPages(b.MemPath())
+		switch {
+		case errors.Is(err, snapshot.ErrNoPunch):
+			logf("warning: zero pages stay data: %v", err)
+		case err != nil:
 			return nil, st, err
+		default:
+			logf("made %d zero pages (%d MiB) holes", st.ZeroPunched, st.ZeroPunched>>8)
 		}
-		logf("made %d zero pages (%d MiB) holes", st.ZeroPunched, st.ZeroPunched>>8)
 	} else {
 		// Without free page handling the file stores every guest page, as
 		// a VMM's full memory dump does; a sparse file would already skip

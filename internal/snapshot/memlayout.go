@@ -125,13 +125,18 @@ func FillHoles(path string) error {
 	return f.Sync()
 }
 
+// ErrNoPunch says the filesystem cannot punch holes in a file.
+var ErrNoPunch = errors.New("the filesystem cannot punch holes (fallocate PUNCH_HOLE unsupported)")
+
 // PunchZeroPages turns every all-zero page of the file at path into a hole
 // and returns how many pages it punched. A hole reads back as the same
 // zeroes, so the guest sees the same memory; what changes is that a
 // restore never reads those pages from storage and capture never puts them
 // in a working set. Guests leave many such pages: memory zeroed on
 // allocation (init_on_alloc) and freed again, which free page reporting
-// has not handed back yet. Only for a file no VMM has mapped.
+// has not handed back yet. Only for a file no VMM has mapped. On a
+// filesystem that cannot punch holes it returns ErrNoPunch and leaves the
+// file as it was.
 func PunchZeroPages(path string) (int64, error) {
 	const page = 4096
 	data, err := DataExtents(path)
@@ -150,6 +155,9 @@ func PunchZeroPages(path string) (int64, error) {
 			return nil
 		}
 		if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, runOff, runLen); err != nil {
+			if errors.Is(err, unix.EOPNOTSUPP) {
+				return fmt.Errorf("%s: %w", path, ErrNoPunch)
+			}
 			return fmt.Errorf("punch zero pages of %s at %d+%d: %w", path, runOff, runLen, err)
 		}
 		punched += runLen / page
