@@ -34,9 +34,13 @@ type RecordOptions struct {
 	Accel string
 }
 
-// DefaultRecordRuns is how many restores a recording takes by default
-// (docs/measurements/issue3.md has what each run adds).
-const DefaultRecordRuns = 3
+// DefaultRecordRuns is how many restores a recording takes by default.
+// Each later run adds the few pages the guest touched this time and no run
+// before it (aes: 11, 6, 3, 2, 3, 1, 2 pages in runs 2-8); a restore then
+// faults on what all of them missed: 4-9 pages after 3 runs, 0-3 after 8
+// (docs/measurements/issue3.md). A run under snapbpf costs about one warm
+// restore (0.3-0.9 s here).
+const DefaultRecordRuns = 8
 
 // RecordReport describes a recording.
 type RecordReport struct {
