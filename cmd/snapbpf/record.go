@@ -94,8 +94,8 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, o policy.RecordOptions) 
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(progress(cmd), "recorded %s: %d pages (%.1f MiB) in %d extents, method %s, %d lost events; invoke e2e %.0f ms; stored in %s\n",
-		m.Function, rep.Pages, float64(rep.Bytes)/(1<<20), rep.Extents, rep.Method, rep.Lost, rep.VM.E2EMs, rep.Path)
+	fmt.Fprintf(progress(cmd), "recorded %s: %d pages (%.1f MiB) in %d extents and %d touched holes over %d runs, method %s, %d lost events; first invoke e2e %.0f ms; stored in %s\n",
+		m.Function, rep.Pages, float64(rep.Bytes)/(1<<20), rep.Extents, rep.ZeroPages, rep.Runs, rep.Method, rep.Lost, rep.VM.E2EMs, rep.Path)
 	return rep, nil
 }
 
