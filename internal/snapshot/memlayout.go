@@ -1,11 +1,11 @@
 package snapshot
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 
+	"github.com/snapbpf/snapbpf/internal/zeroscan"
 	"golang.org/x/sys/unix"
 )
 
@@ -138,10 +138,9 @@ var ErrNoPunch = errors.New("the filesystem cannot punch holes (fallocate PUNCH_
 // filesystem that cannot punch holes it returns ErrNoPunch and leaves the
 // file as it was.
 func PunchZeroPages(path string) (int64, error) {
-	const page = 4096
-	data, err := DataExtents(path)
+	zs, err := zeroscan.File(path, zeroscan.Options{KeepZeroRuns: true})
 	if err != nil {
-		return 0, fmt.Errorf("punch zero pages of %s: %w", path, err)
+		return 0, fmt.Errorf("punch zero pages: %w", err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -149,55 +148,15 @@ func PunchZeroPages(path string) (int64, error) {
 	}
 	defer f.Close()
 	var punched int64
-	var runOff, runLen int64 // the zero run being collected
-	flush := func() error {
-		if runLen == 0 {
-			return nil
-		}
-		if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, runOff, runLen); err != nil {
+	for _, r := range zs.ZeroRuns {
+		off, n := r.Start*zeroscan.PageSize, r.Pages*zeroscan.PageSize
+		if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n); err != nil {
 			if errors.Is(err, unix.EOPNOTSUPP) {
-				return fmt.Errorf("%s: %w", path, ErrNoPunch)
+				return punched, fmt.Errorf("%s: %w", path, ErrNoPunch)
 			}
-			return fmt.Errorf("punch zero pages of %s at %d+%d: %w", path, runOff, runLen, err)
+			return punched, fmt.Errorf("punch zero pages of %s at %d+%d: %w", path, off, n, err)
 		}
-		punched += runLen / page
-		runLen = 0
-		return nil
-	}
-	buf := make([]byte, 4<<20)
-	zero := make([]byte, page)
-	for _, e := range data {
-		// Whole pages only: a partial page at either end stays as it is.
-		off := (e.Off + page - 1) / page * page
-		end := (e.Off + e.Len) / page * page
-		for off < end {
-			n, err := f.ReadAt(buf[:min(int64(len(buf)), end-off)], off)
-			if err != nil {
-				return punched, fmt.Errorf("punch zero pages of %s: %w", path, err)
-			}
-			for i := 0; i+page <= n; i += page {
-				p := off + int64(i)
-				if !bytes.Equal(buf[i:i+page], zero) {
-					if err := flush(); err != nil {
-						return punched, err
-					}
-					continue
-				}
-				if runLen > 0 && runOff+runLen != p {
-					if err := flush(); err != nil {
-						return punched, err
-					}
-				}
-				if runLen == 0 {
-					runOff = p
-				}
-				runLen += page
-			}
-			off += int64(n)
-		}
-		if err := flush(); err != nil {
-			return punched, err
-		}
+		punched += r.Pages
 	}
 	if err := f.Sync(); err != nil {
 		return punched, fmt.Errorf("punch zero pages of %s: %w", path, err)

@@ -42,6 +42,8 @@ type Options struct {
 	MergeGapPages int
 	// KeepRegions keeps the merged regions in Result.Regions.
 	KeepRegions bool
+	// KeepZeroRuns keeps the runs of zero data pages in Result.ZeroRuns.
+	KeepZeroRuns bool
 }
 
 // Region is a run of pages, in page numbers of the file.
@@ -71,9 +73,11 @@ type Result struct {
 	MergedPages   int64    `json:"merged_pages"`
 	MergeGap      int      `json:"merge_gap_pages"`
 	Regions       []Region `json:"regions,omitempty"`
-	ReadBytes     int64    `json:"read_bytes"`
-	Cold          bool     `json:"cold"`
-	ElapsedMs     float64  `json:"elapsed_ms"`
+	// ZeroRuns are the maximal runs of zero data pages (Options.KeepZeroRuns).
+	ZeroRuns  []Region `json:"zero_runs,omitempty"`
+	ReadBytes int64    `json:"read_bytes"`
+	Cold      bool     `json:"cold"`
+	ElapsedMs float64  `json:"elapsed_ms"`
 }
 
 // File scans the file at path.
@@ -105,7 +109,7 @@ func File(path string, o Options) (*Result, error) {
 	}
 	size := fi.Size()
 	r := &Result{Path: path, Size: size, Pages: (size + PageSize - 1) / PageSize, MergeGap: gap, Cold: o.Cold}
-	m := merger{gap: int64(gap), keep: o.KeepRegions, lastNonZero: -1}
+	m := merger{gap: int64(gap), keep: o.KeepRegions, keepZero: o.KeepZeroRuns, lastNonZero: -1}
 	buf := make([]byte, chunkSize)
 	start := time.Now()
 
@@ -142,6 +146,7 @@ func File(path string, o Options) (*Result, error) {
 	}
 	m.finish()
 	r.RawRegions, r.MergedRegions, r.MergedPages, r.Regions = m.raw, m.merged, m.mergedPages, m.regions
+	r.ZeroRuns = m.zeroRuns
 	r.ElapsedMs = float64(time.Since(start).Microseconds()) / 1000
 	return r, nil
 }
@@ -165,6 +170,7 @@ func scanExtent(f *os.File, first, end, size int64, buf []byte, r *Result, m *me
 			// (BenchmarkZeroPage).
 			if bytes.Equal(buf[lo:hi], zeroPage[:hi-lo]) {
 				r.ZeroPages++
+				m.zero(p + i)
 				continue
 			}
 			r.NonZeroPages++
@@ -180,8 +186,9 @@ var zeroPage [PageSize]byte
 // merger builds non-zero regions from the non-zero pages in increasing
 // order, merging the FaaSnap way.
 type merger struct {
-	gap  int64
-	keep bool
+	gap      int64
+	keep     bool
+	keepZero bool
 
 	lastNonZero int64 // -1 before the first
 	raw         int64
@@ -189,6 +196,19 @@ type merger struct {
 	merged      int64
 	mergedPages int64
 	regions     []Region
+	zeroRuns    []Region
+}
+
+// zero records zero data page p (pages come in increasing order).
+func (m *merger) zero(p int64) {
+	if !m.keepZero {
+		return
+	}
+	if k := len(m.zeroRuns) - 1; k >= 0 && m.zeroRuns[k].Start+m.zeroRuns[k].Pages == p {
+		m.zeroRuns[k].Pages++
+		return
+	}
+	m.zeroRuns = append(m.zeroRuns, Region{Start: p, Pages: 1})
 }
 
 func (m *merger) nonZero(p int64) {
