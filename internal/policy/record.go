@@ -86,12 +86,13 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	// prefetch: a guest does not touch quite the same pages every time
 	// (timers, allocations), and a restore with the prefetch runs at
 	// another pace than one that faults on every page.
+	nora, err := New(NoRA, dir, "", Options{})
+	if err != nil {
+		return nil, nil, err
+	}
 	var set *wset.Set
 	for i := range runs {
-		hooks, err := New(NoRA, dir, "", Options{})
-		if err != nil {
-			return nil, nil, err
-		}
+		hooks := nora
 		if set != nil {
 			hooks = &Policy{name: SnapBPF, mem: dir.MemPath(), ws: set}
 		}

@@ -122,11 +122,11 @@ func toRequests(f *os.File, plan []wset.Extent, size int64) ([]request, int64, e
 func pageRequests(plan []wset.Extent, size int64) []request {
 	var reqs []request
 	for _, e := range plan {
-		off := int64(min(e.Page, uint64(size)/wset.PageSize)) * wset.PageSize
-		end := min(size, int64(min(e.End(), uint64(size+wset.PageSize-1)/wset.PageSize))*wset.PageSize)
-		if end > off {
-			reqs = append(reqs, request{off: off, len: end - off})
+		off := int64(e.Page) * wset.PageSize
+		if off >= size {
+			break // plans are sorted: the rest is past the end too
 		}
+		reqs = append(reqs, request{off: off, len: min(int64(e.End())*wset.PageSize, size) - off})
 	}
 	return reqs
 }
