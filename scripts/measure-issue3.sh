@@ -33,5 +33,22 @@ for f in $FNS; do
     $B restore --snapshot $S --policy snapbpf --cold --input 2 --json > $R/raw/$f.$i.snapbpf2.json
     $B restore --snapshot $S --policy nora --cold --input 2 --json > $R/raw/$f.$i.nora2.json
   done
+  # The input-independent core: pages common to recordings of inputs 1-3,
+  # tried on input 4 against the whole input-1 set, lazy and nora.
+  log "$f: core of inputs 1-3, tried on input 4"
+  rm -rf $S.in3 $S.in4 $S.core
+  cp -a $S $S.in3; cp -a $S $S.in4; cp -a $S $S.core
+  $B record --snapshot $S.in3 --input 3 --json > $R/raw/$f.record3.json
+  $B record --snapshot $S.in4 --input 4 --json > $R/raw/$f.record4.json
+  $B ws merge --common --out $S.core/wset/default.ws $S/wset/default.ws $S.in2/wset/default.ws $S.in3/wset/default.ws
+  for ws in $S.in4 $S.core; do
+    $B ws show $ws/wset/default.ws --json > $ws.ws.json
+  done
+  for i in $(seq 1 $RUNS); do
+    $B restore --snapshot $S.core --policy snapbpf --cold --input 4 --json > $R/raw/$f.$i.core4.json
+    $B restore --snapshot $S --policy snapbpf --cold --input 4 --json > $R/raw/$f.$i.snapbpf4.json
+    $B restore --snapshot $S --policy lazy --cold --input 4 --json > $R/raw/$f.$i.lazy4.json
+    $B restore --snapshot $S --policy nora --cold --input 4 --json > $R/raw/$f.$i.nora4.json
+  done
 done
 log done

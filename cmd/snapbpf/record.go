@@ -47,6 +47,12 @@ which includes readahead.`,
 				if o.Runs < 1 {
 					return fmt.Errorf("record: --runs %d: want at least 1", o.Runs)
 				}
+				switch {
+				case o.Margin < 0:
+					return fmt.Errorf("record: --margin %d: want 0 or more pages", o.Margin)
+				case o.Margin == 0:
+					o.Margin = -1 // RecordOptions: none
+				}
 				o.Method = method
 				v, err = recordSnapshot(cmd, snapDir, o)
 			case mem != "" && snapDir == "":
@@ -71,6 +77,7 @@ which includes readahead.`,
 	f.Uint64Var(&o.Input, "input", 1, "input seed for the recorded invocation")
 	f.BoolVar(&o.Merge, "merge", false, "union with the snapshot's existing working set (several inputs)")
 	f.IntVar(&o.Runs, "runs", policy.DefaultRecordRuns, "record this many cold restores and store their union (covers run-to-run variation)")
+	f.IntVar(&o.Margin, "margin", policy.DefaultMargin, "also take the memory file's data pages within this many pages of what runs 2.. added (0: none)")
 	f.StringVar(&mem, "mem", "", "memory file to watch (with a command)")
 	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")
@@ -94,8 +101,8 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, o policy.RecordOptions) 
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(progress(cmd), "recorded %s: %d pages (%.1f MiB) in %d extents and %d touched holes over %d runs, method %s, %d lost events; first invoke e2e %.0f ms; stored in %s\n",
-		m.Function, rep.Pages, float64(rep.Bytes)/(1<<20), rep.Extents, rep.ZeroPages, rep.Runs, rep.Method, rep.Lost, rep.VM.E2EMs, rep.Path)
+	fmt.Fprintf(progress(cmd), "recorded %s: %d pages (%.1f MiB; %d added by runs 2-%d, %d around them) in %d extents and %d touched holes, method %s, %d lost events; first invoke e2e %.0f ms; stored in %s\n",
+		m.Function, rep.Pages, float64(rep.Bytes)/(1<<20), rep.RefinedPages, rep.Runs, rep.MarginPages, rep.Extents, rep.ZeroPages, rep.Method, rep.Lost, rep.VM.E2EMs, rep.Path)
 	return rep, nil
 }
 

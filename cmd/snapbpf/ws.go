@@ -30,11 +30,19 @@ func newWSCmd() *cobra.Command {
 		},
 	}
 	show.Flags().BoolVar(&asJSON, "json", false, `print {"pages","bytes","extents":[[first_page,n_pages],...]} and more`)
-	var out string
+	var (
+		out        string
+		onlyCommon bool
+	)
 	merge := &cobra.Command{
-		Use:   "merge --out WS WS1 WS2 [...]",
-		Short: "Union several recordings of one memory file (first-touch order of the first)",
-		Args:  cobra.MinimumNArgs(2),
+		Use:   "merge [--common] --out WS WS1 WS2 [...]",
+		Short: "Union several recordings of one memory file (first-touch order of the first), or keep what they share",
+		Long: `merge writes the union of several recordings of one memory file (different
+inputs), in the first one's first-touch order followed by what only the later
+ones touched. With --common it writes only the pages every recording touched:
+the part of the working set that does not depend on the input, which a restore
+with any input uses; what an input touches beyond it then faults in.`,
+		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var sets []*wset.Set
 			for _, p := range args {
@@ -48,14 +56,20 @@ func newWSCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := wset.Write(out, u); err != nil {
+			w, what := u, "union"
+			if onlyCommon {
+				w, what = common, "pages common to all"
+			}
+			if err := wset.Write(out, w); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d pages, %d common to all %d recordings\n", out, u.Pages(), common, len(sets))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s of %d recordings, %d pages (union %d, common to all %d)\n",
+				out, what, len(sets), w.Pages(), u.Pages(), common.Pages())
 			return nil
 		},
 	}
 	merge.Flags().StringVar(&out, "out", "", "merged working set to write")
+	merge.Flags().BoolVar(&onlyCommon, "common", false, "write only the pages common to all recordings")
 	merge.MarkFlagRequired("out")
 	cmd.AddCommand(show, merge)
 	return cmd

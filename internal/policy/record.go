@@ -30,9 +30,22 @@ type RecordOptions struct {
 	// with the set so far, each adding the pages its guest touched beyond
 	// the prefetch. A guest does not touch quite the same pages on every
 	// run, and each page a recording misses costs a restore one fault.
-	Runs  int
-	Accel string
+	Runs int
+	// Margin widens each page run a refining run added by this many pages
+	// on either side, data pages of the memory file only (0 means
+	// DefaultMargin, negative none).
+	Margin int
+	Accel  string
 }
+
+// DefaultMargin is how far around a page the refining runs added the
+// recording also takes the memory file's data pages. What the refining runs
+// add, and what a restore still faults on after eight of them, are pages a
+// few dozen pages away from each other in the same small regions of guest
+// memory (kernel allocations that follow the run's timing; alloc and bert:
+// one 90-page region near the top of guest RAM): the margin takes those
+// regions whole for a few percent more pages (docs/measurements/issue3.md).
+const DefaultMargin = 16
 
 // DefaultRecordRuns is how many restores a recording takes by default.
 // Each later run adds the few pages the guest touched this time and no run
@@ -60,6 +73,9 @@ type RecordReport struct {
 	// added: pages the guest touched beyond the prefetch of the set so far.
 	RefinedPages     int64 `json:"refined_pages"`
 	RefinedZeroPages int64 `json:"refined_zero_pages"`
+	// MarginPages are the data pages added around the refined pages
+	// (RecordOptions.Margin).
+	MarginPages int64 `json:"margin_pages"`
 	// CommonPages is, with Merge, how many pages the old and the new
 	// recording share.
 	CommonPages int64  `json:"common_pages,omitempty"`
@@ -90,7 +106,10 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	if err != nil {
 		return nil, nil, err
 	}
-	var set *wset.Set
+	var (
+		set     *wset.Set
+		refined []wset.Extent
+	)
 	for i := range runs {
 		hooks := nora
 		if set != nil {
@@ -114,12 +133,24 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 			continue
 		}
 		added, zero := extend(set, got, prefetch.Plan(set.Extents, prefetch.DefaultGapPages))
-		rep.RefinedPages += added
+		refined = append(refined, added...)
+		rep.RefinedPages += wset.PageCount(added)
 		rep.RefinedZeroPages += zero
-		fmt.Fprintf(log, "run %d of %d (snapbpf): %d pages and %d touched holes beyond the prefetch, invoke e2e %.0f ms\n", i+1, runs, added, zero, vm.E2EMs)
+		fmt.Fprintf(log, "run %d of %d (snapbpf): %d pages and %d touched holes beyond the prefetch, invoke e2e %.0f ms\n", i+1, runs, wset.PageCount(added), zero, vm.E2EMs)
 	}
 	if runs > 1 {
-		set.Source += fmt.Sprintf("; refined by %d snapbpf restores", runs-1)
+		margin := o.Margin
+		if margin == 0 {
+			margin = DefaultMargin
+		}
+		if margin > 0 && len(refined) > 0 {
+			data, err := snapshot.DataExtents(dir.MemPath())
+			if err != nil {
+				return nil, nil, fmt.Errorf("record: %w", err)
+			}
+			rep.MarginPages = widen(set, refined, uint64(margin), data)
+		}
+		set.Source += fmt.Sprintf("; refined by %d snapbpf restores, margin %d pages", runs-1, max(margin, 0))
 	}
 	if o.Merge {
 		old, err := wset.Read(rep.Path)
@@ -128,9 +159,11 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 		case err != nil:
 			return nil, nil, err
 		default:
-			if set, rep.CommonPages, err = wset.Merge(old, set); err != nil {
+			union, common, err := wset.Merge(old, set)
+			if err != nil {
 				return nil, nil, err
 			}
+			set, rep.CommonPages = union, common.Pages()
 		}
 	}
 	b, err := set.MarshalBinary()
@@ -183,8 +216,8 @@ func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOp
 
 // extend adds to set the pages of got that the prefetch plan of set did not
 // bring in (data beyond plan, holes beyond set.Zero), after set's own, and
-// returns how many of each it added.
-func extend(set, got *wset.Set, plan []wset.Extent) (pages, zero int64) {
+// returns the data pages it added and how many holes.
+func extend(set, got *wset.Set, plan []wset.Extent) (added []wset.Extent, zero int64) {
 	var data, holes wset.Builder
 	for _, e := range set.Extents {
 		data.Add(e.Page, e.N)
@@ -192,17 +225,52 @@ func extend(set, got *wset.Set, plan []wset.Extent) (pages, zero int64) {
 	for _, e := range set.Zero {
 		holes.Add(e.Page, e.N)
 	}
-	before, beforeZero := data.Pages(), holes.Pages()
+	beforeZero := holes.Pages()
 	for _, e := range got.Extents {
+		// plan covers every page of set and got's extents are disjoint:
+		// each part outside plan is new.
 		for _, r := range outside(e, plan) {
 			data.Add(r.Page, r.N)
+			added = append(added, r)
 		}
 	}
 	for _, e := range got.Zero {
 		holes.Add(e.Page, e.N)
 	}
 	set.Extents, set.Zero = data.Extents(), holes.Extents()
-	return data.Pages() - before, holes.Pages() - beforeZero
+	return added, holes.Pages() - beforeZero
+}
+
+// widen adds to set, after its own pages, the data pages of the memory file
+// (data: its data byte ranges, in order) within margin pages of an extent of
+// around, and returns how many it added.
+func widen(set *wset.Set, around []wset.Extent, margin uint64, data []snapshot.Extent) int64 {
+	var b wset.Builder
+	for _, e := range set.Extents {
+		b.Add(e.Page, e.N)
+	}
+	before := b.Pages()
+	for _, e := range around {
+		lo := e.Page - min(e.Page, margin)
+		hi := e.End() + margin
+		// Data ranges are page-aligned on the filesystems we punch holes
+		// on; a partial page counts as data.
+		i, _ := slices.BinarySearchFunc(data, lo, func(d snapshot.Extent, p uint64) int {
+			if uint64(d.Off+d.Len) <= p*wset.PageSize {
+				return -1
+			}
+			return 1
+		})
+		for ; i < len(data) && uint64(data[i].Off) < hi*wset.PageSize; i++ {
+			first := max(lo, uint64(data[i].Off)/wset.PageSize)
+			end := min(hi, (uint64(data[i].Off+data[i].Len)+wset.PageSize-1)/wset.PageSize)
+			if end > first {
+				b.Add(first, end-first)
+			}
+		}
+	}
+	set.Extents = b.Extents()
+	return b.Pages() - before
 }
 
 // outside returns the parts of e that no extent of plan (sorted by page,

@@ -154,7 +154,7 @@ func decodePayload(p []byte, version int) (*Set, error) {
 // each as the signed distance of its first page from the end of the
 // previous one and its length.
 func appendExtents(p []byte, ext []Extent) []byte {
-	p = binary.AppendUvarint(p, uint64(pageCount(ext)))
+	p = binary.AppendUvarint(p, uint64(PageCount(ext)))
 	p = binary.AppendUvarint(p, uint64(len(ext)))
 	var prevEnd uint64
 	for _, e := range ext {

@@ -3,6 +3,7 @@ package wset
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -10,19 +11,20 @@ import (
 // different inputs. The union keeps the first set's first-touch order, then
 // appends the pages only later sets touched, each in its own order: the
 // first recording stays the best guess of what a restore touches first.
-// common is the number of pages every set holds, the part of the working
-// set that does not depend on the input.
-func Merge(sets ...*Set) (union *Set, common int64, err error) {
+// common holds the pages every set holds, the part of the working set that
+// does not depend on the input, in the first set's first-touch order (its
+// Zero likewise).
+func Merge(sets ...*Set) (union, common *Set, err error) {
 	if len(sets) == 0 {
-		return nil, 0, errors.New("merge: no working sets")
+		return nil, nil, errors.New("merge: no working sets")
 	}
 	mem := sets[0].Mem
 	for i, s := range sets {
 		if err := s.validate(); err != nil {
-			return nil, 0, fmt.Errorf("merge: set %d: %w", i+1, err)
+			return nil, nil, fmt.Errorf("merge: set %d: %w", i+1, err)
 		}
 		if err := sets[0].Check(s.Mem); err != nil {
-			return nil, 0, fmt.Errorf("merge: set %d against set 1: %w", i+1, err)
+			return nil, nil, fmt.Errorf("merge: set %d against set 1: %w", i+1, err)
 		}
 		// A set written before snapshots had IDs still merges with one
 		// that has it; the union keeps whatever is known.
@@ -35,7 +37,7 @@ func Merge(sets ...*Set) (union *Set, common int64, err error) {
 	}
 
 	var b, zero Builder
-	inter := sorted(sets[0].Extents)
+	inter, interZero := sorted(sets[0].Extents), sorted(sets[0].Zero)
 	for i, s := range sets {
 		for _, e := range s.Extents {
 			b.Add(e.Page, e.N)
@@ -45,20 +47,50 @@ func Merge(sets ...*Set) (union *Set, common int64, err error) {
 		}
 		if i > 0 {
 			inter = intersect(inter, sorted(s.Extents))
+			interZero = intersect(interZero, sorted(s.Zero))
 		}
 	}
-	for _, e := range inter {
-		common += int64(e.N)
-	}
+	now := time.Now().UTC()
 	union = &Set{
 		Version: Version,
 		Mem:     mem,
 		Extents: b.Extents(),
 		Zero:    zero.Extents(),
-		Created: time.Now().UTC(),
+		Created: now,
 		Source:  fmt.Sprintf("merge of %d recordings", len(sets)),
 	}
+	common = &Set{
+		Version: Version,
+		Mem:     mem,
+		Extents: inOrder(sets[0].Extents, inter),
+		Zero:    inOrder(sets[0].Zero, interZero),
+		Created: now,
+		Source:  fmt.Sprintf("pages common to %d recordings", len(sets)),
+	}
 	return union, common, nil
+}
+
+// inOrder returns the parts of ext (any order, disjoint) that keep (sorted
+// by page, disjoint) covers, in ext's order.
+func inOrder(ext, keep []Extent) []Extent {
+	var out []Extent
+	for _, e := range ext {
+		i, _ := slices.BinarySearchFunc(keep, e.Page, func(k Extent, p uint64) int {
+			if k.End() <= p {
+				return -1
+			}
+			return 1
+		})
+		for ; i < len(keep) && keep[i].Page < e.End(); i++ {
+			lo, hi := max(e.Page, keep[i].Page), min(e.End(), keep[i].End())
+			if k := len(out); k > 0 && out[k-1].End() == lo {
+				out[k-1].N += hi - lo
+			} else {
+				out = append(out, Extent{Page: lo, N: hi - lo})
+			}
+		}
+	}
+	return out
 }
 
 // intersect returns the pages both a and b hold; both are sorted by page

@@ -13,11 +13,11 @@ func TestMerge(t *testing.T) {
 		name   string
 		sets   []*Set
 		want   []Extent
-		common int64
+		common []Extent
 	}{
-		{"one", []*Set{set(Extent{5, 3}, Extent{1, 1})}, []Extent{{5, 3}, {1, 1}}, 4},
-		{"identical", []*Set{set(Extent{5, 3}), set(Extent{5, 3})}, []Extent{{5, 3}}, 3},
-		{"disjoint", []*Set{set(Extent{10, 2}), set(Extent{0, 2})}, []Extent{{10, 2}, {0, 2}}, 0},
+		{"one", []*Set{set(Extent{5, 3}, Extent{1, 1})}, []Extent{{5, 3}, {1, 1}}, []Extent{{5, 3}, {1, 1}}},
+		{"identical", []*Set{set(Extent{5, 3}), set(Extent{5, 3})}, []Extent{{5, 3}}, []Extent{{5, 3}}},
+		{"disjoint", []*Set{set(Extent{10, 2}), set(Extent{0, 2})}, []Extent{{10, 2}, {0, 2}}, nil},
 		{
 			"first order kept, new pages of later sets appended",
 			[]*Set{
@@ -26,7 +26,8 @@ func TestMerge(t *testing.T) {
 				set(Extent{50, 1}, Extent{104, 2}, Extent{4, 1}, Extent{900, 1}),
 			},
 			[]Extent{{100, 10}, {0, 7}, {110, 5}, {50, 1}, {900, 1}}, // 5,6 extend 0..4
-			2, // 4 and 105 are in all three
+			// 4 and 105 are in all three; the first set's order.
+			[]Extent{{105, 1}, {4, 1}},
 		},
 	}
 	for _, tc := range tests {
@@ -35,14 +36,16 @@ func TestMerge(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(u.Extents, tc.want) || common != tc.common {
-				t.Fatalf("union %v common %d, want %v common %d", u.Extents, common, tc.want, tc.common)
+			if !slices.Equal(u.Extents, tc.want) || !slices.Equal(common.Extents, tc.common) {
+				t.Fatalf("union %v common %v, want %v common %v", u.Extents, common.Extents, tc.want, tc.common)
 			}
-			if err := u.validate(); err != nil {
-				t.Fatal(err)
-			}
-			if u.Mem != mem {
-				t.Fatalf("union identity %+v", u.Mem)
+			for _, s := range []*Set{u, common} {
+				if err := s.validate(); err != nil {
+					t.Fatal(err)
+				}
+				if s.Mem != mem {
+					t.Fatalf("identity %+v", s.Mem)
+				}
 			}
 		})
 	}
@@ -79,12 +82,15 @@ func TestMergeUnitesZeroExtents(t *testing.T) {
 	id := Identity{Size: 1 << 20}
 	a := &Set{Mem: id, Extents: []Extent{{0, 4}}, Zero: []Extent{{100, 2}}}
 	b := &Set{Mem: id, Extents: []Extent{{2, 4}}, Zero: []Extent{{101, 3}, {50, 1}}}
-	u, _, err := Merge(a, b)
+	u, common, err := Merge(a, b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []Extent{{100, 4}, {50, 1}}
 	if !slices.Equal(u.Zero, want) || u.ZeroPages() != 5 {
 		t.Fatalf("zero extents %v, want %v", u.Zero, want)
+	}
+	if want := []Extent{{101, 1}}; !slices.Equal(common.Zero, want) || !slices.Equal(common.Extents, []Extent{{2, 2}}) {
+		t.Fatalf("common %v zero %v, want [2+2] zero %v", common.Extents, common.Zero, want)
 	}
 }

@@ -56,12 +56,13 @@ type Set struct {
 }
 
 // Pages is the number of pages in the set.
-func (s *Set) Pages() int64 { return pageCount(s.Extents) }
+func (s *Set) Pages() int64 { return PageCount(s.Extents) }
 
 // ZeroPages is the number of touched hole pages (Zero).
-func (s *Set) ZeroPages() int64 { return pageCount(s.Zero) }
+func (s *Set) ZeroPages() int64 { return PageCount(s.Zero) }
 
-func pageCount(ext []Extent) int64 {
+// PageCount is the number of pages in ext.
+func PageCount(ext []Extent) int64 {
 	var n uint64
 	for _, e := range ext {
 		n += e.N
@@ -126,7 +127,7 @@ func (b *Builder) Extents() []Extent {
 }
 
 // Pages is the number of distinct pages added so far.
-func (b *Builder) Pages() int64 { return pageCount(b.extents) }
+func (b *Builder) Pages() int64 { return PageCount(b.extents) }
 
 // validate checks the invariants every stored set keeps: extents and zero
 // extents are non-empty, inside the memory file, and all disjoint.
