@@ -19,7 +19,7 @@ def planned(ws, gap=4):
         if 1 < b - a <= gap + 1: out.update(range(a, b))
     return out
 MiB = 1 << 20
-rows1, rows2, rows3, rows4 = [], [], [], []
+rows1, rows2, rows3, rows4, rows5 = [], [], [], [], []
 for f in FNS:
     if not os.path.exists(f'{R}/raw/{f}.{RUNS}.nora2.json'): continue
     m = j(f'{R}/snaps/{f}/manifest.json')
@@ -41,20 +41,33 @@ for f in FNS:
                  f"{med(v['guest_fn_ms'] for v in k['warm']):.0f} / {med(v['guest_fn_ms'] for v in k['snapbpf']):.0f} | {' '.join(map(str, sbf))} | {' '.join(str(v['major_faults']) for v in k['lazy'])} |")
     rec = [j(f'{R}/raw/{f}.{i}.record.json')['vm']['e2e_ms'] for i in range(1, RUNS + 1)]
     r1 = j(f'{R}/raw/{f}.record1.json')
-    rows3.append(f"| {f} | {med(rec):.0f} | {e2e['nora']:.0f} | {med(rec)/e2e['nora']:.3f} | {r1['pages']} | {r1.get('refined_pages', 0)} | {r1['zero_pages']} | {r1.get('refined_zero_pages', 0)} |")
+    rows3.append(f"| {f} | {med(rec):.0f} | {e2e['nora']:.0f} | {med(rec)/e2e['nora']:.3f} | {r1['pages']} | {r1.get('refined_pages', 0)} | {r1.get('margin_pages', 0)} | {r1['zero_pages']} | {r1.get('refined_zero_pages', 0)} |")
     W1 = pages(f'{R}/snaps/{f}.ws.json'); W2 = pages(f'{R}/snaps/{f}.in2.ws.json'); W1b = pages(f'{R}/snaps/{f}.in1b.ws.json')
     P = planned(W1)
     rows4.append(f"| {f} | {len(W1)} | {len(W2)} | {len(W1-W2)} ({100*len(W1-W2)/len(W1):.1f}%) | {len(W2-W1)} ({100*len(W2-W1)/len(W2):.1f}%) | "
                  f"{100*len(W1-W1b)/len(W1):.1f}% / {100*len(W1b-W1)/len(W1b):.1f}% | {e2e['snapbpf2']:.0f} | {e2e['nora2']:.0f} | {mf['snapbpf2']:g} | {mf['nora2']:g} |")
+for f in FNS:
+    if not os.path.exists(f'{R}/raw/{f}.{RUNS}.nora4.json'): continue
+    k = {kind: [vm(f, i, kind) for i in range(1, RUNS + 1)] for kind in 'core4 snapbpf4 lazy4 nora4'.split()}
+    e2e = {x: med(v['e2e_ms'] for v in k[x]) for x in k}
+    mf = {x: med(v['major_faults'] for v in k[x]) for x in k}
+    C = pages(f'{R}/snaps/{f}.core.ws.json'); W1 = pages(f'{R}/snaps/{f}.ws.json'); W4 = pages(f'{R}/snaps/{f}.in4.ws.json')
+    rows5.append(f"| {f} | {len(C)} | {len(W1)} | {len(W4)} | {len(C-W4)} ({100*len(C-W4)/len(C):.1f}%) | {len(W4-C)} ({100*len(W4-C)/len(W4):.1f}%) | {100*len(W1-W4)/len(W1):.1f}% | "
+                 f"{e2e['core4']:.0f} / {e2e['snapbpf4']:.0f} / {e2e['lazy4']:.0f} / {e2e['nora4']:.0f} | {mf['core4']:g} / {mf['snapbpf4']:g} / {mf['lazy4']:g} / {mf['nora4']:g} |")
 print("| function | RAM MiB | WS MiB | touched holes MiB | e2e ms warm / lazy / nora / snapbpf | major faults warm / lazy / nora / snapbpf | VMM read MiB lazy / nora / snapbpf | prefetch ms | prefetch MiB read + zero-filled | snapbpf / warm | snapbpf / lazy e2e | snapbpf / nora e2e | snapbpf / lazy major faults |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 print("\n".join(rows1)); print()
 print("| function | e2e warm | lazy | nora | snapbpf | guest fn ms warm / snapbpf | snapbpf major faults, 5 runs | lazy major faults, 5 runs |")
 print("|---|---|---|---|---|---|---|---|")
 print("\n".join(rows2)); print()
-print("| function | record e2e ms (1 run) | cold nora e2e ms | ratio | recorded pages (run 1 + later runs) | added by runs 2-8 | touched holes | holes added by runs 2-8 |")
-print("|---|---|---|---|---|---|---|---|")
+print("| function | record e2e ms (1 run) | cold nora e2e ms | ratio | recorded pages (all runs, margin) | added by runs 2-8 | margin pages around them | touched holes | holes added by runs 2-8 |")
+print("|---|---|---|---|---|---|---|---|---|")
 print("\n".join(rows3)); print()
 print("| function | WS(1) pages | WS(2) pages | WS(1) not touched by input 2 (of WS(1)) | input 2 pages not in WS(1) (of WS(2)) | same input, one run: WS not touched / touched not in WS | snapbpf e2e ms input 2 | nora e2e ms input 2 | snapbpf major faults input 2 | nora major faults input 2 |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 print("\n".join(rows4))
+if rows5:
+    print()
+    print("| function | core pages (common to inputs 1-3) | WS(1) pages | input 4 pages | core not touched by input 4 (of core) | input 4 pages not in core (of input 4) | WS(1) not touched by input 4 (of WS(1)) | e2e ms input 4: snapbpf core / snapbpf WS(1) / lazy / nora | major faults input 4: core / WS(1) / lazy / nora |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows5))

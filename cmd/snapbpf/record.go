@@ -101,8 +101,12 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, o policy.RecordOptions) 
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(progress(cmd), "recorded %s: %d pages (%.1f MiB; %d added by runs 2-%d, %d around them) in %d extents and %d touched holes, method %s, %d lost events; first invoke e2e %.0f ms; stored in %s\n",
-		m.Function, rep.Pages, float64(rep.Bytes)/(1<<20), rep.RefinedPages, rep.Runs, rep.MarginPages, rep.Extents, rep.ZeroPages, rep.Method, rep.Lost, rep.VM.E2EMs, rep.Path)
+	refined := ""
+	if rep.Runs > 1 {
+		refined = fmt.Sprintf("; %d added by runs 2-%d, %d around them", rep.RefinedPages, rep.Runs, rep.MarginPages)
+	}
+	fmt.Fprintf(progress(cmd), "recorded %s: %d pages (%.1f MiB%s) in %d extents and %d touched holes, method %s, %d lost events; first invoke e2e %.0f ms; stored in %s\n",
+		m.Function, rep.Pages, float64(rep.Bytes)/(1<<20), refined, rep.Extents, rep.ZeroPages, rep.Method, rep.Lost, rep.VM.E2EMs, rep.Path)
 	return rep, nil
 }
 
