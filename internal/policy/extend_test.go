@@ -43,15 +43,23 @@ func TestExtend(t *testing.T) {
 }
 
 func TestWiden(t *testing.T) {
-	set := &wset.Set{Extents: []wset.Extent{{Page: 40, N: 1}, {Page: 3, N: 1}}}
-	// Data: pages 0-9, a hole, pages 20-49 and half of page 60.
-	data := []snapshot.Extent{{Off: 0, Len: 10 * wset.PageSize}, {Off: 20 * wset.PageSize, Len: 30 * wset.PageSize}, {Off: 60 * wset.PageSize, Len: 100}}
-	around := []wset.Extent{{Page: 3, N: 1}, {Page: 40, N: 2}, {Page: 58, N: 1}}
-	n := widen(set, around, 4, data)
-	// Around page 3: 0-7 less 3 (in the set); around 40-41: 36-45 less 40;
-	// around 58: only the partial data page 60.
-	want := []wset.Extent{{Page: 40, N: 1}, {Page: 3, N: 1}, {Page: 0, N: 3}, {Page: 4, N: 4}, {Page: 36, N: 4}, {Page: 41, N: 5}, {Page: 60, N: 1}}
-	if n != 3+4+4+5+1 || !slices.Equal(set.Extents, want) {
-		t.Errorf("widen added %d: %v; want 17: %v", n, set.Extents, want)
+	const margin = 3
+	A := []wset.Extent{{Page: 40, N: 1}, {Page: 45, N: 1}, {Page: 48, N: 1}}
+	B := []wset.Extent{{Page: 300, N: 1}}
+	C := []wset.Extent{{Page: 600, N: 2}, {Page: 603, N: 2}}
+	D := []wset.Extent{{Page: 800, N: 1}, {Page: 802, N: 1}, {Page: 804, N: 1}}
+	own := slices.Concat([]wset.Extent{{Page: 1000, N: 300}}, A, B, C, D)
+	set := &wset.Set{Extents: slices.Clone(own)} // 311 pages: a budget of 15
+	// Holes at pages 50-59 and 598-599.
+	pg := func(p int64) int64 { return p * wset.PageSize }
+	data := []snapshot.Extent{{Off: 0, Len: pg(50)}, {Off: pg(60), Len: pg(538)}, {Off: pg(600), Len: pg(1400)}}
+	n := widen(set, slices.Concat(D, B, A, C), margin, data)
+	// C found the most (4 pages): 597-607 less the holes and C itself.
+	// Then A (3): 37-51 less the holes and A. B found one page: no
+	// widening. D would take 8 more pages than the budget has left.
+	want := slices.Concat(own, []wset.Extent{{Page: 597, N: 1}, {Page: 602, N: 1}, {Page: 605, N: 3},
+		{Page: 37, N: 3}, {Page: 41, N: 4}, {Page: 46, N: 2}, {Page: 49, N: 1}})
+	if n != 15 || !slices.Equal(set.Extents, want) {
+		t.Errorf("widen added %d: %v\nwant 15: %v", n, set.Extents, want)
 	}
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,21 +32,31 @@ type RecordOptions struct {
 	// the prefetch. A guest does not touch quite the same pages on every
 	// run, and each page a recording misses costs a restore one fault.
 	Runs int
-	// Margin widens each page run a refining run added by this many pages
-	// on either side, data pages of the memory file only (0 means
-	// DefaultMargin, negative none).
+	// Margin widens the regions where the refining runs found pages by
+	// this many pages on either side, data pages of the memory file only
+	// (0 means DefaultMargin, negative none; see widen).
 	Margin int
 	Accel  string
 }
 
-// DefaultMargin is how far around a page the refining runs added the
-// recording also takes the memory file's data pages. What the refining runs
-// add, and what a restore still faults on after eight of them, are pages a
-// few dozen pages away from each other in the same small regions of guest
-// memory (kernel allocations that follow the run's timing; alloc and bert:
-// one 90-page region near the top of guest RAM): the margin takes those
-// regions whole for a few percent more pages (docs/measurements/issue3.md).
+// DefaultMargin is how far around the regions where the refining runs found
+// pages the recording also takes the memory file's data pages (see widen).
+// What the refining runs add, and what a restore still faults on after
+// eight of them, are pages a few dozen pages apart in the same small regions
+// of guest memory (kernel allocations that follow the run's timing; alloc
+// and bert: one 90-page region near the top of guest RAM); taking those
+// regions whole removes the faults for a few percent more pages
+// (docs/measurements/issue3.md).
 const DefaultMargin = 16
+
+// A region of guest memory is widened only where the refining runs found
+// at least marginMinPages pages, and all widening together adds at most
+// marginBudgetPercent of the set's pages: a function whose pages vary all
+// over (gzip: 85 refined pages in 31 places) would otherwise grow by half.
+const (
+	marginMinPages      = 3
+	marginBudgetPercent = 5
+)
 
 // DefaultRecordRuns is how many restores a recording takes by default.
 // Each later run adds the few pages the guest touched this time and no run
@@ -73,8 +84,8 @@ type RecordReport struct {
 	// added: pages the guest touched beyond the prefetch of the set so far.
 	RefinedPages     int64 `json:"refined_pages"`
 	RefinedZeroPages int64 `json:"refined_zero_pages"`
-	// MarginPages are the data pages added around the refined pages
-	// (RecordOptions.Margin).
+	// MarginPages are the data pages added around the regions where the
+	// refining runs found pages (RecordOptions.Margin).
 	MarginPages int64 `json:"margin_pages"`
 	// CommonPages is, with Merge, how many pages the old and the new
 	// recording share.
@@ -242,17 +253,43 @@ func extend(set, got *wset.Set, plan []wset.Extent) (added []wset.Extent, zero i
 }
 
 // widen adds to set, after its own pages, the data pages of the memory file
-// (data: its data byte ranges, in order) within margin pages of an extent of
-// around, and returns how many it added.
+// (data: its data byte ranges, in order) around the regions where the
+// refining runs found pages (around, in any order), and returns how many it
+// added. A region is a run of added extents less than 2*margin pages apart;
+// only regions where the runs found at least marginMinPages pages count, and
+// each is taken whole, widened by margin on both sides, biggest first, while
+// the pages it adds fit in marginBudget of the set. A lone page a refining
+// run found is usually a one-off; a region where several runs found pages
+// is where the guest's allocations move about from run to run.
 func widen(set *wset.Set, around []wset.Extent, margin uint64, data []snapshot.Extent) int64 {
-	var b wset.Builder
+	type region struct {
+		lo, hi uint64 // pages [lo, hi)
+		found  uint64
+	}
+	var regions []region
+	for _, e := range slices.SortedFunc(slices.Values(around), func(a, b wset.Extent) int { return cmp.Compare(a.Page, b.Page) }) {
+		if k := len(regions); k > 0 && e.Page < regions[k-1].hi+2*margin {
+			regions[k-1].hi = max(regions[k-1].hi, e.End())
+			regions[k-1].found += e.N
+			continue
+		}
+		regions = append(regions, region{e.Page, e.End(), e.N})
+	}
+	regions = slices.DeleteFunc(regions, func(r region) bool { return r.found < marginMinPages })
+	slices.SortStableFunc(regions, func(a, b region) int { return cmp.Compare(b.found, a.found) })
+
+	have := slices.SortedFunc(slices.Values(set.Extents), func(a, b wset.Extent) int { return cmp.Compare(a.Page, b.Page) })
+	budget := set.Pages() * marginBudgetPercent / 100
+	var (
+		b     wset.Builder
+		added int64
+	)
 	for _, e := range set.Extents {
 		b.Add(e.Page, e.N)
 	}
-	before := b.Pages()
-	for _, e := range around {
-		lo := e.Page - min(e.Page, margin)
-		hi := e.End() + margin
+	for _, r := range regions {
+		lo, hi := r.lo-min(r.lo, margin), r.hi+margin
+		var take []wset.Extent
 		// Data ranges are page-aligned on the filesystems we punch holes
 		// on; a partial page counts as data.
 		i, _ := slices.BinarySearchFunc(data, lo, func(d snapshot.Extent, p uint64) int {
@@ -265,12 +302,20 @@ func widen(set *wset.Set, around []wset.Extent, margin uint64, data []snapshot.E
 			first := max(lo, uint64(data[i].Off)/wset.PageSize)
 			end := min(hi, (uint64(data[i].Off+data[i].Len)+wset.PageSize-1)/wset.PageSize)
 			if end > first {
-				b.Add(first, end-first)
+				take = append(take, outside(wset.Extent{Page: first, N: end - first}, have)...)
 			}
 		}
+		n := wset.PageCount(take)
+		if added+n > budget {
+			continue
+		}
+		for _, e := range take {
+			b.Add(e.Page, e.N)
+		}
+		added += n
 	}
 	set.Extents = b.Extents()
-	return b.Pages() - before
+	return added
 }
 
 // outside returns the parts of e that no extent of plan (sorted by page,
