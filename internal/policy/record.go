@@ -52,10 +52,11 @@ const DefaultMargin = 16
 // A region of guest memory is widened only where the refining runs found
 // at least marginMinPages pages, and all widening together adds at most
 // marginBudgetPercent of the set's pages: a function whose pages vary all
-// over (gzip: 85 refined pages in 31 places) would otherwise grow by half.
+// over (gzip once: 85 refined pages in 31 places) would otherwise grow by
+// half.
 const (
-	marginMinPages      = 3
-	marginBudgetPercent = 5
+	marginMinPages      = 2
+	marginBudgetPercent = 10
 )
 
 // DefaultRecordRuns is how many restores a recording takes by default.
