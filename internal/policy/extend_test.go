@@ -48,18 +48,18 @@ func TestWiden(t *testing.T) {
 	B := []wset.Extent{{Page: 300, N: 1}}
 	C := []wset.Extent{{Page: 600, N: 2}, {Page: 603, N: 1}}
 	D := []wset.Extent{{Page: 800, N: 1}, {Page: 804, N: 1}}
-	own := slices.Concat([]wset.Extent{{Page: 1000, N: 150}}, A, B, C, D)
-	set := &wset.Set{Extents: slices.Clone(own)} // 158 pages: a budget of 15
+	own := slices.Concat([]wset.Extent{{Page: 1000, N: 202}}, A, B, C, D)
+	set := &wset.Set{Extents: slices.Clone(own)} // 210 pages: a budget of 21
 	// Holes at pages 50-59 and 598-599.
 	pg := func(p int64) int64 { return p * wset.PageSize }
 	data := []snapshot.Extent{{Off: 0, Len: pg(50)}, {Off: pg(60), Len: pg(538)}, {Off: pg(600), Len: pg(1400)}}
 	n := widen(set, slices.Concat(D, B, A, C), margin, data)
 	// C found the most (3 pages): 597-606 less the holes and C itself.
-	// Then A (2): 37-48 less A. B found one page: no widening. D, found
-	// after A, would take 8 more pages than the budget has left.
+	// Then A (2): 37-48 less A. D, found after A, would take 9 more pages
+	// than the budget has left; B (1 page) takes 297-303 less B.
 	want := slices.Concat(own, []wset.Extent{{Page: 597, N: 1}, {Page: 602, N: 1}, {Page: 604, N: 3},
-		{Page: 37, N: 3}, {Page: 41, N: 4}, {Page: 46, N: 3}})
-	if n != 15 || !slices.Equal(set.Extents, want) {
-		t.Errorf("widen added %d: %v\nwant 15: %v", n, set.Extents, want)
+		{Page: 37, N: 3}, {Page: 41, N: 4}, {Page: 46, N: 3}, {Page: 297, N: 3}, {Page: 301, N: 3}})
+	if n != 21 || !slices.Equal(set.Extents, want) {
+		t.Errorf("widen added %d: %v\nwant 21: %v", n, set.Extents, want)
 	}
 }

@@ -49,15 +49,14 @@ type RecordOptions struct {
 // (docs/measurements/issue3.md).
 const DefaultMargin = 16
 
-// A region of guest memory is widened only where the refining runs found
-// at least marginMinPages pages, and all widening together adds at most
-// marginBudgetPercent of the set's pages: a function whose pages vary all
-// over (gzip once: 85 refined pages in 31 places) would otherwise grow by
-// half.
-const (
-	marginMinPages      = 2
-	marginBudgetPercent = 10
-)
+// All widening together adds at most marginBudgetPercent of the set's
+// pages, the regions where the refining runs found the most pages first: a
+// function whose pages vary all over (gzip once: 85 refined pages in 31
+// places) would otherwise grow by half. Regions where the runs found a
+// single page are widened too: the pages a restore still faults on lie up
+// to a few dozen pages from any page the runs found (widening only regions
+// with 2 or more found pages left bert at a median of 3 faults).
+const marginBudgetPercent = 10
 
 // DefaultRecordRuns is how many restores a recording takes by default.
 // Each later run adds the few pages the guest touched this time and no run
@@ -256,12 +255,10 @@ func extend(set, got *wset.Set, plan []wset.Extent) (added []wset.Extent, zero i
 // widen adds to set, after its own pages, the data pages of the memory file
 // (data: its data byte ranges, in order) around the regions where the
 // refining runs found pages (around, in any order), and returns how many it
-// added. A region is a run of added extents less than 2*margin pages apart;
-// only regions where the runs found at least marginMinPages pages count, and
-// each is taken whole, widened by margin on both sides, biggest first, while
-// the pages it adds fit in marginBudget of the set. A lone page a refining
-// run found is usually a one-off; a region where several runs found pages
-// is where the guest's allocations move about from run to run.
+// added. A region is a run of found extents less than 2*margin pages apart;
+// each is taken whole, widened by margin on both sides, those with the most
+// found pages first, while the pages it adds fit in marginBudgetPercent of
+// the set.
 func widen(set *wset.Set, around []wset.Extent, margin uint64, data []snapshot.Extent) int64 {
 	type region struct {
 		lo, hi uint64 // pages [lo, hi)
@@ -276,7 +273,6 @@ func widen(set *wset.Set, around []wset.Extent, margin uint64, data []snapshot.E
 		}
 		regions = append(regions, region{e.Page, e.End(), e.N})
 	}
-	regions = slices.DeleteFunc(regions, func(r region) bool { return r.found < marginMinPages })
 	slices.SortStableFunc(regions, func(a, b region) int { return cmp.Compare(b.found, a.found) })
 
 	have := slices.SortedFunc(slices.Values(set.Extents), func(a, b wset.Extent) int { return cmp.Compare(a.Page, b.Page) })
