@@ -28,8 +28,11 @@ func newRecordCmd() *cobra.Command {
 page cache while a workload runs, with readahead kept off so the capture is what
 the workload touched.
 
-With --snapshot it restores the snapshot once, cold, invokes its function and
-stores the working set in the snapshot directory, for restore --policy snapbpf.
+With --snapshot it restores the snapshot cold and invokes its function --runs
+times: first under nora, then under snapbpf with the set so far, adding what
+each run touched beyond the prefetch; it takes the memory file's data pages
+within --margin pages of the regions those runs found pages in, and stores the
+working set in the snapshot directory, for restore --policy snapbpf.
 With --mem and a command it works for any program that maps or reads FILE (a
 Firecracker restore script, a test program) and writes the working set to --out.
 
