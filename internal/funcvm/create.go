@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/guest"
@@ -41,6 +42,9 @@ type CreateStats struct {
 	ZeroPunched  int64   `json:"zero_pages_punched"` // zero pages made holes after reporting
 	TotalMs      float64 `json:"total_ms"`
 	GuestFreeMiB int64   `json:"guest_free_mib"` // MemFree in the guest before the snapshot
+	// GuestZeroedMiB is how much of it the guest overwrote with zeroes
+	// (free pages report only), for the zero-page punch to find.
+	GuestZeroedMiB int64 `json:"guest_zeroed_mib"`
 }
 
 // CreateSnapshot boots img, initialises the function, optionally has the
@@ -129,6 +133,9 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		return nil, st, err
 	}
 	st.GuestFreeMiB = prep.Mem["MemFree"] >> 20
+	if z, err := strconv.ParseInt(prep.Info["zeroed_bytes"], 10, 64); err == nil {
+		st.GuestZeroedMiB = z >> 20
+	}
 	if report {
 		t := time.Now()
 		alloc, err := settle(ctx, b.MemPath())
@@ -136,7 +143,7 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 			return nil, st, err
 		}
 		st.SettleMs = ms(time.Since(t))
-		logf("free page reporting settled after %.0f ms: memory file holds %d MiB", st.SettleMs, alloc>>20)
+		logf("free page reporting settled after %.0f ms: memory file holds %d MiB (the guest zeroed %d MiB of its %d MiB free)", st.SettleMs, alloc>>20, st.GuestZeroedMiB, st.GuestFreeMiB)
 	}
 
 	t := time.Now()
