@@ -127,6 +127,17 @@ func createReportingSnapshot(ctx context.Context, t *testing.T, img *guest.Image
 		t.Errorf("zero pages: %d left as data; %d punched (manifest says %d): want none left and some punched",
 			zs.ZeroPages, st.ZeroPunched, dir.Manifest.ZeroPagesPunched)
 	}
+	// Free guest memory is not stored, whether reporting reached it or
+	// the guest zeroed it: the file holds what the guest used, and at most
+	// the reserve the guest left unzeroed (8 MiB) and some slack besides.
+	data, _, err := snapshot.MemLayout(dir.MemPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used := int64(fpMemMiB-st.GuestFreeMiB) << 20; st.GuestZeroedMiB == 0 || data > used+16<<20 {
+		t.Errorf("memory file holds %d MiB of data; the guest used %d MiB and zeroed %d of its %d MiB free: want at most %d MiB",
+			data>>20, used>>20, st.GuestZeroedMiB, st.GuestFreeMiB, used>>20+16)
+	}
 	return dir
 }
 
