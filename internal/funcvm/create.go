@@ -133,10 +133,10 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		return nil, st, err
 	}
 	st.GuestFreeMiB = prep.Mem["MemFree"] >> 20
-	if z, err := strconv.ParseInt(prep.Info["zeroed_bytes"], 10, 64); err == nil {
-		st.GuestZeroedMiB = z >> 20
-	}
 	if report {
+		if z, err := strconv.ParseInt(prep.Info["zeroed_bytes"], 10, 64); err == nil {
+			st.GuestZeroedMiB = z >> 20
+		}
 		t := time.Now()
 		alloc, err := settle(ctx, b.MemPath())
 		if err != nil {

@@ -145,10 +145,10 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 		}
 		added, zero := extend(set, got, prefetch.Plan(set.Extents, prefetch.DefaultGapPages))
 		refined = append(refined, added...)
-		rep.RefinedPages += wset.PageCount(added)
 		rep.RefinedZeroPages += zero
 		fmt.Fprintf(log, "run %d of %d (snapbpf): %d pages and %d touched holes beyond the prefetch, invoke e2e %.0f ms\n", i+1, runs, wset.PageCount(added), zero, vm.E2EMs)
 	}
+	rep.RefinedPages = wset.PageCount(refined)
 	if runs > 1 {
 		margin := o.Margin
 		if margin == 0 {
