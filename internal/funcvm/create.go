@@ -134,11 +134,13 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 	}
 	st.GuestFreeMiB = prep.Mem["MemFree"] >> 20
 	if report {
-		if z, err := strconv.ParseInt(prep.Info["zeroed_bytes"], 10, 64); err == nil {
-			st.GuestZeroedMiB = z >> 20
-		}
 		t := time.Now()
-		alloc, err := settle(ctx, b.MemPath())
+		var zeroed int64
+		if z, err := strconv.ParseInt(prep.Info["zeroed_bytes"], 10, 64); err == nil {
+			zeroed = z
+		}
+		st.GuestZeroedMiB = zeroed >> 20
+		alloc, err := settle(ctx, b.MemPath(), zeroed)
 		if err != nil {
 			return nil, st, err
 		}
@@ -221,27 +223,37 @@ func createSparse(path string, size int64) error {
 // for 20 s, and a slow or busy guest starts its first pass late (seen: a
 // 3 s quiet window from the start ended before any hole, 4 of 5 times).
 // settle ends when the file has not shrunk for quiet after shrinking at
-// least once, after noReport if it never shrinks, or at limit.
-func settle(ctx context.Context, path string) (int64, error) {
+// least once, after noReport if it never shrinks, or at limit. The guest
+// has just zeroed and freed zeroed bytes; once reporting has given back
+// most of them the rest is left to the zero-page punch after the save
+// (PunchZeroPages), which finds what reporting missed, so settle then
+// waits only for brief quiet: the pass in progress.
+func settle(ctx context.Context, path string, zeroed int64) (int64, error) {
 	const (
 		quiet    = 5 * time.Second
+		brief    = time.Second
 		noReport = 10 * time.Second
 		limit    = 90 * time.Second
 		tick     = 100 * time.Millisecond
 	)
 	start := time.Now()
-	least, shrunk, lastShrink := int64(-1), false, start
+	first, least, shrunk, lastShrink := int64(-1), int64(-1), false, start
 	for {
 		alloc, err := allocated(path)
 		if err != nil {
 			return 0, err
 		}
+		if first < 0 {
+			first = alloc
+		}
 		if least < 0 || alloc < least {
 			shrunk = shrunk || least >= 0
 			least, lastShrink = alloc, time.Now()
 		}
+		mostly := zeroed > 0 && first-alloc >= zeroed-zeroed/8
 		switch {
 		case shrunk && time.Since(lastShrink) >= quiet,
+			mostly && time.Since(lastShrink) >= brief,
 			!shrunk && time.Since(start) >= noReport,
 			time.Since(start) >= limit:
 			return alloc, nil
