@@ -24,6 +24,9 @@ type restoreReport struct {
 	Cold     bool   `json:"cold"`
 	Warm     bool   `json:"warm"`
 	Policy   string `json:"policy"`
+	// Readahead says whether pages outside any prefetch were read with
+	// Linux's readahead (lazy, or snapbpf --keep-readahead).
+	Readahead bool `json:"readahead"`
 	policy.PrefetchStats
 	VMs []vmReport `json:"vms"`
 }
@@ -75,6 +78,7 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVar(&pol, "policy", policy.Lazy, fmt.Sprintf("restore policy %v", policy.Names()))
 	f.StringVar(&ws, "ws", "", "working set for --policy snapbpf (default: the snapshot's, from snapbpf record)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object with a vms array")
+	f.BoolVar(&po.KeepReadahead, "keep-readahead", false, "policy snapbpf: leave readahead on for pages outside the working set (for inputs the recording did not see)")
 	prefetchFlags(f, "prefetch-", &po.Prefetch)
 	cmd.MarkFlagRequired("snapshot")
 	return cmd
@@ -103,7 +107,7 @@ func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOp
 	}
 	rep := &restoreReport{
 		Snapshot: dir.Path, Function: m.Function, Input: o.Input, Count: len(vms),
-		Cold: o.Cold, Warm: o.Warm, Policy: pol.Name(), PrefetchStats: pst,
+		Cold: o.Cold, Warm: o.Warm, Policy: pol.Name(), Readahead: pol.Readahead(), PrefetchStats: pst,
 	}
 	for _, v := range vms {
 		rep.VMs = append(rep.VMs, vmReport{VMResult: v, Policy: pol.Name(), PrefetchStats: pst, HostFnMs: float64(host.Microseconds()) / 1000})

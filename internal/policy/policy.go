@@ -6,7 +6,8 @@
 //   - nora: no readahead for the memory file. Each fault reads one page.
 //   - snapbpf: the recorded working set is prefetched into the memory
 //     file's own page cache, asynchronously, starting before the VMM;
-//     everything else is read one page per fault as in nora.
+//     everything else is read one page per fault as in nora
+//     (Options.KeepReadahead leaves readahead on for it, as in lazy).
 package policy
 
 import (
@@ -41,22 +42,30 @@ type Policy struct {
 	name string
 	mem  string
 	ws   *wset.Set
-	opts prefetch.Options
+	opts Options
 	job  *prefetch.Job
 }
 
 // Options tune a policy.
 type Options struct {
 	Prefetch prefetch.Options
+	// KeepReadahead, for snapbpf only, leaves readahead and QEMU's
+	// hugepage advice as lazy has them for the pages outside the working
+	// set: a fault there reads megabytes around it instead of one page.
+	// For inputs whose pages the recording did not see.
+	KeepReadahead bool
 }
 
 // New prepares a restore of dir under policy name. Policy snapbpf needs the
 // snapshot's working set, recorded with snapbpf record; wsPath overrides
 // where it is read from.
 func New(name string, dir *snapshot.Dir, wsPath string, o Options) (*Policy, error) {
-	p := &Policy{name: name, mem: dir.MemPath(), opts: o.Prefetch}
+	p := &Policy{name: name, mem: dir.MemPath(), opts: o}
 	switch name {
 	case Lazy, NoRA:
+		if o.KeepReadahead {
+			return nil, fmt.Errorf("policy %s: keeping readahead outside the working set is an option of policy snapbpf only", name)
+		}
 		return p, nil
 	case SnapBPF:
 	default:
@@ -95,7 +104,7 @@ func (p *Policy) Begin(ctx context.Context) error {
 	if p.ws == nil {
 		return nil
 	}
-	o := p.opts
+	o := p.opts.Prefetch
 	o.Zero = p.ws.Zero
 	job, err := prefetch.Start(ctx, p.mem, p.ws.Extents, o)
 	if err != nil {
@@ -109,13 +118,17 @@ func (p *Policy) Begin(ctx context.Context) error {
 func (p *Policy) Configure(c *vmm.Config) {
 	// QEMU's MADV_HUGEPAGE on guest RAM reads 4 MiB per fault whatever
 	// the readahead setting; only lazy keeps Linux and QEMU as they are.
-	c.IgnoreHugepageAdvice = p.name != Lazy
+	c.IgnoreHugepageAdvice = !p.Readahead()
 }
+
+// Readahead says whether the VMM keeps Linux's readahead on the memory
+// file: policy lazy, or snapbpf with Options.KeepReadahead.
+func (p *Policy) Readahead() bool { return p.name == Lazy || p.opts.KeepReadahead }
 
 // VMMStarted implements funcvm.Hooks: readahead off for the VMM's
 // descriptor of the memory file, before the guest touches anything.
 func (p *Policy) VMMStarted(ctx context.Context, pid int) error {
-	if p.name == Lazy {
+	if p.Readahead() {
 		return nil
 	}
 	if _, err := readahead.DisableForProcess(pid, p.mem); err != nil {
