@@ -100,15 +100,12 @@ func (b *bench) prefetch(ctx context.Context, d *snapshot.Dir, k Key, run *Run) 
 		mt[MetricBytes], mt[MetricMs], mt[MetricRequests] = float64(st.Bytes), ms(st.CompleteDur), float64(st.Requests)
 		run.Detail = fmt.Sprintf("prefetch engine %s, %d workers, plan %.1f ms, issue %.1f ms", st.Engine, st.Workers, ms(st.PlanDur), ms(st.IssueDur))
 	case SeriesFio:
-		data, err := snapshot.DataExtents(mem)
+		// The prefetch's own requests, in file order (the prefetch issues
+		// them in first-touch order).
+		reqs, err := prefetch.Requests(mem, ws.Extents, prefetch.Options{OffsetOrder: true})
 		if err != nil {
-			return fmt.Errorf("data extents of %s: %w", mem, err)
+			return err
 		}
-		maxLen := int64(fallbackRequestKB) << 10
-		if kb := b.machine.Disk.MaxSectorsKB; kb > 0 {
-			maxLen = int64(kb) << 10
-		}
-		reqs := replayRequests(ws.Extents, data, maxLen)
 		res, err := fioReplay(ctx, mem, reqs)
 		if err != nil {
 			return err
@@ -135,7 +132,3 @@ func (b *bench) prefetch(ctx context.Context, d *snapshot.Dir, k Key, run *Run) 
 	}
 	return nil
 }
-
-// fallbackRequestKB is prefetch's request size where the device's limit
-// is unknown.
-const fallbackRequestKB = 128

@@ -11,47 +11,7 @@ import (
 	"strings"
 
 	"github.com/snapbpf/snapbpf/internal/prefetch"
-	"github.com/snapbpf/snapbpf/internal/snapshot"
-	"github.com/snapbpf/snapbpf/internal/wset"
 )
-
-// fioRequest is one read of the replay, in bytes.
-type fioRequest struct{ off, len int64 }
-
-// replayRequests are the reads prefetch issues for extents of a file with
-// the given data extents: merged across prefetch.DefaultGapPages, holes
-// cut out, split at maxLen. It rebuilds the plan from prefetch's exported
-// pieces so fio reads what the prefetch reads.
-func replayRequests(extents []wset.Extent, data []snapshot.Extent, maxLen int64) []fioRequest {
-	var reqs []fioRequest
-	d := 0
-	for _, e := range prefetch.Plan(extents, prefetch.DefaultGapPages) {
-		off, end := int64(e.Page)*wset.PageSize, int64(e.End())*wset.PageSize
-		for d < len(data) && data[d].Off+data[d].Len <= off {
-			d++
-		}
-		for i := d; i < len(data) && data[i].Off < end; i++ {
-			s, t := max(off, data[i].Off), min(end, data[i].Off+data[i].Len)
-			// Pages partly data are read whole, as prefetch does.
-			s = s / wset.PageSize * wset.PageSize
-			t = (t + wset.PageSize - 1) / wset.PageSize * wset.PageSize
-			if k := len(reqs) - 1; k >= 0 && reqs[k].off+reqs[k].len >= s {
-				reqs[k].len = max(reqs[k].off+reqs[k].len, t) - reqs[k].off
-				continue
-			}
-			reqs = append(reqs, fioRequest{s, t - s})
-		}
-	}
-	var out []fioRequest
-	for _, r := range reqs {
-		for r.len > maxLen {
-			out = append(out, fioRequest{r.off, maxLen})
-			r.off, r.len = r.off+maxLen, r.len-maxLen
-		}
-		out = append(out, r)
-	}
-	return out
-}
 
 // fioResult is what a fio replay measured.
 type fioResult struct {
@@ -69,7 +29,7 @@ type fioResult struct {
 // fioReplay has fio read exactly reqs of file, buffered, through io_uring
 // at depth 32 with readahead off (fadvise random), as the prefetch's
 // engine sees the device. fio reports whole milliseconds.
-func fioReplay(ctx context.Context, file string, reqs []fioRequest) (fioResult, error) {
+func fioReplay(ctx context.Context, file string, reqs []prefetch.Request) (fioResult, error) {
 	if len(reqs) == 0 {
 		return fioResult{}, fmt.Errorf("fio replay of %s: no requests", file)
 	}
@@ -82,8 +42,8 @@ func fioReplay(ctx context.Context, file string, reqs []fioRequest) (fioResult, 
 	fmt.Fprintf(w, "fio version 2 iolog\n%s add\n%s open\n", file, file)
 	var longest, total int64
 	for _, r := range reqs {
-		fmt.Fprintf(w, "%s read %d %d\n", file, r.off, r.len)
-		longest, total = max(longest, r.len), total+r.len
+		fmt.Fprintf(w, "%s read %d %d\n", file, r.Off, r.Len)
+		longest, total = max(longest, r.Len), total+r.Len
 	}
 	fmt.Fprintf(w, "%s close\n", file)
 	if err := w.Flush(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"os"
 
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/prefetch"
 )
 
 // CachedBytes is how much of the file at path is in the page cache now.
@@ -21,7 +22,7 @@ func CachedBytes(path string) (int64, error) {
 
 // cachedIn is how many bytes of the page-aligned ranges reqs of the file
 // at path are in the page cache now.
-func cachedIn(path string, reqs []fioRequest) (int64, error) {
+func cachedIn(path string, reqs []prefetch.Request) (int64, error) {
 	vec, err := pagecache.Residency(path)
 	if err != nil {
 		return 0, err
@@ -29,7 +30,7 @@ func cachedIn(path string, reqs []fioRequest) (int64, error) {
 	page := int64(os.Getpagesize())
 	var n int64
 	for _, r := range reqs {
-		for p := r.off / page; p < (r.off+r.len+page-1)/page && p < int64(len(vec)); p++ {
+		for p := r.Off / page; p < (r.Off+r.Len+page-1)/page && p < int64(len(vec)); p++ {
 			n += int64(vec[p] & 1)
 		}
 	}

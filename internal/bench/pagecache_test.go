@@ -4,6 +4,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,7 +53,7 @@ func TestCachedBytes(t *testing.T) {
 	if got < 64<<10 || got >= size {
 		t.Errorf("CachedBytes after reading 64 KiB of 4 MiB = %d", got)
 	}
-	in, err := cachedIn(path, []fioRequest{{1 << 20, 64 << 10}, {2 << 20, 64 << 10}})
+	in, err := cachedIn(path, []prefetch.Request{{Off: 1 << 20, Len: 64 << 10}, {Off: 2 << 20, Len: 64 << 10}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,3 +100,25 @@ func TestByFirstTouch(t *testing.T) {
 		t.Errorf("got %v, want %v", got, want)
 	}
 }
+
+// TestRequests checks the requests another tool replays against the
+// plan's rules on a real file with a hole: merged across the gap, the
+// hole cut out, split at the request limit, in first-touch or file order.
+func TestRequests(t *testing.T) {
+	const P = wset.PageSize
+	path := memFile(t, 1<<20, request{32 * P, 16 * P}) // pages 32-47 a hole
+	touch := []wset.Extent{ex(100, 1), ex(30, 20), ex(0, 2), ex(4, 3)}
+	o := Options{MaxRequestBytes: 8 * P}
+	want := []Request{{100 * P, P}, {30 * P, 2 * P}, {48 * P, 2 * P}, {0, 7 * P}}
+	if got, err := Requests(path, touch, o); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Requests, first-touch order = %v, %v; want %v", got, err, want)
+	}
+	o.OffsetOrder, o.MaxRequestBytes = true, 4*P
+	want = []Request{{0, 4 * P}, {4 * P, 3 * P}, {30 * P, 2 * P}, {48 * P, 2 * P}, {100 * P, P}}
+	if got, err := Requests(path, touch, o); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Requests, file order, 4-page limit = %v, %v; want %v", got, err, want)
+	}
+	if _, err := Requests(path+".missing", touch, o); err == nil {
+		t.Fatal("Requests of a missing file: no error")
+	}
+}

@@ -137,6 +137,60 @@ func Start(ctx context.Context, file string, extents []wset.Extent, o Options) (
 	return j, nil
 }
 
+// dataRequests are the reads of extents' data in f, merged across o's gap,
+// holes cut out, split at the longest request one call reads, in issue
+// order. It also returns the bytes of holes left out and that length.
+func dataRequests(f *os.File, size int64, extents []wset.Extent, o Options) (reqs []request, holes, maxLen int64, err error) {
+	gap := uint64(DefaultGapPages)
+	if o.GapPages > 0 {
+		gap = uint64(o.GapPages)
+	} else if o.GapPages < 0 {
+		gap = 0
+	}
+	maxLen = o.MaxRequestBytes
+	if maxLen <= 0 {
+		maxLen = maxRequestBytes(f)
+	}
+	maxLen = min(max(maxLen, wset.PageSize)/wset.PageSize*wset.PageSize, maxRequestCap)
+	reqs, holes, err = toRequests(f, Plan(extents, gap), size)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	reqs = split(reqs, maxLen)
+	if !o.OffsetOrder {
+		reqs = byFirstTouch(reqs, extents)
+	}
+	return reqs, holes, maxLen, nil
+}
+
+// Request is one read of a file, in bytes.
+type Request struct{ Off, Len int64 }
+
+// Requests are the reads a prefetch of extents from file issues for their
+// data, in its order, with o's gap, request length and order applied as
+// Start applies them (o.Zero's fills read nothing and are left out): to
+// replay the same I/O with another tool.
+func Requests(file string, extents []wset.Extent, o Options) ([]Request, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("prefetch: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("prefetch: %w", err)
+	}
+	reqs, _, _, err := dataRequests(f, st.Size(), extents, o)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Request, len(reqs))
+	for i, r := range reqs {
+		out[i] = Request{r.off, r.len}
+	}
+	return out, nil
+}
+
 // Prefetch runs a prefetch to completion.
 func Prefetch(ctx context.Context, file string, extents []wset.Extent, o Options) (Stats, error) {
 	j, err := Start(ctx, file, extents, o)
@@ -196,28 +250,11 @@ func (j *Job) run(ctx context.Context, t0 time.Time, f *os.File, size int64, ext
 }
 
 func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64, extents []wset.Extent, eng engine, workers int, o Options, issued func()) error {
-	gap := uint64(DefaultGapPages)
-	if o.GapPages > 0 {
-		gap = uint64(o.GapPages)
-	} else if o.GapPages < 0 {
-		gap = 0
-	}
-	maxLen := o.MaxRequestBytes
-	if maxLen <= 0 {
-		maxLen = maxRequestBytes(f)
-	}
-	maxLen = min(max(maxLen, wset.PageSize)/wset.PageSize*wset.PageSize, maxRequestCap)
-
-	exact := Plan(extents, 0) // the working set itself, deduplicated
-	plan := Plan(extents, gap)
-	reqs, holes, err := toRequests(f, plan, size)
+	reqs, holes, maxLen, err := dataRequests(f, size, extents, o)
 	if err != nil {
 		return err
 	}
-	reqs = split(reqs, maxLen)
-	if !o.OffsetOrder {
-		reqs = byFirstTouch(reqs, extents)
-	}
+	exact := Plan(extents, 0) // the working set itself, deduplicated
 	var bytes, longest int64
 	for _, r := range reqs {
 		bytes += r.len
