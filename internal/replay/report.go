@@ -49,6 +49,17 @@ type VMResult struct {
 // RunResult is one timed run of Concurrency VMs.
 type RunResult struct {
 	VMs []VMResult `json:"vms"`
+	Measures
+	Prefetch *prefetch.Stats `json:"prefetch,omitempty"`
+	// Verify's totals, and the digest of the touched pages read from the
+	// memory file itself (each VM's Digest must equal it).
+	VerifiedPages int64  `json:"verified_pages,omitempty"`
+	Mismatches    int64  `json:"mismatched_pages,omitempty"`
+	FileDigest    string `json:"file_digest,omitempty"`
+}
+
+// Measures are what one run measured; a Report holds their medians.
+type Measures struct {
 	// Means over the VMs, and the slowest.
 	CompletionMs    float64 `json:"completion_ms"`
 	MaxCompletionMs float64 `json:"max_completion_ms"`
@@ -61,12 +72,6 @@ type RunResult struct {
 	AnonBytes  int64            `json:"anon_bytes"`
 	PageCache  map[string]int64 `json:"page_cache_bytes"`
 	TotalBytes int64            `json:"total_memory_bytes"`
-	Prefetch   *prefetch.Stats  `json:"prefetch,omitempty"`
-	// Verify's totals, and the digest of the touched pages read from the
-	// memory file itself (each VM's Digest must equal it).
-	VerifiedPages int64  `json:"verified_pages,omitempty"`
-	Mismatches    int64  `json:"mismatched_pages,omitempty"`
-	FileDigest    string `json:"file_digest,omitempty"`
 }
 
 // Report is a replay's result: medians over the runs and each run.
@@ -88,18 +93,8 @@ type Report struct {
 
 	Prepare *PrepareReport `json:"prepare,omitempty"`
 
-	// Medians over runs.
-	CompletionMs    float64          `json:"completion_ms"`
-	MaxCompletionMs float64          `json:"max_completion_ms"`
-	StallMs         float64          `json:"stall_ms"`
-	MajorFaults     float64          `json:"major_faults"`
-	MinorFaults     float64          `json:"minor_faults"`
-	UffdFaults      float64          `json:"uffd_faults"`
-	ReadBytes       int64            `json:"read_bytes"`
-	AnonBytes       int64            `json:"anon_bytes"`
-	PageCache       map[string]int64 `json:"page_cache_bytes"`
-	TotalBytes      int64            `json:"total_memory_bytes"`
-	Mismatches      int64            `json:"mismatched_pages"`
+	Measures         // medians over the runs
+	Mismatches int64 `json:"mismatched_pages"` // summed over the runs
 
 	Runs []RunResult `json:"runs"`
 }

@@ -282,7 +282,7 @@ func runOnce(ctx context.Context, e *env, pol policyImpl) (_ *RunResult, retErr 
 	if err != nil {
 		return nil, err
 	}
-	r := &RunResult{VMs: res, ReadBytes: read1 - read0, Prefetch: pst, PageCache: map[string]int64{}}
+	r := &RunResult{VMs: res, Measures: Measures{ReadBytes: read1 - read0, PageCache: map[string]int64{}}, Prefetch: pst}
 
 	// Memory, before anything else reads a file.
 	ranges := make([]addrRange, n)
