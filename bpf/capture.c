@@ -18,6 +18,12 @@
  *  - readahead:page_cache_ra_order counts readahead windows of more than
  *    one page on watched files: zero means the capture holds no readahead.
  *
+ * Older kernels lack parts of this: the insertion tracepoint's folio order
+ * field, and the readahead tracepoints. The program checks for both with
+ * CO-RE existence tests, so one object loads on every kernel with BTF; an
+ * insertion without an order is counted (COUNTER_NO_ORDER) and taken as
+ * one page, and user space attaches only the tracepoints that exist.
+ *
  * Regenerate with `go generate ./internal/capture/` (see internal/capture/bpf.go).
  */
 
@@ -53,7 +59,8 @@ enum counter {
 	COUNTER_LOST = 0,       /* records the ring buffer had no room for */
 	COUNTER_RA_WINDOWS = 1, /* readahead windows > 1 page on watched files */
 	COUNTER_RA_PAGES = 2,   /* pages those windows asked for */
-	COUNTER_MAX = 3,
+	COUNTER_NO_ORDER = 3,   /* insertions the kernel reported without an order */
+	COUNTER_MAX = 4,
 };
 
 /* Our own process: its opens of a watched file are not the workload's. */
@@ -122,7 +129,12 @@ int on_add_to_page_cache(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->ra_pages = 0;
 	e->kind = EVENT_INSERT;
-	e->order = ctx->order;
+	if (bpf_core_field_exists(ctx->order)) {
+		e->order = ctx->order;
+	} else {
+		e->order = 0;
+		count(COUNTER_NO_ORDER, 1);
+	}
 	e->pad[0] = 0;
 	e->pad[1] = 0;
 	bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
@@ -202,11 +214,13 @@ int on_exit_open(struct syscall_trace_exit *ctx)
 SEC("tracepoint/readahead/page_cache_ra_order")
 int on_ra_order(struct trace_event_raw_page_cache_ra_order *ctx)
 {
-	struct file_key key = {
-		.ino = ctx->i_ino,
-		.dev = ctx->s_dev,
-	};
+	struct file_key key = {};
 
+	/* Never attached where the tracepoint is missing, but loaded. */
+	if (!bpf_core_type_exists(struct trace_event_raw_page_cache_ra_order))
+		return 0;
+	key.ino = ctx->i_ino;
+	key.dev = ctx->s_dev;
 	if (ctx->size <= 1 || !bpf_map_lookup_elem(&files, &key))
 		return 0;
 	count(COUNTER_RA_WINDOWS, 1);

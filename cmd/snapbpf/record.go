@@ -119,6 +119,7 @@ type commandRecord struct {
 	Method            string       `json:"method"`
 	IncludesReadahead bool         `json:"includes_readahead"`
 	Lost              uint64       `json:"lost_events"`
+	NoOrder           uint64       `json:"insertions_without_order"`
 	HolePagesDropped  uint64       `json:"hole_pages_dropped"`
 	Summary           wset.Summary `json:"working_set"`
 }
@@ -142,10 +143,13 @@ func recordCommand(cmd *cobra.Command, mem, out, method string, argv []string) (
 	if err := wset.Write(out, set); err != nil {
 		return nil, err
 	}
-	if c.IncludesReadahead {
+	if c.Method == capture.MethodMincore {
 		fmt.Fprintf(progress(cmd), "note: this capture (%s) includes readahead, not only the pages the command touched\n", c.Method)
+	}
+	for _, w := range c.Warnings() {
+		fmt.Fprintf(progress(cmd), "warning: %s\n", w)
 	}
 	fmt.Fprintf(progress(cmd), "wrote %s: %d pages in %d extents\n", out, set.Pages(), len(set.Extents))
 	return &commandRecord{Out: out, Method: c.Method, IncludesReadahead: c.IncludesReadahead, Lost: c.Lost,
-		HolePagesDropped: c.HolePagesDropped, Summary: set.Summary()}, nil
+		NoOrder: c.NoOrder, HolePagesDropped: c.HolePagesDropped, Summary: set.Summary()}, nil
 }

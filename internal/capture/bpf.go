@@ -43,7 +43,11 @@ func (r *Recorder) load(o options) (retErr error) {
 	if err := spec.Variables[captureVarWakeupBytes].Set(uint64(o.ringBuffer / 4)); err != nil {
 		return fmt.Errorf("set wakeup_bytes: %w", err)
 	}
-	if err := spec.LoadAndAssign(&r.objs, nil); err != nil {
+	var co *ebpf.CollectionOptions
+	if o.kernelTypes != nil {
+		co = &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: o.kernelTypes}}
+	}
+	if err := spec.LoadAndAssign(&r.objs, co); err != nil {
 		return privilegeError("load capture program", err)
 	}
 	defer func() {

@@ -10,6 +10,7 @@ package capture
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/wset"
@@ -57,6 +58,10 @@ type Capture struct {
 	Accesses []Access
 	Opens    []Open
 
+	// NoOrder counts insertions the kernel reported without the folio's
+	// order (its filemap tracepoint predates the field): each is counted
+	// as one page, so a large folio's other pages are missing.
+	NoOrder uint64
 	// Lost counts records the kernel could not queue (ring buffer full).
 	// Non-zero means Accesses is incomplete; Stop also returns ErrLostEvents.
 	Lost uint64
@@ -95,6 +100,26 @@ func Pages(c *Capture, file int) []uint64 { return pagesOf(c.Accesses, file) }
 // HolePages returns the distinct hole pages of file the capture saw, in the
 // order they were first inserted.
 func HolePages(c *Capture, file int) []uint64 { return pagesOf(c.HoleAccesses, file) }
+
+// Warnings say what an eBPF capture holds beyond the pages the workload
+// touched, or lacks of them; none for a clean one. (Readahead in a mincore
+// capture is its method, which IncludesReadahead says.)
+func (c *Capture) Warnings() []string {
+	if c.Method != MethodEBPF {
+		return nil
+	}
+	var w []string
+	if !c.ReadaheadChecked {
+		w = append(w, "this kernel has no readahead:page_cache_ra_order tracepoint, so the capture could not check that it holds no readahead")
+	}
+	if c.ReadaheadWindows > 0 {
+		w = append(w, fmt.Sprintf("readahead reached the watched file during the recording (%d windows, %d pages): the capture includes pages the workload did not touch", c.ReadaheadWindows, c.ReadaheadPages))
+	}
+	if c.NoOrder > 0 {
+		w = append(w, fmt.Sprintf("this kernel's filemap:mm_filemap_add_to_page_cache tracepoint reports no folio order: %d insertions were taken as one page each, so the other pages of any large folio among them are missing (kernels with the order field record them)", c.NoOrder))
+	}
+	return w
+}
 
 // WorkingSet turns the capture of file into a working set of the memory
 // file identified by id: the data pages in first-touch order, and the

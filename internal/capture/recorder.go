@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 )
@@ -32,13 +33,16 @@ const (
 	counterLost = iota
 	counterRAWindows
 	counterRAPages
+	counterNoOrder
+	numCounters
 )
 
 // Option configures a Recorder.
 type Option func(*options)
 
 type options struct {
-	ringBuffer uint32
+	ringBuffer  uint32
+	kernelTypes *btf.Spec // tests: the kernel BTF CO-RE resolves against
 }
 
 // WithRingBuffer sets the ring buffer size in bytes (a power of two, at
@@ -228,6 +232,7 @@ func (r *Recorder) Stop() (*Capture, error) {
 		ReadaheadChecked: r.raHook,
 		ReadaheadWindows: counts[counterRAWindows],
 		ReadaheadPages:   counts[counterRAPages],
+		NoOrder:          counts[counterNoOrder],
 	}
 	c.IncludesReadahead = c.ReadaheadWindows > 0
 	// Records from different CPUs can reach the ring slightly out of time
@@ -284,8 +289,8 @@ func (r *Recorder) dropHoles(c *Capture) error {
 }
 
 // counters sums the per-CPU counters.
-func (r *Recorder) counters() ([3]uint64, error) {
-	var out [3]uint64
+func (r *Recorder) counters() ([numCounters]uint64, error) {
+	var out [numCounters]uint64
 	for i := range out {
 		var perCPU []uint64
 		if err := r.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {

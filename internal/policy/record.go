@@ -74,6 +74,7 @@ type RecordReport struct {
 	Bytes             int64           `json:"bytes"`
 	Extents           int             `json:"extents"`
 	Lost              uint64          `json:"lost_events"`
+	NoOrder           uint64          `json:"insertions_without_order"` // capture.Capture.NoOrder, over the runs
 	HolePagesDropped  uint64          `json:"hole_pages_dropped"`
 	IncludesReadahead bool            `json:"includes_readahead"`
 	// ZeroPages are the touched holes the set lists (wset.Set.Zero).
@@ -130,10 +131,11 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 		if err != nil {
 			return nil, nil, err
 		}
-		if c.IncludesReadahead && o.Method == capture.MethodEBPF {
-			fmt.Fprintf(log, "warning: readahead reached the memory file during the recording (%d windows); the working set includes pages the function did not touch\n", c.ReadaheadWindows)
+		for _, w := range c.Warnings() {
+			fmt.Fprintf(log, "warning: %s\n", w)
 		}
 		rep.Lost += c.Lost
+		rep.NoOrder += c.NoOrder
 		if set == nil {
 			set = got
 			rep.VM, rep.Method, rep.IncludesReadahead = vm, c.Method, c.IncludesReadahead

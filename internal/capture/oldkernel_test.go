@@ -1,0 +1,178 @@
+package capture
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf/btf"
+)
+
+// debianBTF holds the types the program reads, cut from the BTF of Debian
+// 12's kernel (linux-image-6.1.0-56-cloud-amd64, the guest kernel here),
+// which has no readahead tracepoints. To cut it again from a kernel image:
+//
+//	(extract vmlinux from the vmlinuz; Debian's is lz4, after the bytes 02 21 4c 18)
+//	objcopy -O binary --only-section=.BTF vmlinux vmlinux.btf
+//	SNAPBPF_CUT_BTF=vmlinux.btf go test ./internal/capture -run TestOlderKernels
+const debianBTF = "testdata/debian-6.1.0-56-cloud-amd64.btf.gz"
+
+// readTypes are the kernel types the program reads, with all they refer to.
+var readTypes = []string{"trace_event_raw_mm_filemap_op_page_cache", "syscall_trace_exit", "task_struct"}
+
+// cutBTF returns raw BTF holding readTypes of spec, each passed through
+// edit first.
+func cutBTF(t *testing.T, spec *btf.Spec, edit func(btf.Type) btf.Type) []byte {
+	t.Helper()
+	var types []btf.Type
+	for _, name := range readTypes {
+		typ, err := spec.AnyTypeByName(name)
+		if err != nil {
+			t.Fatalf("BTF: %s: %v", name, err)
+		}
+		types = append(types, edit(typ))
+	}
+	b, err := btf.NewBuilder(types, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := b.Marshal(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// withoutOrder is this kernel's BTF as kernels before the folio order
+// field have it (the filemap event class still page-based), and without
+// the readahead tracepoints.
+func withoutOrder(t *testing.T) *btf.Spec {
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Skipf("no kernel BTF: %v", err)
+	}
+	removed := false
+	raw := cutBTF(t, kernel, func(typ btf.Type) btf.Type {
+		s, ok := typ.(*btf.Struct)
+		if !ok || s.Name != readTypes[0] {
+			return typ
+		}
+		s = btf.Copy(s).(*btf.Struct)
+		s.Members = slices.DeleteFunc(s.Members, func(m btf.Member) bool {
+			removed = removed || m.Name == "order"
+			return m.Name == "order"
+		})
+		return s
+	})
+	if !removed {
+		t.Fatalf("this kernel's %s has no order field to remove", readTypes[0])
+	}
+	spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
+func debian(t *testing.T) *btf.Spec {
+	if from := os.Getenv("SNAPBPF_CUT_BTF"); from != "" {
+		f, err := os.Open(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		full, err := btf.LoadSpecFromReader(f)
+		if err != nil {
+			t.Fatalf("%s: %v", from, err)
+		}
+		var out bytes.Buffer
+		z, _ := gzip.NewWriterLevel(&out, gzip.BestCompression)
+		z.Write(cutBTF(t, full, func(typ btf.Type) btf.Type { return typ }))
+		if err := z.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(debianBTF, out.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(debianBTF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", debianBTF, err)
+	}
+	raw, err := io.ReadAll(z)
+	if err != nil {
+		t.Fatalf("%s: %v", debianBTF, err)
+	}
+	spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("%s: %v", filepath.Base(debianBTF), err)
+	}
+	return spec
+}
+
+// TestOlderKernels loads the program with CO-RE resolved against the BTF
+// of older kernels, into the running one: it must load, capture exactly
+// the touched pages, and say when it could not see folio orders.
+func TestOlderKernels(t *testing.T) {
+	needRoot(t)
+	for _, tc := range []struct {
+		name    string
+		types   func(*testing.T) *btf.Spec
+		noOrder bool
+	}{
+		{"debian-6.1 (no readahead tracepoints)", debian, false},
+		{"no folio order, no readahead tracepoints", withoutOrder, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kt := tc.types(t)
+			if _, err := kt.AnyTypeByName("trace_event_raw_page_cache_ra_order"); err == nil {
+				t.Fatal("the kernel types hold the readahead tracepoint")
+			}
+			path := dataFile(t, 16*mib)
+			if _, err := dropCache(path); err != nil {
+				t.Fatal(err)
+			}
+			r, err := NewRecorder([]string{path}, func(o *options) { o.kernelTypes = kt })
+			if err != nil {
+				t.Fatalf("load: %v", err)
+			}
+			defer r.Close()
+			if err := r.Start(); err != nil {
+				t.Fatal(err)
+			}
+			want := sorted(randomPages(11, 200, 16*mib/pageSize))
+			runChild(t, childArgv(t, path, want, "random", ""))
+			c, err := r.Stop()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := sorted(Pages(c, 0))
+			assertCovers(t, got, want)
+			if len(got) > len(want)*105/100 {
+				t.Errorf("captured %d pages for %d touched", len(got), len(want))
+			}
+			if c.ReadaheadWindows != 0 {
+				t.Errorf("readahead counted (%d windows) without the readahead tracepoint's type", c.ReadaheadWindows)
+			}
+			warned := strings.Contains(strings.Join(c.Warnings(), "\n"), "no folio order")
+			switch {
+			case tc.noOrder && (c.NoOrder == 0 || c.NoOrder != uint64(len(c.Accesses))):
+				t.Errorf("NoOrder = %d, want every one of the %d insertions", c.NoOrder, len(c.Accesses))
+			case !tc.noOrder && c.NoOrder != 0:
+				t.Errorf("NoOrder = %d with the order field present", c.NoOrder)
+			case tc.noOrder != warned:
+				t.Errorf("warnings %q: want a folio-order warning %v", c.Warnings(), tc.noOrder)
+			}
+		})
+	}
+}
