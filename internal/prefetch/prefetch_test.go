@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/wset"
+	"golang.org/x/sys/unix"
 )
 
 func openT(tb testing.TB, path string) *os.File {
@@ -227,5 +228,35 @@ func TestZeroFillsTouchedHoles(t *testing.T) {
 				t.Errorf("file blocks %d -> %d: zero fill allocated storage", before, b)
 			}
 		})
+	}
+}
+
+// TestTouchPages: the wait's fallback for kernels without
+// MADV_POPULATE_READ brings exactly the touched range in, as the madvise
+// does (the mapping advised random, as waitResident advises it).
+func TestTouchPages(t *testing.T) {
+	const size = 8 << 20
+	path := memFile(t, size)
+	f := openT(t, path)
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	if err := unix.Madvise(m, unix.MADV_RANDOM); err != nil {
+		t.Fatal(err)
+	}
+	const off, n = 1 << 20, 64
+	if err := touchPages(m[off : off+n*wset.PageSize]); err != nil {
+		t.Fatal(err)
+	}
+	res := residentPages(t, path)
+	for p := off / wset.PageSize; p < off/wset.PageSize+n; p++ {
+		if !res[p] {
+			t.Fatalf("page %d not resident", p)
+		}
+	}
+	if got := res.count(); got != n {
+		t.Fatalf("%d pages resident, want %d", got, n)
 	}
 }

@@ -2,6 +2,7 @@ package prefetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -35,6 +36,7 @@ func waitResident(ctx context.Context, f *os.File, size int64, reqs []request) e
 		return fmt.Errorf("madvise %s: %w", f.Name(), err)
 	}
 	fd := int(f.Fd())
+	populate := populateRead
 	for _, r := range reqs {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -46,10 +48,33 @@ func waitResident(ctx context.Context, f *os.File, size int64, reqs []request) e
 		if cached(fd, r) < (r.len+wset.PageSize-1)/wset.PageSize {
 			_ = unix.Fadvise(fd, r.off, r.len, unix.FADV_WILLNEED)
 		}
-		if err := unix.Madvise(m[r.off:r.end()], unix.MADV_POPULATE_READ); err != nil {
+		err := populate(m[r.off:r.end()])
+		if errors.Is(err, unix.EINVAL) {
+			// Kernels before 5.14 have no MADV_POPULATE_READ.
+			populate = touchPages
+			err = populate(m[r.off:r.end()])
+		}
+		if err != nil {
 			return fmt.Errorf("wait for %s at %d+%d: %w", f.Name(), r.off, r.len, err)
 		}
 	}
+	return nil
+}
+
+func populateRead(b []byte) error { return unix.Madvise(b, unix.MADV_POPULATE_READ) }
+
+// touched keeps touchPages's reads from being optimised away.
+var touched byte
+
+// touchPages reads a byte of every page of b: each read of a page whose
+// read is in flight waits for it, as MADV_POPULATE_READ does, one fault
+// per page.
+func touchPages(b []byte) error {
+	var x byte
+	for i := 0; i < len(b); i += wset.PageSize {
+		x ^= b[i]
+	}
+	touched ^= x
 	return nil
 }
 
