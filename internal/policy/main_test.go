@@ -169,7 +169,13 @@ func otherSnapshot(t *testing.T) fixture {
 // Finish. Every clone's result must be correct.
 func restoreWith(t *testing.T, f fixture, name string, input uint64, count int) ([]funcvm.VMResult, PrefetchStats) {
 	t.Helper()
-	p, err := New(name, f.dir, "", Options{})
+	return restoreOpts(t, f, name, Options{}, input, count)
+}
+
+// restoreOpts is restoreWith with the policy's options.
+func restoreOpts(t *testing.T, f fixture, name string, o Options, input uint64, count int) ([]funcvm.VMResult, PrefetchStats) {
+	t.Helper()
+	p, err := New(name, f.dir, "", o)
 	if err != nil {
 		t.Fatalf("policy %s: %v", name, err)
 	}

@@ -117,7 +117,8 @@ func (p *Policy) Begin(ctx context.Context) error {
 // Configure implements funcvm.Hooks.
 func (p *Policy) Configure(c *vmm.Config) {
 	// QEMU's MADV_HUGEPAGE on guest RAM reads 4 MiB per fault whatever
-	// the readahead setting; only lazy keeps Linux and QEMU as they are.
+	// the readahead setting; only a policy that keeps readahead keeps
+	// Linux and QEMU as they are.
 	c.IgnoreHugepageAdvice = !p.Readahead()
 }
 
