@@ -115,7 +115,7 @@ func watchKey(path string) (File, captureFileKey, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return File{}, captureFileKey{}, fmt.Errorf("capture %s: not a regular file", path)
 	}
-	if err := checkFS(path); err != nil {
+	if err := CheckFS(path); err != nil {
 		return File{}, captureFileKey{}, err
 	}
 	dev := uint64(st.Dev)
@@ -128,9 +128,10 @@ func watchKey(path string) (File, captureFileKey, error) {
 	return File{Path: path, Size: st.Size}, key, nil
 }
 
-// checkFS rejects filesystems whose files never match: the tracepoint
-// reports the superblock's s_dev and the inode that owns the page cache.
-func checkFS(path string) error {
+// CheckFS rejects a file (or directory) on a filesystem whose files the
+// capture never matches: the tracepoint reports the superblock's s_dev and
+// the inode that owns the page cache.
+func CheckFS(path string) error {
 	var fs unix.Statfs_t
 	if err := unix.Statfs(path, &fs); err != nil {
 		return fmt.Errorf("statfs %s: %w", path, err)

@@ -125,6 +125,17 @@ func debian(t *testing.T) *btf.Spec {
 // the touched pages, and say when it could not see folio orders.
 func TestOlderKernels(t *testing.T) {
 	needRoot(t)
+	// The running kernel's answer against tracefs.
+	ks, err := Kernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/sys/kernel/tracing/events"); err == nil {
+		_, err := os.Stat("/sys/kernel/tracing/events/readahead/page_cache_ra_order")
+		if err == nil != ks.ReadaheadTracepoint {
+			t.Errorf("Kernel() = %+v, but tracefs has the readahead tracepoint: %v", ks, err == nil)
+		}
+	}
 	for _, tc := range []struct {
 		name    string
 		types   func(*testing.T) *btf.Spec
@@ -135,6 +146,9 @@ func TestOlderKernels(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			kt := tc.types(t)
+			if ks := kernelSupport(kt); ks.ReadaheadTracepoint || ks.FolioOrder == tc.noOrder {
+				t.Errorf("kernelSupport = %+v, want no readahead tracepoint and folio order %v", ks, !tc.noOrder)
+			}
 			if _, err := kt.AnyTypeByName("trace_event_raw_page_cache_ra_order"); err == nil {
 				t.Fatal("the kernel types hold the readahead tracepoint")
 			}

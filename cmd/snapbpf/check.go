@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/snapbpf/snapbpf/internal/capture"
+	"github.com/snapbpf/snapbpf/internal/readahead"
+	"github.com/snapbpf/snapbpf/internal/replay/uffd"
+	"github.com/snapbpf/snapbpf/internal/vmm"
+	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
+)
+
+// Check statuses: fail stops what Need lists from working; warn works
+// with the limit Detail says.
+const (
+	checkOK   = "ok"
+	checkWarn = "warn"
+	checkFail = "fail"
+)
+
+// hostCheck is one finding of snapbpf check.
+type hostCheck struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Detail string `json:"detail"`
+	Need   string `json:"needed_by"`
+}
+
+type checkReport struct {
+	OK     bool        `json:"ok"` // no check failed
+	Home   string      `json:"home"`
+	Checks []hostCheck `json:"checks"`
+}
+
+func newCheckCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Check what this host supports: QEMU, acceleration, BPF capture, the kernel's tracepoints, the filesystem",
+		Long: `check tries what snapbpf needs of this host, without changing it: QEMU and
+its acceleration, loading the eBPF capture program, the kernel's optional
+tracepoint features, the filesystem of SNAPBPF_HOME (page cache and readahead
+per block device), userfaultfd for the REAP baseline, fio for the benchmark.
+It exits non-zero when a check fails, naming what that stops and what to do.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rep := checkHost(cmd.Context(), homeDir())
+			if asJSON {
+				if err := writeJSON(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
+			} else {
+				printChecks(cmd.OutOrStdout(), rep)
+			}
+			if !rep.OK {
+				return errors.New("some checks failed")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the checks as JSON")
+	return cmd
+}
+
+func checkHost(ctx context.Context, home string) *checkReport {
+	rep := &checkReport{OK: true, Home: home}
+	add := func(name, status, need, detail string) {
+		rep.Checks = append(rep.Checks, hostCheck{Name: name, Status: status, Detail: detail, Need: need})
+		rep.OK = rep.OK && status != checkFail
+	}
+	const vms = "snapshot, restore, record, trace, demo, bench"
+
+	if os.Geteuid() == 0 {
+		add("root", checkOK, vms, "running as root")
+	} else {
+		add("root", checkFail, vms, "not root: restores control readahead and QEMU's memory file, recording loads BPF; run as root")
+	}
+
+	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	version, err := (&qemu.Driver{}).Version(vctx)
+	cancel()
+	switch {
+	case err != nil:
+		add("qemu", checkFail, vms, err.Error())
+	case !strings.HasPrefix(version, "7.2."):
+		add("qemu", checkWarn, vms, fmt.Sprintf("%s %s: snapbpf is tested with QEMU 7.2 only", qemu.DefaultBinary, version))
+	default:
+		add("qemu", checkOK, vms, fmt.Sprintf("%s %s", qemu.DefaultBinary, version))
+	}
+
+	if vmm.DetectAccel() == "kvm" {
+		add("acceleration", checkOK, vms, "KVM")
+	} else {
+		add("acceleration", checkWarn, vms, "no usable KVM (no vmx/svm, or /dev/kvm does not open): guests run under TCG, 5 to 30 times slower than natively")
+	}
+
+	if err := capture.Supported(); err != nil {
+		add("bpf capture", checkFail, "record, trace", fmt.Sprintf("%v; record --method mincore works without BPF (and includes readahead)", err))
+	} else {
+		add("bpf capture", checkOK, "record, trace", "the capture program loads and attaches")
+	}
+	if ks, err := capture.Kernel(); err != nil {
+		add("kernel tracepoints", checkWarn, "record", err.Error())
+	} else {
+		var missing []string
+		if !ks.ReadaheadTracepoint {
+			missing = append(missing, "no readahead:page_cache_ra_order tracepoint (recordings cannot show that they hold no readahead)")
+		}
+		if !ks.FolioOrder {
+			missing = append(missing, "the page-cache insertion tracepoint reports no folio order (a large folio is recorded as its first page; record warns)")
+		}
+		if len(missing) == 0 {
+			add("kernel tracepoints", checkOK, "record", "readahead tracepoint and folio orders present")
+		} else {
+			add("kernel tracepoints", checkWarn, "record", strings.Join(missing, "; "))
+		}
+	}
+
+	if dir, err := existingAncestor(home); err != nil {
+		add("home filesystem", checkFail, vms, err.Error())
+	} else if err := capture.CheckFS(dir); err != nil {
+		add("home filesystem", checkFail, vms, fmt.Sprintf("%v (SNAPBPF_HOME=%s)", err, home))
+	} else if queue, err := readahead.DeviceFor(dir); err != nil {
+		add("home filesystem", checkFail, vms, fmt.Sprintf("%v: snapshots need a filesystem on a block device (set SNAPBPF_HOME)", err))
+	} else {
+		kb, _ := os.ReadFile(filepath.Join(queue, "read_ahead_kb"))
+		add("home filesystem", checkOK, vms, fmt.Sprintf("%s on %s, read_ahead_kb %s", dir, filepath.Base(filepath.Dir(queue)), strings.TrimSpace(string(kb))))
+	}
+
+	if u, err := uffd.New(); err != nil {
+		add("userfaultfd", checkWarn, "replay --policy reap, bench", err.Error())
+	} else {
+		u.Close()
+		add("userfaultfd", checkOK, "replay --policy reap, bench", "available")
+	}
+
+	if p, err := exec.LookPath("fio"); err != nil {
+		add("fio", checkWarn, "bench (prefetch figure)", "fio not found: apt-get install fio")
+	} else {
+		add("fio", checkOK, "bench (prefetch figure)", p)
+	}
+	return rep
+}
+
+// existingAncestor is path or its nearest ancestor that exists: what a
+// directory not made yet will be created on.
+func existingAncestor(path string) (string, error) {
+	p, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return "", err
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return "", fmt.Errorf("no existing directory above %s", path)
+		}
+		p = parent
+	}
+}
+
+func printChecks(w io.Writer, r *checkReport) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "check\tstatus\tneeded by\tdetail")
+	for _, c := range r.Checks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, c.Status, c.Need, c.Detail)
+	}
+	tw.Flush()
+}
