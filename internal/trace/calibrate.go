@@ -88,7 +88,7 @@ func calibrate(mem string, events []Event) (StallModel, error) {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	read := func(p uint64) { sink += m[p*PageSize] }
+	read := func(p uint64) { atomic.LoadUint32((*uint32)(unsafe.Pointer(&m[p*PageSize]))) }
 	write := func(p uint64) { atomic.AddUint32((*uint32)(unsafe.Pointer(&m[p*PageSize])), 0) }
 	out := StallModel{
 		MajorNs: median(data, read),
@@ -99,9 +99,6 @@ func calibrate(mem string, events []Event) (StallModel, error) {
 	}
 	return out, nil
 }
-
-// sink keeps the compiler from dropping the loads that fault pages in.
-var sink byte
 
 // spread picks at most n of pages, evenly over the slice.
 func spread(pages []uint64, n int) []uint64 {
