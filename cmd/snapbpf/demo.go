@@ -102,16 +102,17 @@ func printDemo(cmd *cobra.Command, fn string, input uint64, runs int, rows map[s
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "\n%s, input %d: median of %d restores each; all but warm start with the memory file out of the page cache\n", fn, input, runs)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "policy\te2e_ms\tvs_warm\tvmm_start_ms\tresume_to_result_ms\tguest_fn_ms\tmajor_faults\tvmm_read_MiB\tprefetch_MiB\tprefetch_ms\t")
+	fmt.Fprintln(tw, "policy\te2e_ms\tvs_warm\tvmm_start_ms\tresume_to_result_ms\tguest_fn_ms\tmajor_faults\ton_mem_file\tvmm_read_MiB\tprefetch_MiB\tprefetch_ms\t")
 	warm := median(rows[demoModes[0].name], func(v vmReport) float64 { return v.E2EMs })
 	for _, m := range demoModes {
 		r := rows[m.name]
 		e2e := median(r, func(v vmReport) float64 { return v.E2EMs })
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2fx\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.0f\t\n", m.name, e2e, e2e/warm,
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2fx\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.0f\t\n", m.name, e2e, e2e/warm,
 			median(r, func(v vmReport) float64 { return v.VMMStartMs }),
 			median(r, func(v vmReport) float64 { return v.ResumeToResultMs }),
 			median(r, func(v vmReport) float64 { return v.GuestFnMs }),
 			median(r, func(v vmReport) float64 { return float64(v.MajorFaults) }),
+			median(r, func(v vmReport) float64 { return float64(v.MemFileMajorFaults) }),
 			median(r, func(v vmReport) float64 { return float64(v.MemFileReadBytes) / (1 << 20) }),
 			median(r, func(v vmReport) float64 { return float64(v.Bytes) / (1 << 20) }),
 			median(r, func(v vmReport) float64 { return v.CompleteMs }))

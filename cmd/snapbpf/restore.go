@@ -122,10 +122,10 @@ func printVMs(w io.Writer, r *restoreReport) {
 		fmt.Fprintf(w, ", prefetched %.1f MiB in %.0f ms", float64(r.Bytes)/(1<<20), r.CompleteMs)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(tw, "vm\te2e_ms\tvmm_start_ms\tstate_load_ms\tresume_to_result_ms\tguest_fn_ms\tmajor_faults\tminor_faults\tread_MiB\tok\t")
+	fmt.Fprintln(tw, "vm\te2e_ms\tvmm_start_ms\tstate_load_ms\tresume_to_result_ms\tguest_fn_ms\tmajor_faults\ton_mem_file\tminor_faults\tread_MiB\tok\t")
 	for _, v := range r.VMs {
-		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.1f\t%v\t\n", v.Index, v.E2EMs, v.VMMStartMs, v.StateLoadMs,
-			v.ResumeToResultMs, v.GuestFnMs, v.MajorFaults, v.MinorFaults, float64(v.MemFileReadBytes)/(1<<20), v.ResultOK)
+		fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%.1f\t%v\t\n", v.Index, v.E2EMs, v.VMMStartMs, v.StateLoadMs,
+			v.ResumeToResultMs, v.GuestFnMs, v.MajorFaults, v.MemFileMajorFaults, v.MinorFaults, float64(v.MemFileReadBytes)/(1<<20), v.ResultOK)
 	}
 	tw.Flush()
 	for _, v := range r.VMs {

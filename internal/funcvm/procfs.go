@@ -92,3 +92,41 @@ func mappingUsage(pid int, path string) (rss, anon int64, err error) {
 	}
 	return rss, anon, sc.Err()
 }
+
+// mappingRange is the address range of the process's mappings of path
+// (lowest start to highest end; a VMM maps guest RAM once).
+func mappingRange(pid int, path string) (start, end uint64, err error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "start-end perms offset dev inode path"
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 6 || fields[5] != path {
+			continue
+		}
+		lo, hi, ok := strings.Cut(fields[0], "-")
+		if !ok {
+			continue
+		}
+		s, err1 := strconv.ParseUint(lo, 16, 64)
+		e, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		if end == 0 || s < start {
+			start = s
+		}
+		end = max(end, e)
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, err
+	}
+	if end == 0 {
+		return 0, 0, fmt.Errorf("process %d does not map %s", pid, path)
+	}
+	return start, end, nil
+}

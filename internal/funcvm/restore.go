@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/majfault"
+
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
@@ -52,13 +54,18 @@ type VMResult struct {
 	ResumeToResultMs float64 `json:"resume_to_result_ms"` // resume, entropy, invoke, result
 	GuestFnMs        float64 `json:"guest_fn_ms"`         // the function alone, guest clock
 	MajorFaults      int64   `json:"major_faults"`        // of the VMM process
-	MinorFaults      int64   `json:"minor_faults"`
-	MemFileReadBytes int64   `json:"mem_file_read_bytes"` // storage reads caused by the VMM
-	GuestTouchedB    int64   `json:"guest_touched_bytes"` // resident guest memory of the VMM
-	GuestPrivateB    int64   `json:"guest_private_bytes"` // guest pages copied on write
-	Checksum         string  `json:"checksum"`
-	ResultOK         bool    `json:"result_ok"`
-	Error            string  `json:"error,omitempty"`
+	// MemFileMajorFaults are the major faults of the VMM in its mapping
+	// of the memory file, counted from before the state load (-1: not
+	// measured); the rest of MajorFaults fell on other files (its binary,
+	// libraries).
+	MemFileMajorFaults int64  `json:"mem_file_major_faults"`
+	MinorFaults        int64  `json:"minor_faults"`
+	MemFileReadBytes   int64  `json:"mem_file_read_bytes"` // storage reads caused by the VMM
+	GuestTouchedB      int64  `json:"guest_touched_bytes"` // resident guest memory of the VMM
+	GuestPrivateB      int64  `json:"guest_private_bytes"` // guest pages copied on write
+	Checksum           string `json:"checksum"`
+	ResultOK           bool   `json:"result_ok"`
+	Error              string `json:"error,omitempty"`
 }
 
 // Restore starts Count clones of the snapshot at once, each loads the
@@ -144,6 +151,8 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 			return fail(err)
 		}
 	}
+	faults := memFileFaults(m.PID(), dir.MemPath())
+	defer faults.Close()
 
 	t = time.Now()
 	if err := m.LoadState(sctx, dir.StatePath()); err != nil {
@@ -171,10 +180,47 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 	// Measure before the VMM exits and its counters vanish.
 	pid := m.PID()
 	r.MinorFaults, r.MajorFaults, _ = procFaults(pid)
+	r.MemFileMajorFaults = faults.inside()
 	r.MemFileReadBytes, _ = procReadBytes(pid)
 	r.GuestTouchedB, r.GuestPrivateB, _ = mappingUsage(pid, dir.MemPath())
 	if !r.ResultOK {
 		r.Error = fmt.Sprintf("checksum %s, want %s: the restored guest computed a wrong result", res.Checksum, o.Expected)
 	}
 	return r
+}
+
+// memFaults counts a VMM's major faults on its memory file mapping; a
+// zero value (counting unavailable) reports -1.
+type memFaults struct{ c *majfault.Counter }
+
+// memFileFaults starts counting the major faults process pid takes in its
+// mapping of mem. Counting is a measurement, so a failure to start it
+// only leaves it unmeasured.
+func memFileFaults(pid int, mem string) memFaults {
+	start, end, err := mappingRange(pid, mem)
+	if err != nil {
+		return memFaults{}
+	}
+	c, err := majfault.Start(pid, start, end)
+	if err != nil {
+		return memFaults{}
+	}
+	return memFaults{c}
+}
+
+func (f memFaults) inside() int64 {
+	if f.c == nil {
+		return -1
+	}
+	n, _, err := f.c.Counts()
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func (f memFaults) Close() {
+	if f.c != nil {
+		f.c.Close()
+	}
 }

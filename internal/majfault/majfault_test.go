@@ -1,0 +1,98 @@
+package majfault
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const page = 4096
+
+// coldMapping writes a file of n pages on disk, drops it from the page
+// cache and maps it with MADV_RANDOM, so that each first touch of a page
+// is one major fault that reads that page alone.
+func coldMapping(t *testing.T, dir, name string, n int) []byte {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	buf := make([]byte, n*page)
+	for i := range buf {
+		buf[i] = byte(i/page + 1)
+	}
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, n*page, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(m) })
+	if err := unix.Madvise(m, unix.MADV_RANDOM); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func touch(m []byte, pages ...int) {
+	for _, p := range pages {
+		atomic.LoadUint32((*uint32)(unsafe.Pointer(&m[p*page])))
+	}
+}
+
+// TestCountsByRange: this process takes K major faults in one cold
+// mapping and M in another; the counter attributes exactly K to the first
+// mapping's range and at least M to the rest.
+func TestCountsByRange(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: perf events with BPF need CAP_PERFMON and CAP_BPF")
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "majfault-test-")
+	if err != nil {
+		t.Skipf("no /var/tmp: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	in := coldMapping(t, dir, "in", 256)
+	out := coldMapping(t, dir, "out", 256)
+	start := uint64(uintptr(unsafe.Pointer(&in[0])))
+	c, err := Start(os.Getpid(), start, start+uint64(len(in)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	runtime.LockOSThread()
+	touch(in, 3, 10, 11, 100, 255, 3) // 5 pages, the last touch is no fault
+	touch(out, 0, 50, 51)
+	runtime.UnlockOSThread()
+	inside, outside, err := c.Counts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("inside %d, outside %d", inside, outside)
+	if inside != 5 {
+		t.Errorf("inside = %d major faults, want 5", inside)
+	}
+	if outside < 3 {
+		t.Errorf("outside = %d major faults, want at least 3", outside)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
