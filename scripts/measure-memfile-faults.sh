@@ -1,0 +1,14 @@
+#!/bin/bash
+set -euo pipefail
+B=${B:-$(pwd)/bin/snapbpf}
+R=${R:-/var/tmp/mf}
+SN=${SN:-/var/tmp/i4/snaps}
+mkdir -p $R
+for i in 1 2 3 4 5; do
+  for f in aes bert gzip image json linpack rnn alloc; do
+    S=$SN/$f
+    $B restore --snapshot $S --policy lazy --cold --json > $R/$f.$i.lazy.json
+    $B restore --snapshot $S --policy snapbpf --cold --json > $R/$f.$i.snapbpf.json
+  done
+  echo "$(date +%T) round $i"
+done
