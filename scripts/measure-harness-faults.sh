@@ -1,5 +1,6 @@
 #!/bin/bash
-# Harness lazy vs VM lazy, side by side: 5 rounds per function on the bench snapshots.
+# Harness lazy vs VM lazy, side by side, on the bench snapshots and their traces
+# (docs/measurements/issue5.md, session 4); needs a full bench run first (bin/snapbpf bench --full).
 set -euo pipefail
 B=${B:-$(pwd)/bin/snapbpf}
 R=${R:-/var/tmp/hv}

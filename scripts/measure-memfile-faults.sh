@@ -1,4 +1,7 @@
 #!/bin/bash
+# Cold lazy and snapbpf restores of recorded snapshots (SN/FUNCTION, e.g. from
+# scripts/measure-issue3.sh), 5 rounds: major_faults and mem_file_major_faults
+# (docs/measurements/issue3.md, session 4). Run as root after make build.
 set -euo pipefail
 B=${B:-$(pwd)/bin/snapbpf}
 R=${R:-/var/tmp/mf}
