@@ -57,8 +57,11 @@ func (b *bench) restore(ctx context.Context, d *snapshot.Dir, k Key, run *Run) e
 
 // restoreMetrics fills a restore cell's metrics.
 func restoreMetrics(mt map[string]float64, vms []funcvm.VMResult, cached int64, pst policy.PrefetchStats) {
-	var e2e, e2eMax, guest, private, read, major float64
+	var e2e, e2eMax, guest, private, read, major, memMajor float64
+	memMeasured := len(vms) > 0
 	for _, v := range vms {
+		memMajor += float64(v.MemFileMajorFaults)
+		memMeasured = memMeasured && v.MemFileMajorFaults >= 0
 		e2e += v.E2EMs
 		guest += v.GuestFnMs
 		e2eMax = max(e2eMax, v.E2EMs)
@@ -74,6 +77,9 @@ func restoreMetrics(mt map[string]float64, vms []funcvm.VMResult, cached int64, 
 	mt[MetricCacheBytes], mt[MetricPrivateBytes] = float64(cached), private
 	mt[MetricTotalBytes] = float64(cached) + private
 	mt[MetricReadBytes], mt[MetricMajorFaults] = read, major
+	if memMeasured {
+		mt[MetricMemFaults] = memMajor
+	}
 	if pst.Bytes > 0 {
 		mt[MetricPrefetchMs] = pst.CompleteMs
 	}

@@ -162,6 +162,8 @@ func replayMetrics(mt map[string]float64, rep *replay.Report) {
 	mt[MetricReadBytes] = float64(rep.ReadBytes)
 	// The report's faults are means over the VMs; restore cells sum them.
 	mt[MetricMajorFaults] = rep.MajorFaults * float64(rep.Concurrency)
+	// The replay's threads touch only the guest's memory mappings.
+	mt[MetricMemFaults] = mt[MetricMajorFaults]
 	mt[MetricGuestFnMs] = rep.ComputeMs
 	if len(rep.Runs) > 0 && rep.Runs[0].Prefetch != nil {
 		mt[MetricPrefetchMs] = ms(rep.Runs[0].Prefetch.CompleteDur)

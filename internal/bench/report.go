@@ -398,10 +398,11 @@ func writeDetails(w io.Writer, res *Results) {
 		"gives its fraction after the name). e2e is the mean over the N VMs, slowest the slowest VM; page cache is the memory file's "+
 		"after the run (replay: every file's the policy reads); private is the sum of the VMs' copy-on-write pages (replay: anonymous "+
 		"memory); read is what the VMMs read from storage (/proc/PID/io, so not the prefetch's reads; replay: everything the "+
-		"process read, prefetch, loaders and handlers included); major faults are summed over the VMs; load is the host's "+
+		"process read, prefetch, loaders and handlers included); major faults are summed over the VMs, and of them those in the "+
+		"memory file's mapping (real VMs: the rest fall on QEMU's binary and libraries; replay: all); load is the host's "+
 		"1-minute load average as the cell started.\n\n")
 	tableHead(w, []string{"function", "source", "experiment", "policy", "N", "runs", "e2e (ms)", "slowest (ms)", "page cache (MiB)",
-		"private (MiB)", "read (MiB)", "major faults", "prefetch (ms)", "load"})
+		"private (MiB)", "read (MiB)", "major faults", "on the memory file", "prefetch (ms)", "load"})
 	mib := 1.0 / (1 << 20)
 	for _, g := range groups {
 		runs := res.Select(g.exp, g.fn, g.pol, g.n)
@@ -417,7 +418,7 @@ func writeDetails(w io.Writer, res *Results) {
 			fmt.Sprintf("%.0f", metric(runs, MetricE2EMs).Median), fmt.Sprintf("%.0f", metric(runs, MetricE2EMaxMs).Median),
 			fmt.Sprintf("%.1f", metric(runs, MetricCacheBytes).Median*mib), fmt.Sprintf("%.1f", metric(runs, MetricPrivateBytes).Median*mib),
 			fmt.Sprintf("%.1f", metric(runs, MetricReadBytes).Median*mib), fmt.Sprintf("%.0f", metric(runs, MetricMajorFaults).Median),
-			orDash(metric(runs, MetricPrefetchMs), "%.0f"), fmt.Sprintf("%.1f", Summarize(load).Median)})
+			orDash(metric(runs, MetricMemFaults), "%.0f"), orDash(metric(runs, MetricPrefetchMs), "%.0f"), fmt.Sprintf("%.1f", Summarize(load).Median)})
 	}
 	fmt.Fprintln(w)
 }

@@ -106,21 +106,22 @@ type Run struct {
 
 // Metric names.
 const (
-	MetricE2EMs        = "e2e_ms"            // mean over the cell's VMs
-	MetricE2EMaxMs     = "e2e_max_ms"        // slowest VM
-	MetricGuestFnMs    = "guest_fn_ms"       // the function alone in the guest, mean over VMs
-	MetricHostFnMs     = "host_fn_ms"        // the same invocation natively on the host
-	MetricCacheBytes   = "mem_cache_bytes"   // memory file's page cache after the run
-	MetricPrivateBytes = "mem_private_bytes" // sum of the VMs' private guest pages
-	MetricTotalBytes   = "mem_total_bytes"   // the two above: host memory for guest RAM
-	MetricReadBytes    = "read_bytes"        // storage reads by the VMMs
-	MetricMajorFaults  = "major_faults"      // sum over the VMs
-	MetricPrefetchMs   = "prefetch_ms"       // prefetch start to all pages cached
-	MetricBytes        = "bytes"             // ExpPrefetch: bytes read
-	MetricMs           = "ms"                // ExpPrefetch: time to read them
-	MetricMBps         = "mb_per_s"          // ExpPrefetch: Bytes / Ms, in 10^6 B/s
-	MetricRequests     = "requests"          // ExpPrefetch: reads issued
-	MetricMissedBytes  = "missed_bytes"      // ExpPrefetch, fio: requested bytes it left uncached
+	MetricE2EMs        = "e2e_ms"                // mean over the cell's VMs
+	MetricE2EMaxMs     = "e2e_max_ms"            // slowest VM
+	MetricGuestFnMs    = "guest_fn_ms"           // the function alone in the guest, mean over VMs
+	MetricHostFnMs     = "host_fn_ms"            // the same invocation natively on the host
+	MetricCacheBytes   = "mem_cache_bytes"       // memory file's page cache after the run
+	MetricPrivateBytes = "mem_private_bytes"     // sum of the VMs' private guest pages
+	MetricTotalBytes   = "mem_total_bytes"       // the two above: host memory for guest RAM
+	MetricReadBytes    = "read_bytes"            // storage reads by the VMMs
+	MetricMajorFaults  = "major_faults"          // sum over the VMs
+	MetricMemFaults    = "mem_file_major_faults" // of them, in the memory file's mapping
+	MetricPrefetchMs   = "prefetch_ms"           // prefetch start to all pages cached
+	MetricBytes        = "bytes"                 // ExpPrefetch: bytes read
+	MetricMs           = "ms"                    // ExpPrefetch: time to read them
+	MetricMBps         = "mb_per_s"              // ExpPrefetch: Bytes / Ms, in 10^6 B/s
+	MetricRequests     = "requests"              // ExpPrefetch: reads issued
+	MetricMissedBytes  = "missed_bytes"          // ExpPrefetch, fio: requested bytes it left uncached
 )
 
 // OK reports whether the run finished without error.
