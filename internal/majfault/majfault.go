@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -58,7 +60,11 @@ func Start(pid int, start, end uint64) (_ *Counter, retErr error) {
 	if err != nil {
 		return nil, privilege("load program", err)
 	}
-	for cpu := 0; cpu < runtime.NumCPU(); cpu++ {
+	cpus, err := onlineCPUs()
+	if err != nil {
+		return nil, err
+	}
+	for _, cpu := range cpus {
 		attr := unix.PerfEventAttr{
 			Type:   unix.PERF_TYPE_SOFTWARE,
 			Config: unix.PERF_COUNT_SW_PAGE_FAULTS_MAJ,
@@ -68,7 +74,7 @@ func Start(pid int, start, end uint64) (_ *Counter, retErr error) {
 		}
 		fd, err := unix.PerfEventOpen(&attr, -1, cpu, -1, unix.PERF_FLAG_FD_CLOEXEC)
 		if errors.Is(err, unix.ENODEV) {
-			continue // CPU offline
+			continue // went offline since
 		}
 		if err != nil {
 			return nil, privilege(fmt.Sprintf("open major-fault event on CPU %d", cpu), err)
@@ -82,6 +88,39 @@ func Start(pid int, start, end uint64) (_ *Counter, retErr error) {
 		}
 	}
 	return c, nil
+}
+
+// onlineCPUs lists the CPUs the kernel runs tasks on: all of them, not
+// only those this process may use (runtime.NumCPU), since the counted
+// process may run anywhere.
+func onlineCPUs() ([]int, error) {
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return nil, fmt.Errorf("majfault: %w", err)
+	}
+	return parseCPUList(strings.TrimSpace(string(b)))
+}
+
+// parseCPUList parses the kernel's CPU list format: "0-3,5,7-8".
+func parseCPUList(s string) ([]int, error) {
+	var cpus []int
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return nil, fmt.Errorf("majfault: CPU list %q: %w", s, err)
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil || b < a {
+				return nil, fmt.Errorf("majfault: CPU list %q: bad range %q", s, part)
+			}
+		}
+		for c := a; c <= b; c++ {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus, nil
 }
 
 // program assembles: if the current thread group is pid, add one to

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"unsafe"
@@ -94,5 +95,25 @@ func TestCountsByRange(t *testing.T) {
 	}
 	if err := c.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+func TestParseCPUList(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []int
+		ok   bool
+	}{
+		{"0", []int{0}, true},
+		{"0-1", []int{0, 1}, true},
+		{"0-2,4,6-7", []int{0, 1, 2, 4, 6, 7}, true},
+		{"", nil, false},
+		{"3-1", nil, false},
+		{"a", nil, false},
+	} {
+		got, err := parseCPUList(tc.in)
+		if (err == nil) != tc.ok || !slices.Equal(got, tc.want) {
+			t.Errorf("parseCPUList(%q) = %v, %v; want %v (ok %v)", tc.in, got, err, tc.want, tc.ok)
+		}
 	}
 }
