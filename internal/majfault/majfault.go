@@ -22,6 +22,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/snapbpf/snapbpf/internal/bpfasm"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,7 +127,7 @@ func parseCPUList(s string) ([]int, error) {
 // program assembles: if the current thread group is pid, add one to
 // counts[0] when the fault address is in [start, end), else to counts[1].
 func program(counts, pid int, start, end uint64) asm.Instructions {
-	return asm.Instructions{
+	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.FnGetCurrentPidTgid.Call(),
 		asm.RSh.Imm(asm.R0, 32),
@@ -139,16 +140,12 @@ func program(counts, pid int, start, end uint64) asm.Instructions {
 		asm.JGE.Reg(asm.R7, asm.R1, "count"),
 		asm.Mov.Imm(asm.R8, 0), // inside
 		asm.StoreMem(asm.RFP, -4, asm.R8, asm.Word).WithSymbol("count"),
-		asm.LoadMapPtr(asm.R1, counts),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "exit"),
-		asm.Mov.Imm(asm.R1, 1),
-		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+	}
+	insns = append(insns, bpfasm.Increment(counts, -4, "exit")...)
+	return append(insns,
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
 		asm.Return(),
-	}
+	)
 }
 
 // Counts returns the major faults counted so far inside the range and

@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/snapbpf/snapbpf/internal/bpfasm"
 )
 
 // Fault record kinds, as the programs below write them.
@@ -155,16 +156,12 @@ func (t *faultTracer) newProgram(addrOff, codeOff int16, kind int) (*ebpf.Progra
 		asm.FnRingbufOutput.Call(),
 		asm.JEq.Imm(asm.R0, 0, "exit"),
 		asm.StoreImm(asm.RFP, -36, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, t.lost.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -36),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "exit"),
-		asm.Mov.Imm(asm.R1, 1),
-		asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+	}
+	insns = append(insns, bpfasm.Increment(t.lost.FD(), -36, "exit")...)
+	insns = append(insns,
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
 		asm.Return(),
-	}
+	)
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "snapbpf_fault", Type: ebpf.TracePoint, Instructions: insns, License: "GPL",
 	})
