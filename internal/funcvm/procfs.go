@@ -57,76 +57,81 @@ func procReadBytes(pid int) (int64, error) {
 	return 0, fmt.Errorf("no read_bytes in /proc/%d/io", pid)
 }
 
-// mappingUsage sums, over the process's mappings of path, the resident
-// bytes (guest memory touched, shared or private) and the anonymous bytes
-// (guest pages written since restore, private copies).
-func mappingUsage(pid int, path string) (rss, anon int64, err error) {
+// mapping is one of a process's mappings of a file, from /proc/PID/smaps.
+type mapping struct {
+	lo, hi    uint64 // address range
+	rss, anon int64  // resident and anonymous (copied on write) bytes
+}
+
+// fileMappings lists the process's mappings of path.
+func fileMappings(pid int, path string) ([]mapping, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer f.Close()
+	var out []mapping
+	var cur *mapping
 	sc := bufio.NewScanner(f)
-	in := false
 	for sc.Scan() {
-		line := sc.Text()
-		fields := strings.Fields(line)
+		fields := strings.Fields(sc.Text())
 		if len(fields) == 0 {
 			continue
 		}
 		if !strings.HasSuffix(fields[0], ":") {
 			// A mapping header: "start-end perms offset dev inode path".
-			in = len(fields) >= 6 && fields[5] == path
+			cur = nil
+			if len(fields) < 6 || fields[5] != path {
+				continue
+			}
+			lo, hi, _ := strings.Cut(fields[0], "-")
+			l, err1 := strconv.ParseUint(lo, 16, 64)
+			h, err2 := strconv.ParseUint(hi, 16, 64)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			out = append(out, mapping{lo: l, hi: h})
+			cur = &out[len(out)-1]
 			continue
 		}
-		if !in || len(fields) < 2 {
+		if cur == nil || len(fields) < 2 {
 			continue
 		}
 		n, _ := strconv.ParseInt(fields[1], 10, 64)
 		switch fields[0] {
 		case "Rss:":
-			rss += n << 10
+			cur.rss += n << 10
 		case "Anonymous:":
-			anon += n << 10
+			cur.anon += n << 10
 		}
 	}
-	return rss, anon, sc.Err()
+	return out, sc.Err()
+}
+
+// mappingUsage sums, over the process's mappings of path, the resident
+// bytes (guest memory touched, shared or private) and the anonymous bytes
+// (guest pages written since restore, private copies).
+func mappingUsage(pid int, path string) (rss, anon int64, err error) {
+	ms, err := fileMappings(pid, path)
+	for _, m := range ms {
+		rss, anon = rss+m.rss, anon+m.anon
+	}
+	return rss, anon, err
 }
 
 // mappingRange is the address range of the process's mappings of path
 // (lowest start to highest end; a VMM maps guest RAM once).
 func mappingRange(pid int, path string) (start, end uint64, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	ms, err := fileMappings(pid, path)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// "start-end perms offset dev inode path"
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 6 || fields[5] != path {
-			continue
-		}
-		lo, hi, ok := strings.Cut(fields[0], "-")
-		if !ok {
-			continue
-		}
-		s, err1 := strconv.ParseUint(lo, 16, 64)
-		e, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		if end == 0 || s < start {
-			start = s
-		}
-		end = max(end, e)
-	}
-	if err := sc.Err(); err != nil {
-		return 0, 0, err
-	}
-	if end == 0 {
+	if len(ms) == 0 {
 		return 0, 0, fmt.Errorf("process %d does not map %s", pid, path)
+	}
+	start, end = ms[0].lo, ms[0].hi
+	for _, m := range ms[1:] {
+		start, end = min(start, m.lo), max(end, m.hi)
 	}
 	return start, end, nil
 }
