@@ -19,6 +19,8 @@ def planned(ws, gap=4):
         if 1 < b - a <= gap + 1: out.update(range(a, b))
     return out
 MiB = 1 << 20
+# Faults in the memory file's mapping alone (restore JSON from session 4 on).
+def memf(vms): return ' '.join(str(v.get('mem_file_major_faults', '-')) for v in vms)
 rows1, rows2, rows3, rows4, rows5 = [], [], [], [], []
 for f in FNS:
     if not os.path.exists(f'{R}/raw/{f}.{RUNS}.nora2.json'): continue
@@ -38,7 +40,8 @@ for f in FNS:
                  f"{min(v['e2e_ms'] for v in k['lazy']):.0f}-{max(v['e2e_ms'] for v in k['lazy']):.0f} | "
                  f"{min(v['e2e_ms'] for v in k['nora']):.0f}-{max(v['e2e_ms'] for v in k['nora']):.0f} | "
                  f"{min(v['e2e_ms'] for v in k['snapbpf']):.0f}-{max(v['e2e_ms'] for v in k['snapbpf']):.0f} | "
-                 f"{med(v['guest_fn_ms'] for v in k['warm']):.0f} / {med(v['guest_fn_ms'] for v in k['snapbpf']):.0f} | {' '.join(map(str, sbf))} | {' '.join(str(v['major_faults']) for v in k['lazy'])} |")
+                 f"{med(v['guest_fn_ms'] for v in k['warm']):.0f} / {med(v['guest_fn_ms'] for v in k['snapbpf']):.0f} | {' '.join(map(str, sbf))} | {' '.join(str(v['major_faults']) for v in k['lazy'])} | "
+                 f"{memf(k['snapbpf'])} | {memf(k['lazy'])} |")
     rec = [j(f'{R}/raw/{f}.{i}.record.json')['vm']['e2e_ms'] for i in range(1, RUNS + 1)]
     r1 = j(f'{R}/raw/{f}.record1.json')
     rows3.append(f"| {f} | {med(rec):.0f} | {e2e['nora']:.0f} | {med(rec)/e2e['nora']:.3f} | {r1['pages']} | {r1.get('refined_pages', 0)} | {r1.get('margin_pages', 0)} | {r1['zero_pages']} | {r1.get('refined_zero_pages', 0)} |")
@@ -57,8 +60,8 @@ for f in FNS:
 print("| function | RAM MiB | WS MiB | touched holes MiB | e2e ms warm / lazy / nora / snapbpf | major faults warm / lazy / nora / snapbpf | VMM read MiB lazy / nora / snapbpf | prefetch ms | prefetch MiB read + zero-filled | snapbpf / warm | snapbpf / lazy e2e | snapbpf / nora e2e | snapbpf / lazy major faults |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 print("\n".join(rows1)); print()
-print("| function | e2e warm | lazy | nora | snapbpf | guest fn ms warm / snapbpf | snapbpf major faults, 5 runs | lazy major faults, 5 runs |")
-print("|---|---|---|---|---|---|---|---|")
+print("| function | e2e warm | lazy | nora | snapbpf | guest fn ms warm / snapbpf | snapbpf major faults, 5 runs | lazy major faults, 5 runs | snapbpf, memory file only | lazy, memory file only |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 print("\n".join(rows2)); print()
 print("| function | record e2e ms (1 run) | cold nora e2e ms | ratio | recorded pages (all runs, margin) | added by runs 2-8 | margin pages around them | touched holes | holes added by runs 2-8 |")
 print("|---|---|---|---|---|---|---|---|---|")
