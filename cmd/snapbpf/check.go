@@ -105,7 +105,9 @@ func checkHost(ctx context.Context, home string) *checkReport {
 		add("acceleration", checkWarn, vms, "no usable KVM (no vmx/svm, or /dev/kvm does not open): guests run under TCG, 5 to 30 times slower than natively")
 	}
 
-	if err := capture.Supported(); err != nil {
+	if err := capture.Supported(); errors.Is(err, capture.ErrNoPrivilege) {
+		add("bpf capture", checkFail, "record, trace", err.Error()) // names the mincore fallback
+	} else if err != nil {
 		add("bpf capture", checkFail, "record, trace", fmt.Sprintf("%v; record --method mincore works without BPF (and includes readahead)", err))
 	} else {
 		add("bpf capture", checkOK, "record, trace", "the capture program loads and attaches")
