@@ -144,8 +144,9 @@ func TestLargeFolios(t *testing.T) {
 	got := sorted(Pages(c, 0))
 	// Every cached page was captured. A few captured pages may be gone
 	// from the cache already: these hosts run DAMON's pageout scheme,
-	// which evicts cold page cache with no memory pressure (seen: 14 of
-	// 7168 pages within a second).
+	// which evicts cold page cache with no memory pressure (seen: 14 and,
+	// once, 144 of 7168 pages within a second). A capture that invented
+	// pages would be off by far more than the 5% allowed.
 	gotSet := map[uint64]bool{}
 	for _, p := range got {
 		gotSet[p] = true
@@ -155,8 +156,8 @@ func TestLargeFolios(t *testing.T) {
 			t.Fatalf("page %d is cached but was not captured (%d captured, %d cached)", p, len(got), n)
 		}
 	}
-	if missing := len(got) - len(cached); missing > len(got)/100 {
-		t.Errorf("captured %d pages, only %d cached: more than 1%% missing", len(got), n)
+	if missing := len(got) - len(cached); missing > len(got)/20 {
+		t.Errorf("captured %d pages, only %d cached: more than 5%% missing", len(got), n)
 	}
 	if sum != uint64(len(got)) {
 		t.Errorf("folios add up to %d pages, %d distinct", sum, len(got))
