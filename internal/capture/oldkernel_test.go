@@ -72,33 +72,12 @@ func withoutOrder(t *testing.T) *btf.Spec {
 	if !removed {
 		t.Fatalf("this kernel's %s has no order field to remove", readTypes[0])
 	}
-	spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return spec
+	return loadBTF(t, "kernel BTF without the order field", raw)
 }
 
 func debian(t *testing.T) *btf.Spec {
 	if from := os.Getenv("SNAPBPF_CUT_BTF"); from != "" {
-		f, err := os.Open(from)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		full, err := btf.LoadSpecFromReader(f)
-		if err != nil {
-			t.Fatalf("%s: %v", from, err)
-		}
-		var out bytes.Buffer
-		z, _ := gzip.NewWriterLevel(&out, gzip.BestCompression)
-		z.Write(cutBTF(t, full, func(typ btf.Type) btf.Type { return typ }))
-		if err := z.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(debianBTF, out.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		recutDebian(t, from)
 	}
 	f, err := os.Open(debianBTF)
 	if err != nil {
@@ -113,9 +92,39 @@ func debian(t *testing.T) *btf.Spec {
 	if err != nil {
 		t.Fatalf("%s: %v", debianBTF, err)
 	}
+	return loadBTF(t, filepath.Base(debianBTF), raw)
+}
+
+// recutDebian rewrites debianBTF from a kernel's raw BTF (see debianBTF).
+func recutDebian(t *testing.T, from string) {
+	f, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	full, err := btf.LoadSpecFromReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", from, err)
+	}
+	var out bytes.Buffer
+	z, _ := gzip.NewWriterLevel(&out, gzip.BestCompression)
+	if _, err := z.Write(cutBTF(t, full, func(typ btf.Type) btf.Type { return typ })); err != nil {
+		t.Fatal(err)
+	}
+	if err := z.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(debianBTF, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// loadBTF parses raw BTF, named what for errors.
+func loadBTF(t *testing.T, what string, raw []byte) *btf.Spec {
+	t.Helper()
 	spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
 	if err != nil {
-		t.Fatalf("%s: %v", filepath.Base(debianBTF), err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	return spec
 }

@@ -27,10 +27,10 @@ func Supported() error {
 type KernelSupport struct {
 	// ReadaheadTracepoint: readahead:page_cache_ra_order exists, so a
 	// recording can show that it holds no readahead.
-	ReadaheadTracepoint bool `json:"readahead_tracepoint"`
+	ReadaheadTracepoint bool
 	// FolioOrder: the insertion tracepoint reports a folio's order, so a
 	// large folio counts as all its pages.
-	FolioOrder bool `json:"folio_order"`
+	FolioOrder bool
 }
 
 // Kernel reads the running kernel's BTF for what KernelSupport lists.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/majfault"
-
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
