@@ -102,7 +102,8 @@ func Pages(c *Capture, file int) []uint64 { return pagesOf(c.Accesses, file) }
 func HolePages(c *Capture, file int) []uint64 { return pagesOf(c.HoleAccesses, file) }
 
 // Warnings say what an eBPF capture holds beyond the pages the workload
-// touched, or lacks of them; none for a clean one. (Readahead in a mincore
+// touched, or lacks of them; none for a clean one. Those about the kernel
+// read the same for every capture on it. (Readahead in a mincore
 // capture is its method, which IncludesReadahead says.)
 func (c *Capture) Warnings() []string {
 	if c.Method != MethodEBPF {
@@ -116,7 +117,7 @@ func (c *Capture) Warnings() []string {
 		w = append(w, fmt.Sprintf("readahead reached the watched file during the recording (%d windows, %d pages): the capture includes pages the workload did not touch", c.ReadaheadWindows, c.ReadaheadPages))
 	}
 	if c.NoOrder > 0 {
-		w = append(w, fmt.Sprintf("this kernel's filemap:mm_filemap_add_to_page_cache tracepoint reports no folio order: %d insertions were taken as one page each, so the other pages of any large folio among them are missing (kernels with the order field record them)", c.NoOrder))
+		w = append(w, "this kernel's filemap:mm_filemap_add_to_page_cache tracepoint reports no folio order: insertions are taken as one page each, so the other pages of any large folio among them are missing (kernels with the order field record them; insertions_without_order counts them)")
 	}
 	return w
 }

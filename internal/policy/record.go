@@ -121,6 +121,7 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	var (
 		set     *wset.Set
 		refined []wset.Extent
+		warned  = map[string]bool{}
 	)
 	for i := range runs {
 		hooks := nora
@@ -132,7 +133,10 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 			return nil, nil, err
 		}
 		for _, w := range c.Warnings() {
-			fmt.Fprintf(log, "warning: %s\n", w)
+			if !warned[w] { // the kernel's limits, once for all runs
+				warned[w] = true
+				fmt.Fprintf(log, "warning: %s\n", w)
+			}
 		}
 		rep.Lost += c.Lost
 		rep.NoOrder += c.NoOrder
