@@ -122,18 +122,13 @@ func Start(ctx context.Context, file string, extents []wset.Extent, o Options) (
 	if workers <= 0 {
 		workers = eng.defaultWorkers()
 	}
-	f, err := os.Open(file)
+	f, size, err := openSized(file)
 	if err != nil {
-		return nil, fmt.Errorf("prefetch: %w", err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("prefetch: %w", err)
+		return nil, err
 	}
 	j := &Job{issued: make(chan struct{}), done: make(chan struct{})}
 	j.stats.Engine, j.stats.Workers = name, workers
-	go j.run(ctx, t0, f, st.Size(), extents, eng, workers, o)
+	go j.run(ctx, t0, f, size, extents, eng, workers, o)
 	return j, nil
 }
 
@@ -171,16 +166,12 @@ type Request struct{ Off, Len int64 }
 // Start applies them (o.Zero's fills read nothing and are left out): to
 // replay the same I/O with another tool.
 func Requests(file string, extents []wset.Extent, o Options) ([]Request, error) {
-	f, err := os.Open(file)
+	f, size, err := openSized(file)
 	if err != nil {
-		return nil, fmt.Errorf("prefetch: %w", err)
+		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("prefetch: %w", err)
-	}
-	reqs, _, _, err := dataRequests(f, st.Size(), extents, o)
+	reqs, _, _, err := dataRequests(f, size, extents, o)
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +180,20 @@ func Requests(file string, extents []wset.Extent, o Options) ([]Request, error) 
 		out[i] = Request{r.off, r.len}
 	}
 	return out, nil
+}
+
+// openSized opens file for reading and returns its size.
+func openSized(file string) (*os.File, int64, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, 0, fmt.Errorf("prefetch: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("prefetch: %w", err)
+	}
+	return f, st.Size(), nil
 }
 
 // Prefetch runs a prefetch to completion.
