@@ -103,8 +103,12 @@ func TestLongExtentComesInWhole(t *testing.T) {
 			if _, err := Prefetch(context.Background(), path, []wset.Extent{{Page: 0, N: size / wset.PageSize}}, Options{Engine: name}); err != nil {
 				t.Fatal(err)
 			}
-			if n := residentPages(t, path).count(); n != size/wset.PageSize {
-				t.Fatalf("%d of %d pages resident", n, size/wset.PageSize)
+			// A request cut short by one readahead call would leave most of
+			// the 64 MiB out; the host's DAMON pageout evicts a few freshly
+			// read pages now and then (seen: 22 of 16384 under pread), which
+			// the 1% allows.
+			if n, all := residentPages(t, path).count(), size/wset.PageSize; n < all-all/100 {
+				t.Fatalf("%d of %d pages resident", n, all)
 			}
 		})
 	}
