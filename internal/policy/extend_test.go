@@ -49,11 +49,11 @@ func TestWiden(t *testing.T) {
 	C := []wset.Extent{{Page: 600, N: 2}, {Page: 603, N: 1}}
 	D := []wset.Extent{{Page: 800, N: 1}, {Page: 804, N: 1}}
 	own := slices.Concat([]wset.Extent{{Page: 1000, N: 202}}, A, B, C, D)
-	set := &wset.Set{Extents: slices.Clone(own)} // 210 pages: a budget of 21
+	set := &wset.Set{Extents: slices.Clone(own)}
 	// Holes at pages 50-59 and 598-599.
 	pg := func(p int64) int64 { return p * wset.PageSize }
 	data := []snapshot.Extent{{Off: 0, Len: pg(50)}, {Off: pg(60), Len: pg(538)}, {Off: pg(600), Len: pg(1400)}}
-	n := widen(set, slices.Concat(D, B, A, C), margin, data)
+	n := widen(set, slices.Concat(D, B, A, C), margin, data, 21)
 	// C found the most (3 pages): 597-606 less the holes and C itself.
 	// Then A (2): 37-48 less A. D, found after A, would take 9 more pages
 	// than the budget has left; B (1 page) takes 297-303 less B.
@@ -61,5 +61,17 @@ func TestWiden(t *testing.T) {
 		{Page: 37, N: 3}, {Page: 41, N: 4}, {Page: 46, N: 3}, {Page: 297, N: 3}, {Page: 301, N: 3}})
 	if n != 21 || !slices.Equal(set.Extents, want) {
 		t.Errorf("widen added %d: %v\nwant 21: %v", n, set.Extents, want)
+	}
+}
+
+func TestMarginBudget(t *testing.T) {
+	for _, tc := range []struct{ pages, want int64 }{
+		{0, marginBudgetFloor},
+		{1916, marginBudgetFloor}, // alloc's set: 10% would be 191
+		{15567, 1556},             // bert's
+	} {
+		if got := marginBudget(tc.pages); got != tc.want {
+			t.Errorf("marginBudget(%d) = %d, want %d", tc.pages, got, tc.want)
+		}
 	}
 }
