@@ -54,8 +54,8 @@ const preemptibleSpin = time.Millisecond
 // such signals. Spins of preemptibleSpin or longer unblock it, so that
 // VMs spinning on fewer CPUs than there are VMs still share them.
 func replay(mem []byte, s schedule, mode string) replayStats {
-	restore := blockPreemption()
-	defer restore()
+	blockPreemption(true)
+	defer blockPreemption(false)
 	minor0, major0 := threadFaults()
 	start := time.Now()
 	last := start
@@ -65,8 +65,8 @@ func replay(mem []byte, s schedule, mode string) replayStats {
 	compute := func(from time.Time, d time.Duration) {
 		if mode != ComputeSleep {
 			if d >= preemptibleSpin {
-				restore()
-				defer blockPreemption()
+				blockPreemption(false)
+				defer blockPreemption(true)
 			}
 			spin(from, d)
 			return
@@ -106,14 +106,17 @@ func replay(mem []byte, s schedule, mode string) replayStats {
 	return st
 }
 
-// blockPreemption blocks SIGURG on the calling thread and returns a
-// function that unblocks it again; the caller has locked its OS thread.
-func blockPreemption() (restore func()) {
+// blockPreemption blocks or unblocks SIGURG on the calling thread; the
+// caller has locked its OS thread.
+func blockPreemption(block bool) {
 	var set unix.Sigset_t
 	set.Val[(unix.SIGURG-1)/64] |= 1 << ((unix.SIGURG - 1) % 64)
-	// Failure only means faults may be miscounted as before; never fatal.
-	_ = unix.PthreadSigmask(unix.SIG_BLOCK, &set, nil)
-	return func() { _ = unix.PthreadSigmask(unix.SIG_UNBLOCK, &set, nil) }
+	how := unix.SIG_UNBLOCK
+	if block {
+		how = unix.SIG_BLOCK
+	}
+	// Failure only means faults may be miscounted; never fatal.
+	_ = unix.PthreadSigmask(how, &set, nil)
 }
 
 // spin computes until d has passed since from: the guest's compute, which
