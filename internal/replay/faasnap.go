@@ -117,7 +117,7 @@ func (p *faasnapPolicy) record(ctx context.Context, e *env, rep *PrepareReport) 
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		st = replay(g.bytes(), e.sched, e.opts.Compute)
+		st = replay(g.bytes(), e.sched, e.opts.Compute, true)
 		close(done)
 	}()
 	<-done

@@ -129,13 +129,18 @@ func synthTrace(t *testing.T, m *synthMem) *trace.Trace {
 	return tr
 }
 
-func runPolicy(t *testing.T, m *synthMem, tr *trace.Trace, policy string, n int, mod func(*Options)) *Report {
-	t.Helper()
-	o := Options{
+// policyOptions are the options runPolicy runs with.
+func policyOptions(t *testing.T, m *synthMem, tr *trace.Trace, policy string, n int) Options {
+	return Options{
 		Mem: m.path, Trace: tr, Policy: policy, Concurrency: n, GapScale: 1,
 		VMMStart: time.Millisecond, StateLoad: time.Millisecond,
 		WorkDir: t.TempDir(), Verify: true,
 	}
+}
+
+func runPolicy(t *testing.T, m *synthMem, tr *trace.Trace, policy string, n int, mod func(*Options)) *Report {
+	t.Helper()
+	o := policyOptions(t, m, tr, policy, n)
 	if mod != nil {
 		mod(&o)
 	}

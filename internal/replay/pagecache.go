@@ -152,5 +152,6 @@ func (v *plainVM) memory() *guestMem { return v.g }
 func (v *plainVM) ready(ctx context.Context, tl timeline) error {
 	return sleepUntil(ctx, tl.t0.Add(tl.setup()))
 }
-func (v *plainVM) stats() vmStats { return vmStats{} }
-func (v *plainVM) close() error   { return v.g.unmap() }
+func (v *plainVM) stats() vmStats  { return vmStats{} }
+func (v *plainVM) userfault() bool { return false }
+func (v *plainVM) close() error    { return v.g.unmap() }

@@ -83,7 +83,7 @@ func (p *reapPolicy) record(ctx context.Context, e *env, rep *PrepareReport) ([]
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		st = replay(v.g.bytes(), e.sched, e.opts.Compute)
+		st = replay(v.g.bytes(), e.sched, e.opts.Compute, !v.userfault())
 		close(done)
 	}()
 	<-done
@@ -351,6 +351,8 @@ func (v *uffdVM) ready(ctx context.Context, tl timeline) error {
 	}
 	return sleepUntil(ctx, load.Add(tl.stateLoad))
 }
+
+func (v *uffdVM) userfault() bool { return true }
 
 func (v *uffdVM) stats() vmStats {
 	if v.h == nil {

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"context"
 	"errors"
 	"os"
 	"runtime"
@@ -187,5 +188,44 @@ func TestCompactFileRefused(t *testing.T) {
 	// A run refuses a trace recorded on another memory file.
 	if _, err := Run(t.Context(), Options{Mem: b.path, Trace: tr, Policy: NoRA}); err == nil {
 		t.Error("replayed a trace on another memory file")
+	}
+}
+
+// TestREAPUnderGC replays REAP while the garbage collector stops the world
+// over and over: the thread that faults on userfaultfd memory must stay
+// preemptible, or a stop-the-world waits for it while it waits for the
+// stopped handler.
+func TestREAPUnderGC(t *testing.T) {
+	needRoot(t, "reap needs userfaultfd")
+	m := newSynthMem(t)
+	tr := synthTrace(t, m)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.GC()
+			}
+		}
+	}()
+	o := policyOptions(t, m, tr, REAP, 2)
+	done := make(chan error, 1)
+	go func() {
+		// No context deadline: a deadlocked replay would not see it.
+		_, err := Run(context.Background(), o)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		// Reached only if the world is not stopped for good; a deadlocked
+		// stop-the-world hangs the test binary until go test's timeout.
+		t.Fatal("reap replay did not finish in 2 minutes while the collector ran")
 	}
 }

@@ -65,6 +65,10 @@ type vm interface {
 	// the policy's own work before the first touch is done.
 	ready(ctx context.Context, tl timeline) error
 	stats() vmStats
+	// userfault reports whether a goroutine of this process serves the
+	// guest memory's faults (userfaultfd), so that the touching thread
+	// must take the Go runtime's preemption signal (see replay).
+	userfault() bool
 	close() error
 }
 
@@ -266,7 +270,7 @@ func runOnce(ctx context.Context, e *env, pol policyImpl) (_ *RunResult, retErr 
 			start := time.Since(t0)
 			wait := max(0, start-tl.setup())
 			res[i].StartMs = ms(start)
-			st := replay(v.memory().bytes(), e.sched, e.opts.Compute)
+			st := replay(v.memory().bytes(), e.sched, e.opts.Compute, !v.userfault())
 			res[i].CompletionMs = ms(time.Since(t0))
 			res[i].ReadyWaitMs, res[i].ReplayMs = ms(wait), ms(st.replay)
 			res[i].StallMs = ms(st.stall + wait)

@@ -45,17 +45,22 @@ const preemptibleSpin = time.Millisecond
 // caller has locked its OS thread, so the thread's fault counters are the
 // replay's.
 //
-// The thread blocks SIGURG, the Go runtime's preemption signal, while it
-// touches pages. A fault that has started a read and must retry returns to
-// user space instead when a signal is pending (arch/x86/mm/fault.c), and
-// the repeated fault finds the page in the page cache and counts as minor:
-// a spinning goroutine is sent SIGURG every 10 ms or so, which lost one to
-// three of json's 18 major faults per replay. A VMM's vCPU thread takes no
-// such signals. Spins of preemptibleSpin or longer unblock it, so that
-// VMs spinning on fewer CPUs than there are VMs still share them.
-func replay(mem []byte, s schedule, mode string) replayStats {
-	blockPreemption(true)
-	defer blockPreemption(false)
+// With blockSignals the thread blocks SIGURG, the Go runtime's preemption
+// signal, while it touches pages. A fault that has started a read and must
+// retry returns to user space instead when a signal is pending
+// (arch/x86/mm/fault.c), and the repeated fault finds the page in the page
+// cache and counts as minor: a spinning goroutine is sent SIGURG every 10
+// ms or so, which lost one to three of json's 18 major faults per replay. A
+// VMM's vCPU thread takes no such signals. Spins of preemptibleSpin or
+// longer unblock it, so that VMs spinning on fewer CPUs than there are VMs
+// still share them. Memory whose faults a goroutine of this process serves
+// (userfaultfd) must not block it: a stop-the-world would wait for the
+// faulting thread, and the fault for the stopped handler.
+func replay(mem []byte, s schedule, mode string, blockSignals bool) replayStats {
+	if blockSignals {
+		blockPreemption(true)
+		defer blockPreemption(false)
+	}
 	minor0, major0 := threadFaults()
 	start := time.Now()
 	last := start
@@ -64,7 +69,7 @@ func replay(mem []byte, s schedule, mode string) replayStats {
 	var debt time.Duration // sleep mode: compute not yet slept
 	compute := func(from time.Time, d time.Duration) {
 		if mode != ComputeSleep {
-			if d >= preemptibleSpin {
+			if blockSignals && d >= preemptibleSpin {
 				blockPreemption(false)
 				defer blockPreemption(true)
 			}

@@ -73,7 +73,7 @@ func TestMajorFaultsUnderSignals(t *testing.T) {
 			unix.Nanosleep(&unix.Timespec{Nsec: 20e3}, nil)
 		}
 	}()
-	st := replay(mem, s, ComputeSpin)
+	st := replay(mem, s, ComputeSpin, true)
 	stop.Store(true)
 	<-done
 	if sent.Load() < 100 {
