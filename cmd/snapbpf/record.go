@@ -80,7 +80,7 @@ which includes readahead.`,
 	f.Uint64Var(&o.Input, "input", 1, "input seed for the recorded invocation")
 	f.BoolVar(&o.Merge, "merge", false, "union with the snapshot's existing working set (several inputs)")
 	f.IntVar(&o.Runs, "runs", policy.DefaultRecordRuns, "record this many cold restores and store their union (covers run-to-run variation)")
-	f.IntVar(&o.Margin, "margin", policy.DefaultMargin, "also take the memory file's data pages within this many pages of the regions where runs 2.. found pages (0: none)")
+	f.IntVar(&o.Margin, "margin", policy.DefaultMargin, "also take the memory file's data pages within this many pages of the regions where runs 2.. found pages, up to 10% more pages or 1 MiB, whichever is more (0: none)")
 	f.StringVar(&mem, "mem", "", "memory file to watch (with a command)")
 	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")
