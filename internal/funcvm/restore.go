@@ -178,8 +178,10 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 
 	// Measure before the VMM exits and its counters vanish.
 	pid := m.PID()
-	r.MinorFaults, r.MajorFaults, _ = procFaults(pid)
+	// The memory file's count first: the VMM keeps running, and a fault
+	// between the two reads must not make it exceed the process's.
 	r.MemFileMajorFaults = faults.inside()
+	r.MinorFaults, r.MajorFaults, _ = procFaults(pid)
 	r.MemFileReadBytes, _ = procReadBytes(pid)
 	r.GuestTouchedB, r.GuestPrivateB, _ = mappingUsage(pid, dir.MemPath())
 	if !r.ResultOK {
