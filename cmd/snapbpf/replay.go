@@ -109,7 +109,7 @@ func runReplays(cmd *cobra.Command, snapDir, tracePath, policies string, o repla
 	var reps []*replay.Report
 	for _, name := range names {
 		o.Policy = strings.TrimSpace(name)
-		logf(progress(cmd), "replaying %s under %s (%d VMs, %d runs)", tracePath, o.Policy, max(o.Concurrency, 1), max(o.Runs, 1))
+		logf(progress(cmd), "replaying %s under %s (VMs: %d, runs: %d)", tracePath, o.Policy, max(o.Concurrency, 1), max(o.Runs, 1))
 		rep, err := replay.Run(cmd.Context(), o)
 		if err != nil {
 			return reps, err
