@@ -32,7 +32,9 @@ issued; with --wait, once every page is cached.`,
 			if err != nil {
 				return err
 			}
-			if err := s.CheckFile(mem, s.Mem.SnapshotID); err != nil {
+			// Any file, not only a snapshot's: it has no snapshot ID of
+			// its own, so size and fingerprint decide.
+			if err := s.CheckFile(mem, ""); err != nil {
 				return err
 			}
 			if !noZero {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -87,6 +88,16 @@ fraction of the trace's non-zero pages across the memory file (fragmentation).`,
 }
 
 func runReplays(cmd *cobra.Command, snapDir, tracePath, policies string, o replay.Options) ([]*replay.Report, error) {
+	names := replay.Policies()
+	if policies != "all" {
+		names = strings.Split(policies, ",")
+		for i, name := range names {
+			names[i] = strings.TrimSpace(name)
+			if !slices.Contains(replay.Policies(), names[i]) {
+				return nil, fmt.Errorf("unknown policy %q: want one of %v, or all", names[i], replay.Policies())
+			}
+		}
+	}
 	dir, err := snapshot.Open(snapDir)
 	if err != nil {
 		return nil, err
@@ -94,10 +105,6 @@ func runReplays(cmd *cobra.Command, snapDir, tracePath, policies string, o repla
 	t, err := trace.Read(tracePath)
 	if err != nil {
 		return nil, err
-	}
-	names := replay.Policies()
-	if policies != "all" {
-		names = strings.Split(policies, ",")
 	}
 	if o.WorkDir == "" {
 		o.WorkDir = filepath.Join(dir.Path, "replay")
@@ -108,7 +115,7 @@ func runReplays(cmd *cobra.Command, snapDir, tracePath, policies string, o repla
 	o.Mem, o.SnapshotID, o.Trace, o.Log = dir.MemPath(), dir.Manifest.ID, t, progress(cmd)
 	var reps []*replay.Report
 	for _, name := range names {
-		o.Policy = strings.TrimSpace(name)
+		o.Policy = name
 		logf(progress(cmd), "replaying %s under %s (VMs: %d, runs: %d)", tracePath, o.Policy, max(o.Concurrency, 1), max(o.Runs, 1))
 		rep, err := replay.Run(cmd.Context(), o)
 		if err != nil {

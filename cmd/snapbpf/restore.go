@@ -85,6 +85,9 @@ func newRestoreCmd() *cobra.Command {
 }
 
 func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOptions, po policy.Options) (*restoreReport, error) {
+	if o.Count < 1 {
+		return nil, fmt.Errorf("--count %d: restore at least 1 clone", o.Count)
+	}
 	dir, err := snapshot.Open(snapDir)
 	if err != nil {
 		return nil, err

@@ -55,6 +55,11 @@ func RecordCommand(ctx context.Context, file string, argv []string, method strin
 	if len(argv) == 0 {
 		return nil, errors.New("record: no command")
 	}
+	if fi, err := os.Stat(file); err != nil {
+		return nil, fmt.Errorf("memory file: %w; give --mem the file the command maps or reads", err)
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("memory file %s: not a regular file; give --mem the file the command maps or reads", file)
+	}
 	switch method {
 	case "", MethodEBPF:
 		return recordEBPF(ctx, file, argv)

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+// TestBadArguments runs the CLI with wrong flags and files: each must be
+// refused before any work starts, with an error that names what is wrong.
+func TestBadArguments(t *testing.T) {
+	dir := t.TempDir()
+	small := filepath.Join(dir, "small")
+	if err := os.WriteFile(small, make([]byte, 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A set recorded on another file, of another size, with a snapshot ID.
+	other := filepath.Join(dir, "other")
+	if err := os.WriteFile(other, make([]byte, 16384), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id, err := wset.IdentifyFile(other, "0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := &wset.Set{Mem: id, Extents: []wset.Extent{{Page: 0, N: 1}}}
+	wsPath := filepath.Join(dir, "other.ws")
+	if err := wset.Write(wsPath, set); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // substrings of the error
+	}{
+		{"restore count 0", []string{"restore", "--snapshot", dir, "--count", "0"}, []string{"--count 0"}},
+		{"restore not a snapshot", []string{"restore", "--snapshot", dir}, []string{dir}},
+		{"record missing memory file", []string{"record", "--mem", filepath.Join(dir, "nope"), "--out", filepath.Join(dir, "x.ws"), "--", "true"},
+			[]string{"memory file", filepath.Join(dir, "nope"), "give --mem"}},
+		{"record directory as memory file", []string{"record", "--mem", dir, "--out", filepath.Join(dir, "x.ws"), "--", "true"},
+			[]string{"memory file " + dir, "not a regular file"}},
+		// The file has no snapshot ID: the error must not claim the set's.
+		{"prefetch on another file", []string{"prefetch", "--mem", small, "--ws", wsPath},
+			[]string{small, "sizes differ", "this file has 8192 bytes, fingerprint"}},
+		{"replay unknown policy", []string{"replay", "--snapshot", dir, "--trace", small, "--policy", "lazy,bogus"}, []string{`unknown policy "bogus"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := newRootCmd()
+			var out bytes.Buffer
+			cmd.SetOut(&out)
+			cmd.SetErr(&out)
+			cmd.SetArgs(tc.args)
+			err := cmd.Execute()
+			if err == nil {
+				t.Fatalf("%v: no error; output %q", tc.args, out.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%v: error %q does not say %q", tc.args, err, w)
+				}
+			}
+		})
+	}
+}
