@@ -55,6 +55,10 @@ report.md gives both sets' expected times on the machine measured. Needs root
 				}
 				return bench.WriteReport(res, c.Out)
 			}
+			// Wrong flags fail now, not after the image build.
+			if err := c.Validate(); err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
 			if os.Geteuid() != 0 {
 				return errors.New("snapbpf bench needs root (it runs QEMU, loads eBPF and drops the memory files' page cache): run it as root, or use --report-only")
 			}

@@ -62,6 +62,9 @@ which includes readahead.`,
 				if out == "" || len(args) == 0 {
 					return errors.New("record --mem FILE needs --out WS and a command after --")
 				}
+				if err := checkOutput("--out", out); err != nil {
+					return err
+				}
 				v, err = recordCommand(cmd, mem, out, method, args)
 			default:
 				return errors.New("record: give either --snapshot DIR, or --mem FILE --out WS -- CMD")

@@ -45,6 +45,9 @@ restore policy. trace show prints a trace's summary.`,
 			if snapDir == "" || out == "" {
 				return errors.New("trace needs --snapshot DIR and --out TRACE")
 			}
+			if err := checkOutput("--out", out); err != nil {
+				return err
+			}
 			o.CrossCheck = crossCheck
 			rep, err := recordTrace(cmd, snapDir, out, o)
 			if err != nil {
