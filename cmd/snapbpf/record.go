@@ -62,6 +62,9 @@ which includes readahead.`,
 				if out == "" || len(args) == 0 {
 					return errors.New("record --mem FILE needs --out WS and a command after --")
 				}
+				if err := checkMemFile(mem); err != nil {
+					return err
+				}
 				if err := checkOutput("--out", out); err != nil {
 					return err
 				}

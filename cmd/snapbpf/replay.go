@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -93,8 +92,8 @@ func runReplays(cmd *cobra.Command, snapDir, tracePath, policies string, o repla
 		names = strings.Split(policies, ",")
 		for i, name := range names {
 			names[i] = strings.TrimSpace(name)
-			if !slices.Contains(replay.Policies(), names[i]) {
-				return nil, fmt.Errorf("unknown policy %q: want one of %v, or all", names[i], replay.Policies())
+			if err := replay.CheckPolicy(names[i]); err != nil {
+				return nil, err
 			}
 		}
 	}

@@ -60,6 +60,17 @@ func logf(w io.Writer, format string, a ...any) {
 	}
 }
 
+// checkMemFile fails before any work when the --mem file is missing or not
+// a regular file (the library would only say so once it drops the cache).
+func checkMemFile(path string) error {
+	if fi, err := os.Stat(path); err != nil {
+		return fmt.Errorf("memory file: %w; give --mem the file the command maps or reads", err)
+	} else if !fi.Mode().IsRegular() {
+		return fmt.Errorf("memory file %s: not a regular file; give --mem the file the command maps or reads", path)
+	}
+	return nil
+}
+
 // checkOutput fails before any work when the file that work ends by
 // writing cannot be created, so a recording is not lost at the end.
 func checkOutput(flag, path string) error {

@@ -55,21 +55,13 @@ func RecordCommand(ctx context.Context, file string, argv []string, method strin
 	if len(argv) == 0 {
 		return nil, errors.New("record: no command")
 	}
-	var record func(context.Context, string, []string) (*Capture, error)
 	switch method {
 	case "", MethodEBPF:
-		record = recordEBPF
+		return recordEBPF(ctx, file, argv)
 	case MethodMincore:
-		record = recordMincore
-	default:
-		return nil, fmt.Errorf("record: unknown method %q (want %s or %s)", method, MethodEBPF, MethodMincore)
+		return recordMincore(ctx, file, argv)
 	}
-	if fi, err := os.Stat(file); err != nil {
-		return nil, fmt.Errorf("memory file: %w; give --mem the file the command maps or reads", err)
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("memory file %s: not a regular file; give --mem the file the command maps or reads", file)
-	}
-	return record(ctx, file, argv)
+	return nil, fmt.Errorf("record: unknown method %q (want %s or %s)", method, MethodEBPF, MethodMincore)
 }
 
 func command(ctx context.Context, argv []string) *exec.Cmd {

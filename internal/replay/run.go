@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -121,6 +122,9 @@ func (e *env) dataPages() (*bitmap, error) {
 }
 
 func newPolicy(name string, o Options) (policyImpl, error) {
+	if err := CheckPolicy(name); err != nil {
+		return nil, err
+	}
 	switch name {
 	case Lazy:
 		return &pageCachePolicy{name: name, readahead: true, hugepage: !o.NoHugepage}, nil
@@ -133,7 +137,16 @@ func newPolicy(name string, o Options) (policyImpl, error) {
 	case REAP:
 		return &reapPolicy{}, nil
 	}
-	return nil, fmt.Errorf("unknown policy %q: want one of %v", name, Policies())
+	return nil, fmt.Errorf("policy %q: listed in Policies but not implemented", name)
+}
+
+// CheckPolicy returns nil for a policy Run knows and an error naming the
+// known ones otherwise.
+func CheckPolicy(name string) error {
+	if slices.Contains(Policies(), name) {
+		return nil
+	}
+	return fmt.Errorf("unknown policy %q: want one of %v", name, Policies())
 }
 
 // Run replays o.Trace under o.Policy.
