@@ -25,7 +25,7 @@ type restoreReport struct {
 	Warm     bool   `json:"warm"`
 	Policy   string `json:"policy"`
 	// Readahead says whether pages outside any prefetch were read with
-	// Linux's readahead (lazy, or snapbpf --keep-readahead).
+	// Linux's readahead (lazy, or snapbpf without --no-readahead).
 	Readahead bool `json:"readahead"`
 	policy.PrefetchStats
 	VMs []vmReport `json:"vms"`
@@ -78,7 +78,13 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVar(&pol, "policy", policy.Lazy, fmt.Sprintf("restore policy %v", policy.Names()))
 	f.StringVar(&ws, "ws", "", "working set for --policy snapbpf (default: the snapshot's, from snapbpf record)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object with a vms array")
-	f.BoolVar(&po.KeepReadahead, "keep-readahead", false, "policy snapbpf: leave readahead on for pages outside the working set (for inputs the recording did not see)")
+	f.BoolVar(&po.NoReadahead, "no-readahead", false, "policy snapbpf: read pages outside the working set one per fault (the paper's policy, for comparison; slower than lazy on inputs the recording did not see)")
+	// Readahead outside the working set became snapbpf's default; the
+	// old opt-in stays accepted so scripts keep working.
+	var keep bool
+	f.BoolVar(&keep, "keep-readahead", false, "")
+	f.MarkDeprecated("keep-readahead", "readahead outside the working set is now snapbpf's default (--no-readahead turns it off)")
+	cmd.MarkFlagsMutuallyExclusive("keep-readahead", "no-readahead")
 	prefetchFlags(f, "prefetch-", &po.Prefetch)
 	cmd.MarkFlagRequired("snapshot")
 	return cmd

@@ -137,7 +137,10 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	for i := range runs {
 		hooks := nora
 		if set != nil {
-			hooks = &Policy{name: SnapBPF, mem: dir.MemPath(), ws: set}
+			// Readahead off, as in the first run: a page the guest
+			// touches beyond the prefetch enters the cache alone, so
+			// the capture sees exactly the pages the set lacks.
+			hooks = &Policy{name: SnapBPF, mem: dir.MemPath(), ws: set, opts: Options{NoReadahead: true}}
 		}
 		got, c, vm, err := recordOnce(ctx, d, dir, o, hooks)
 		if err != nil {
