@@ -1,17 +1,21 @@
 # snapbpf: build, test, demo. Everything runs as root on a Debian 12 host.
-GO      ?= go
+# Go from PATH, or where the official tarball installs it (a fresh root
+# shell's PATH does not have /usr/local/go/bin).
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN     := bin
 PKGS    := ./...
 # Static binaries: the agent is a guest's /init, and snapbpf runs on any host.
 export CGO_ENABLED := 0
 
-.PHONY: all build deps demo test generate vet clean bench
+.PHONY: all build deps demo test lint generate vet clean bench
 
 all: build
 
+# -buildvcs=auto: `snapbpf version` names the commit even where GOFLAGS
+# turns VCS stamping off.
 build:
-	$(GO) build -o $(BIN)/snapbpf ./cmd/snapbpf
-	$(GO) build -o $(BIN)/snapbpf-agent ./cmd/snapbpf-agent
+	$(GO) build -buildvcs=auto -o $(BIN)/snapbpf ./cmd/snapbpf
+	$(GO) build -buildvcs=auto -o $(BIN)/snapbpf-agent ./cmd/snapbpf-agent
 
 # Debian packages the project needs at run and test time.
 APT_PKGS := qemu-system-x86 util-linux fio
@@ -28,8 +32,12 @@ deps:
 demo: deps build
 	$(BIN)/snapbpf demo
 
-test: deps build
+# vet and staticcheck (pinned in go.mod's tool block).
+lint:
 	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+
+test: deps build lint
 	$(GO) test -count=1 -timeout 80m $(PKGS)
 
 BENCH_OUT ?= bench-results

@@ -34,7 +34,7 @@ func newRootCmd() *cobra.Command {
 			return nil
 		},
 	}
-	root.AddCommand(newImageCmd(), newSnapshotCmd(), newRestoreCmd(), newRecordCmd(), newWSCmd(), newPrefetchCmd(), newDemoCmd(), newFunctionsCmd(), newBenchCmd(), newTraceCmd(), newReplayCmd(), newCheckCmd())
+	root.AddCommand(newImageCmd(), newSnapshotCmd(), newRestoreCmd(), newRecordCmd(), newWSCmd(), newPrefetchCmd(), newDemoCmd(), newFunctionsCmd(), newBenchCmd(), newTraceCmd(), newReplayCmd(), newCheckCmd(), newVersionCmd())
 	return root
 }
 
