@@ -32,7 +32,7 @@
  * (COUNTER_NO_ORDER) and taken as one page, and user space attaches only
  * the tracepoints that exist.
  *
- * Regenerate with `go generate ./internal/capture/` (see internal/capture/bpf.go).
+ * Regenerate with `make generate` (see internal/capture/bpf.go).
  */
 
 #include "vmlinux.h"

@@ -12,7 +12,7 @@
  * from the tracepoint itself, not from a record whose offsets tracefs
  * would have to describe.
  *
- * Regenerate with `go generate ./internal/trace/`.
+ * Regenerate with `make generate`.
  */
 
 #include "vmlinux.h"

@@ -11,7 +11,7 @@
  * A perf event is opened with perf_event_open(2) and the program attached
  * by ioctl: no tracefs or debugfs either.
  *
- * Regenerate with `go generate ./internal/majfault/`.
+ * Regenerate with `make generate`.
  */
 
 #include "vmlinux.h"

@@ -16,10 +16,11 @@ import (
 )
 
 // The BPF program lives in bpf/capture.c. Regenerate the committed
-// capture_bpfel.go and capture_bpfel.o after editing it (needs clang and
-// llvm-strip; a plain `go build` does not):
+// capture_bpfel.go and capture_bpfel.o after editing it (needs clang,
+// llvm-strip and libbpf-dev, which `make generate` installs and pins; a
+// plain `go build` does not):
 //
-//	go generate ./internal/capture/
+//	make generate
 //
 // bpfel rather than a single architecture: the program reads only
 // CO-RE-relocated kernel fields, and the one architecture-specific read

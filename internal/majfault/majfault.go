@@ -24,9 +24,10 @@ import (
 
 // The program is bpf/majfault.c. Regenerate the committed majfault_bpfel.go
 // and majfault_bpfel.o after editing it (needs clang, llvm-strip and
-// libbpf-dev; a plain `go build` does not):
+// libbpf-dev, which `make generate` installs and pins; a plain `go build`
+// does not):
 //
-//	go generate ./internal/majfault/
+//	make generate
 //
 // bpfel: the fault address is read from the perf event context with CO-RE,
 // so the object serves every little-endian machine.

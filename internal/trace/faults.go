@@ -19,9 +19,10 @@ import (
 
 // The programs are bpf/faults.c. Regenerate the committed faults_bpfel.go
 // and faults_bpfel.o after editing it (needs clang, llvm-strip and
-// libbpf-dev; a plain `go build` does not):
+// libbpf-dev, which `make generate` installs and pins; a plain `go build`
+// does not):
 //
-//	go generate ./internal/trace/
+//	make generate
 
 //go:generate go tool bpf2go -tags linux -target bpfel -type fault faults ../../bpf/faults.c -- -I../../bpf/include -Wall -Werror -O2 -g
 
