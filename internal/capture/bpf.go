@@ -66,7 +66,7 @@ func (r *Recorder) load(o options) (retErr error) {
 			r.Close()
 		}
 	}()
-	if err := r.attach(); err != nil {
+	if err := r.attach(o.kernelTypes); err != nil {
 		return err
 	}
 	r.rd, err = ringbuf.NewReader(r.objs.Events)
@@ -100,10 +100,14 @@ type hook struct {
 // Only the insertion tracepoint is required; the open and readahead ones
 // make a recording checkable and are skipped where the kernel lacks them or
 // passes other arguments, which its BTF says before anything is attached.
-func (r *Recorder) attach() error {
-	kernel, err := btf.LoadKernelSpec()
-	if err != nil {
-		return fmt.Errorf("kernel BTF: %w", err)
+// kernel is that BTF; nil loads the running kernel's (tests pass an older
+// kernel's, as for CO-RE).
+func (r *Recorder) attach(kernel *btf.Spec) error {
+	if kernel == nil {
+		var err error
+		if kernel, err = btf.LoadKernelSpec(); err != nil {
+			return fmt.Errorf("kernel BTF: %w", err)
+		}
 	}
 	if err := tracepoint.Check(kernel, tpInsert.name, tpInsert.params...); err != nil {
 		return fmt.Errorf("capture needs the page-cache insertion tracepoint: %w", err)
