@@ -62,7 +62,8 @@ generate: bpf-tools
 # Fails when go generate would change a committed file: edited C whose
 # objects were not regenerated, or objects made by another toolchain.
 generate-check: generate
-	@changed=$$(git status --porcelain --untracked-files=all -- ':(glob)**/*_bpfel.go' ':(glob)**/*_bpfel.o'); \
+	@git rev-parse --is-inside-work-tree >/dev/null || { echo "generate-check compares with git: needs a git checkout"; exit 1; }; \
+	changed=$$(git status --porcelain --untracked-files=all -- ':(glob)**/*_bpfel.go' ':(glob)**/*_bpfel.o'); \
 	if [ -n "$$changed" ]; then \
 		echo "go generate changed committed files (run make generate and commit them):"; \
 		echo "$$changed"; \
