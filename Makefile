@@ -7,7 +7,7 @@ PKGS    := ./...
 # Static binaries: the agent is a guest's /init, and snapbpf runs on any host.
 export CGO_ENABLED := 0
 
-.PHONY: all build deps demo test lint generate vet clean bench
+.PHONY: all build deps demo test lint generate generate-check bpf-tools vet clean bench
 
 all: build
 
@@ -48,9 +48,37 @@ BENCH_OUT ?= bench-results
 bench: deps build
 	$(BIN)/snapbpf bench --out $(BENCH_OUT)
 
-# Regenerate the BPF objects (needs clang and llvm: apt-get install clang llvm).
-generate:
+# The BPF toolchain: the committed objects are what Debian 12's clang 14,
+# llvm-strip 14 and libbpf-dev headers make of bpf/, byte for byte, so
+# generate names that clang rather than whichever clang is first in PATH.
+export BPF2GO_CC    ?= clang-14
+export BPF2GO_STRIP ?= llvm-strip-14
+bpf-tools:
+	@missing=""; \
+	command -v $(BPF2GO_CC) >/dev/null || missing="$$missing clang-14"; \
+	command -v $(BPF2GO_STRIP) >/dev/null || missing="$$missing llvm-14"; \
+	[ -f /usr/include/bpf/bpf_helpers.h ] || missing="$$missing libbpf-dev"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# Regenerate the BPF objects and their Go bindings from bpf/*.c (bpf2go).
+generate: bpf-tools
 	$(GO) generate ./...
+
+# Fails when go generate would change a committed file: edited C whose
+# objects were not regenerated, or objects made by another toolchain.
+generate-check: generate
+	@git rev-parse --is-inside-work-tree >/dev/null || { echo "generate-check compares with git: needs a git checkout"; exit 1; }; \
+	changed=$$(git status --porcelain --untracked-files=all -- ':(glob)**/*_bpfel.go' ':(glob)**/*_bpfel.o'); \
+	if [ -n "$$changed" ]; then \
+		echo "go generate changed committed files (run make generate and commit them):"; \
+		echo "$$changed"; \
+		git --no-pager diff --stat -- ':(glob)**/*_bpfel.go' ':(glob)**/*_bpfel.o'; \
+		exit 1; \
+	fi; \
+	echo "generated BPF code matches bpf/"
 
 clean:
 	rm -rf $(BIN)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -30,13 +31,16 @@ func TestCheckHost(t *testing.T) {
 	good := filepath.Join(base, "not", "made", "yet")
 	r := checkHost(context.Background(), good)
 	got := status(r)
-	for _, name := range []string{"root", "qemu", "bpf capture", "home filesystem", "userfaultfd"} {
+	for _, name := range []string{"root", "qemu", "bpf capture", "bpf attach", "home filesystem", "userfaultfd"} {
 		if c, ok := got[name]; !ok || c.Status == checkFail {
 			t.Errorf("check %q = %+v, want it to pass here", name, c)
 		}
 	}
 	if !r.OK {
 		t.Errorf("report not OK: %+v", r.Checks)
+	}
+	if r.BPFAttach == "" || !strings.Contains(got["bpf attach"].Detail, "tracefs") {
+		t.Errorf("bpf attach: report %q, check %+v; want the mechanism and the tracefs mounts", r.BPFAttach, got["bpf attach"])
 	}
 	if _, err := os.Stat(good); err == nil {
 		t.Errorf("check created %s", good)

@@ -58,9 +58,9 @@ type Capture struct {
 	Accesses []Access
 	Opens    []Open
 
-	// NoOrder counts insertions the kernel reported without the folio's
-	// order (its filemap tracepoint predates the field): each is counted
-	// as one page, so a large folio's other pages are missing.
+	// NoOrder counts insertions whose folio order the program could not
+	// read (this kernel's struct folio has no order field it knows): each
+	// is counted as one page, so a large folio's other pages are missing.
 	NoOrder uint64
 	// Lost counts records the kernel could not queue (ring buffer full).
 	// Non-zero means Accesses is incomplete; Stop also returns ErrLostEvents.
@@ -81,7 +81,7 @@ type Capture struct {
 	// true when readahead windows were seen on the watched files.
 	IncludesReadahead bool
 	// ReadaheadChecked says ReadaheadWindows was measured (the kernel has
-	// the readahead:page_cache_ra_order tracepoint).
+	// the page_cache_ra_order tracepoint).
 	ReadaheadChecked bool
 	// ReadaheadWindows and ReadaheadPages count readahead windows of more
 	// than one page on the watched files during the recording, and the
@@ -117,7 +117,7 @@ func (c *Capture) Warnings() []string {
 		w = append(w, fmt.Sprintf("readahead reached the watched file during the recording (%d windows, %d pages): the capture includes pages the workload did not touch", c.ReadaheadWindows, c.ReadaheadPages))
 	}
 	if c.NoOrder > 0 {
-		w = append(w, "this kernel's filemap:mm_filemap_add_to_page_cache tracepoint reports no folio order: insertions are taken as one page each, so the other pages of any large folio among them are missing (kernels with the order field record them; insertions_without_order counts them)")
+		w = append(w, "no folio order readable on this kernel (its struct folio has neither _folio_order nor _flags_1): insertions are taken as one page each, so the other pages of any large folio among them are missing (insertions_without_order counts them)")
 	}
 	return w
 }
