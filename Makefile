@@ -7,7 +7,7 @@ PKGS    := ./...
 # Static binaries: the agent is a guest's /init, and snapbpf runs on any host.
 export CGO_ENABLED := 0
 
-.PHONY: all build deps demo test lint generate generate-check bpf-tools vet clean bench
+.PHONY: all build deps demo unit test lint generate generate-check bpf-tools vet clean bench
 
 all: build
 
@@ -36,6 +36,11 @@ demo: deps build
 lint:
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
+
+# Fast tests: pure logic and orchestration, no guests (-short skips every
+# test that boots one); they need neither root nor QEMU.
+unit:
+	$(GO) test -short -count=1 $(PKGS)
 
 test: deps build lint
 	$(GO) test -count=1 -timeout 80m $(PKGS)
