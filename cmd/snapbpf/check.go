@@ -52,7 +52,9 @@ func newCheckCmd() *cobra.Command {
 its acceleration, loading the eBPF capture program, the kernel's optional
 tracepoint features, the filesystem of SNAPBPF_HOME (page cache and readahead
 per block device), userfaultfd for the REAP baseline, fio for the benchmark.
-It exits non-zero when a check fails, naming what that stops and what to do.`,
+It exits non-zero when a check fails, naming what that stops and what to do.
+Like every snapbpf command, it first puts back the read_ahead_kb of any disk
+that a killed snapbpf left lowered, and reports it here.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rep := checkHost(cmd.Context(), homeDir())
@@ -138,6 +140,19 @@ func checkHost(ctx context.Context, home string) *checkReport {
 	} else {
 		kb, _ := os.ReadFile(filepath.Join(queue, "read_ahead_kb"))
 		add("home filesystem", checkOK, vms, fmt.Sprintf("%s on %s, read_ahead_kb %s", dir, filepath.Base(filepath.Dir(queue)), strings.TrimSpace(string(kb))))
+	}
+
+	switch found, err := startupRepair.found, startupRepair.err; {
+	case err != nil:
+		add("readahead windows", checkFail, "restore, record", fmt.Sprintf("%v; set the disk's read_ahead_kb back by hand", err))
+	case len(found) > 0:
+		var what []string
+		for _, f := range found {
+			what = append(what, f.String())
+		}
+		add("readahead windows", checkWarn, "restore, record", "repaired: "+strings.Join(what, "; "))
+	default:
+		add("readahead windows", checkOK, "restore, record", "no disk left with readahead off by a snapbpf process")
 	}
 
 	if u, err := uffd.New(); err != nil {
