@@ -129,8 +129,10 @@ func recordEBPF(ctx context.Context, file string, argv []string, window time.Dur
 	if c != nil {
 		c.ResidentAtStart = resident
 		c.DeviceReadaheadOff = w.Lowered()
-		if g.expired {
+		select {
+		case <-w.Expired():
 			c.ReadaheadWindowExpired = window
+		default:
 		}
 	}
 	if waitErr != nil {
@@ -141,12 +143,11 @@ func recordEBPF(ctx context.Context, file string, argv []string, window time.Dur
 
 // guard ends the disk-wide window and fixes later opens.
 type guard struct {
-	ctx     context.Context
-	file    string
-	w       *readahead.Window
-	ended   bool
-	expired bool // the window ended at its deadline, before any open
-	errs    []error
+	ctx   context.Context
+	file  string
+	w     *readahead.Window
+	ended bool
+	errs  []error
 }
 
 // end puts the disk's readahead back, once.
@@ -170,20 +171,19 @@ func (g *guard) run(rec *Recorder, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-expired:
+			// The window ended at its deadline: opens from now on
+			// start with readahead.
 			expired = nil // closed: would fire forever
-			if !g.ended {
-				g.expired = true
-				g.end()
-			}
+			g.end()
 		case <-inserted:
 			inserted = nil // closed: would fire forever
 			g.end()
 		case o := <-rec.Opens():
-			if !g.ended {
-				// Opened while the disk was at 0: born without readahead.
-				g.end()
-				continue
-			}
+			// The command opened the file: the window has done its
+			// work. An open while the disk was at 0 is born without
+			// readahead; a later one (after the deadline) is fixed
+			// here, once the window no longer holds the disk's lock.
+			g.end()
 			if o.RAPages == 0 {
 				continue
 			}
