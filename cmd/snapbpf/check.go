@@ -142,18 +142,8 @@ func checkHost(ctx context.Context, home string) *checkReport {
 		add("home filesystem", checkOK, vms, fmt.Sprintf("%s on %s, read_ahead_kb %s", dir, filepath.Base(filepath.Dir(queue)), strings.TrimSpace(string(kb))))
 	}
 
-	switch found, err := startupRepair.found, startupRepair.err; {
-	case err != nil:
-		add("readahead windows", checkFail, "restore, record", fmt.Sprintf("%v; set the disk's read_ahead_kb back by hand", err))
-	case len(found) > 0:
-		var what []string
-		for _, f := range found {
-			what = append(what, f.String())
-		}
-		add("readahead windows", checkWarn, "restore, record", "repaired: "+strings.Join(what, "; "))
-	default:
-		add("readahead windows", checkOK, "restore, record", "no disk left with readahead off by a snapbpf process")
-	}
+	status, detail := readaheadWindows()
+	add("readahead windows", status, "restore, record", detail)
 
 	if u, err := uffd.New(); err != nil {
 		add("userfaultfd", checkWarn, "replay --policy reap, bench", err.Error())
@@ -168,6 +158,22 @@ func checkHost(ctx context.Context, home string) *checkReport {
 		add("fio", checkOK, "bench (prefetch figure)", p)
 	}
 	return rep
+}
+
+// readaheadWindows reports what repairReadahead found at startup.
+func readaheadWindows() (status, detail string) {
+	found, err := startupRepair.found, startupRepair.err
+	switch {
+	case err != nil:
+		return checkFail, fmt.Sprintf("%v; set the disk's read_ahead_kb back by hand", err)
+	case len(found) > 0:
+		var what []string
+		for _, f := range found {
+			what = append(what, f.String())
+		}
+		return checkWarn, "repaired: " + strings.Join(what, "; ")
+	}
+	return checkOK, "no disk left with readahead off by a snapbpf process"
 }
 
 // existingAncestor is path or its nearest ancestor that exists: what a
