@@ -70,11 +70,15 @@ func touchChild() error {
 	return sc.Err()
 }
 
-// holdChild opens a window on QUEUE for a minute, with LockDir at
-// LOCKDIR, says "held", and waits to be killed.
+// holdChild opens a window on QUEUE for MAX (a duration), with LockDir at
+// LOCKDIR, says "held", and waits a minute to be killed.
 func holdChild() error {
 	LockDir = os.Getenv("LOCKDIR")
-	w, err := suspendQueue(context.Background(), os.Getenv("QUEUE"), time.Minute, "test holder")
+	max, err := time.ParseDuration(os.Getenv("MAX"))
+	if err != nil {
+		return err
+	}
+	w, err := suspendQueue(context.Background(), os.Getenv("QUEUE"), max, "test holder")
 	if err != nil {
 		return err
 	}

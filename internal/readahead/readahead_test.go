@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -199,25 +200,7 @@ func TestRepairKilledOwner(t *testing.T) {
 	needRoot(t)
 	dir := privateLockDir(t)
 	q := loopKnob(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), childEnv+"=hold", "QUEUE="+q, "LOCKDIR="+dir)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if sc := bufio.NewScanner(out); !sc.Scan() || sc.Text() != "held" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("holder said %q, want held", sc.Text())
-	}
+	cmd := startHolder(t, q, dir, time.Minute)
 	// Its window is in use: Repair leaves it alone.
 	if found, err := Repair(); err != nil || len(found) != 0 {
 		t.Fatalf("Repair with the owner alive = %v, %v; want nothing", found, err)
@@ -244,6 +227,64 @@ func TestRepairKilledOwner(t *testing.T) {
 	}
 	if found, err := Repair(); err != nil || len(found) != 0 {
 		t.Errorf("second Repair = %v, %v; want nothing", found, err)
+	}
+}
+
+// startHolder starts a child process that holds a window on queue for max,
+// with its journal in dir, and returns once it holds it.
+func startHolder(t *testing.T, queue, dir string, max time.Duration) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), childEnv+"=hold", "QUEUE="+queue, "LOCKDIR="+dir, "MAX="+max.String())
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	if sc := bufio.NewScanner(out); !sc.Scan() || sc.Text() != "held" {
+		t.Fatalf("holder said %q, want held", sc.Text())
+	}
+	return cmd
+}
+
+// TestRepairStuckOwner: an owner that runs but misses its deadline by far
+// (stopped before its timer could fire) has the disk's value put back by
+// Repair, which calls it stuck.
+func TestRepairStuckOwner(t *testing.T) {
+	needRoot(t)
+	dir := privateLockDir(t)
+	q := loopKnob(t)
+	const max = 100 * time.Millisecond
+	cmd := startHolder(t, q, dir, max)
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Signal(syscall.SIGCONT)
+	time.Sleep(max + stuckGrace + 100*time.Millisecond)
+	if v := queueKnob(t, q); v != "0" {
+		t.Fatalf("stopped holder: read_ahead_kb %s, want 0", v)
+	}
+	found, err := Repair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 1 || !found[0].Stuck {
+		t.Fatalf("Repair found %v, want the stopped holder, stuck", found)
+	}
+	t.Log(found[0])
+	if v := queueKnob(t, q); v != "768" {
+		t.Errorf("after Repair: read_ahead_kb %s, want 768", v)
 	}
 }
 

@@ -107,11 +107,7 @@ func suspendQueue(ctx context.Context, queue string, max time.Duration, why stri
 		return nil, errors.Join(err, removeJournal(journal))
 	}
 	w = &Window{queue: queue, old: old, lock: lock, journal: journal, start: start, expired: make(chan struct{})}
-	w.timer = time.AfterFunc(max, func() {
-		if w.end() {
-			close(w.expired)
-		}
-	})
+	w.timer = time.AfterFunc(max, func() { w.end(true) })
 	return w, nil
 }
 
@@ -120,7 +116,7 @@ func suspendQueue(ctx context.Context, queue string, max time.Duration, why stri
 // callers defer it so that the value is restored on every path.
 func (w *Window) Close() error {
 	w.timer.Stop()
-	w.end()
+	w.end(false)
 	return w.err
 }
 
@@ -130,12 +126,10 @@ func (w *Window) Expired() <-chan struct{} { return w.expired }
 // Lowered is how long the disk was at 0; valid once the window has ended.
 func (w *Window) Lowered() time.Duration { return w.dur }
 
-// end puts the disk's value back and unlocks, once; it reports whether
-// this call was the one that did.
-func (w *Window) end() bool {
-	did := false
+// end puts the disk's value back and unlocks, once. Expired is closed
+// inside the once, so that it is settled by the time any end returns.
+func (w *Window) end(atDeadline bool) {
 	w.once.Do(func() {
-		did = true
 		w.dur = time.Since(w.start)
 		w.err = writeKnob(w.queue, w.old)
 		if w.err == nil {
@@ -146,8 +140,10 @@ func (w *Window) end() bool {
 		if err := w.lock.Close(); err != nil && w.err == nil {
 			w.err = fmt.Errorf("unlock %s: %w", w.lock.Name(), err)
 		}
+		if atDeadline {
+			close(w.expired)
+		}
 	})
-	return did
 }
 
 // lockDisk takes the disk's lock, polling with backoff so that the wait
@@ -212,6 +208,12 @@ func heldError(name string, cause error) error {
 	if err != nil || e == nil {
 		return fmt.Errorf("readahead of disk %s is held by another snapbpf process (lock in %s): %w; retry when it is done", name, LockDir, cause)
 	}
-	return fmt.Errorf("readahead of disk %s is held at 0 by %s for %v now (deadline in %v): %w; retry when it is done, or give this command more time",
-		name, e.describe(), time.Since(e.Since).Round(time.Millisecond), time.Until(e.Deadline).Round(time.Millisecond), cause)
+	left := fmt.Sprintf("deadline in %v", time.Until(e.Deadline).Round(time.Millisecond))
+	if time.Now().After(e.Deadline) {
+		// Its own timer would have ended it: the holder is stopped or
+		// wedged, and the next snapbpf command after stuckGrace repairs it.
+		left = fmt.Sprintf("%v past its deadline", time.Since(e.Deadline).Round(time.Millisecond))
+	}
+	return fmt.Errorf("readahead of disk %s is held at 0 by %s for %v now (%s): %w; retry when it is done, or give this command more time",
+		name, e.describe(), time.Since(e.Since).Round(time.Millisecond), left, cause)
 }
