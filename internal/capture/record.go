@@ -27,15 +27,16 @@ import (
 //     o.ReadaheadWindow passes, whichever comes first: other restores on
 //     the disk wait for it. The window is journaled, so that if snapbpf
 //     is killed meanwhile the next snapbpf command puts the value back
-//     (readahead.Repair). A struct file takes its
-//     readahead window from the disk at open, so the command's descriptor
-//     is born with none and keeps none, from its first fault, after the
-//     disk's value is back. The disk is lowered only for the command's
-//     startup (DeviceReadaheadOff in the capture; ~1 ms for a small
-//     program); files any process opens on that disk meanwhile also start
-//     without readahead.
-//   - A later open of file that starts with readahead (after the window)
-//     gets it turned off at once (readahead.DisableForProcess); the few
+//     (readahead.Repair). A struct file takes its readahead window from
+//     the disk at open, so the command's descriptor is born with none and
+//     keeps none, from its first fault, after the disk's value is back.
+//     The disk is lowered only for the command's startup
+//     (DeviceReadaheadOff in the capture; ~1 ms for a small program);
+//     files any process opens on that disk meanwhile also start without
+//     readahead.
+//   - A later open of file that starts with readahead (after the window's
+//     deadline, which the capture's warnings then report) gets it turned
+//     off at once (readahead.DisableForProcess); the few
 //     faults that may beat it show up in ReadaheadWindows.
 //   - The command runs under a seccomp filter that ignores
 //     madvise(MADV_HUGEPAGE): QEMU advises all guest RAM so, and a

@@ -22,8 +22,9 @@ var ErrNoDescriptor = errors.New("process holds no descriptor for the file")
 // How: pidfd_getfd gives us the process's struct file; with the disk's
 // read_ahead_kb at 0 for a moment (Suspend), POSIX_FADV_NORMAL on our copy
 // sets the shared struct file's window to 0; then the disk's value is put
-// back. The wait for another window on the disk ends with ctx. Side effects: the process's POSIX_FADV_RANDOM/NOREUSE on those
-// descriptors are cleared too.
+// back. Waiting for another window on the disk ends with ctx. Side
+// effects: the process's POSIX_FADV_RANDOM/NOREUSE on those descriptors
+// are cleared too.
 func DisableForProcess(ctx context.Context, pid int, path string) (n int, retErr error) {
 	var want unix.Stat_t
 	if err := unix.Stat(path, &want); err != nil {
