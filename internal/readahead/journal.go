@@ -218,7 +218,7 @@ func Repair() ([]Finding, error) {
 		return nil, fmt.Errorf("list readahead journals: %w", err)
 	}
 	var found []Finding
-	var errs []error
+	errs := []error{removeStaleTemps()}
 	for _, p := range paths {
 		f, err := repairOne(p)
 		if err != nil {
@@ -229,6 +229,24 @@ func Repair() ([]Finding, error) {
 		}
 	}
 	return found, errors.Join(errs...)
+}
+
+// removeStaleTemps removes journal temp files that a process killed
+// between creating and publishing one left. A live writer publishes within
+// microseconds, so a temp file a minute old has no writer.
+func removeStaleTemps() error {
+	temps, err := filepath.Glob(filepath.Join(LockDir, "readahead-*.json.tmp-*"))
+	if err != nil {
+		return fmt.Errorf("list readahead journal temp files: %w", err)
+	}
+	for _, p := range temps {
+		if fi, err := os.Stat(p); err == nil && time.Since(fi.ModTime()) > time.Minute {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove stale readahead journal temp file: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 func repairOne(path string) (*Finding, error) {

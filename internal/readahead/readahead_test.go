@@ -230,6 +230,33 @@ func TestRepairKilledOwner(t *testing.T) {
 	}
 }
 
+// TestRepairRemovesStaleTemps: a journal temp file left by a writer killed
+// before it published it goes at the next Repair, once it is old enough
+// that no live writer can own it.
+func TestRepairRemovesStaleTemps(t *testing.T) {
+	dir := privateLockDir(t)
+	stale := filepath.Join(dir, "readahead-7:99.json.tmp-1")
+	fresh := filepath.Join(dir, "readahead-7:99.json.tmp-2")
+	for _, p := range []string{stale, fresh} {
+		if err := os.WriteFile(p, []byte("{"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * time.Minute)
+	if err := os.Chtimes(stale, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Repair(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale temp file: %v, want it removed", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("fresh temp file: %v, want it kept", err)
+	}
+}
+
 // startHolder starts a child process that holds a window on queue for max,
 // with its journal in dir, and returns once it holds it.
 func startHolder(t *testing.T, queue, dir string, max time.Duration) *exec.Cmd {
