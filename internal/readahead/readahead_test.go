@@ -136,8 +136,9 @@ func TestWindowDeadline(t *testing.T) {
 	if v := queueKnob(t, q); v != "768" {
 		t.Errorf("after the deadline: read_ahead_kb %s, want 768", v)
 	}
-	if took < max || took > max+200*time.Millisecond {
-		t.Errorf("window ended after %v, want %v to %v", took, max, max+200*time.Millisecond)
+	// Slack for a loaded machine: the timer's goroutine must be scheduled.
+	if slack := 500 * time.Millisecond; took < max || took > max+slack {
+		t.Errorf("window ended after %v, want %v to %v", took, max, max+slack)
 	}
 	// A later window must not be undone by the expired one's Close.
 	w2, err := suspendQueue(context.Background(), q, time.Minute, "test")
@@ -181,7 +182,7 @@ func TestSuspendWaitHonoursContext(t *testing.T) {
 	if want := fmt.Sprintf("pid %d (the first window)", os.Getpid()); !strings.Contains(err.Error(), want) {
 		t.Errorf("err = %v, want it to name the holder, %q", err, want)
 	}
-	if took > 700*time.Millisecond {
+	if took > time.Second { // 500 ms, a 50 ms poll, and a loaded machine's slack
 		t.Errorf("gave up after %v, want about 500ms", took)
 	}
 
