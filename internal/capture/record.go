@@ -189,7 +189,7 @@ func (g *guard) run(rec *Recorder, stop <-chan struct{}) {
 				continue
 			}
 			if _, err := readahead.DisableForProcess(g.ctx, o.Pid, g.file); err != nil && !errors.Is(err, readahead.ErrNoDescriptor) {
-				g.errs = append(g.errs, err)
+				g.errs = append(g.errs, fmt.Errorf("readahead off for pid %d, which opened %s after the window: %w", o.Pid, g.file, err))
 			}
 		}
 	}

@@ -66,7 +66,7 @@ func DisableForProcess(ctx context.Context, pid int, path string) (n int, retErr
 
 	w, err := Suspend(ctx, path, briefWindow, fmt.Sprintf("readahead off for pid %d's %s", pid, path))
 	if err != nil {
-		return 0, fmt.Errorf("readahead off for pid %d: %w", pid, err)
+		return 0, err // names the disk and its holder; callers name pid
 	}
 	defer func() { retErr = errors.Join(retErr, w.Close()) }()
 	for _, c := range copies {
