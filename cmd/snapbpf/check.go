@@ -59,7 +59,9 @@ its acceleration, loading the eBPF capture program and how it attaches (raw
 tracepoints: tracefs and debugfs are reported but never needed), the kernel's
 optional tracepoint features, the filesystem of SNAPBPF_HOME (page cache and readahead
 per block device), userfaultfd for the REAP baseline, fio for the benchmark.
-It exits non-zero when a check fails, naming what that stops and what to do.`,
+It exits non-zero when a check fails, naming what that stops and what to do.
+Like every snapbpf command, it first puts back the read_ahead_kb of any disk
+that a killed snapbpf left lowered, and reports it here.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rep := checkHost(cmd.Context(), homeDir())
@@ -158,6 +160,9 @@ func checkHost(ctx context.Context, home string) *checkReport {
 		add("home filesystem", checkOK, vms, fmt.Sprintf("%s on %s, read_ahead_kb %s", dir, filepath.Base(filepath.Dir(queue)), strings.TrimSpace(string(kb))))
 	}
 
+	status, detail := readaheadWindows()
+	add("readahead windows", status, "restore, record", detail)
+
 	if u, err := uffd.New(); err != nil {
 		add("userfaultfd", checkWarn, "replay --policy reap, bench", err.Error())
 	} else {
@@ -179,6 +184,22 @@ func mountList(points []string) string {
 		return "not mounted"
 	}
 	return "mounted at " + strings.Join(points, ", ")
+}
+
+// readaheadWindows reports what repairReadahead found at startup.
+func readaheadWindows() (status, detail string) {
+	found, err := startupRepair.found, startupRepair.err
+	switch {
+	case err != nil:
+		return checkFail, fmt.Sprintf("%v; set the disk's read_ahead_kb back by hand", err)
+	case len(found) > 0:
+		var what []string
+		for _, f := range found {
+			what = append(what, f.String())
+		}
+		return checkWarn, "repaired: " + strings.Join(what, "; ")
+	}
+	return checkOK, "no disk left with readahead off by a snapbpf process"
 }
 
 // existingAncestor is path or its nearest ancestor that exists: what a

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,7 @@ func newRecordCmd() *cobra.Command {
 	var (
 		snapDir, mem, out, method string
 		o                         policy.RecordOptions
+		window                    time.Duration
 		asJSON                    bool
 	)
 	cmd := &cobra.Command{
@@ -68,7 +70,10 @@ which includes readahead.`,
 				if err := checkOutput("--out", out); err != nil {
 					return err
 				}
-				v, err = recordCommand(cmd, mem, out, method, args)
+				if window <= 0 {
+					return fmt.Errorf("record: --readahead-window %v: want a positive duration", window)
+				}
+				v, err = recordCommand(cmd, mem, out, capture.CommandOptions{Method: method, ReadaheadWindow: window}, args)
 			default:
 				return errors.New("record: give either --snapshot DIR, or --mem FILE --out WS -- CMD")
 			}
@@ -90,6 +95,7 @@ which includes readahead.`,
 	f.StringVar(&mem, "mem", "", "memory file to watch (with a command)")
 	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")
+	f.DurationVar(&window, "readahead-window", capture.DefaultReadaheadWindow, "with --mem: longest the disk's readahead stays off (for every process on it) waiting for the command to open FILE")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
@@ -128,10 +134,13 @@ type commandRecord struct {
 	NoOrder           uint64       `json:"insertions_without_order"`
 	HolePagesDropped  uint64       `json:"hole_pages_dropped"`
 	Summary           wset.Summary `json:"working_set"`
+	// WindowExpired says the command did not open --mem within
+	// --readahead-window (see the warning).
+	WindowExpired bool `json:"readahead_window_expired"`
 }
 
-func recordCommand(cmd *cobra.Command, mem, out, method string, argv []string) (*commandRecord, error) {
-	c, runErr := capture.RecordCommand(cmd.Context(), mem, argv, method)
+func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions, argv []string) (*commandRecord, error) {
+	c, runErr := capture.RecordCommand(cmd.Context(), mem, argv, o)
 	if c == nil {
 		return nil, runErr
 	}
@@ -157,5 +166,5 @@ func recordCommand(cmd *cobra.Command, mem, out, method string, argv []string) (
 	}
 	fmt.Fprintf(progress(cmd), "wrote %s: %d pages in %d extents\n", out, set.Pages(), len(set.Extents))
 	return &commandRecord{Out: out, Method: c.Method, IncludesReadahead: c.IncludesReadahead, Lost: c.Lost,
-		NoOrder: c.NoOrder, HolePagesDropped: c.HolePagesDropped, Summary: set.Summary()}, nil
+		NoOrder: c.NoOrder, HolePagesDropped: c.HolePagesDropped, Summary: set.Summary(), WindowExpired: c.ReadaheadWindowExpired > 0}, nil
 }

@@ -91,6 +91,11 @@ type Capture struct {
 	// DeviceReadaheadOff is how long RecordCommand held the disk's
 	// read_ahead_kb at 0 for everyone (see RecordCommand).
 	DeviceReadaheadOff time.Duration
+	// ReadaheadWindowExpired is the window RecordCommand gave the command
+	// to open the file, if it did not open it in time: the disk's value
+	// was put back at the deadline, so its later opens started with
+	// readahead, until the recording saw them and turned it off.
+	ReadaheadWindowExpired time.Duration
 }
 
 // Pages returns the distinct pages of file in the capture, in the order
@@ -112,6 +117,9 @@ func (c *Capture) Warnings() []string {
 	var w []string
 	if !c.ReadaheadChecked {
 		w = append(w, "this kernel has no readahead:page_cache_ra_order tracepoint, so the capture could not check that it holds no readahead")
+	}
+	if c.ReadaheadWindowExpired > 0 {
+		w = append(w, fmt.Sprintf("the command did not open the file within %v (the readahead window; --readahead-window sets it): the disk's readahead was put back, and the recording turned it off for each later open only once it saw it", c.ReadaheadWindowExpired))
 	}
 	if c.ReadaheadWindows > 0 {
 		w = append(w, fmt.Sprintf("readahead reached the watched file during the recording (%d windows, %d pages): the capture includes pages the workload did not touch", c.ReadaheadWindows, c.ReadaheadPages))

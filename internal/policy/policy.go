@@ -139,7 +139,7 @@ func (p *Policy) VMMStarted(ctx context.Context, pid int) error {
 	if p.Readahead() {
 		return nil
 	}
-	if _, err := readahead.DisableForProcess(pid, p.mem); err != nil {
+	if _, err := readahead.DisableForProcess(ctx, pid, p.mem); err != nil {
 		return fmt.Errorf("policy %s: readahead off for VMM %d: %w", p.name, pid, err)
 	}
 	return nil
