@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/snapbpf/snapbpf/internal/functions"
+	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/policy"
@@ -49,6 +50,15 @@ func newDemoCmd() *cobra.Command {
 			log := progress(cmd)
 			if _, err := functions.New(fn); err != nil {
 				return err
+			}
+			// The recording, minutes in, needs the snapshot on a disk
+			// filesystem; say so before the image and snapshot are built.
+			where, err := existingAncestor(outDir)
+			if err != nil {
+				return fmt.Errorf("demo --out %s: %w", outDir, err)
+			}
+			if err := capture.CheckFS(where); err != nil {
+				return fmt.Errorf("demo --out %s (SNAPBPF_HOME): %w", outDir, err)
 			}
 			agent, err := findAgent()
 			if err != nil {
