@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/capture"
+	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/policy"
