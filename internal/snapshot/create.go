@@ -208,7 +208,8 @@ func (b *Builder) Commit(m Manifest) (*Dir, error) {
 	if err := syncDir(b.out); err != nil {
 		return nil, err
 	}
-	return &Dir{Path: b.out, Manifest: m}, nil
+	// Opened like any snapshot, so the Dir holds checked descriptors.
+	return Open(b.out)
 }
 
 // install renames the temporary directory to OUT and makes that durable.
