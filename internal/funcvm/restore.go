@@ -123,7 +123,7 @@ func restoreConfig(dir *snapshot.Dir, accel string) vmm.Config {
 		accel = dir.Manifest.VMM.Accel
 	}
 	return vmm.Config{
-		MemMiB: dir.Manifest.MemMiB, MemPath: dir.MemPath(), Incoming: true,
+		MemMiB: dir.Manifest.MemMiB, MemPath: dir.MemPath(), MemFile: dir.MemFile(), Incoming: true,
 		Accel: accel, FreePageReporting: dir.Manifest.FreePages == snapshot.FreePagesReport,
 	}
 }
@@ -154,7 +154,13 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 	defer faults.Close()
 
 	t = time.Now()
-	if err := m.LoadState(sctx, dir.StatePath()); err != nil {
+	state, err := dir.OpenState()
+	if err != nil {
+		return fail(err)
+	}
+	err = m.LoadState(sctx, state)
+	state.Close()
+	if err != nil {
 		return fail(err)
 	}
 	r.StateLoadMs = ms(time.Since(t))

@@ -82,6 +82,10 @@ type Machine struct {
 	stopErr  error
 }
 
+// memFD is the descriptor number of Config.MemFile in QEMU: the first of
+// exec.Cmd.ExtraFiles.
+const memFD = 3
+
 // args builds QEMU's command line for c, with sockets in runDir.
 func args(c vmm.Config, runDir string) []string {
 	accel := c.Accel
@@ -96,12 +100,19 @@ func args(c vmm.Config, runDir string) []string {
 	if c.MemShared {
 		share = "on"
 	}
+	memPath := c.MemPath
+	if c.MemFile != nil {
+		// The first of cmd.ExtraFiles. QEMU 7.2 opens mem-path with a
+		// plain open(2), so /dev/fdset/N does not work here; its own
+		// /proc/self/fd/3 reaches exactly the inherited file.
+		memPath = fmt.Sprintf("/proc/self/fd/%d", memFD)
+	}
 	a := []string{
 		"-M", "microvm,x-option-roms=off",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-smp", strconv.Itoa(cpus),
 		"-m", fmt.Sprintf("%dM", c.MemMiB),
-		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%dM,mem-path=%s,share=%s", c.MemMiB, c.MemPath, share),
+		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%dM,mem-path=%s,share=%s", c.MemMiB, memPath, share),
 		"-machine", "memory-backend=ram",
 		"-serial", "unix:" + filepath.Join(runDir, "serial.sock") + ",server=on,wait=off",
 		"-qmp", "unix:" + filepath.Join(runDir, "qmp.sock") + ",server=on,wait=off",
@@ -137,7 +148,11 @@ func (d *Driver) Start(ctx context.Context, c vmm.Config) (_ vmm.Machine, retErr
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range []string{c.Kernel, c.Initramfs, c.MemPath} {
+	files := []string{c.Kernel, c.Initramfs}
+	if c.MemFile == nil {
+		files = append(files, c.MemPath)
+	}
+	for _, f := range files {
 		if f == "" {
 			continue
 		}
@@ -158,6 +173,9 @@ func (d *Driver) Start(ctx context.Context, c vmm.Config) (_ vmm.Machine, retErr
 	}()
 
 	m.cmd = exec.Command(bin, args(c, runDir)...)
+	if c.MemFile != nil {
+		m.cmd.ExtraFiles = []*os.File{c.MemFile} // memFD
+	}
 	// Creating a snapshot (shared memory), QEMU must be free to punch holes
 	// for free page reporting; restoring, it must not touch the file.
 	policy := seccomp.Policy{DenyFallocate: !c.MemShared, IgnoreHugepageAdvice: c.IgnoreHugepageAdvice}
@@ -277,19 +295,24 @@ func (m *Machine) SaveState(ctx context.Context, path string) error {
 	return nil
 }
 
-// LoadState implements vmm.Machine.
-func (m *Machine) LoadState(ctx context.Context, path string) error {
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("load state: %w", err)
-	}
+// stateFDName is the name the device state's descriptor gets in QEMU.
+const stateFDName = "snapbpf-state"
+
+// LoadState implements vmm.Machine. QEMU reads the state from the
+// descriptor passed over QMP (getfd), never from a path, so it loads the
+// very file the caller checked.
+func (m *Machine) LoadState(ctx context.Context, state *os.File) error {
 	if err := m.ignoreShared(ctx); err != nil {
 		return err
 	}
-	if _, err := m.qmp.execute(ctx, "migrate-incoming", map[string]any{"uri": "exec:cat " + shellQuote(path)}); err != nil {
-		return err
+	if _, err := m.qmp.executeFile(ctx, "getfd", map[string]any{"fdname": stateFDName}, state); err != nil {
+		return fmt.Errorf("load state from %s: %w", state.Name(), err)
+	}
+	if _, err := m.qmp.execute(ctx, "migrate-incoming", map[string]any{"uri": "fd:" + stateFDName}); err != nil {
+		return fmt.Errorf("load state from %s: %w", state.Name(), err)
 	}
 	if err := m.waitMigration(ctx); err != nil {
-		return fmt.Errorf("load state from %s: %w", path, err)
+		return fmt.Errorf("load state from %s: %w", state.Name(), err)
 	}
 	return nil
 }
