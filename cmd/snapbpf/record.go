@@ -11,7 +11,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
-	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -106,7 +105,7 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, o policy.RecordOptions) 
 	if o.Expected, err = funcvm.Expect(m.Function, m.FunctionOptions["data_mib"], o.Input); err != nil {
 		return nil, err
 	}
-	_, rep, err := policy.Record(cmd.Context(), &qemu.Driver{}, dir, o, progress(cmd))
+	_, rep, err := policy.Record(cmd.Context(), vmmDriver(), dir, o, progress(cmd))
 	if err != nil {
 		return nil, err
 	}

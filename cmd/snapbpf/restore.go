@@ -12,7 +12,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
-	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
 // restoreReport is restore's output.
@@ -103,7 +102,7 @@ func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOp
 		return nil, err
 	}
 	o.Hooks = pol
-	vms, err := funcvm.Restore(cmd.Context(), &qemu.Driver{}, dir, o)
+	vms, err := funcvm.Restore(cmd.Context(), vmmDriver(), dir, o)
 	pst, perr := pol.Finish()
 	if vms == nil {
 		return nil, errors.Join(err, perr)

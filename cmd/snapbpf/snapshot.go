@@ -8,7 +8,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
-	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
 func newSnapshotCmd() *cobra.Command {
@@ -40,7 +39,7 @@ func newSnapshotCreateCmd() *cobra.Command {
 				o.MemMiB = functions.MinGuestMiB(o.Function, functions.Options{DataMiB: o.DataMiB})
 			}
 			o.Log = progress(cmd)
-			dir, st, err := funcvm.CreateSnapshot(cmd.Context(), &qemu.Driver{}, img, o)
+			dir, st, err := funcvm.CreateSnapshot(cmd.Context(), vmmDriver(), img, o)
 			if err != nil {
 				return err
 			}

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/owner"
 	"github.com/snapbpf/snapbpf/internal/seccomp"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 )
@@ -29,6 +30,10 @@ const DefaultBinary = "qemu-system-x86_64"
 type Driver struct {
 	// Binary is the QEMU executable; empty means DefaultBinary from PATH.
 	Binary string
+	// RunDir holds one directory per VM (its QMP and serial sockets),
+	// named for the owning process so CleanRunDirs can remove those of a
+	// process that died without cleaning up; empty means os.TempDir().
+	RunDir string
 }
 
 var _ vmm.Driver = (*Driver)(nil)
@@ -160,10 +165,9 @@ func (d *Driver) Start(ctx context.Context, c vmm.Config) (_ vmm.Machine, retErr
 			return nil, fmt.Errorf("start VM: %w", err)
 		}
 	}
-	// Named for this process, so leftovers can be traced to their owner.
-	runDir, err := os.MkdirTemp("", fmt.Sprintf("snapbpf-qemu-%d-", os.Getpid()))
+	runDir, err := d.newRunDir()
 	if err != nil {
-		return nil, fmt.Errorf("start VM: %w", err)
+		return nil, err
 	}
 	m := &Machine{runDir: runDir, stderr: &tailBuffer{max: 16 << 10}, exited: make(chan struct{})}
 	defer func() {
@@ -208,6 +212,76 @@ func (d *Driver) Start(ctx context.Context, c vmm.Config) (_ vmm.Machine, retErr
 		return nil, m.withStderr(fmt.Errorf("connect serial: %w", err))
 	}
 	return m, nil
+}
+
+// runDirPrefix starts the name of every VM's run directory; the owner
+// ("PID-START", package owner) and a random suffix follow.
+const runDirPrefix = "snapbpf-qemu-"
+
+// newRunDir creates a VM's run directory under d.RunDir, named for this
+// process.
+func (d *Driver) newRunDir() (string, error) {
+	root := d.RunDir
+	if root == "" {
+		root = os.TempDir()
+	}
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return "", fmt.Errorf("start VM: create run directory: %w", err)
+	}
+	me, err := owner.Self()
+	if err != nil {
+		return "", fmt.Errorf("start VM: %w", err)
+	}
+	dir, err := os.MkdirTemp(root, runDirPrefix+me.String()+"-")
+	if err != nil {
+		return "", fmt.Errorf("start VM: create run directory: %w", err)
+	}
+	// A unix socket path holds at most 107 bytes.
+	if p := filepath.Join(dir, "serial.sock"); len(p) > 107 {
+		os.Remove(dir)
+		return "", fmt.Errorf("start VM: socket path %s is longer than 107 bytes; use a shorter SNAPBPF_HOME", p)
+	}
+	return dir, nil
+}
+
+// StaleRunDirs lists the VM run directories in dir whose owning process is
+// gone (killed before it could remove them).
+func StaleRunDirs(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list run directories: %w", err)
+	}
+	var stale []string
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), runDirPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		if o, _, ok := owner.Parse(rest); ok && !o.Alive() {
+			stale = append(stale, filepath.Join(dir, e.Name()))
+		}
+	}
+	return stale, nil
+}
+
+// CleanRunDirs removes the run directories in dir whose owning process is
+// gone and returns them. Their VMMs died with their owner (parent-death
+// signal), so only the sockets remain.
+func CleanRunDirs(dir string) ([]string, error) {
+	stale, err := StaleRunDirs(dir)
+	var removed []string
+	var errs []error
+	for _, p := range stale {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, fmt.Errorf("remove stale run directory: %w", err))
+			continue
+		}
+		removed = append(removed, p)
+	}
+	return removed, errors.Join(append(errs, err)...)
 }
 
 // connectQMP connects to QEMU's QMP socket as soon as QEMU listens on it:
