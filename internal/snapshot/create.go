@@ -37,9 +37,9 @@ type Builder struct {
 // it is a snapshot), then makes a temporary directory OUT.tmp-<hex> next to
 // it, on the same filesystem so that the final rename is atomic.
 //
-// Temporary directories left by earlier creations of the same out that
-// crashed (their creator no longer holds the lock) are removed here, so a
-// crash costs disk space only until the next attempt.
+// Temporary directories left in out's parent by earlier creations that
+// crashed, of any out (their creator no longer holds the lock), are removed
+// here, so a crash costs disk space only until the next creation there.
 func Create(out string, opts CreateOptions) (*Builder, error) {
 	out = filepath.Clean(out)
 	base := filepath.Base(out)
@@ -53,7 +53,7 @@ func Create(out string, opts CreateOptions) (*Builder, error) {
 	if err := checkOut(out, opts); err != nil {
 		return nil, err
 	}
-	if err := cleanStaleDirs(parent, base); err != nil {
+	if err := cleanStaleDirs(parent); err != nil {
 		return nil, err
 	}
 

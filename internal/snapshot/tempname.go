@@ -11,12 +11,16 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/owner"
 )
 
-// Temporary names are NAME.tmp-<16 hex> for directories being created and
-// .NAME.tmp-<16 hex> for files being written inside a snapshot. The exact
-// shape matters: cleanup only ever touches names of this shape, so data that
-// merely looks similar is never deleted.
+// Temporary names are NAME.tmp-<owner>-<16 hex> for directories being
+// created and .NAME.tmp-<owner>-<16 hex> for files being written inside a
+// snapshot, where <owner> is the creating process ("PID-START", package
+// owner); names of earlier versions lack the owner. The exact shape matters:
+// cleanup only ever touches names of this shape, so data that merely looks
+// similar is never deleted.
 const (
 	tmpInfix  = ".tmp-"
 	tmpHexLen = 16
@@ -42,25 +46,44 @@ func randHex(nbytes int) (string, error) {
 // newID returns a random 128-bit snapshot ID.
 func newID() (string, error) { return randHex(16) }
 
-// newTempName returns prefix + ".tmp-" + 16 random hex digits.
+// newTempName returns prefix + ".tmp-" + this process + "-" + 16 random
+// hex digits.
 func newTempName(prefix string) (string, error) {
 	h, err := randHex(tmpHexLen / 2)
 	if err != nil {
 		return "", err
 	}
-	return prefix + tmpInfix + h, nil
+	me, err := owner.Self()
+	if err != nil {
+		return "", fmt.Errorf("name a temporary file: %w", err)
+	}
+	return prefix + tmpInfix + me.String() + "-" + h, nil
 }
 
 // isTempFor reports whether name is a temporary name made by newTempName(prefix).
 func isTempFor(name, prefix string) bool {
 	rest, ok := strings.CutPrefix(name, prefix+tmpInfix)
-	return ok && isHex(rest, tmpHexLen)
+	return ok && isTempSuffix(rest)
 }
 
 // isTempName reports whether name has the shape of any temporary name.
 func isTempName(name string) bool {
 	i := strings.LastIndex(name, tmpInfix)
-	return i > 0 && isHex(name[i+len(tmpInfix):], tmpHexLen)
+	return i > 0 && isTempSuffix(name[i+len(tmpInfix):])
+}
+
+// isTempSuffix reports whether s is what follows ".tmp-" in a temporary
+// name: 16 hex digits, after the owner and a dash in current names.
+func isTempSuffix(s string) bool {
+	if len(s) < tmpHexLen || !isHex(s[len(s)-tmpHexLen:], tmpHexLen) {
+		return false
+	}
+	o, ok := strings.CutSuffix(s[:len(s)-tmpHexLen], "-")
+	if !ok {
+		return o == "" // an older name: the hex digits alone
+	}
+	_, rest, ok := owner.Parse(o)
+	return ok && rest == ""
 }
 
 // tryLock takes a non-blocking exclusive flock on f. It reports false,
@@ -77,11 +100,11 @@ func tryLock(f *os.File) (bool, error) {
 }
 
 // cleanStaleDirs removes temporary directories left in parent by creations
-// of parent/base that crashed: OUT.tmp-<hex> whose lock file is not held by a
-// live process. It also removes an old snapshot displaced by an interrupted
-// replacing Commit (a temporary directory holding a manifest but no lock
-// file) and empty temporary directories older than staleEmptyAge.
-func cleanStaleDirs(parent, base string) error {
+// that crashed, of any --out in parent: NAME.tmp-* whose lock file is not
+// held by a live process. It also removes an old snapshot displaced by an
+// interrupted replacing Commit (a temporary directory holding a manifest but
+// no lock file) and empty temporary directories older than staleEmptyAge.
+func cleanStaleDirs(parent string) error {
 	entries, err := os.ReadDir(parent)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", parent, err)
@@ -90,7 +113,7 @@ func cleanStaleDirs(parent, base string) error {
 	for _, e := range entries {
 		// DirEntry types come from readdir without following symlinks, so a
 		// symlink named like a temporary never leads cleanup elsewhere.
-		if !e.IsDir() || !isTempFor(e.Name(), base) {
+		if !e.IsDir() || !isTempName(e.Name()) {
 			continue
 		}
 		p := filepath.Join(parent, e.Name())
