@@ -55,7 +55,9 @@ func newRestoreCmd() *cobra.Command {
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rep, err := restore(cmd, snapDir, pol, ws, o, po)
-			if rep != nil {
+			// Stopped by a signal, the clones measured nothing: the
+			// error says so, a table would only show zeroes.
+			if rep != nil && cmd.Context().Err() == nil {
 				if asJSON {
 					if jerr := writeJSON(cmd.OutOrStdout(), rep); jerr != nil {
 						return jerr

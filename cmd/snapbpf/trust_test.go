@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+)
+
+// fakeSnapshot commits a snapshot of the json function whose state no VMM
+// can load: enough for what happens before a VM runs.
+func fakeSnapshot(t *testing.T, out string) *snapshot.Dir {
+	t.Helper()
+	b, err := snapshot.Create(out, snapshot.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Abort()
+	if err := os.WriteFile(b.StatePath(), bytes.Repeat([]byte("state "), 100), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b.MemPath(), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(b.MemPath(), 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	sum := strings.Repeat("ab", 32)
+	d, err := b.Commit(snapshot.Manifest{
+		Function: "json", FunctionOptions: map[string]int{"data_mib": 1}, MemMiB: 16,
+		KernelSHA256: sum, AgentSHA256: sum, FreePages: snapshot.FreePagesNone,
+		VMM: snapshot.VMMInfo{Name: "qemu-microvm", Version: "7.2", Accel: "tcg"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// run runs the CLI with ctx and returns its output and error.
+func run(ctx context.Context, args ...string) (string, error) {
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+// TestSymlinkedMemRefused: a memory file replaced by a symbolic link to a
+// same-size file elsewhere, as a user who can write the directory could
+// plant, is refused by inspect and restore, naming the file.
+func TestSymlinkedMemRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("restore needs root")
+	}
+	t.Setenv("SNAPBPF_HOME", t.TempDir())
+	d := fakeSnapshot(t, filepath.Join(t.TempDir(), "snap"))
+	outside := filepath.Join(t.TempDir(), "outside")
+	if err := os.Rename(d.MemPath(), outside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, d.MemPath()); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"snapshot", "inspect", d.Path},
+		{"restore", "--snapshot", d.Path},
+	} {
+		_, err := run(context.Background(), args...)
+		if err == nil || !strings.Contains(err.Error(), d.MemPath()) || !strings.Contains(err.Error(), "symbolic link") {
+			t.Errorf("%v: error %v, want one naming %s as a symbolic link", args, err, d.MemPath())
+		}
+	}
+}
+
+// TestRestoreInterruptedPrintsNoTable: a restore stopped by a signal (its
+// context canceled) prints the error, not a table of zero measurements.
+func TestRestoreInterruptedPrintsNoTable(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("restore needs root")
+	}
+	t.Setenv("SNAPBPF_HOME", t.TempDir())
+	d := fakeSnapshot(t, filepath.Join(t.TempDir(), "snap"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	out, err := run(ctx, "restore", "--snapshot", d.Path)
+	if err == nil {
+		t.Fatal("interrupted restore succeeded")
+	}
+	if strings.Contains(out, "e2e_ms") {
+		t.Errorf("interrupted restore printed a table:\n%s", out)
+	}
+}
