@@ -212,7 +212,7 @@ func createSparse(path string, size int64) error {
 	}
 	defer f.Close()
 	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("size memory file %s: %w", path, err)
+		return err
 	}
 	return nil
 }

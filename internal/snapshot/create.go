@@ -97,7 +97,7 @@ func checkOut(out string, opts CreateOptions) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("stat %s: %w", out, err)
+		return err
 	}
 	if fi.IsDir() {
 		if ents, err := os.ReadDir(out); err == nil && len(ents) == 0 {
@@ -222,7 +222,7 @@ func (b *Builder) install() error {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return fmt.Errorf("stat %s: %w", b.out, err)
+		return err
 	case fi.IsDir() && isEmptyDir(b.out):
 		// rmdir only succeeds on an empty directory, so this cannot drop data.
 		if err := os.Remove(b.out); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -292,7 +292,7 @@ func syncAndHash(path string) (string, int64, error) {
 	}
 	defer f.Close()
 	if err := f.Sync(); err != nil {
-		return "", 0, fmt.Errorf("fsync %s: %w", path, err)
+		return "", 0, err
 	}
 	return hashFile(f)
 }
@@ -306,13 +306,13 @@ func syncAndLayout(path string) (size, data, holes int64, err error) {
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("stat %s: %w", path, err)
+		return 0, 0, 0, err
 	}
 	if !fi.Mode().IsRegular() {
 		return 0, 0, 0, fmt.Errorf("%s is not a regular file", path)
 	}
 	if err := f.Sync(); err != nil {
-		return 0, 0, 0, fmt.Errorf("fsync %s: %w", path, err)
+		return 0, 0, 0, err
 	}
 	data, holes, err = layout(f, fi.Size())
 	return fi.Size(), data, holes, err

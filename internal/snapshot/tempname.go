@@ -107,7 +107,7 @@ func tryLock(f *os.File) (bool, error) {
 func cleanStaleDirs(parent string) error {
 	entries, err := os.ReadDir(parent)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", parent, err)
+		return err
 	}
 	var errs []error
 	for _, e := range entries {
@@ -153,7 +153,7 @@ func staleDir(p string) (bool, error) {
 		ents, err := os.ReadDir(p)
 		return err == nil && len(ents) == 0 && time.Since(fi.ModTime()) > staleEmptyAge, nil
 	default:
-		return false, fmt.Errorf("open %s: %w", filepath.Join(p, lockName), err)
+		return false, err
 	}
 }
 
