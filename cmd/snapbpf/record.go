@@ -93,12 +93,21 @@ which includes readahead.`,
 	return cmd
 }
 
+// wsSpace is the free space a recording wants for its working set: a set
+// is a few KiB to a few hundred KiB (extents, not pages).
+const wsSpace = 8 << 20
+
 func recordSnapshot(cmd *cobra.Command, snapDir string, o policy.RecordOptions) (*policy.RecordReport, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("record --snapshot needs root: it runs QEMU and turns readahead off for the memory file (and eBPF needs CAP_BPF, CAP_PERFMON); run it as root")
 	}
 	dir, err := snapshot.Open(snapDir)
 	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	// Fail before the runs, not after them with the recording lost.
+	if err := snapshot.CheckFreeSpace(dir.Path, wsSpace, "the working set"); err != nil {
 		return nil, err
 	}
 	m := dir.Manifest

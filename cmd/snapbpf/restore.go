@@ -93,6 +93,7 @@ func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOp
 	if err != nil {
 		return nil, err
 	}
+	defer dir.Close()
 	pol, err := policy.New(polName, dir, ws, po)
 	if err != nil {
 		return nil, err

@@ -81,6 +81,7 @@ func newSnapshotInspectCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer dir.Close()
 			d := dir.Describe()
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), d)

@@ -106,6 +106,7 @@ func recordTrace(cmd *cobra.Command, snapDir, out string, o trace.RecordOptions)
 	if err != nil {
 		return nil, err
 	}
+	defer dir.Close()
 	m := dir.Manifest
 	var times []time.Duration
 	for range hostRuns {

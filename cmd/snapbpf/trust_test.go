@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
@@ -38,6 +40,7 @@ func fakeSnapshot(t *testing.T, out string) *snapshot.Dir {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { d.Close() })
 	return d
 }
 
@@ -96,4 +99,30 @@ func TestRestoreInterruptedPrintsNoTable(t *testing.T) {
 	if strings.Contains(out, "e2e_ms") {
 		t.Errorf("interrupted restore printed a table:\n%s", out)
 	}
+}
+
+// TestRecordRefusesFullDisk: a recording whose working set could not be
+// stored fails before its runs, not after them.
+func TestRecordRefusesFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small filesystem")
+	}
+	t.Setenv("SNAPBPF_HOME", t.TempDir())
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	d := fakeSnapshot(t, filepath.Join(mnt, "snap"))
+	// Fill the filesystem but for 2 MiB.
+	fill := filepath.Join(mnt, "fill")
+	if err := os.WriteFile(fill, make([]byte, 22<<20-4096*4), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := run(context.Background(), "record", "--snapshot", d.Path, "--runs", "1")
+	if err == nil || !strings.Contains(err.Error(), "MiB free") || !strings.Contains(err.Error(), "working set") {
+		t.Fatalf("record on a full disk: %v, want a refusal naming the free space", err)
+	}
+	t.Logf("%v (after %v)", err, time.Since(start))
 }

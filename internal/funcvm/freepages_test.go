@@ -216,7 +216,7 @@ func startClone(ctx context.Context, dir *snapshot.Dir, memPath string, shared b
 	if err != nil {
 		return nil, err
 	}
-	vm := newVM(m)
+	vm := newVM(m, Timeouts{})
 	state, err := dir.OpenState()
 	if err != nil {
 		vm.Close(context.Background())

@@ -164,7 +164,7 @@ func cloneRandom(ctx context.Context, t *testing.T, dir *snapshot.Dir, reseed bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm := newVM(m)
+	vm := newVM(m, Timeouts{})
 	defer vm.Close(context.Background())
 	state, err := dir.OpenState()
 	if err != nil {

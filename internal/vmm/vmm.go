@@ -64,6 +64,10 @@ type Machine interface {
 	Stop(ctx context.Context) error
 	// Exited is closed when the VMM process has exited.
 	Exited() <-chan struct{}
+	// ExitReason says how the VMM process ended, with the likely cause
+	// when a signal killed it (e.g. SIGBUS: the disk holding the memory
+	// file is full); empty while it runs.
+	ExitReason() string
 	// Stderr is the tail of what the VMM printed, for error reports.
 	Stderr() string
 }

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/snapbpf/snapbpf/internal/owner"
 	"github.com/snapbpf/snapbpf/internal/seccomp"
 	"github.com/snapbpf/snapbpf/internal/vmm"
@@ -302,7 +304,7 @@ func (m *Machine) connectQMP(ctx context.Context, path string) (*qmp, error) {
 		}
 		select {
 		case <-m.exited:
-			return nil, m.withStderr(fmt.Errorf("QEMU exited before it was ready: %v", m.waitErr))
+			return nil, m.withStderr(fmt.Errorf("QEMU %s before it was ready", m.ExitReason()))
 		case <-ctx.Done():
 			return nil, fmt.Errorf("wait for QEMU to start: %w", ctx.Err())
 		case <-tick.C:
@@ -325,6 +327,40 @@ func (m *Machine) Serial() io.ReadWriteCloser { return m.serial }
 
 // Exited implements vmm.Machine.
 func (m *Machine) Exited() <-chan struct{} { return m.exited }
+
+// ExitReason implements vmm.Machine.
+func (m *Machine) ExitReason() string {
+	select {
+	case <-m.exited:
+	default:
+		return ""
+	}
+	return exitReason(m.cmd.ProcessState)
+}
+
+// exitReason describes how a process ended, in words an operator can act on.
+func exitReason(ps *os.ProcessState) string {
+	if ps == nil {
+		return "exited"
+	}
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return fmt.Sprintf("exited with status %d", ps.ExitCode())
+	}
+	sig := ws.Signal()
+	why := fmt.Sprintf("was killed by %s", unix.SignalName(sig))
+	switch sig {
+	case syscall.SIGBUS:
+		// Writing guest RAM to a file-backed mapping that cannot grow on
+		// disk, or reading past the end of a file truncated under it.
+		why += ": likely the disk holding the memory file is full (or the file was truncated)"
+	case syscall.SIGKILL:
+		why += ": by the kernel's out-of-memory killer, an operator, or snapbpf after a timeout"
+	case syscall.SIGSYS:
+		why += ": it made a system call the seccomp filter refuses"
+	}
+	return why
+}
 
 // Stderr implements vmm.Machine.
 func (m *Machine) Stderr() string { return m.stderr.String() }
@@ -416,7 +452,7 @@ func (m *Machine) waitMigration(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-m.exited:
-			return m.withStderr(errors.New("QEMU exited during migration"))
+			return m.withStderr(fmt.Errorf("QEMU %s during migration", m.ExitReason()))
 		case <-time.After(delay):
 		}
 		if delay < 20*time.Millisecond {
