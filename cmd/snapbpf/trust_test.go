@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,4 +127,43 @@ func TestRecordRefusesFullDisk(t *testing.T) {
 		t.Fatalf("record on a full disk: %v, want a refusal naming the free space", err)
 	}
 	t.Logf("%v (after %v)", err, time.Since(start))
+}
+
+// TestInspectChecksWhatRestoreChecks: a working set a restore would refuse
+// makes inspect fail, listing the problem under --json; --fix removes the
+// run directory of a dead process.
+func TestInspectChecksWhatRestoreChecks(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("SNAPBPF_HOME", home)
+	d := fakeSnapshot(t, filepath.Join(t.TempDir(), "snap"))
+	if err := d.AddFile("wset/default.ws", func(w io.Writer) error { _, err := w.Write([]byte("not a working set")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(context.Background(), "snapshot", "inspect", "--json", d.Path)
+	if err == nil {
+		t.Fatalf("inspect passed a snapshot with a damaged working set:\n%s", out)
+	}
+	var desc snapshot.Description
+	if err := json.Unmarshal([]byte(out), &desc); err != nil {
+		t.Fatalf("inspect --json: %v\n%s", err, out)
+	}
+	if len(desc.Problems) != 1 || !strings.Contains(desc.Problems[0], d.File("wset/default.ws")) {
+		t.Errorf("problems %q, want one naming %s", desc.Problems, d.File("wset/default.ws"))
+	}
+
+	// A run directory whose owner (pid 1 with another start time) is gone.
+	stale := filepath.Join(home, "run", "snapbpf-qemu-1-1-123")
+	if err := os.MkdirAll(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = run(context.Background(), "snapshot", "inspect", d.Path)
+	if !strings.Contains(out, stale) {
+		t.Errorf("inspect does not mention the stale run directory %s:\n%s", stale, out)
+	}
+	if out, _ = run(context.Background(), "snapshot", "inspect", "--fix", d.Path); !strings.Contains(out, "removed "+stale) {
+		t.Errorf("inspect --fix did not say it removed %s:\n%s", stale, out)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale run directory still there after --fix: %v", err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,10 +106,18 @@ func tryLock(f *os.File) (bool, error) {
 // interrupted replacing Commit (a temporary directory holding a manifest but
 // no lock file) and empty temporary directories older than staleEmptyAge.
 func cleanStaleDirs(parent string) error {
+	_, err := removeStaleDirs(parent)
+	return err
+}
+
+// staleDirs lists the abandoned temporary directories in parent (see
+// cleanStaleDirs).
+func staleDirs(parent string) ([]string, error) {
 	entries, err := os.ReadDir(parent)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var stale []string
 	var errs []error
 	for _, e := range entries {
 		// DirEntry types come from readdir without following symlinks, so a
@@ -117,19 +126,32 @@ func cleanStaleDirs(parent string) error {
 			continue
 		}
 		p := filepath.Join(parent, e.Name())
-		stale, err := staleDir(p)
+		ok, err := staleDir(p)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if stale {
-			if err := os.RemoveAll(p); err != nil {
-				errs = append(errs, &Error{Path: p, Kind: ErrExists, Problem: "cannot remove stale temporary directory of an interrupted snapshot creation",
-					Fix: "remove it by hand", Err: err})
-			}
+		if ok {
+			stale = append(stale, p)
 		}
 	}
-	return errors.Join(errs...)
+	return stale, errors.Join(errs...)
+}
+
+// removeStaleDirs removes what staleDirs finds and returns what it removed.
+func removeStaleDirs(parent string) ([]string, error) {
+	stale, err := staleDirs(parent)
+	errs := []error{err}
+	var removed []string
+	for _, p := range stale {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, &Error{Path: p, Kind: ErrExists, Problem: "cannot remove stale temporary directory of an interrupted snapshot creation",
+				Fix: "remove it by hand", Err: err})
+			continue
+		}
+		removed = append(removed, p)
+	}
+	return removed, errors.Join(errs...)
 }
 
 // staleDir decides whether the temporary directory p is abandoned.
@@ -181,4 +203,51 @@ func cleanStaleFiles(dir, base string) {
 		}
 		f.Close()
 	}
+}
+
+// staleFiles lists the temporary files under dir (at any depth, symbolic
+// links not followed) that no live writer holds: leftovers of an AddFile
+// that crashed.
+func staleFiles(dir string) []string {
+	var stale []string
+	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() || !isTempName(e.Name()) {
+			return nil
+		}
+		f, err := os.OpenFile(p, os.O_RDWR|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return nil
+		}
+		defer f.Close()
+		if ok, _ := tryLock(f); ok {
+			stale = append(stale, p)
+		}
+		return nil
+	})
+	return stale
+}
+
+// Leftovers lists what interrupted work left in and next to the snapshot
+// directory path and no live process owns: temporary files inside it and
+// temporary directories of snapshot creations in its parent.
+func Leftovers(path string) ([]string, error) {
+	path = filepath.Clean(path)
+	dirs, err := staleDirs(filepath.Dir(path))
+	return append(staleFiles(path), dirs...), err
+}
+
+// RemoveLeftovers removes what Leftovers lists and returns what it removed.
+func RemoveLeftovers(path string) ([]string, error) {
+	path = filepath.Clean(path)
+	var removed []string
+	var errs []error
+	for _, p := range staleFiles(path) {
+		if err := os.Remove(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, p)
+	}
+	dirs, err := removeStaleDirs(filepath.Dir(path))
+	return append(removed, dirs...), errors.Join(append(errs, err)...)
 }
