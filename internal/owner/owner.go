@@ -49,33 +49,40 @@ func Parse(s string) (o Owner, rest string, ok bool) {
 	return Owner{PID: pid, Start: start}, rest, true
 }
 
-// Alive reports whether o still runs: a process with its pid exists and
-// started when o did (so it is not a new process that reused the pid).
+// Alive reports whether o still runs: a process with its pid exists, is
+// not a zombie (which can hold nothing any more) and started when o did (so
+// it is not a new process that reused the pid).
 func (o Owner) Alive() bool {
-	start, err := startTime(o.PID)
-	return err == nil && start == o.Start
+	start, state, err := stat(o.PID)
+	return err == nil && start == o.Start && state != "Z" && state != "X"
 }
 
 // startTime reads a process's start time from /proc/PID/stat.
 func startTime(pid int) (uint64, error) {
+	start, _, err := stat(pid)
+	return start, err
+}
+
+// stat reads a process's start time and state from /proc/PID/stat.
+func stat(pid int) (start uint64, state string, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	// The command name may hold spaces and parentheses; fields start after
 	// its last ')': state is field 3, starttime field 22.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
+		return 0, "", fmt.Errorf("parse /proc/%d/stat: no command name", pid)
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 20 {
-		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
+		return 0, "", fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
 	}
-	start, err := strconv.ParseUint(f[19], 10, 64)
+	start, err = strconv.ParseUint(f[19], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat: starttime: %w", pid, err)
+		return 0, "", fmt.Errorf("parse /proc/%d/stat: starttime: %w", pid, err)
 	}
-	return start, nil
+	return start, f[0], nil
 }
