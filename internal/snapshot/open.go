@@ -233,19 +233,21 @@ func checkTrusted(f *os.File, what string) error {
 // reopen returns a new open file description of the file f refers to,
 // through /proc/self/fd: the same inode, whatever now has its name.
 func reopen(f *os.File) (*os.File, error) {
-	g, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), os.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("reopen %s: %w", f.Name(), unwrapPath(err))
+		return nil, fmt.Errorf("reopen %s: %w", f.Name(), err)
 	}
+	g := os.NewFile(uintptr(fd), f.Name())
 	var a, b unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &a); err == nil {
-		err = unix.Fstat(int(g.Fd()), &b)
-		if err != nil || a.Dev != b.Dev || a.Ino != b.Ino {
-			g.Close()
-			return nil, fmt.Errorf("reopen %s: got another file", f.Name())
-		}
+	if err := unix.Fstat(int(f.Fd()), &a); err != nil {
+		g.Close()
+		return nil, fmt.Errorf("reopen %s: %w", f.Name(), err)
 	}
-	return os.NewFile(g.Fd(), f.Name()), nil
+	if err := unix.Fstat(fd, &b); err != nil || a.Dev != b.Dev || a.Ino != b.Ino {
+		g.Close()
+		return nil, fmt.Errorf("reopen %s: /proc/self/fd/%d led to another file", f.Name(), f.Fd())
+	}
+	return g, nil
 }
 
 // unwrapPath strips the *fs.PathError around err: the errors of this
