@@ -24,6 +24,9 @@ var (
 	VMMTimeout    = 30 * time.Second // start, state load, resume, pause, save, entropy
 )
 
+// exitGrace is how long an error waits for the VMM's exit status.
+const exitGrace = 200 * time.Millisecond
+
 // Timeouts bound every step of a function VM's life, so that a hung VMM or
 // guest is reported instead of waited on for ever. A zero field takes the
 // package default (BootTimeout etc.).
@@ -101,6 +104,17 @@ func (v *VM) call(ctx context.Context, timeout time.Duration, req protocol.Messa
 
 // explain adds the guest console tail and the VMM's exit to err.
 func (v *VM) explain(err error) error {
+	// A VMM that dies closes its sockets a moment before it can be reaped,
+	// so a broken connection is often seen first: give the exit status a
+	// moment to arrive, since it says why (a signal, and its likely cause).
+	grace := exitGrace
+	if errors.Is(err, context.DeadlineExceeded) {
+		grace = 0
+	}
+	select {
+	case <-v.M.Exited():
+	case <-time.After(grace):
+	}
 	select {
 	case <-v.M.Exited():
 		err = fmt.Errorf("%w (the VMM %s)", err, v.M.ExitReason())
