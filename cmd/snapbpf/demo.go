@@ -14,7 +14,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
-	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
 // demoMode is one column of the demo's comparison.
@@ -70,7 +69,7 @@ func newDemoCmd() *cobra.Command {
 			}
 			snapPath := filepath.Join(outDir, fn)
 			logf(log, "creating snapshot %s", snapPath)
-			dir, st, err := funcvm.CreateSnapshot(ctx, &qemu.Driver{}, img, funcvm.CreateOptions{
+			dir, st, err := funcvm.CreateSnapshot(ctx, vmmDriver(), img, funcvm.CreateOptions{
 				Function: fn, MemMiB: functions.MinGuestMiB(fn, functions.Options{}), Out: snapPath, Replace: true,
 				FreePages: snapshot.FreePagesReport, Log: log,
 			})

@@ -12,7 +12,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
-	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -100,6 +99,10 @@ which includes readahead.`,
 	return cmd
 }
 
+// wsSpace is the free space a recording wants for its working set: a set
+// is a few KiB to a few hundred KiB (extents, not pages).
+const wsSpace = 8 << 20
+
 func recordSnapshot(cmd *cobra.Command, snapDir string, o policy.RecordOptions) (*policy.RecordReport, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("record --snapshot needs root: it runs QEMU and turns readahead off for the memory file (and eBPF needs CAP_BPF, CAP_PERFMON); run it as root")
@@ -108,11 +111,16 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, o policy.RecordOptions) 
 	if err != nil {
 		return nil, err
 	}
+	defer dir.Close()
+	// Fail before the runs, not after them with the recording lost.
+	if err := snapshot.CheckFreeSpace(dir.Path, wsSpace, "the working set"); err != nil {
+		return nil, err
+	}
 	m := dir.Manifest
 	if o.Expected, err = funcvm.Expect(m.Function, m.FunctionOptions["data_mib"], o.Input); err != nil {
 		return nil, err
 	}
-	_, rep, err := policy.Record(cmd.Context(), &qemu.Driver{}, dir, o, progress(cmd))
+	_, rep, err := policy.Record(cmd.Context(), vmmDriver(), dir, o, progress(cmd))
 	if err != nil {
 		return nil, err
 	}

@@ -102,6 +102,7 @@ func runReplays(cmd *cobra.Command, snapDir, tracePath, policies string, o repla
 	if err != nil {
 		return nil, err
 	}
+	defer dir.Close()
 	t, err := trace.Read(tracePath)
 	if err != nil {
 		return nil, err

@@ -12,7 +12,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
-	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
 // restoreReport is restore's output.
@@ -56,7 +55,9 @@ func newRestoreCmd() *cobra.Command {
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rep, err := restore(cmd, snapDir, pol, ws, o, po)
-			if rep != nil {
+			// Stopped by a signal, the clones measured nothing: the
+			// error says so, a table would only show zeroes.
+			if rep != nil && cmd.Context().Err() == nil {
 				if asJSON {
 					if jerr := writeJSON(cmd.OutOrStdout(), rep); jerr != nil {
 						return jerr
@@ -98,6 +99,7 @@ func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOp
 	if err != nil {
 		return nil, err
 	}
+	defer dir.Close()
 	pol, err := policy.New(polName, dir, ws, po)
 	if err != nil {
 		return nil, err
@@ -109,7 +111,7 @@ func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOp
 		return nil, err
 	}
 	o.Hooks = pol
-	vms, err := funcvm.Restore(cmd.Context(), &qemu.Driver{}, dir, o)
+	vms, err := funcvm.Restore(cmd.Context(), vmmDriver(), dir, o)
 	pst, perr := pol.Finish()
 	if vms == nil {
 		return nil, errors.Join(err, perr)

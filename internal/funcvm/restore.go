@@ -30,6 +30,8 @@ type RestoreOptions struct {
 	Log      io.Writer
 	// Hooks let a restore policy act around each VMM start.
 	Hooks Hooks
+	// Timeouts bound each step; zero fields take the defaults.
+	Timeouts Timeouts
 }
 
 // Hooks are a restore policy's points of action.
@@ -123,7 +125,7 @@ func restoreConfig(dir *snapshot.Dir, accel string) vmm.Config {
 		accel = dir.Manifest.VMM.Accel
 	}
 	return vmm.Config{
-		MemMiB: dir.Manifest.MemMiB, MemPath: dir.MemPath(), Incoming: true,
+		MemMiB: dir.Manifest.MemMiB, MemPath: dir.MemPath(), MemFile: dir.MemFile(), Incoming: true,
 		Accel: accel, FreePageReporting: dir.Manifest.FreePages == snapshot.FreePagesReport,
 	}
 }
@@ -135,14 +137,15 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 		r.Error = err.Error()
 		return r
 	}
+	timeouts := o.Timeouts.orDefaults()
 	t := time.Now()
-	sctx, cancel := context.WithTimeout(ctx, VMMTimeout)
+	sctx, cancel := context.WithTimeout(ctx, timeouts.VMM)
 	defer cancel()
 	m, err := d.Start(sctx, cfg)
 	if err != nil {
 		return fail(err)
 	}
-	vm := newVM(m)
+	vm := newVM(m, timeouts)
 	defer vm.Close(context.Background())
 	r.VMMStartMs = ms(time.Since(t))
 	if o.Hooks != nil {
@@ -154,13 +157,19 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 	defer faults.Close()
 
 	t = time.Now()
-	if err := m.LoadState(sctx, dir.StatePath()); err != nil {
+	state, err := dir.OpenState()
+	if err != nil {
+		return fail(err)
+	}
+	err = m.LoadState(sctx, state)
+	state.Close()
+	if err != nil {
 		return fail(err)
 	}
 	r.StateLoadMs = ms(time.Since(t))
 
 	t = time.Now()
-	if err := m.Resume(ctx); err != nil {
+	if err := vm.Resume(ctx); err != nil {
 		return fail(err)
 	}
 	if err := vm.Reseed(ctx); err != nil {
