@@ -36,6 +36,10 @@ func (l testLog) Write(p []byte) (int, error) {
 // run QEMU.
 func needBootTools(t *testing.T) string {
 	t.Helper()
+	// testenv.NeedRoot's rule; testenv imports this package.
+	if testing.Short() {
+		t.Skip("-short: downloads and boots the guest kernel (make test runs it)")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: downloads the kernel package into " + DefaultCacheDir)
 	}

@@ -10,13 +10,13 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/trace"
 	"github.com/snapbpf/snapbpf/internal/wset"
+
+	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
 func needRoot(t *testing.T, why string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: " + why)
-	}
+	testenv.NeedRoot(t, why)
 }
 
 // synthMem is a memory file made for a test: random data, with every

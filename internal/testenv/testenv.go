@@ -86,3 +86,15 @@ func build() (*guest.Image, error) {
 	defer cancel()
 	return guest.Build(ctx, guest.BuildOptions{OutDir: filepath.Join(dir, "image"), AgentPath: agent})
 }
+
+// NeedRoot skips t without root or under -short (make unit): what it does
+// needs privileges (BPF, mounts, dropping caches, sysfs) or takes long.
+func NeedRoot(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: skips tests that need root (make test runs them): " + why)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: " + why)
+	}
+}

@@ -8,15 +8,15 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
 // TestTracerSeesFirstTouches maps a file private in this process, traces
 // this process's faults while touching some pages (reads, writes, a later
 // write) and checks the events.
 func TestTracerSeesFirstTouches(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loads eBPF programs")
-	}
+	testenv.NeedRoot(t, "loads eBPF programs")
 	f, err := os.CreateTemp("/var/tmp", "snapbpf-trace-test-")
 	if err != nil {
 		t.Fatal(err)

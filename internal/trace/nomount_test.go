@@ -18,6 +18,8 @@ import (
 	"github.com/snapbpf/snapbpf/internal/majfault"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/tracepoint"
+
+	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
 // noMountEnv marks the re-executed test binary that runs inside its own
@@ -32,9 +34,7 @@ const noMountEnv = "SNAPBPF_TEST_NO_TRACEFS"
 // namespace and unmounts both there, so the host's mounts, whatever they
 // are, stay as they were.
 func TestNoTracefsNeeded(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mount namespaces and BPF")
-	}
+	testenv.NeedRoot(t, "mount namespaces and BPF")
 	if parentNS, ok := os.LookupEnv(noMountEnv); ok {
 		noTracefsChild(t, parentNS)
 		return

@@ -13,15 +13,15 @@ import (
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
+
+	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
 // TestRecordVM records a trace of a real VM restore (json, a small
 // function) and checks it against what the kernel says about that run:
 // the page-cache capture's data pages, and the VMM's major faults.
 func TestRecordVM(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds a guest image, runs QEMU and loads eBPF programs")
-	}
+	testenv.NeedRoot(t, "builds a guest image, runs QEMU and loads eBPF programs")
 	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
 		t.Skipf("%s not installed (apt-get install qemu-system-x86): %v", qemu.DefaultBinary, err)
 	}
