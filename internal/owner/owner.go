@@ -11,22 +11,42 @@ import (
 )
 
 // Owner is a process: its pid and its start time, which together name it
-// even after the pid is reused.
+// even after the pid is reused, and, where it is recorded, the boot.
 type Owner struct {
-	PID int
+	PID int `json:"pid"`
 	// Start is the process's start time in clock ticks after boot, field
 	// 22 of /proc/PID/stat.
-	Start uint64
+	Start uint64 `json:"start_time"`
+	// Boot is the kernel's boot ID when the owner was taken with Of; an
+	// owner parsed from a name (Parse) has none and is not checked
+	// against the boot.
+	Boot string `json:"boot_id,omitempty"`
 }
 
 // Self is the calling process.
-func Self() (Owner, error) {
-	pid := os.Getpid()
+func Self() (Owner, error) { return Of(os.Getpid()) }
+
+// Of is process pid, with the boot it runs in.
+func Of(pid int) (Owner, error) {
+	boot, err := BootID()
+	if err != nil {
+		return Owner{}, err
+	}
 	start, err := startTime(pid)
 	if err != nil {
 		return Owner{}, err
 	}
-	return Owner{PID: pid, Start: start}, nil
+	return Owner{PID: pid, Start: start, Boot: boot}, nil
+}
+
+// BootID is the running kernel's boot ID: a process of another boot is gone
+// whatever its pid and start time.
+func BootID() (string, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", fmt.Errorf("boot id: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // String renders o as "PID-START", the form Parse reads back and that
@@ -51,8 +71,14 @@ func Parse(s string) (o Owner, rest string, ok bool) {
 
 // Alive reports whether o still runs: a process with its pid exists, is
 // not a zombie (which can hold nothing any more) and started when o did (so
-// it is not a new process that reused the pid).
+// it is not a new process that reused the pid), in the same boot if o
+// records one.
 func (o Owner) Alive() bool {
+	if o.Boot != "" {
+		if boot, err := BootID(); err != nil || boot != o.Boot {
+			return false
+		}
+	}
 	start, state, err := stat(o.PID)
 	return err == nil && start == o.Start && state != "Z" && state != "X"
 }

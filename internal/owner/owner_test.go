@@ -13,9 +13,13 @@ func TestAlive(t *testing.T) {
 	if !me.Alive() {
 		t.Fatalf("%v: this process is not alive", me)
 	}
+	// A name carries the pid and start time, not the boot.
 	got, rest, ok := Parse(me.String() + "-abc")
-	if !ok || got != me || rest != "abc" {
+	if !ok || got != (Owner{PID: me.PID, Start: me.Start}) || rest != "abc" {
 		t.Fatalf("Parse(%q) = %v, %q, %v", me.String()+"-abc", got, rest, ok)
+	}
+	if (Owner{PID: me.PID, Start: me.Start, Boot: "another boot"}).Alive() {
+		t.Error("an owner of another boot counts as alive")
 	}
 	// The same pid with another start time is another process.
 	if (Owner{PID: me.PID, Start: me.Start + 1}).Alive() {

@@ -7,89 +7,24 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/snapbpf/snapbpf/internal/owner"
 )
 
 // An Entry journals one open Window: what to put back where, and who must.
 type Entry struct {
-	Queue       string    `json:"queue"`         // sysfs queue directory of the disk
-	Device      string    `json:"device"`        // the disk's MAJ:MIN
-	ReadaheadKB string    `json:"read_ahead_kb"` // the value to put back
-	Owner       Owner     `json:"owner"`
-	Why         string    `json:"why"`
-	Since       time.Time `json:"since"`
-	Deadline    time.Time `json:"deadline"`
-}
-
-// Owner names a process across pid reuse: a pid is only the same process
-// while its start time (and the boot) is the same.
-type Owner struct {
-	Pid       int    `json:"pid"`
-	StartTime uint64 `json:"start_time"` // clock ticks after boot, /proc/PID/stat field 22
-	BootID    string `json:"boot_id"`
+	Queue       string      `json:"queue"`         // sysfs queue directory of the disk
+	Device      string      `json:"device"`        // the disk's MAJ:MIN
+	ReadaheadKB string      `json:"read_ahead_kb"` // the value to put back
+	Owner       owner.Owner `json:"owner"`
+	Why         string      `json:"why"`
+	Since       time.Time   `json:"since"`
+	Deadline    time.Time   `json:"deadline"`
 }
 
 func (e *Entry) describe() string {
-	return fmt.Sprintf("pid %d (%s)", e.Owner.Pid, e.Why)
-}
-
-// owner returns pid's Owner.
-func owner(pid int) (Owner, error) {
-	boot, err := bootID()
-	if err != nil {
-		return Owner{}, err
-	}
-	start, _, err := procStart(pid)
-	if err != nil {
-		return Owner{}, err
-	}
-	return Owner{Pid: pid, StartTime: start, BootID: boot}, nil
-}
-
-// alive reports whether o is still running: same boot, a process with its
-// pid and its start time, and not a zombie (a dead process whose parent
-// has not reaped it has released its locks, and will not restore anything).
-func (o Owner) alive() bool {
-	if boot, err := bootID(); err != nil || boot != o.BootID {
-		return false
-	}
-	start, state, err := procStart(o.Pid)
-	return err == nil && start == o.StartTime && state != "Z" && state != "X"
-}
-
-// procStart reads pid's start time and state from /proc/PID/stat.
-func procStart(pid int) (start uint64, state string, err error) {
-	p := fmt.Sprintf("/proc/%d/stat", pid)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return 0, "", fmt.Errorf("read %s: %w", p, err)
-	}
-	// The command name, field 2, is in parentheses and may hold spaces or
-	// parentheses itself: count fields after the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, "", fmt.Errorf("parse %s: no ')'", p)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 { // fields 3 (state) to 22 (starttime)
-		return 0, "", fmt.Errorf("parse %s: %d fields after the name, want 20 or more", p, len(f))
-	}
-	start, err = strconv.ParseUint(f[19], 10, 64)
-	if err != nil {
-		return 0, "", fmt.Errorf("parse %s start time: %w", p, err)
-	}
-	return start, f[0], nil
-}
-
-func bootID() (string, error) {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return "", fmt.Errorf("boot id: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
+	return fmt.Sprintf("pid %d (%s)", e.Owner.PID, e.Why)
 }
 
 func journalPath(name string) string {
@@ -171,9 +106,9 @@ func repairLocked(path string) (*Entry, error) {
 	if err != nil || e == nil {
 		return nil, err
 	}
-	if boot, err := bootID(); err != nil {
+	if boot, err := owner.BootID(); err != nil {
 		return nil, err
-	} else if boot != e.Owner.BootID {
+	} else if boot != e.Owner.Boot {
 		// Left before a reboot, which reset the disk anyway.
 		return nil, removeJournal(path)
 	}
@@ -181,7 +116,7 @@ func repairLocked(path string) (*Entry, error) {
 		return nil, fmt.Errorf("put back read_ahead_kb that %s left lowered: %w", e.describe(), err)
 	}
 	slog.Warn("readahead: put back read_ahead_kb left lowered by a process that did not end its window",
-		"device", e.Device, "read_ahead_kb", e.ReadaheadKB, "owner_pid", e.Owner.Pid, "why", e.Why, "since", e.Since)
+		"device", e.Device, "read_ahead_kb", e.ReadaheadKB, "owner_pid", e.Owner.PID, "why", e.Why, "since", e.Since)
 	return e, removeJournal(path)
 }
 
@@ -254,7 +189,7 @@ func repairOne(path string) (*Finding, error) {
 	if err != nil || e == nil {
 		return nil, err
 	}
-	alive := e.Owner.alive()
+	alive := e.Owner.Alive()
 	if alive && time.Since(e.Deadline) < stuckGrace {
 		return nil, nil // a window in use
 	}
@@ -289,6 +224,6 @@ func repairOne(path string) (*Finding, error) {
 		return nil, fmt.Errorf("put back read_ahead_kb held past its deadline by %s: %w", e.describe(), err)
 	}
 	slog.Warn("readahead: put back read_ahead_kb held past its window's deadline",
-		"device", e.Device, "read_ahead_kb", e.ReadaheadKB, "owner_pid", e.Owner.Pid, "why", e.Why, "deadline", e.Deadline)
+		"device", e.Device, "read_ahead_kb", e.ReadaheadKB, "owner_pid", e.Owner.PID, "why", e.Why, "deadline", e.Deadline)
 	return &Finding{Entry: *e, Stuck: true}, nil
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/owner"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
@@ -97,7 +98,7 @@ func TestSuspend(t *testing.T) {
 	if err != nil || e == nil {
 		t.Fatalf("no journal while suspended: %v", err)
 	}
-	if e.ReadaheadKB != "768" || e.Owner.Pid != os.Getpid() || e.Queue != q {
+	if e.ReadaheadKB != "768" || e.Owner.PID != os.Getpid() || e.Queue != q {
 		t.Errorf("journal %+v, want read_ahead_kb 768, owner %d, queue %s", e, os.Getpid(), q)
 	}
 	if err := w.Close(); err != nil {
@@ -219,7 +220,7 @@ func TestRepairKilledOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(found) != 1 || found[0].Owner.Pid != cmd.Process.Pid || found[0].Stuck {
+	if len(found) != 1 || found[0].Owner.PID != cmd.Process.Pid || found[0].Stuck {
 		t.Fatalf("Repair found %v, want the killed holder %d", found, cmd.Process.Pid)
 	}
 	t.Log(found[0])
@@ -323,7 +324,7 @@ func TestSuspendRepairs(t *testing.T) {
 	privateLockDir(t)
 	q := loopKnob(t)
 	name, _ := devName(q)
-	dead := Owner{Pid: 1, StartTime: 1, BootID: mustBootID(t)} // pid 1 started later than tick 1
+	dead := owner.Owner{PID: 1, Start: 1, Boot: mustBootID(t)} // pid 1 started later than tick 1
 	if err := writeJournal(journalPath(name), &Entry{Queue: q, Device: name, ReadaheadKB: "768", Owner: dead, Why: "test"}); err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +345,7 @@ func TestSuspendRepairs(t *testing.T) {
 
 func mustBootID(t *testing.T) string {
 	t.Helper()
-	b, err := bootID()
+	b, err := owner.BootID()
 	if err != nil {
 		t.Fatal(err)
 	}

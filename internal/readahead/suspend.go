@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/owner"
 )
 
 // LockDir holds, per disk, a lock file and, while the disk's read_ahead_kb
@@ -86,7 +88,7 @@ func suspendQueue(ctx context.Context, queue string, max time.Duration, why stri
 	if err != nil {
 		return nil, err
 	}
-	self, err := owner(os.Getpid())
+	self, err := owner.Self()
 	if err != nil {
 		return nil, err
 	}
