@@ -22,7 +22,7 @@ ra0=$(cat $RA)
 mounts0=$(grep -cE 'tracefs|debugfs|snapbpf' /proc/mounts)
 # Run directories of older binaries (and other users) in /tmp: count only
 # new ones.
-oldruns0=$(ls -d /tmp/snapbpf-qemu-* 2>/dev/null | wc -l)
+ls -d /tmp/snapbpf-qemu-* 2>/dev/null | sort > $R/tmp-rundirs.before
 total=0
 for i in $(seq 1 $KILLS); do
   case $((i % 3)) in
@@ -44,7 +44,7 @@ for i in $(seq 1 $KILLS); do
   journal=$(ls /run/snapbpf/readahead-*.json 2>/dev/null | wc -l)
   tmps=$(find $R/snaps -name '*.tmp-*' 2>/dev/null | wc -l)
   runs=$(find $SNAPBPF_HOME/run -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; true)
-  oldruns=$(( $(ls -d /tmp/snapbpf-qemu-* 2>/dev/null | wc -l) - oldruns0 ))
+  oldruns=$(ls -d /tmp/snapbpf-qemu-* 2>/dev/null | sort | comm -13 $R/tmp-rundirs.before - | wc -l)
   mounts=$(( $(grep -cE 'tracefs|debugfs|snapbpf' /proc/mounts) - mounts0 ))
   left=$((vmm + procs + ra + journal + tmps + runs + oldruns + mounts))
   total=$((total + left))
