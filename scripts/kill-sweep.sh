@@ -4,7 +4,8 @@
 # command (snapshot inspect --fix, which also runs every command's startup
 # repair), then a count of every kind of leftover: VMM processes, other
 # snapbpf processes, a disk left with readahead off or journaled, temporary
-# files and directories, run directories, mounts. Run as root from the
+# files and directories, run directories (under SNAPBPF_HOME: this
+# binary makes none in /tmp), mounts. Run as root from the
 # repository after make build. Prints one line per kill and a total.
 set -uo pipefail
 B=${B:-$(pwd)/bin/snapbpf}
@@ -20,9 +21,6 @@ ra0=$(cat $RA)
 [ -f $SNAPBPF_HOME/image/image.json ] || $B image build >/dev/null 2>&1 || { echo "image build failed"; exit 1; }
 [ -d $S ] || $B snapshot create --function $FN --out $S >/dev/null 2>&1 || { echo "create $S failed"; exit 1; }
 mounts0=$(grep -cE 'tracefs|debugfs|snapbpf' /proc/mounts)
-# Run directories of older binaries (and other users) in /tmp: count only
-# new ones.
-ls -d /tmp/snapbpf-qemu-* 2>/dev/null | sort > $R/tmp-rundirs.before
 total=0
 for i in $(seq 1 $KILLS); do
   case $((i % 3)) in
@@ -44,11 +42,10 @@ for i in $(seq 1 $KILLS); do
   journal=$(ls /run/snapbpf/readahead-*.json 2>/dev/null | wc -l)
   tmps=$(find $R/snaps -name '*.tmp-*' 2>/dev/null | wc -l)
   runs=$(find $SNAPBPF_HOME/run -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; true)
-  oldruns=$(ls -d /tmp/snapbpf-qemu-* 2>/dev/null | sort | comm -13 $R/tmp-rundirs.before - | wc -l)
   mounts=$(( $(grep -cE 'tracefs|debugfs|snapbpf' /proc/mounts) - mounts0 ))
-  left=$((vmm + procs + ra + journal + tmps + runs + oldruns + mounts))
+  left=$((vmm + procs + ra + journal + tmps + runs + mounts))
   total=$((total + left))
-  echo "kill $i ($op): vmm $vmm snapbpf $procs readahead $ra journal $journal tmp $tmps rundirs $runs tmp-rundirs $oldruns mounts $mounts"
+  echo "kill $i ($op): vmm $vmm snapbpf $procs readahead $ra journal $journal tmp $tmps rundirs $runs mounts $mounts"
   # Clean by hand so the next kill starts from nothing (counted above).
   pkill -9 -f "qemu-system.*$SNAPBPF_HOME" 2>/dev/null; echo $ra0 > $RA
 done
