@@ -102,6 +102,9 @@ func recordEBPF(ctx context.Context, file string, argv []string) (c *Capture, re
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
+	// Only the command's process tree: other readers of file are not
+	// the workload.
+	rec.Attribute(cmd.Process.Pid)
 	stop := make(chan struct{})
 	guarded := make(chan struct{})
 	go func() {
@@ -193,6 +196,10 @@ type Session interface {
 	Stop() (*Capture, error)
 	// Close releases the session's resources; safe after Stop.
 	Close() error
+	// Attribute keeps only the pages the process pid and its descendants
+	// bring in (see Recorder.Attribute); a no-op for mincore, whose
+	// residency has no owner.
+	Attribute(pid int)
 }
 
 // Watch starts recording which pages of file enter the page cache, by
@@ -266,6 +273,8 @@ func (s *mincoreSession) Stop() (*Capture, error) {
 }
 
 func (s *mincoreSession) Close() error { return nil }
+
+func (s *mincoreSession) Attribute(int) {}
 
 // runAccesses splits a run of pages into Accesses (NPages is 32-bit).
 func runAccesses(r extent) []Access {

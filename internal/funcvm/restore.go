@@ -30,6 +30,19 @@ type RestoreOptions struct {
 	Log      io.Writer
 	// Hooks let a restore policy act around each VMM start.
 	Hooks Hooks
+	// MemPath, if set, is the memory file the clones map instead of the
+	// snapshot's own: a byte-identical private copy, so that a recording
+	// sees every page its VMM touches enter the page cache whatever other
+	// processes have cached of the real file (policy.Record).
+	MemPath string
+}
+
+// memPath is the memory file the clones map.
+func (o RestoreOptions) memPath(dir *snapshot.Dir) string {
+	if o.MemPath != "" {
+		return o.MemPath
+	}
+	return dir.MemPath()
 }
 
 // Hooks are a restore policy's points of action.
@@ -78,17 +91,19 @@ func Restore(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RestoreOpti
 	if o.Cold && o.Warm {
 		return nil, errors.New("restore: cold and warm at once")
 	}
+	mem := o.memPath(dir)
 	if o.Cold {
-		if _, err := pagecache.Drop(dir.MemPath()); err != nil {
+		if _, err := pagecache.Drop(mem); err != nil {
 			return nil, err
 		}
 	}
 	if o.Warm {
-		if err := pagecache.Warm(dir.MemPath()); err != nil {
+		if err := pagecache.Warm(mem); err != nil {
 			return nil, err
 		}
 	}
 	cfg := restoreConfig(dir, o.Accel)
+	cfg.MemPath = mem
 	start := time.Now()
 	if o.Hooks != nil {
 		o.Hooks.Configure(&cfg)
@@ -150,7 +165,7 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 			return fail(err)
 		}
 	}
-	faults := memFileFaults(m.PID(), dir.MemPath())
+	faults := memFileFaults(m.PID(), cfg.MemPath)
 	defer faults.Close()
 
 	t = time.Now()
@@ -183,7 +198,7 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 	r.MemFileMajorFaults = faults.inside()
 	r.MinorFaults, r.MajorFaults, _ = procFaults(pid)
 	r.MemFileReadBytes, _ = procReadBytes(pid)
-	r.GuestTouchedB, r.GuestPrivateB, _ = mappingUsage(pid, dir.MemPath())
+	r.GuestTouchedB, r.GuestPrivateB, _ = mappingUsage(pid, cfg.MemPath)
 	if !r.ResultOK {
 		r.Error = fmt.Sprintf("checksum %s, want %s: the restored guest computed a wrong result", res.Checksum, o.Expected)
 	}
