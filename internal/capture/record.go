@@ -161,6 +161,11 @@ func (g *guard) run(rec *Recorder, stop <-chan struct{}) {
 			inserted = nil // closed: would fire forever
 			g.end()
 		case o := <-rec.Opens():
+			if !rec.owns(uint32(o.Pid)) {
+				// Another process's file: neither the command's
+				// open nor ours to change.
+				continue
+			}
 			if !g.ended {
 				// Opened while the disk was at 0: born without readahead.
 				g.end()

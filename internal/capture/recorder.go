@@ -218,6 +218,14 @@ func (r *Recorder) Attribute(pid int) {
 	}
 }
 
+// owns reports whether thread group pid is the workload's (every process
+// is, before Attribute).
+func (r *Recorder) owns(pid uint32) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.owner == nil || r.owner.owns(pid)
+}
+
 // owner decides which thread groups belong to a workload: its root process
 // and that process's descendants, found through the parent links in /proc
 // when a thread group's first insertion is read (every 10 ms at most; see
