@@ -186,7 +186,10 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	if err != nil {
 		return nil, nil, fmt.Errorf("record: %w", err)
 	}
-	defer cp.Close()
+	// Closing frees the copy's blocks, which took 1 s for 71 MiB here
+	// (ext4 mounted with discard): let it happen after the recording
+	// has returned.
+	defer func() { go cp.Close() }()
 	rep.CopyMs, rep.CopyDataBytes = durMs(cp.Took), cp.DataBytes
 	slog.Debug("record: private cold copy of the memory file", "mem", dir.MemPath(), "data_bytes", cp.DataBytes, "ms", rep.CopyMs)
 
