@@ -191,6 +191,9 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	// has returned.
 	defer func() { go cp.Close() }()
 	rep.CopyMs, rep.CopyDataBytes = durMs(cp.Took), cp.DataBytes
+	if testHookCopy != nil {
+		defer testHookCopy(cp.Path)() // before the copy goes
+	}
 	slog.Debug("record: private cold copy of the memory file", "mem", dir.MemPath(), "data_bytes", cp.DataBytes, "ms", rep.CopyMs)
 
 	var sets []*wset.Set
@@ -245,6 +248,11 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	rep.RecordMs = durMs(time.Since(start))
 	return set, rep, nil
 }
+
+// testHookCopy, if set, is called with the path of a recording's private
+// copy of the memory file before its first run, and what it returns at the
+// end of the recording, while the copy still exists: tests watch it.
+var testHookCopy func(path string) (end func())
 
 // recordInput records one input's working set: o.Runs restores of the
 // snapshot mapping mem (the private copy), the first under nora, the rest
