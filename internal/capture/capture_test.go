@@ -374,6 +374,9 @@ func TestRecordCommandOwnTree(t *testing.T) {
 	got := Pages(c, 0)
 	t.Logf("touched %d, captured %d; foreign %d pages from %d processes (%d unattributed)", k, len(got), c.ForeignPages, c.ForeignProcesses, c.UnattributedPages)
 	assertCovers(t, got, touched)
+	if len(got) > k*105/100 {
+		t.Errorf("captured %d pages for %d touched: more than 5%% extra (readahead?)", len(got), k)
+	}
 	for _, p := range got {
 		if p >= 128*mib/pageSize {
 			t.Fatalf("captured page %d, in the half only the foreign reader read", p)

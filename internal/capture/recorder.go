@@ -72,7 +72,7 @@ type Recorder struct {
 	accesses []Access
 	owner    *owner // nil: every process's insertions count
 	openLog  []Open
-	inserted chan struct{} // closed at the first insertion
+	inserted chan struct{} // closed at the workload's first insertion (see Attribute)
 	once     sync.Once
 
 	hold      chan struct{} // tests: the reader waits for it to close
@@ -184,13 +184,13 @@ func (r *Recorder) handle(b []byte) {
 	case eventInsert:
 		r.mu.Lock()
 		r.accesses = append(r.accesses, Access{File: file, Page: index, NPages: 1 << order, TimeNs: time, Pid: pid})
-		if r.owner != nil {
-			// Now, while the process most likely still exists: a
-			// descendant that has exited cannot be traced to the root.
-			r.owner.owns(pid)
-		}
+		// Now, while the process most likely still exists: a descendant
+		// that has exited cannot be traced to the root.
+		owned := r.owner != nil && r.owner.owns(pid)
 		r.mu.Unlock()
-		r.once.Do(func() { close(r.inserted) })
+		if owned {
+			r.once.Do(func() { close(r.inserted) })
+		}
 	case eventOpen:
 		o := Open{File: file, Pid: int(pid), FD: int(index), RAPages: ra, TimeNs: time}
 		r.mu.Lock()
@@ -214,7 +214,9 @@ func (r *Recorder) Attribute(pid int) {
 	defer r.mu.Unlock()
 	r.owner = &owner{root: uint32(pid), known: map[uint32]bool{}}
 	for _, a := range r.accesses {
-		r.owner.owns(a.Pid)
+		if r.owner.owns(a.Pid) {
+			r.once.Do(func() { close(r.inserted) })
+		}
 	}
 }
 
