@@ -3,33 +3,42 @@
 /*
  * Page-cache capture for snapbpf.
  *
- * One tracepoint does the work: filemap:mm_filemap_add_to_page_cache fires
- * whenever a folio enters a file's page cache, the moment a cold page is
- * read for a fault, a read() or readahead. Only the watched files pass the
- * (device, inode) lookup in the `files` map; their insertions go to user
- * space through the `events` ring buffer. A record that does not fit in the
- * ring buffer is counted, never dropped silently.
+ * One tracepoint does the work: mm_filemap_add_to_page_cache fires whenever
+ * a folio enters a file's page cache, the moment a cold page is read for a
+ * fault, a read() or readahead. Only the watched files pass the (device,
+ * inode) lookup in the `files` map; their insertions go to user space
+ * through the `events` ring buffer. A record that does not fit in the ring
+ * buffer is counted, never dropped silently.
+ *
+ * Every program is a raw tracepoint: the kernel finds a raw tracepoint by
+ * name through bpf(2), so attaching needs no tracefs or debugfs mount, and
+ * the program reads the tracepoint's own arguments (the folio, not a
+ * formatted record) with CO-RE. User space checks each tracepoint's
+ * prototype in the kernel's BTF before attaching (internal/tracepoint).
  *
  * Two helpers make a recording trustworthy:
- *  - the openat/openat2/open exit tracepoints report when a process opens a
- *    watched file, with the readahead window its new struct file starts
- *    with, so user space can end a device-wide "no readahead" window as soon
- *    as the file is open, and fix a later open that got readahead;
- *  - readahead:page_cache_ra_order counts readahead windows of more than
- *    one page on watched files: zero means the capture holds no readahead.
+ *  - sys_exit, filtered to open, openat and openat2, reports when a process
+ *    opens a watched file, with the readahead window its new struct file
+ *    starts with, so user space can end a device-wide "no readahead" window
+ *    as soon as the file is open, and fix a later open that got readahead
+ *    (the per-syscall exit events are not raw tracepoints);
+ *  - page_cache_ra_order counts readahead windows of more than one page on
+ *    watched files: zero means the capture holds no readahead.
  *
- * Older kernels lack parts of this: the insertion tracepoint's folio order
- * field, and the readahead tracepoints. The program checks for both with
- * CO-RE existence tests, so one object loads on every kernel with BTF; an
- * insertion without an order is counted (COUNTER_NO_ORDER) and taken as
- * one page, and user space attaches only the tracepoints that exist.
+ * Older kernels lack parts of this: the readahead tracepoint, and the folio
+ * layout this program knows how to read an order from. The program checks
+ * fields with CO-RE existence tests, so one object loads on every kernel
+ * with BTF; an insertion whose order cannot be read is counted
+ * (COUNTER_NO_ORDER) and taken as one page, and user space attaches only
+ * the tracepoints that exist.
  *
- * Regenerate with `go generate ./internal/capture/` (see internal/capture/bpf.go).
+ * Regenerate with `make generate` (see internal/capture/bpf.go).
  */
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -65,6 +74,14 @@ enum counter {
 
 /* Our own process: its opens of a watched file are not the workload's. */
 const volatile __u32 ignore_tgid = 0;
+
+/*
+ * The open syscalls' numbers on this architecture, set by the loader; -1
+ * where one does not exist (open on arm64).
+ */
+const volatile __s64 nr_open = -1;
+const volatile __s64 nr_openat = -1;
+const volatile __s64 nr_openat2 = -1;
 
 /*
  * Insertions do not wake the reader, which polls, until this many bytes
@@ -104,16 +121,57 @@ static __always_inline void count(__u32 which, __u64 n)
 		*v += n; /* per-CPU slot: no other writer */
 }
 
-SEC("tracepoint/filemap/mm_filemap_add_to_page_cache")
-int on_add_to_page_cache(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+/*
+ * folio_order returns the number of pages of folio as a power of two, as the
+ * kernel's folio_order() computes it, or -1 where this kernel's struct folio
+ * has no layout the program knows.
+ */
+static __always_inline int folio_order(struct folio *folio)
 {
-	struct file_key key = {
-		.ino = ctx->i_ino,
-		.dev = ctx->s_dev,
-	};
+	struct folio___memdesc *fm = (void *)folio;
+	unsigned long flags;
+
+	if (!bpf_core_enum_value_exists(enum pageflags, PG_head))
+		return -1;
+	if (bpf_core_field_exists(fm->flags.f))
+		flags = BPF_CORE_READ(fm, flags.f);
+	else if (bpf_core_field_exists(folio->flags))
+		flags = BPF_CORE_READ(folio, flags);
+	else
+		return -1;
+
+	/*
+	 * Only a large folio has a first tail page: test the head flag first,
+	 * and never read the order fields of a single page, whose next struct
+	 * page belongs to someone else.
+	 */
+	if (bpf_core_field_exists(folio->_folio_order)) {
+		if (!(flags & (1UL << bpf_core_enum_value(enum pageflags, PG_head))))
+			return 0;
+		return BPF_CORE_READ(folio, _folio_order);
+	}
+	if (bpf_core_field_exists(folio->_flags_1)) {
+		if (!(flags & (1UL << bpf_core_enum_value(enum pageflags, PG_head))))
+			return 0;
+		return BPF_CORE_READ(folio, _flags_1) & 0xff;
+	}
+	return -1;
+}
+
+SEC("raw_tp/mm_filemap_add_to_page_cache")
+int BPF_PROG(on_add_to_page_cache, struct folio *folio)
+{
+	struct file_key key = {};
+	struct inode *host;
 	struct event *e;
 	__u32 *file;
+	int order;
 
+	host = BPF_CORE_READ(folio, mapping, host);
+	if (!host)
+		return 0;
+	key.ino = BPF_CORE_READ(host, i_ino);
+	key.dev = BPF_CORE_READ(host, i_sb, s_dev);
 	file = bpf_map_lookup_elem(&files, &key);
 	if (!file)
 		return 0;
@@ -124,13 +182,14 @@ int on_add_to_page_cache(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 		return 0;
 	}
 	e->time_ns = bpf_ktime_get_ns();
-	e->index = ctx->index;
+	e->index = BPF_CORE_READ(folio, index);
 	e->file = *file;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->ra_pages = 0;
 	e->kind = EVENT_INSERT;
-	if (bpf_core_field_exists(ctx->order)) {
-		e->order = ctx->order;
+	order = folio_order(folio);
+	if (order >= 0) {
+		e->order = order;
 	} else {
 		e->order = 0;
 		count(COUNTER_NO_ORDER, 1);
@@ -193,37 +252,36 @@ static __always_inline int on_open_exit(long ret)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat")
-int on_exit_openat(struct syscall_trace_exit *ctx)
+/*
+ * Every syscall's exit passes here; only the open family goes on. The
+ * syscall number is in orig_ax on x86-64; elsewhere the loader leaves the
+ * numbers at -1 and does not attach this program.
+ */
+SEC("raw_tp/sys_exit")
+int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
-	return on_open_exit(ctx->ret);
+	long nr;
+
+	if (!bpf_core_field_exists(regs->orig_ax))
+		return 0;
+	nr = BPF_CORE_READ(regs, orig_ax);
+	if (nr != nr_openat && nr != nr_openat2 && nr != nr_open)
+		return 0;
+	return on_open_exit(ret);
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat2")
-int on_exit_openat2(struct syscall_trace_exit *ctx)
-{
-	return on_open_exit(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_open")
-int on_exit_open(struct syscall_trace_exit *ctx)
-{
-	return on_open_exit(ctx->ret);
-}
-
-SEC("tracepoint/readahead/page_cache_ra_order")
-int on_ra_order(struct trace_event_raw_page_cache_ra_order *ctx)
+SEC("raw_tp/page_cache_ra_order")
+int BPF_PROG(on_ra_order, struct inode *inode, unsigned long index, struct file_ra_state *ra)
 {
 	struct file_key key = {};
+	unsigned int size;
 
-	/* Never attached where the tracepoint is missing, but loaded. */
-	if (!bpf_core_type_exists(struct trace_event_raw_page_cache_ra_order))
-		return 0;
-	key.ino = ctx->i_ino;
-	key.dev = ctx->s_dev;
-	if (ctx->size <= 1 || !bpf_map_lookup_elem(&files, &key))
+	key.ino = BPF_CORE_READ(inode, i_ino);
+	key.dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	size = BPF_CORE_READ(ra, size);
+	if (size <= 1 || !bpf_map_lookup_elem(&files, &key))
 		return 0;
 	count(COUNTER_RA_WINDOWS, 1);
-	count(COUNTER_RA_PAGES, ctx->size);
+	count(COUNTER_RA_PAGES, size);
 	return 0;
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * A trimmed vmlinux.h: only the kernel types bpf/capture.c reads, cut from
+ * A trimmed vmlinux.h: only the kernel types the programs in bpf/ read, cut from
  *   bpftool btf dump file /sys/kernel/btf/vmlinux format c
  * Every struct is declared with preserve_access_index, so each field access
  * is a CO-RE relocation resolved against the running kernel's BTF at load
@@ -35,6 +35,10 @@ typedef __kernel_loff_t loff_t;
 typedef int __kernel_pid_t;
 typedef __kernel_pid_t pid_t;
 
+enum pageflags {
+	PG_head = 6, /* the value is relocated: it differs by kernel version and config */
+};
+
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
@@ -64,40 +68,46 @@ enum {
 #pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
 #endif
 
-struct trace_entry {
-	short unsigned int type;
-	unsigned char flags;
-	unsigned char preempt_count;
-	int pid;
-};
+/*
+ * struct folio across kernel versions. Every kernel the programs support has
+ * the page flags word and, in the first tail page of a large folio, the
+ * folio's order; where they live changed:
+ *  - up to 6.5 the order is its own byte, _folio_order;
+ *  - from 6.6 it is the low byte of _flags_1;
+ *  - from 6.18 the flags word is wrapped in memdesc_flags_t (folio___memdesc).
+ * The program picks the layout the running kernel has with CO-RE existence
+ * checks; a field a kernel lacks is never read there.
+ */
+struct address_space;
 
-/* filemap:mm_filemap_add_to_page_cache */
-struct trace_event_raw_mm_filemap_op_page_cache {
-	struct trace_entry ent;
-	long unsigned int pfn;
-	long unsigned int i_ino;
+struct folio {
+	long unsigned int flags;
+	struct address_space *mapping;
 	long unsigned int index;
-	dev_t s_dev;
-	unsigned char order;
+	long unsigned int _flags_1;
+	unsigned char _folio_order;
 };
 
-/* readahead:page_cache_ra_order */
-struct trace_event_raw_page_cache_ra_order {
-	struct trace_entry ent;
-	long unsigned int i_ino;
-	dev_t s_dev;
-	long unsigned int index;
-	unsigned int order;
-	unsigned int size;
-	unsigned int async_size;
-	unsigned int ra_pages;
+typedef struct {
+	long unsigned int f;
+} memdesc_flags_t;
+
+struct folio___memdesc {
+	memdesc_flags_t flags;
 };
 
-/* syscalls:sys_exit_* (the per-syscall exit events share this record) */
-struct syscall_trace_exit {
-	struct trace_entry ent;
-	int nr;
-	long int ret;
+/* x86-64 names: user space attaches what reads them only there. */
+struct pt_regs {
+	long unsigned int orig_ax;
+};
+
+typedef struct pt_regs bpf_user_pt_regs_t;
+
+/* The context of a perf_event program (majfault.c). */
+struct bpf_perf_event_data {
+	bpf_user_pt_regs_t regs;
+	__u64 sample_period;
+	__u64 addr;
 };
 
 struct super_block {
@@ -109,7 +119,12 @@ struct inode {
 	long unsigned int i_ino;
 };
 
+struct address_space {
+	struct inode *host;
+};
+
 struct file_ra_state {
+	unsigned int size;
 	unsigned int ra_pages;
 };
 

@@ -67,6 +67,7 @@ report.md gives both sets' expected times on the machine measured. Needs root
 				return err
 			}
 			c.Image = img
+			c.Driver = vmmDriver()
 			_, err = bench.Execute(cmd.Context(), c)
 			return err
 		},

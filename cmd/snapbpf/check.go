@@ -17,6 +17,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/readahead"
 	"github.com/snapbpf/snapbpf/internal/replay/uffd"
+	"github.com/snapbpf/snapbpf/internal/tracepoint"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
@@ -41,6 +42,11 @@ type checkReport struct {
 	OK     bool        `json:"ok"` // no check failed
 	Home   string      `json:"home"`
 	Checks []hostCheck `json:"checks"`
+	// BPFAttach says how the BPF programs attach: with no tracefs or
+	// debugfs, so the mounts below are for information only.
+	BPFAttach string   `json:"bpf_attach"`
+	Tracefs   []string `json:"tracefs_mounts"` // where tracefs is mounted, if anywhere
+	Debugfs   []string `json:"debugfs_mounts"`
 }
 
 func newCheckCmd() *cobra.Command {
@@ -49,10 +55,13 @@ func newCheckCmd() *cobra.Command {
 		Use:   "check",
 		Short: "Check what this host supports: QEMU, acceleration, BPF capture, the kernel's tracepoints, the filesystem",
 		Long: `check tries what snapbpf needs of this host, without changing it: QEMU and
-its acceleration, loading the eBPF capture program, the kernel's optional
-tracepoint features, the filesystem of SNAPBPF_HOME (page cache and readahead
+its acceleration, loading the eBPF capture program and how it attaches (raw
+tracepoints: tracefs and debugfs are reported but never needed), the kernel's
+optional tracepoint features, the filesystem of SNAPBPF_HOME (page cache and readahead
 per block device), userfaultfd for the REAP baseline, fio for the benchmark.
-It exits non-zero when a check fails, naming what that stops and what to do.`,
+It exits non-zero when a check fails, naming what that stops and what to do.
+Like every snapbpf command, it first puts back the read_ahead_kb of any disk
+that a killed snapbpf left lowered, and reports it here.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rep := checkHost(cmd.Context(), homeDir())
@@ -112,6 +121,14 @@ func checkHost(ctx context.Context, home string) *checkReport {
 	} else {
 		add("bpf capture", checkOK, "record, trace", "the capture program loads and attaches")
 	}
+	rep.BPFAttach = tracepoint.Mechanism
+	if tracefs, debugfs, err := tracepoint.Mounts(); err != nil {
+		add("bpf attach", checkOK, "record, trace", fmt.Sprintf("%s (mounts unknown: %v)", tracepoint.Mechanism, err))
+	} else {
+		rep.Tracefs, rep.Debugfs = tracefs, debugfs
+		add("bpf attach", checkOK, "record, trace", fmt.Sprintf("%s; tracefs %s, debugfs %s (not used)",
+			tracepoint.Mechanism, mountList(tracefs), mountList(debugfs)))
+	}
 	if ks, err := capture.Kernel(); err != nil {
 		add("kernel tracepoints", checkWarn, "record", err.Error())
 	} else {
@@ -120,10 +137,13 @@ func checkHost(ctx context.Context, home string) *checkReport {
 			missing = append(missing, "no readahead:page_cache_ra_order tracepoint (recordings cannot show that they hold no readahead)")
 		}
 		if !ks.FolioOrder {
-			missing = append(missing, "the page-cache insertion tracepoint reports no folio order (a large folio is recorded as its first page; record warns)")
+			missing = append(missing, "no folio order readable from this kernel's struct folio (a large folio is recorded as its first page; record warns)")
+		}
+		if !ks.OpenEvents {
+			missing = append(missing, "no sys_exit tracepoint or open syscall numbers for this architecture (recordings see no opens of the memory file)")
 		}
 		if len(missing) == 0 {
-			add("kernel tracepoints", checkOK, "record", "readahead tracepoint and folio orders present")
+			add("kernel tracepoints", checkOK, "record", "readahead tracepoint, folio orders and open events present")
 		} else {
 			add("kernel tracepoints", checkWarn, "record", strings.Join(missing, "; "))
 		}
@@ -140,6 +160,9 @@ func checkHost(ctx context.Context, home string) *checkReport {
 		add("home filesystem", checkOK, vms, fmt.Sprintf("%s on %s, read_ahead_kb %s", dir, filepath.Base(filepath.Dir(queue)), strings.TrimSpace(string(kb))))
 	}
 
+	status, detail := readaheadWindows()
+	add("readahead windows", status, "restore, record", detail)
+
 	if u, err := uffd.New(); err != nil {
 		add("userfaultfd", checkWarn, "replay --policy reap, bench", err.Error())
 	} else {
@@ -153,6 +176,30 @@ func checkHost(ctx context.Context, home string) *checkReport {
 		add("fio", checkOK, "bench (prefetch figure)", p)
 	}
 	return rep
+}
+
+// mountList describes where a filesystem is mounted.
+func mountList(points []string) string {
+	if len(points) == 0 {
+		return "not mounted"
+	}
+	return "mounted at " + strings.Join(points, ", ")
+}
+
+// readaheadWindows reports what repairReadahead found at startup.
+func readaheadWindows() (status, detail string) {
+	found, err := startupRepair.found, startupRepair.err
+	switch {
+	case err != nil:
+		return checkFail, fmt.Sprintf("%v; set the disk's read_ahead_kb back by hand", err)
+	case len(found) > 0:
+		var what []string
+		for _, f := range found {
+			what = append(what, f.String())
+		}
+		return checkWarn, "repaired: " + strings.Join(what, "; ")
+	}
+	return checkOK, "no disk left with readahead off by a snapbpf process"
 }
 
 // existingAncestor is path or its nearest ancestor that exists: what a

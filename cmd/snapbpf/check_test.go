@@ -2,9 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/readahead"
+	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
 // TestCheckHost runs the host checks here (a machine that runs everything,
@@ -30,13 +38,16 @@ func TestCheckHost(t *testing.T) {
 	good := filepath.Join(base, "not", "made", "yet")
 	r := checkHost(context.Background(), good)
 	got := status(r)
-	for _, name := range []string{"root", "qemu", "bpf capture", "home filesystem", "userfaultfd"} {
+	for _, name := range []string{"root", "qemu", "bpf capture", "bpf attach", "home filesystem", "userfaultfd"} {
 		if c, ok := got[name]; !ok || c.Status == checkFail {
 			t.Errorf("check %q = %+v, want it to pass here", name, c)
 		}
 	}
 	if !r.OK {
 		t.Errorf("report not OK: %+v", r.Checks)
+	}
+	if r.BPFAttach == "" || !strings.Contains(got["bpf attach"].Detail, "tracefs") {
+		t.Errorf("bpf attach: report %q, check %+v; want the mechanism and the tracefs mounts", r.BPFAttach, got["bpf attach"])
 	}
 	if _, err := os.Stat(good); err == nil {
 		t.Errorf("check created %s", good)
@@ -49,5 +60,61 @@ func TestCheckHost(t *testing.T) {
 	r = checkHost(context.Background(), filepath.Join(shm, "snapbpf-check-test"))
 	if c := status(r)["home filesystem"]; c.Status != checkFail || r.OK {
 		t.Errorf("home on tmpfs: check %+v, report OK %v; want a failure", c, r.OK)
+	}
+}
+
+// TestStartupRepairsReadahead: a disk left at read_ahead_kb 0 by a snapbpf
+// process that died in its window is put back by the next command,
+// whichever it is, and check reports it.
+func TestStartupRepairsReadahead(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: changes read_ahead_kb")
+	}
+	_, queue := testenv.Loop(t)
+	old := readahead.LockDir
+	readahead.LockDir = t.TempDir()
+	t.Cleanup(func() { readahead.LockDir = old })
+
+	dev, err := os.ReadFile(filepath.Join(filepath.Dir(queue), "dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimSpace(string(dev))
+	e := readahead.Entry{
+		Queue: queue, Device: name, ReadaheadKB: "768", Why: "test",
+		Owner: readahead.Owner{Pid: dead.Process.Pid, StartTime: 1, BootID: strings.TrimSpace(string(boot))},
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(readahead.LockDir, "readahead-"+name+".json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(queue, "read_ahead_kb"), []byte("0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := newRootCmd()
+	cmd.SetArgs([]string{"functions"})
+	cmd.SetOut(io.Discard)
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if kb, _ := os.ReadFile(filepath.Join(queue, "read_ahead_kb")); strings.TrimSpace(string(kb)) != "768" {
+		t.Errorf("read_ahead_kb %s after a command, want 768 put back", kb)
+	}
+	status, detail := readaheadWindows()
+	t.Logf("check: %s: %s", status, detail)
+	if status != checkWarn || !strings.Contains(detail, fmt.Sprintf("pid %d (test) died", dead.Process.Pid)) {
+		t.Errorf("check says %s: %s; want a warning naming pid %d", status, detail, dead.Process.Pid)
 	}
 }

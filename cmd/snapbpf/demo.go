@@ -8,12 +8,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
-	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
 // demoMode is one column of the demo's comparison.
@@ -50,6 +50,15 @@ func newDemoCmd() *cobra.Command {
 			if _, err := functions.New(fn); err != nil {
 				return err
 			}
+			// The recording, minutes in, needs the snapshot on a disk
+			// filesystem; say so before the image and snapshot are built.
+			where, err := existingAncestor(outDir)
+			if err != nil {
+				return fmt.Errorf("demo --out %s: %w", outDir, err)
+			}
+			if err := capture.CheckFS(where); err != nil {
+				return fmt.Errorf("demo --out %s (SNAPBPF_HOME): %w", outDir, err)
+			}
 			agent, err := findAgent()
 			if err != nil {
 				return err
@@ -60,7 +69,7 @@ func newDemoCmd() *cobra.Command {
 			}
 			snapPath := filepath.Join(outDir, fn)
 			logf(log, "creating snapshot %s", snapPath)
-			dir, st, err := funcvm.CreateSnapshot(ctx, &qemu.Driver{}, img, funcvm.CreateOptions{
+			dir, st, err := funcvm.CreateSnapshot(ctx, vmmDriver(), img, funcvm.CreateOptions{
 				Function: fn, MemMiB: functions.MinGuestMiB(fn, functions.Options{}), Out: snapPath, Replace: true,
 				FreePages: snapshot.FreePagesReport, Log: log,
 			})

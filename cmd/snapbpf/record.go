@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,7 +16,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
-	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -25,6 +25,7 @@ func newRecordCmd() *cobra.Command {
 		inputList                 string
 		randomInputs              int
 		o                         policy.RecordOptions
+		window                    time.Duration
 		asJSON                    bool
 	)
 	cmd := &cobra.Command{
@@ -88,7 +89,10 @@ which includes readahead.`,
 				if err := checkOutput("--out", out); err != nil {
 					return err
 				}
-				v, err = recordCommand(cmd, mem, out, method, args)
+				if window <= 0 {
+					return fmt.Errorf("record: --readahead-window %v: want a positive duration", window)
+				}
+				v, err = recordCommand(cmd, mem, out, capture.CommandOptions{Method: method, ReadaheadWindow: window}, args)
 			default:
 				return errors.New("record: give either --snapshot DIR, or --mem FILE --out WS -- CMD")
 			}
@@ -112,9 +116,14 @@ which includes readahead.`,
 	f.StringVar(&mem, "mem", "", "memory file to watch (with a command)")
 	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")
+	f.DurationVar(&window, "readahead-window", capture.DefaultReadaheadWindow, "with --mem: longest the disk's readahead stays off (for every process on it) waiting for the command to open FILE")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
+
+// wsSpace is the free space a recording wants for its working set: a set
+// is a few KiB to a few hundred KiB (extents, not pages).
+const wsSpace = 8 << 20
 
 // recordInputs are the seeds --input lists, or --inputs random ones.
 func recordInputs(cmd *cobra.Command, list string, random int) ([]uint64, error) {
@@ -171,6 +180,17 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o policy
 	if err != nil {
 		return nil, err
 	}
+	defer dir.Close()
+	// Fail before the runs, not after them with the recording lost. The
+	// recorded VMs map a private copy of the memory file's data (see
+	// policy.Record), on the same filesystem.
+	data, _, err := snapshot.MemLayout(dir.MemPath())
+	if err != nil {
+		return nil, err
+	}
+	if err := snapshot.CheckFreeSpace(dir.Path, wsSpace+data, "the working set and the recording's private copy of the memory file"); err != nil {
+		return nil, err
+	}
 	m := dir.Manifest
 	for _, seed := range seeds {
 		want, err := funcvm.Expect(m.Function, m.FunctionOptions["data_mib"], seed)
@@ -179,7 +199,7 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o policy
 		}
 		o.Inputs = append(o.Inputs, policy.RecordInput{Seed: seed, Expected: want})
 	}
-	_, rep, err := policy.Record(cmd.Context(), &qemu.Driver{}, dir, o, progress(cmd))
+	_, rep, err := policy.Record(cmd.Context(), vmmDriver(), dir, o, progress(cmd))
 	if err != nil {
 		return nil, err
 	}
@@ -206,10 +226,13 @@ type commandRecord struct {
 	HolePagesDropped  uint64       `json:"hole_pages_dropped"`
 	ForeignPages      uint64       `json:"foreign_pages"`
 	Summary           wset.Summary `json:"working_set"`
+	// WindowExpired says the command did not open --mem within
+	// --readahead-window (see the warning).
+	WindowExpired bool `json:"readahead_window_expired"`
 }
 
-func recordCommand(cmd *cobra.Command, mem, out, method string, argv []string) (*commandRecord, error) {
-	c, runErr := capture.RecordCommand(cmd.Context(), mem, argv, method)
+func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions, argv []string) (*commandRecord, error) {
+	c, runErr := capture.RecordCommand(cmd.Context(), mem, argv, o)
 	if c == nil {
 		return nil, runErr
 	}
@@ -241,5 +264,5 @@ func recordCommand(cmd *cobra.Command, mem, out, method string, argv []string) (
 	}
 	fmt.Fprintf(progress(cmd), "wrote %s: %d pages in %d extents\n", out, set.Pages(), len(set.Extents))
 	return &commandRecord{Out: out, Method: c.Method, IncludesReadahead: c.IncludesReadahead, Lost: c.Lost,
-		NoOrder: c.NoOrder, HolePagesDropped: c.HolePagesDropped, ForeignPages: c.ForeignPages, Summary: set.Summary()}, nil
+		NoOrder: c.NoOrder, HolePagesDropped: c.HolePagesDropped, ForeignPages: c.ForeignPages, Summary: set.Summary(), WindowExpired: c.ReadaheadWindowExpired > 0}, nil
 }

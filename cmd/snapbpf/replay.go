@@ -72,7 +72,8 @@ fraction of the trace's non-zero pages across the memory file (fragmentation).`,
 	f.Float64Var(&o.Scatter, "scatter", 0, "fraction (0..1) of the trace's non-zero pages relocated at random across the memory file")
 	f.Uint64Var(&o.ScatterSeed, "scatter-seed", 1, "seed of --scatter")
 	f.StringVar(&o.WorkDir, "work-dir", "", "where reap and faasnap write their compact files (default: DIR/replay)")
-	f.BoolVar(&o.NoHugepage, "no-hugepage", false, "lazy without QEMU's MADV_HUGEPAGE (as Firecracker maps memory)")
+	f.BoolVar(&o.NoHugepage, "no-hugepage", false, "lazy and snapbpf without QEMU's MADV_HUGEPAGE (as Firecracker maps memory)")
+	f.BoolVar(&o.SnapBPFNoReadahead, "no-readahead", false, "snapbpf reads pages outside its working set one per fault (the paper's policy) instead of with readahead")
 	f.BoolVar(&o.REAPSharedRead, "reap-shared-read", false, "reap reads its working-set file once for all VMs (default: once per VM, as vHive)")
 	f.BoolVar(&o.SnapBPFHolesAnon, "snapbpf-holes-anon", false, "snapbpf maps the memory file's holes (free pages) anonymous, as the paper's free-page marking backs them; needs a VMM that maps per region")
 	f.StringVar(&o.Prefetch.Engine, "prefetch-engine", "", "snapbpf's prefetch engine (default: the prefetch package's)")
@@ -101,6 +102,7 @@ func runReplays(cmd *cobra.Command, snapDir, tracePath, policies string, o repla
 	if err != nil {
 		return nil, err
 	}
+	defer dir.Close()
 	t, err := trace.Read(tracePath)
 	if err != nil {
 		return nil, err

@@ -12,7 +12,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
-	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
 // restoreReport is restore's output.
@@ -25,7 +24,7 @@ type restoreReport struct {
 	Warm     bool   `json:"warm"`
 	Policy   string `json:"policy"`
 	// Readahead says whether pages outside any prefetch were read with
-	// Linux's readahead (lazy, or snapbpf --keep-readahead).
+	// Linux's readahead (lazy, or snapbpf without --no-readahead).
 	Readahead bool `json:"readahead"`
 	policy.PrefetchStats
 	VMs []vmReport `json:"vms"`
@@ -56,7 +55,9 @@ func newRestoreCmd() *cobra.Command {
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rep, err := restore(cmd, snapDir, pol, ws, o, po)
-			if rep != nil {
+			// Stopped by a signal, the clones measured nothing: the
+			// error says so, a table would only show zeroes.
+			if rep != nil && cmd.Context().Err() == nil {
 				if asJSON {
 					if jerr := writeJSON(cmd.OutOrStdout(), rep); jerr != nil {
 						return jerr
@@ -78,7 +79,13 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVar(&pol, "policy", policy.Lazy, fmt.Sprintf("restore policy %v", policy.Names()))
 	f.StringVar(&ws, "ws", "", "working set for --policy snapbpf (default: the snapshot's, from snapbpf record)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object with a vms array")
-	f.BoolVar(&po.KeepReadahead, "keep-readahead", false, "policy snapbpf: leave readahead on for pages outside the working set (for inputs the recording did not see)")
+	f.BoolVar(&po.NoReadahead, "no-readahead", false, "policy snapbpf: read pages outside the working set one per fault (the paper's policy, for comparison; slower than lazy on inputs the recording did not see)")
+	// Readahead outside the working set became snapbpf's default; the
+	// old opt-in stays accepted so scripts keep working.
+	var keep bool
+	f.BoolVar(&keep, "keep-readahead", false, "")
+	f.MarkDeprecated("keep-readahead", "readahead outside the working set is now snapbpf's default (--no-readahead turns it off)")
+	cmd.MarkFlagsMutuallyExclusive("keep-readahead", "no-readahead")
 	prefetchFlags(f, "prefetch-", &po.Prefetch)
 	cmd.MarkFlagRequired("snapshot")
 	return cmd
@@ -92,6 +99,7 @@ func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOp
 	if err != nil {
 		return nil, err
 	}
+	defer dir.Close()
 	pol, err := policy.New(polName, dir, ws, po)
 	if err != nil {
 		return nil, err
@@ -103,7 +111,7 @@ func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOp
 		return nil, err
 	}
 	o.Hooks = pol
-	vms, err := funcvm.Restore(cmd.Context(), &qemu.Driver{}, dir, o)
+	vms, err := funcvm.Restore(cmd.Context(), vmmDriver(), dir, o)
 	pst, perr := pol.Finish()
 	if vms == nil {
 		return nil, errors.Join(err, perr)

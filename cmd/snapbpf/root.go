@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/readahead"
 )
 
 // Default locations; SNAPBPF_HOME moves them all.
@@ -31,11 +34,34 @@ func newRootCmd() *cobra.Command {
 			if why, ok := cmd.Annotations[needsRoot]; ok && os.Geteuid() != 0 {
 				return fmt.Errorf("snapbpf %s needs root (%s): run it as root, e.g. with sudo", cmd.Name(), why)
 			}
+			repairReadahead()
 			return nil
 		},
 	}
-	root.AddCommand(newImageCmd(), newSnapshotCmd(), newRestoreCmd(), newRecordCmd(), newWSCmd(), newPrefetchCmd(), newDemoCmd(), newFunctionsCmd(), newBenchCmd(), newTraceCmd(), newReplayCmd(), newCheckCmd())
+	root.AddCommand(newImageCmd(), newSnapshotCmd(), newRestoreCmd(), newRecordCmd(), newWSCmd(), newPrefetchCmd(), newDemoCmd(), newFunctionsCmd(), newBenchCmd(), newTraceCmd(), newReplayCmd(), newCheckCmd(), newVersionCmd())
 	return root
+}
+
+// startupRepair is what repairReadahead found, for check to report.
+var startupRepair struct {
+	found []readahead.Finding
+	err   error
+}
+
+// repairReadahead puts back the read_ahead_kb of any disk that a snapbpf
+// process killed in a readahead window left at 0 (or that a stopped one
+// holds past its deadline). Every command does it first, whatever it is,
+// so a disk is not left slow until the next restore happens to need it.
+// Only root can change read_ahead_kb, so other users leave it to root.
+func repairReadahead() {
+	if os.Geteuid() != 0 {
+		return
+	}
+	found, err := readahead.Repair()
+	if err != nil {
+		slog.Error("readahead: repair of a window left by another snapbpf process failed", "err", err)
+	}
+	startupRepair.found, startupRepair.err = found, err
 }
 
 // needsRoot annotates commands that need root, with the reason.

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -40,7 +42,7 @@ func newSnapshotCreateCmd() *cobra.Command {
 				o.MemMiB = functions.MinGuestMiB(o.Function, functions.Options{DataMiB: o.DataMiB})
 			}
 			o.Log = progress(cmd)
-			dir, st, err := funcvm.CreateSnapshot(cmd.Context(), &qemu.Driver{}, img, o)
+			dir, st, err := funcvm.CreateSnapshot(cmd.Context(), vmmDriver(), img, o)
 			if err != nil {
 				return err
 			}
@@ -72,24 +74,71 @@ func newSnapshotCreateCmd() *cobra.Command {
 }
 
 func newSnapshotInspectCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, fix bool
 	cmd := &cobra.Command{
 		Use:   "inspect DIR",
-		Short: "Validate a snapshot and describe it",
-		Args:  cobra.ExactArgs(1),
+		Short: "Validate a snapshot as a restore would, and describe it",
+		Long: `Validate a snapshot as a restore would and describe it: ownership and
+modes, symbolic links, the manifest, the device state's digest, the sizes,
+every working set (intact, recorded for this snapshot), and what interrupted
+work left in or next to it and in the run directories. Exits non-zero when a
+restore would fail. --fix first removes the leftovers whose process is gone.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, err := snapshot.Open(args[0])
-			if err != nil {
-				return err
+			if fix {
+				if err := removeLeftovers(cmd, args[0]); err != nil {
+					return err
+				}
 			}
-			d := dir.Describe()
-			if asJSON {
-				return writeJSON(cmd.OutOrStdout(), d)
-			}
-			fmt.Fprint(cmd.OutOrStdout(), d.String())
-			return nil
+			return inspect(cmd, args[0], asJSON)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON (problems and warnings included)")
+	cmd.Flags().BoolVar(&fix, "fix", false, "remove temporary files and run directories left by processes that are gone")
 	return cmd
+}
+
+// inspect prints what snapshot.Dir.Inspect finds, plus the stale run
+// directories, and fails if a restore would.
+func inspect(cmd *cobra.Command, path string, asJSON bool) error {
+	dir, err := snapshot.Open(path)
+	if err != nil {
+		if asJSON {
+			if jerr := writeJSON(cmd.OutOrStdout(), snapshot.Description{Path: path, Problems: []string{err.Error()}}); jerr != nil {
+				return jerr
+			}
+		}
+		return err
+	}
+	defer dir.Close()
+	d := dir.Inspect()
+	stale, err := qemu.StaleRunDirs(runDir())
+	for _, p := range stale {
+		d.Warnings = append(d.Warnings, fmt.Sprintf("%s: run directory of a process that is gone; snapbpf snapshot inspect --fix removes it", p))
+	}
+	if err != nil {
+		d.Warnings = append(d.Warnings, err.Error())
+	}
+	if asJSON {
+		if err := writeJSON(cmd.OutOrStdout(), d); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprint(cmd.OutOrStdout(), d.String())
+	}
+	if len(d.Problems) > 0 {
+		return fmt.Errorf("snapshot %s: a restore would fail: %s", dir.Path, strings.Join(d.Problems, "; "))
+	}
+	return nil
+}
+
+// removeLeftovers removes what processes that are gone left in and next to
+// the snapshot at path and in the run directories, saying what it removed.
+func removeLeftovers(cmd *cobra.Command, path string) error {
+	removed, err := snapshot.RemoveLeftovers(path)
+	runs, rerr := qemu.CleanRunDirs(runDir())
+	for _, p := range append(removed, runs...) {
+		logf(progress(cmd), "removed %s", p)
+	}
+	return errors.Join(err, rerr)
 }

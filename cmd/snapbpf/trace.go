@@ -12,7 +12,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/trace"
-	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
 // traceReport is what trace prints under --json.
@@ -107,6 +106,7 @@ func recordTrace(cmd *cobra.Command, snapDir, out string, o trace.RecordOptions)
 	if err != nil {
 		return nil, err
 	}
+	defer dir.Close()
 	m := dir.Manifest
 	var times []time.Duration
 	for range hostRuns {
@@ -120,7 +120,7 @@ func recordTrace(cmd *cobra.Command, snapDir, out string, o trace.RecordOptions)
 	slices.Sort(times)
 	o.HostFn = times[len(times)/2]
 	o.Log = nil
-	t, vm, err := trace.Record(cmd.Context(), &qemu.Driver{}, dir, o)
+	t, vm, err := trace.Record(cmd.Context(), vmmDriver(), dir, o)
 	if err != nil {
 		return nil, err
 	}

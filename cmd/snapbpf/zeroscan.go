@@ -42,6 +42,7 @@ warms the cache for a following restore; --cold drops the file's cached pages fi
 			if err != nil {
 				return err
 			}
+			defer dir.Close()
 			res, err := zeroscan.File(dir.MemPath(), o)
 			if err != nil {
 				return err

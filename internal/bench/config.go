@@ -8,6 +8,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/guest"
+	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
 // Config describes a bench.
@@ -38,6 +39,8 @@ type Config struct {
 	SnapshotDir string `json:"-"`
 	// Image is the guest image snapshots are created from.
 	Image *guest.Image `json:"-"`
+	// Driver starts the VMs; nil is a qemu.Driver with its defaults.
+	Driver *qemu.Driver `json:"-"`
 	// Log receives progress lines; nil discards them.
 	Log io.Writer `json:"-"`
 }

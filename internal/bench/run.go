@@ -58,8 +58,12 @@ func Execute(ctx context.Context, cfg Config) (*Results, error) {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
 	}
+	driver := cfg.Driver
+	if driver == nil {
+		driver = &qemu.Driver{}
+	}
 	b := &bench{
-		cfg: cfg, driver: &qemu.Driver{}, accel: vmm.DetectAccel(),
+		cfg: cfg, driver: driver, accel: vmm.DetectAccel(),
 		path: filepath.Join(cfg.Out, ResultsFile), snaps: map[string]*snapshot.Dir{}, recorded: map[string]bool{},
 		traces: map[string]*trace.Trace{},
 	}

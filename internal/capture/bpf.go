@@ -3,25 +3,30 @@ package capture
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/tracepoint"
 )
 
 // The BPF program lives in bpf/capture.c. Regenerate the committed
-// capture_bpfel.go and capture_bpfel.o after editing it (needs clang and
-// llvm-strip; a plain `go build` does not):
+// capture_bpfel.go and capture_bpfel.o after editing it (needs clang,
+// llvm-strip and libbpf-dev, which `make generate` installs and pins; a
+// plain `go build` does not):
 //
-//	go generate ./internal/capture/
+//	make generate
 //
-// bpfel rather than a single architecture: the program only reads
-// tracepoint records and CO-RE-relocated kernel fields, nothing
-// architecture-specific such as pt_regs, so one object serves every
-// little-endian machine.
+// bpfel rather than a single architecture: the program reads only
+// CO-RE-relocated kernel fields, and the one architecture-specific read
+// (the syscall number in pt_regs) is guarded by a field-existence check and
+// attached only where openSyscalls knows the numbers, so one object serves
+// every little-endian machine.
 
 //go:generate go tool bpf2go -tags linux -target bpfel -type event -type file_key capture ../../bpf/capture.c -- -I../../bpf/include -Wall -Werror -O2 -g
 
@@ -43,6 +48,12 @@ func (r *Recorder) load(o options) (retErr error) {
 	if err := spec.Variables[captureVarWakeupBytes].Set(uint64(o.ringBuffer / 4)); err != nil {
 		return fmt.Errorf("set wakeup_bytes: %w", err)
 	}
+	nrs := openSyscalls()
+	for name, nr := range map[string]int64{captureVarNrOpen: nrs.open, captureVarNrOpenat: nrs.openat, captureVarNrOpenat2: nrs.openat2} {
+		if err := spec.Variables[name].Set(nr); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
 	var co *ebpf.CollectionOptions
 	if o.kernelTypes != nil {
 		co = &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: o.kernelTypes}}
@@ -55,7 +66,7 @@ func (r *Recorder) load(o options) (retErr error) {
 			r.Close()
 		}
 	}()
-	if err := r.attach(); err != nil {
+	if err := r.attach(o.kernelTypes); err != nil {
 		return err
 	}
 	r.rd, err = ringbuf.NewReader(r.objs.Events)
@@ -72,33 +83,67 @@ func privilegeError(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// attach links the programs. Only the insertion tracepoint is required;
-// the open and readahead ones make a recording checkable and are skipped on
-// kernels without them (sys_exit_open does not exist on arm64).
-func (r *Recorder) attach() error {
-	l, err := link.Tracepoint("filemap", "mm_filemap_add_to_page_cache", r.objs.OnAddToPageCache, nil)
+// The tracepoints the programs attach to, with the arguments they read
+// (tracepoint.Check's notation).
+var (
+	tpInsert  = hook{"mm_filemap_add_to_page_cache", []string{"*folio"}}
+	tpSysExit = hook{"sys_exit", []string{"*pt_regs", "int8"}}
+	tpRAOrder = hook{"page_cache_ra_order", []string{"*inode", "uint8", "*file_ra_state"}}
+)
+
+type hook struct {
+	name   string
+	params []string
+}
+
+// attach links the programs as raw tracepoints, which need no tracefs.
+// Only the insertion tracepoint is required; the open and readahead ones
+// make a recording checkable and are skipped where the kernel lacks them or
+// passes other arguments, which its BTF says before anything is attached.
+// kernel is that BTF; nil loads the running kernel's (tests pass an older
+// kernel's, as for CO-RE).
+func (r *Recorder) attach(kernel *btf.Spec) error {
+	if kernel == nil {
+		var err error
+		if kernel, err = btf.LoadKernelSpec(); err != nil {
+			return fmt.Errorf("kernel BTF: %w", err)
+		}
+	}
+	if err := tracepoint.Check(kernel, tpInsert.name, tpInsert.params...); err != nil {
+		return fmt.Errorf("capture needs the page-cache insertion tracepoint: %w", err)
+	}
+	l, err := tracepoint.Attach(tpInsert.name, r.objs.OnAddToPageCache)
 	if err != nil {
-		return privilegeError("attach filemap:mm_filemap_add_to_page_cache", err)
+		return privilegeError("capture", err)
 	}
 	r.links = append(r.links, l)
-	for _, tp := range []struct {
-		group, name string
-		prog        *ebpf.Program
+	optional := []struct {
+		hook
+		prog *ebpf.Program
+		ok   bool
 	}{
-		{"syscalls", "sys_exit_openat", r.objs.OnExitOpenat},
-		{"syscalls", "sys_exit_openat2", r.objs.OnExitOpenat2},
-		{"syscalls", "sys_exit_open", r.objs.OnExitOpen},
-		{"readahead", "page_cache_ra_order", r.objs.OnRaOrder},
-	} {
-		l, err := link.Tracepoint(tp.group, tp.name, tp.prog, nil)
-		if errors.Is(err, os.ErrNotExist) {
+		{tpSysExit, r.objs.OnSysExit, openSyscalls().known()},
+		{tpRAOrder, r.objs.OnRaOrder, true},
+	}
+	for _, h := range optional {
+		if !h.ok {
+			continue
+		}
+		if err := tracepoint.Check(kernel, h.name, h.params...); err != nil {
+			if !errors.Is(err, tracepoint.ErrNotExist) {
+				slog.Warn("capture: tracepoint not attached", "err", err)
+			}
+			continue
+		}
+		l, err := tracepoint.Attach(h.name, h.prog)
+		if errors.Is(err, tracepoint.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return privilegeError("attach "+tp.group+":"+tp.name, err)
+			return privilegeError("capture", err)
 		}
 		r.links = append(r.links, l)
-		if tp.group == "readahead" {
+		if h.name == tpRAOrder.name {
 			r.raHook = true
 		}
 	}

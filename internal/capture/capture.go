@@ -58,9 +58,9 @@ type Capture struct {
 	Accesses []Access
 	Opens    []Open
 
-	// NoOrder counts insertions the kernel reported without the folio's
-	// order (its filemap tracepoint predates the field): each is counted
-	// as one page, so a large folio's other pages are missing.
+	// NoOrder counts insertions whose folio order the program could not
+	// read (this kernel's struct folio has no order field it knows): each
+	// is counted as one page, so a large folio's other pages are missing.
 	NoOrder uint64
 	// Lost counts records the kernel could not queue (ring buffer full).
 	// Non-zero means Accesses is incomplete; Stop also returns ErrLostEvents.
@@ -91,7 +91,7 @@ type Capture struct {
 	// true when readahead windows were seen on the watched files.
 	IncludesReadahead bool
 	// ReadaheadChecked says ReadaheadWindows was measured (the kernel has
-	// the readahead:page_cache_ra_order tracepoint).
+	// the page_cache_ra_order tracepoint).
 	ReadaheadChecked bool
 	// ReadaheadWindows and ReadaheadPages count readahead windows of more
 	// than one page on the watched files during the recording, and the
@@ -101,6 +101,11 @@ type Capture struct {
 	// DeviceReadaheadOff is how long RecordCommand held the disk's
 	// read_ahead_kb at 0 for everyone (see RecordCommand).
 	DeviceReadaheadOff time.Duration
+	// ReadaheadWindowExpired is the window RecordCommand gave the command
+	// to open the file, if it did not open it in time: the disk's value
+	// was put back at the deadline, so its later opens started with
+	// readahead, until the recording saw them and turned it off.
+	ReadaheadWindowExpired time.Duration
 }
 
 // Pages returns the distinct pages of file in the capture, in the order
@@ -123,11 +128,14 @@ func (c *Capture) Warnings() []string {
 	if !c.ReadaheadChecked {
 		w = append(w, "this kernel has no readahead:page_cache_ra_order tracepoint, so the capture could not check that it holds no readahead")
 	}
+	if c.ReadaheadWindowExpired > 0 {
+		w = append(w, fmt.Sprintf("the command did not open the file within %v (the readahead window; --readahead-window sets it): the disk's readahead was put back, and the recording turned it off for each later open only once it saw it", c.ReadaheadWindowExpired))
+	}
 	if c.ReadaheadWindows > 0 {
 		w = append(w, fmt.Sprintf("readahead reached the watched file during the recording (%d windows, %d pages): the capture includes pages the workload did not touch", c.ReadaheadWindows, c.ReadaheadPages))
 	}
 	if c.NoOrder > 0 {
-		w = append(w, "this kernel's filemap:mm_filemap_add_to_page_cache tracepoint reports no folio order: insertions are taken as one page each, so the other pages of any large folio among them are missing (kernels with the order field record them; insertions_without_order counts them)")
+		w = append(w, "no folio order readable on this kernel (its struct folio has neither _folio_order nor _flags_1): insertions are taken as one page each, so the other pages of any large folio among them are missing (insertions_without_order counts them)")
 	}
 	return w
 }

@@ -40,11 +40,12 @@ const (
 	captureMapEvents            = "events"
 	captureMapFiles             = "files"
 	captureProgOnAddToPageCache = "on_add_to_page_cache"
-	captureProgOnExitOpen       = "on_exit_open"
-	captureProgOnExitOpenat     = "on_exit_openat"
-	captureProgOnExitOpenat2    = "on_exit_openat2"
 	captureProgOnRaOrder        = "on_ra_order"
+	captureProgOnSysExit        = "on_sys_exit"
 	captureVarIgnoreTgid        = "ignore_tgid"
+	captureVarNrOpen            = "nr_open"
+	captureVarNrOpenat          = "nr_openat"
+	captureVarNrOpenat2         = "nr_openat2"
 	captureVarUnusedEvent       = "unused_event"
 	captureVarWakeupBytes       = "wakeup_bytes"
 )
@@ -92,10 +93,8 @@ type captureSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureProgramSpecs struct {
 	OnAddToPageCache *ebpf.ProgramSpec `ebpf:"on_add_to_page_cache"`
-	OnExitOpen       *ebpf.ProgramSpec `ebpf:"on_exit_open"`
-	OnExitOpenat     *ebpf.ProgramSpec `ebpf:"on_exit_openat"`
-	OnExitOpenat2    *ebpf.ProgramSpec `ebpf:"on_exit_openat2"`
 	OnRaOrder        *ebpf.ProgramSpec `ebpf:"on_ra_order"`
+	OnSysExit        *ebpf.ProgramSpec `ebpf:"on_sys_exit"`
 }
 
 // captureMapSpecs contains maps before they are loaded into the kernel.
@@ -112,6 +111,9 @@ type captureMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureVariableSpecs struct {
 	IgnoreTgid  *ebpf.VariableSpec `ebpf:"ignore_tgid"`
+	NrOpen      *ebpf.VariableSpec `ebpf:"nr_open"`
+	NrOpenat    *ebpf.VariableSpec `ebpf:"nr_openat"`
+	NrOpenat2   *ebpf.VariableSpec `ebpf:"nr_openat2"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
@@ -154,6 +156,9 @@ func (m *captureMaps) Close() error {
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type captureVariables struct {
 	IgnoreTgid  *ebpf.Variable `ebpf:"ignore_tgid"`
+	NrOpen      *ebpf.Variable `ebpf:"nr_open"`
+	NrOpenat    *ebpf.Variable `ebpf:"nr_openat"`
+	NrOpenat2   *ebpf.Variable `ebpf:"nr_openat2"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
@@ -163,19 +168,15 @@ type captureVariables struct {
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type capturePrograms struct {
 	OnAddToPageCache *ebpf.Program `ebpf:"on_add_to_page_cache"`
-	OnExitOpen       *ebpf.Program `ebpf:"on_exit_open"`
-	OnExitOpenat     *ebpf.Program `ebpf:"on_exit_openat"`
-	OnExitOpenat2    *ebpf.Program `ebpf:"on_exit_openat2"`
 	OnRaOrder        *ebpf.Program `ebpf:"on_ra_order"`
+	OnSysExit        *ebpf.Program `ebpf:"on_sys_exit"`
 }
 
 func (p *capturePrograms) Close() error {
 	return _CaptureClose(
 		p.OnAddToPageCache,
-		p.OnExitOpen,
-		p.OnExitOpenat,
-		p.OnExitOpenat2,
 		p.OnRaOrder,
+		p.OnSysExit,
 	)
 }
 

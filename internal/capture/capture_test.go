@@ -44,7 +44,7 @@ func TestRecordCommandExact(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := knob(t, path)
-			c, err := RecordCommand(context.Background(), path, childArgv(t, path, touched, tc.madv, ""), MethodEBPF)
+			c, err := RecordCommand(context.Background(), path, childArgv(t, path, touched, tc.madv, ""), CommandOptions{Method: MethodEBPF})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -211,7 +211,7 @@ func TestHoles(t *testing.T) {
 			inHoles = append(inHoles, p)
 		}
 	}
-	c, err := RecordCommand(context.Background(), path, childArgv(t, path, touched, "", ""), MethodEBPF)
+	c, err := RecordCommand(context.Background(), path, childArgv(t, path, touched, "", ""), CommandOptions{Method: MethodEBPF})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestMincoreFallback(t *testing.T) {
 	path := dataFile(t, 256*mib)
 	const k = 500
 	touched := randomPages(1, k, 256*mib/pageSize)
-	c, err := RecordCommand(context.Background(), path, childArgv(t, path, touched, "", ""), MethodMincore)
+	c, err := RecordCommand(context.Background(), path, childArgv(t, path, touched, "", ""), CommandOptions{Method: MethodMincore})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +341,7 @@ func TestNoPrivilege(t *testing.T) {
 }
 
 func TestUnknownMethod(t *testing.T) {
-	_, err := RecordCommand(context.Background(), "/nonexistent", []string{"true"}, "uffd")
+	_, err := RecordCommand(context.Background(), "/nonexistent", []string{"true"}, CommandOptions{Method: "uffd"})
 	if err == nil || !strings.Contains(err.Error(), "unknown method") {
 		t.Fatalf("err = %v", err)
 	}
@@ -364,7 +364,7 @@ func TestRecordCommandOwnTree(t *testing.T) {
 		// The second half, from a process outside the command's tree.
 		foreign <- exec.Command("dd", "if="+path, "of=/dev/null", "bs=4096", "skip=49152", "count=512").Run()
 	}()
-	c, err := RecordCommand(context.Background(), path, argv, MethodEBPF)
+	c, err := RecordCommand(context.Background(), path, argv, CommandOptions{Method: MethodEBPF})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,8 +23,11 @@ const childEnv = "SNAPBPF_CAPTURE_CHILD"
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(childEnv); mode != "" {
 		run := child
-		if mode == "probe" {
+		switch mode {
+		case "probe":
 			run = probe
+		case "record-parent":
+			run = recordParent
 		}
 		if err := run(); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)

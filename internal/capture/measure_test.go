@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"context"
 	"os"
 	"slices"
 	"strconv"
@@ -38,7 +39,7 @@ func TestMeasureOpenRace(t *testing.T) {
 		fixed := make(chan error, 1)
 		go func() {
 			o := <-r.Opens()
-			_, err := readahead.DisableForProcess(o.Pid, path)
+			_, err := readahead.DisableForProcess(context.Background(), o.Pid, path)
 			fixed <- err
 		}()
 		runChild(t, childArgv(t, path, touched, "", ""))

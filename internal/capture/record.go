@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/snapbpf/snapbpf/internal/seccomp"
-	"os"
-	"os/exec"
-	"syscall"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/readahead"
@@ -15,10 +12,10 @@ import (
 
 // RecordCommand records which pages of file the command argv brings into
 // the page cache: it drops file's cached pages (POSIX_FADV_DONTNEED), runs
-// argv with this process's stdio, and captures until it exits. method is
-// MethodEBPF (default, "") or MethodMincore. If the command fails, the
-// capture is returned with the error. Cancelling ctx stops the command
-// (SIGTERM, then SIGKILL after 5 s).
+// argv with this process's stdio, and captures until it exits. If the
+// command fails, the capture is returned with the error. Cancelling ctx
+// stops the command (SIGTERM to its process group, then SIGKILL after 5 s);
+// it dies with this process too, even by SIGKILL (see command).
 //
 // With eBPF the capture is exact: the pages the command touched, no
 // readahead, for a command that never madvises its mapping (a VMM) and
@@ -26,15 +23,20 @@ import (
 //
 //   - The disk's read_ahead_kb is 0 from just before the command starts
 //     until the BPF program sees the command open file (or, failing that,
-//     the first page-cache insertion into it). A struct file takes its
-//     readahead window from the disk at open, so the command's descriptor
-//     is born with none and keeps none, from its first fault, after the
-//     disk's value is back. The disk is lowered only for the command's
-//     startup (DeviceReadaheadOff in the capture; ~1 ms for a small
-//     program); files any process opens on that disk meanwhile also start
-//     without readahead.
-//   - A later open of file that starts with readahead (after the window)
-//     gets it turned off at once (readahead.DisableForProcess); the few
+//     the first page-cache insertion into it), the command exits, or
+//     o.ReadaheadWindow passes, whichever comes first: other restores on
+//     the disk wait for it. The window is journaled, so that if snapbpf
+//     is killed meanwhile the next snapbpf command puts the value back
+//     (readahead.Repair). A struct file takes its readahead window from
+//     the disk at open, so the command's descriptor is born with none and
+//     keeps none, from its first fault, after the disk's value is back.
+//     The disk is lowered only for the command's startup
+//     (DeviceReadaheadOff in the capture; ~1 ms for a small program);
+//     files any process opens on that disk meanwhile also start without
+//     readahead.
+//   - A later open of file that starts with readahead (after the window's
+//     deadline, which the capture's warnings then report) gets it turned
+//     off at once (readahead.DisableForProcess); the few
 //     faults that may beat it show up in ReadaheadWindows.
 //   - The command runs under a seccomp filter that ignores
 //     madvise(MADV_HUGEPAGE): QEMU advises all guest RAM so, and a
@@ -51,28 +53,38 @@ import (
 // With mincore (FaaSnap's method, no BPF needed) the capture is the file's
 // residency after the run, in page order: the touched pages plus all the
 // readahead around them, and IncludesReadahead says so.
-func RecordCommand(ctx context.Context, file string, argv []string, method string) (*Capture, error) {
+func RecordCommand(ctx context.Context, file string, argv []string, o CommandOptions) (*Capture, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("record: no command")
 	}
-	switch method {
+	if o.ReadaheadWindow == 0 {
+		o.ReadaheadWindow = DefaultReadaheadWindow
+	}
+	switch o.Method {
 	case "", MethodEBPF:
-		return recordEBPF(ctx, file, argv)
+		return recordEBPF(ctx, file, argv, o.ReadaheadWindow)
 	case MethodMincore:
 		return recordMincore(ctx, file, argv)
 	}
-	return nil, fmt.Errorf("record: unknown method %q (want %s or %s)", method, MethodEBPF, MethodMincore)
+	return nil, fmt.Errorf("record: unknown method %q (want %s or %s)", o.Method, MethodEBPF, MethodMincore)
 }
 
-func command(ctx context.Context, argv []string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 5 * time.Second
-	return cmd
+// CommandOptions are RecordCommand's options.
+type CommandOptions struct {
+	// Method is MethodEBPF (default, "") or MethodMincore.
+	Method string
+	// ReadaheadWindow bounds how long an eBPF recording holds the disk's
+	// read_ahead_kb at 0 waiting for the command to open the file
+	// (DefaultReadaheadWindow if 0).
+	ReadaheadWindow time.Duration
 }
 
-func recordEBPF(ctx context.Context, file string, argv []string) (c *Capture, retErr error) {
+// DefaultReadaheadWindow is long enough for a VMM or a restore script to
+// start and open its memory file (QEMU: about 50 ms here), and short
+// enough that restores waiting on the disk meanwhile still finish.
+const DefaultReadaheadWindow = 2 * time.Second
+
+func recordEBPF(ctx context.Context, file string, argv []string, window time.Duration) (c *Capture, retErr error) {
 	resident, err := dropCache(file)
 	if err != nil {
 		return nil, err
@@ -90,16 +102,17 @@ func recordEBPF(ctx context.Context, file string, argv []string) (c *Capture, re
 	if err := seccomp.Wrap(cmd, seccomp.Policy{IgnoreHugepageAdvice: true}); err != nil {
 		return nil, err
 	}
-	resume, err := readahead.Suspend(file)
+	w, err := readahead.Suspend(ctx, file, window, fmt.Sprintf("record --mem %s, until %s opens it", file, argv[0]))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("record: turn readahead off until the command opens %s: %w", file, err)
 	}
-	g := &guard{file: file, resume: resume, lowered: time.Now()}
+	g := &guard{ctx: ctx, file: file, w: w}
 	defer func() {
 		g.end() // at once if anything below fails; a no-op otherwise
 		retErr = errors.Join(retErr, g.err())
 	}()
-	if err := cmd.Start(); err != nil {
+	done, err := start(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	// Only the command's process tree: other readers of file are not
@@ -111,7 +124,7 @@ func recordEBPF(ctx context.Context, file string, argv []string) (c *Capture, re
 		defer close(guarded)
 		g.run(rec, stop)
 	}()
-	waitErr := cmd.Wait()
+	waitErr := <-done
 	close(stop)
 	<-guarded
 	g.end()
@@ -119,7 +132,12 @@ func recordEBPF(ctx context.Context, file string, argv []string) (c *Capture, re
 	c, err = rec.Stop()
 	if c != nil {
 		c.ResidentAtStart = resident
-		c.DeviceReadaheadOff = g.off
+		c.DeviceReadaheadOff = w.Lowered()
+		select {
+		case <-w.Expired():
+			c.ReadaheadWindowExpired = window
+		default:
+		}
 	}
 	if waitErr != nil {
 		waitErr = fmt.Errorf("run %s: %w", argv[0], waitErr)
@@ -129,12 +147,11 @@ func recordEBPF(ctx context.Context, file string, argv []string) (c *Capture, re
 
 // guard ends the disk-wide window and fixes later opens.
 type guard struct {
-	file    string
-	resume  func() error
-	lowered time.Time
-	off     time.Duration
-	ended   bool
-	errs    []error
+	ctx   context.Context
+	file  string
+	w     *readahead.Window
+	ended bool
+	errs  []error
 }
 
 // end puts the disk's readahead back, once.
@@ -143,8 +160,7 @@ func (g *guard) end() {
 		return
 	}
 	g.ended = true
-	g.off = time.Since(g.lowered)
-	if err := g.resume(); err != nil {
+	if err := g.w.Close(); err != nil {
 		g.errs = append(g.errs, fmt.Errorf("restore read_ahead_kb: %w", err))
 	}
 }
@@ -153,10 +169,16 @@ func (g *guard) err() error { return errors.Join(g.errs...) }
 
 func (g *guard) run(rec *Recorder, stop <-chan struct{}) {
 	inserted := rec.inserted
+	expired := g.w.Expired()
 	for {
 		select {
 		case <-stop:
 			return
+		case <-expired:
+			// The window ended at its deadline: opens from now on
+			// start with readahead.
+			expired = nil // closed: would fire forever
+			g.end()
 		case <-inserted:
 			inserted = nil // closed: would fire forever
 			g.end()
@@ -166,16 +188,16 @@ func (g *guard) run(rec *Recorder, stop <-chan struct{}) {
 				// open nor ours to change.
 				continue
 			}
-			if !g.ended {
-				// Opened while the disk was at 0: born without readahead.
-				g.end()
-				continue
-			}
+			// The command opened the file: the window has done its
+			// work. An open while the disk was at 0 is born without
+			// readahead; a later one (after the deadline) is fixed
+			// here, once the window no longer holds the disk's lock.
+			g.end()
 			if o.RAPages == 0 {
 				continue
 			}
-			if _, err := readahead.DisableForProcess(o.Pid, g.file); err != nil && !errors.Is(err, readahead.ErrNoDescriptor) {
-				g.errs = append(g.errs, err)
+			if _, err := readahead.DisableForProcess(g.ctx, o.Pid, g.file); err != nil && !errors.Is(err, readahead.ErrNoDescriptor) {
+				g.errs = append(g.errs, fmt.Errorf("readahead off for pid %d, which opened %s after the window: %w", o.Pid, g.file, err))
 			}
 		}
 	}
@@ -187,7 +209,7 @@ func recordMincore(ctx context.Context, file string, argv []string) (*Capture, e
 		return nil, err
 	}
 	defer sess.Close()
-	waitErr := command(ctx, argv).Run()
+	waitErr := run(command(ctx, argv))
 	if waitErr != nil {
 		waitErr = fmt.Errorf("run %s: %w", argv[0], waitErr)
 	}

@@ -172,27 +172,26 @@ func (r *Recorder) read() {
 	}
 }
 
+// handle decodes one ring buffer record into the type bpf2go generated
+// from struct event in bpf/capture.c.
 func (r *Recorder) handle(b []byte) {
-	if len(b) < 32 {
-		return
+	var e captureEvent
+	if _, err := binary.Decode(b, binary.LittleEndian, &e); err != nil {
+		return // shorter than struct event: not ours
 	}
-	le := binary.LittleEndian
-	time, index := le.Uint64(b[0:]), le.Uint64(b[8:])
-	file, pid, ra := int(le.Uint32(b[16:])), le.Uint32(b[20:]), le.Uint32(b[24:])
-	kind, order := b[28], b[29]
-	switch kind {
+	switch e.Kind {
 	case eventInsert:
 		r.mu.Lock()
-		r.accesses = append(r.accesses, Access{File: file, Page: index, NPages: 1 << order, TimeNs: time, Pid: pid})
+		r.accesses = append(r.accesses, Access{File: int(e.File), Page: e.Index, NPages: 1 << e.Order, TimeNs: e.TimeNs, Pid: e.Pid})
 		// Now, while the process most likely still exists: a descendant
 		// that has exited cannot be traced to the root.
-		owned := r.owner != nil && r.owner.owns(pid)
+		owned := r.owner != nil && r.owner.owns(e.Pid)
 		r.mu.Unlock()
 		if owned {
 			r.once.Do(func() { close(r.inserted) })
 		}
 	case eventOpen:
-		o := Open{File: file, Pid: int(pid), FD: int(index), RAPages: ra, TimeNs: time}
+		o := Open{File: int(e.File), Pid: int(e.Pid), FD: int(e.Index), RAPages: e.RaPages, TimeNs: e.TimeNs}
 		r.mu.Lock()
 		r.openLog = append(r.openLog, o)
 		r.mu.Unlock()

@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/snapbpf/snapbpf/internal/tracepoint"
 )
 
 // Supported reports whether BPF capture can run here: nil if the program
@@ -23,14 +25,19 @@ func Supported() error {
 }
 
 // KernelSupport is what the running kernel offers the capture program
-// beyond the page-cache insertion tracepoint it needs.
+// beyond the page-cache insertion tracepoint it needs. All of it is read
+// from the kernel's BTF; none of it needs tracefs.
 type KernelSupport struct {
-	// ReadaheadTracepoint: readahead:page_cache_ra_order exists, so a
-	// recording can show that it holds no readahead.
+	// ReadaheadTracepoint: the page_cache_ra_order tracepoint exists with
+	// the arguments the program reads, so a recording can show that it
+	// holds no readahead.
 	ReadaheadTracepoint bool
-	// FolioOrder: the insertion tracepoint reports a folio's order, so a
-	// large folio counts as all its pages.
+	// FolioOrder: the program can read a folio's order from this kernel's
+	// struct folio, so a large folio counts as all its pages.
 	FolioOrder bool
+	// OpenEvents: the sys_exit tracepoint exists and the open syscalls'
+	// numbers are known here, so a recording sees opens of its files.
+	OpenEvents bool
 }
 
 // Kernel reads the running kernel's BTF for what KernelSupport lists.
@@ -43,13 +50,49 @@ func Kernel() (KernelSupport, error) {
 }
 
 func kernelSupport(spec *btf.Spec) KernelSupport {
-	var ks KernelSupport
-	_, err := spec.AnyTypeByName("trace_event_raw_page_cache_ra_order")
-	ks.ReadaheadTracepoint = err == nil
-	if t, err := spec.AnyTypeByName("trace_event_raw_mm_filemap_op_page_cache"); err == nil {
-		if s, ok := t.(*btf.Struct); ok {
-			ks.FolioOrder = slices.ContainsFunc(s.Members, func(m btf.Member) bool { return m.Name == "order" })
+	return KernelSupport{
+		ReadaheadTracepoint: tracepoint.Check(spec, tpRAOrder.name, tpRAOrder.params...) == nil,
+		FolioOrder:          folioOrderKnown(spec),
+		OpenEvents:          openSyscalls().known() && tracepoint.Check(spec, tpSysExit.name, tpSysExit.params...) == nil,
+	}
+}
+
+// folioOrderKnown mirrors folio_order in bpf/capture.c: it needs the page
+// flags word, the PG_head flag's number, and one of the two places a large
+// folio's order has been kept.
+func folioOrderKnown(spec *btf.Spec) bool {
+	var pageflags *btf.Enum
+	if spec.TypeByName("pageflags", &pageflags) != nil ||
+		!slices.ContainsFunc(pageflags.Values, func(v btf.EnumValue) bool { return v.Name == "PG_head" }) {
+		return false
+	}
+	var folio *btf.Struct
+	if spec.TypeByName("folio", &folio) != nil {
+		return false
+	}
+	return hasMember(folio.Members, "flags") && (hasMember(folio.Members, "_folio_order") || hasMember(folio.Members, "_flags_1"))
+}
+
+// hasMember reports whether members have one called name, looking into
+// anonymous structs and unions as C does.
+func hasMember(members []btf.Member, name string) bool {
+	for _, m := range members {
+		if m.Name == name {
+			return true
+		}
+		if m.Name != "" {
+			continue
+		}
+		switch t := m.Type.(type) {
+		case *btf.Struct:
+			if hasMember(t.Members, name) {
+				return true
+			}
+		case *btf.Union:
+			if hasMember(t.Members, name) {
+				return true
+			}
 		}
 	}
-	return ks
+	return false
 }

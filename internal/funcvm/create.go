@@ -30,6 +30,8 @@ type CreateOptions struct {
 	ReportOrder int
 	Accel       string
 	Log         io.Writer // progress; nil for none
+	// Timeouts bound each step; zero fields take the defaults.
+	Timeouts Timeouts
 }
 
 // CreateStats are the times of a snapshot creation.
@@ -73,6 +75,10 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 	if err := os.MkdirAll(filepath.Dir(o.Out), 0o755); err != nil {
 		return nil, st, fmt.Errorf("create snapshot: %w", err)
 	}
+	// The guest may write every page of its RAM, and the state follows.
+	if err := snapshot.CheckFreeSpace(filepath.Dir(o.Out), int64(o.MemMiB)<<20+stateSpace, fmt.Sprintf("a snapshot of %d MiB of guest RAM", o.MemMiB)); err != nil {
+		return nil, st, err
+	}
 	b, err := snapshot.Create(o.Out, snapshot.CreateOptions{Replace: o.Replace})
 	if err != nil {
 		return nil, st, err
@@ -96,16 +102,19 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 	}
 	start := time.Now()
 	logf("booting %s guest (%s, %d MiB)", o.Function, accel, o.MemMiB)
-	m, err := d.Start(ctx, cfg)
+	t := o.Timeouts.orDefaults()
+	sctx, cancel := context.WithTimeout(ctx, t.VMM)
+	m, err := d.Start(sctx, cfg)
+	cancel()
 	if err != nil {
 		return nil, st, err
 	}
-	vm := newVM(m)
+	vm := newVM(m, t)
 	defer vm.Close(context.Background())
-	if err := m.Resume(ctx); err != nil {
+	if err := vm.Resume(ctx); err != nil {
 		return nil, st, err
 	}
-	bctx, cancel := context.WithTimeout(ctx, BootTimeout)
+	bctx, cancel := context.WithTimeout(ctx, t.Boot)
 	ready, err := vm.Agent.WaitReady(bctx)
 	cancel()
 	if err != nil {
@@ -118,7 +127,7 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 	}
 
 	logf("initialising %s", o.Function)
-	res, err := vm.call(ctx, InitTimeout, protocol.Message{Type: protocol.TypeInit, Function: o.Function, DataMiB: o.DataMiB})
+	res, err := vm.call(ctx, t.Init, protocol.Message{Type: protocol.TypeInit, Function: o.Function, DataMiB: o.DataMiB})
 	if err != nil {
 		return nil, st, err
 	}
@@ -128,13 +137,13 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 	if report {
 		order = o.ReportOrder
 	}
-	prep, err := vm.call(ctx, VMMTimeout, protocol.Message{Type: protocol.TypePrepare, ReportOrder: order})
+	prep, err := vm.call(ctx, t.VMM, protocol.Message{Type: protocol.TypePrepare, ReportOrder: order})
 	if err != nil {
 		return nil, st, err
 	}
 	st.GuestFreeMiB = prep.Mem["MemFree"] >> 20
 	if report {
-		t := time.Now()
+		settleStart := time.Now()
 		var zeroed int64
 		if z, err := strconv.ParseInt(prep.Info["zeroed_bytes"], 10, 64); err == nil {
 			zeroed = z
@@ -144,20 +153,20 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		if err != nil {
 			return nil, st, err
 		}
-		st.SettleMs = ms(time.Since(t))
+		st.SettleMs = ms(time.Since(settleStart))
 		logf("free page reporting settled after %.0f ms: memory file holds %d MiB (the guest zeroed %d MiB of its %d MiB free)", st.SettleMs, alloc>>20, st.GuestZeroedMiB, st.GuestFreeMiB)
 	}
 
-	t := time.Now()
-	sctx, cancel := context.WithTimeout(ctx, VMMTimeout)
+	saveStart := time.Now()
+	sctx, cancel = context.WithTimeout(ctx, t.VMM)
 	defer cancel()
 	if err := m.Pause(sctx); err != nil {
-		return nil, st, err
+		return nil, st, vm.explain(fmt.Errorf("pause: %w", err))
 	}
 	if err := m.SaveState(sctx, b.StatePath()); err != nil {
-		return nil, st, err
+		return nil, st, vm.explain(err)
 	}
-	st.SaveMs = ms(time.Since(t))
+	st.SaveMs = ms(time.Since(saveStart))
 	if err := vm.Close(ctx); err != nil {
 		return nil, st, err
 	}
@@ -205,6 +214,10 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 	return dir, st, nil
 }
 
+// stateSpace is what the device state file may take: 57 KiB for a
+// 160 MiB guest here, with room to spare.
+const stateSpace = 4 << 20
+
 func createSparse(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
@@ -212,7 +225,7 @@ func createSparse(path string, size int64) error {
 	}
 	defer f.Close()
 	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("size memory file %s: %w", path, err)
+		return err
 	}
 	return nil
 }

@@ -211,13 +211,19 @@ func sharedControl(ctx context.Context, t *testing.T, dir *snapshot.Dir, copyPat
 // resumes it and reseeds it.
 func startClone(ctx context.Context, dir *snapshot.Dir, memPath string, shared bool) (*VM, error) {
 	cfg := restoreConfig(dir, "")
-	cfg.MemPath, cfg.MemShared = memPath, shared
+	cfg.MemPath, cfg.MemFile, cfg.MemShared = memPath, nil, shared
 	m, err := (&qemu.Driver{}).Start(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	vm := newVM(m)
-	if err := m.LoadState(ctx, dir.StatePath()); err != nil {
+	vm := newVM(m, Timeouts{})
+	state, err := dir.OpenState()
+	if err != nil {
+		vm.Close(context.Background())
+		return nil, err
+	}
+	defer state.Close()
+	if err := m.LoadState(ctx, state); err != nil {
 		vm.Close(context.Background())
 		return nil, err
 	}

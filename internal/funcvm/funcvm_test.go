@@ -164,9 +164,14 @@ func cloneRandom(ctx context.Context, t *testing.T, dir *snapshot.Dir, reseed bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm := newVM(m)
+	vm := newVM(m, Timeouts{})
 	defer vm.Close(context.Background())
-	if err := m.LoadState(ctx, dir.StatePath()); err != nil {
+	state, err := dir.OpenState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer state.Close()
+	if err := m.LoadState(ctx, state); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Resume(ctx); err != nil {
@@ -211,5 +216,55 @@ func TestRestoreRefusesDamagedSnapshot(t *testing.T) {
 	_, err := snapshot.Open(dir.Path)
 	if err == nil || !strings.Contains(err.Error(), dir.StatePath()) {
 		t.Fatalf("truncated state: want an error naming %s, got %v", dir.StatePath(), err)
+	}
+}
+
+// TestRestoreUsesCheckedFiles: files renamed over a snapshot's state and
+// memory file after snapshot.Open checked them are never loaded. The VMM
+// gets the descriptors Open checked, so the restore still computes the
+// right result from the original files.
+func TestRestoreUsesCheckedFiles(t *testing.T) {
+	img := needVM(t)
+	created := createTestSnapshot(t, img, "json", 8)
+	dir, err := snapshot.Open(created.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	// What an attacker would swap in: device state that fails to load and
+	// an all-zero memory file of the right size, on which the guest would
+	// crash.
+	evilState := filepath.Join(dir.Path, "evil-state")
+	if err := os.WriteFile(evilState, bytes.Repeat([]byte{0xee}, int(dir.Manifest.StateSize)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	evilMem := filepath.Join(dir.Path, "evil-mem")
+	if err := os.WriteFile(evilMem, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(evilMem, dir.Manifest.MemSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(evilState, dir.StatePath()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(evilMem, dir.MemPath()); err != nil {
+		t.Fatal(err)
+	}
+
+	want, err := Expect("json", 8, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := Restore(ctx, &qemu.Driver{}, dir, RestoreOptions{Input: 1, Count: 2, Expected: want})
+	if err != nil {
+		t.Fatalf("restore after the swap: %v", err)
+	}
+	for _, r := range res {
+		if !r.ResultOK {
+			t.Errorf("vm %d: checksum %s, want %s", r.Index, r.Checksum, want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -30,11 +31,15 @@ type RestoreOptions struct {
 	Log      io.Writer
 	// Hooks let a restore policy act around each VMM start.
 	Hooks Hooks
-	// MemPath, if set, is the memory file the clones map instead of the
-	// snapshot's own: a byte-identical private copy, so that a recording
-	// sees every page its VMM touches enter the page cache whatever other
-	// processes have cached of the real file (policy.Record).
+	// Timeouts bound each step; zero fields take the defaults.
+	Timeouts Timeouts
+	// MemPath and MemFile, if set, are the memory file the clones map
+	// instead of the snapshot's own, and its open descriptor: a
+	// byte-identical private copy, so that a recording sees every page its
+	// VMM touches enter the page cache whatever other processes have
+	// cached of the real file (policy.Record).
 	MemPath string
+	MemFile *os.File
 }
 
 // memPath is the memory file the clones map.
@@ -103,7 +108,9 @@ func Restore(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RestoreOpti
 		}
 	}
 	cfg := restoreConfig(dir, o.Accel)
-	cfg.MemPath = mem
+	if o.MemPath != "" {
+		cfg.MemPath, cfg.MemFile = o.MemPath, o.MemFile
+	}
 	start := time.Now()
 	if o.Hooks != nil {
 		o.Hooks.Configure(&cfg)
@@ -138,7 +145,7 @@ func restoreConfig(dir *snapshot.Dir, accel string) vmm.Config {
 		accel = dir.Manifest.VMM.Accel
 	}
 	return vmm.Config{
-		MemMiB: dir.Manifest.MemMiB, MemPath: dir.MemPath(), Incoming: true,
+		MemMiB: dir.Manifest.MemMiB, MemPath: dir.MemPath(), MemFile: dir.MemFile(), Incoming: true,
 		Accel: accel, FreePageReporting: dir.Manifest.FreePages == snapshot.FreePagesReport,
 	}
 }
@@ -150,14 +157,15 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 		r.Error = err.Error()
 		return r
 	}
+	timeouts := o.Timeouts.orDefaults()
 	t := time.Now()
-	sctx, cancel := context.WithTimeout(ctx, VMMTimeout)
+	sctx, cancel := context.WithTimeout(ctx, timeouts.VMM)
 	defer cancel()
 	m, err := d.Start(sctx, cfg)
 	if err != nil {
 		return fail(err)
 	}
-	vm := newVM(m)
+	vm := newVM(m, timeouts)
 	defer vm.Close(context.Background())
 	r.VMMStartMs = ms(time.Since(t))
 	if o.Hooks != nil {
@@ -169,13 +177,19 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 	defer faults.Close()
 
 	t = time.Now()
-	if err := m.LoadState(sctx, dir.StatePath()); err != nil {
+	state, err := dir.OpenState()
+	if err != nil {
+		return fail(err)
+	}
+	err = m.LoadState(sctx, state)
+	state.Close()
+	if err != nil {
 		return fail(err)
 	}
 	r.StateLoadMs = ms(time.Since(t))
 
 	t = time.Now()
-	if err := m.Resume(ctx); err != nil {
+	if err := vm.Resume(ctx); err != nil {
 		return fail(err)
 	}
 	if err := vm.Reseed(ctx); err != nil {

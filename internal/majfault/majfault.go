@@ -7,41 +7,60 @@
 // evicted between runs (DAMON's pageout does that here within seconds),
 // which say nothing about a restore policy. The kernel reports each major
 // fault, with its address, as the software perf event PAGE_FAULTS_MAJ; a
-// small BPF program on that event, one per CPU, filters by process and
-// range and counts.
+// small BPF program on that event (bpf/majfault.c), one per CPU, filters
+// by process and range and counts.
 package majfault
 
 import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"unsafe"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/snapbpf/snapbpf/internal/bpfasm"
 	"golang.org/x/sys/unix"
 )
 
-// addrOffset is offsetof(struct bpf_perf_event_data, addr) on x86-64:
-// after struct pt_regs (21 registers) and sample_period.
-const addrOffset = 21*8 + 8
+// The program is bpf/majfault.c. Regenerate the committed majfault_bpfel.go
+// and majfault_bpfel.o after editing it (needs clang, llvm-strip and
+// libbpf-dev, which `make generate` installs and pins; a plain `go build`
+// does not):
+//
+//	make generate
+//
+// bpfel: the fault address is read from the perf event context with CO-RE,
+// so the object serves every little-endian machine.
+
+//go:generate go tool bpf2go -tags linux -target bpfel majfault ../../bpf/majfault.c -- -I../../bpf/include -Wall -Werror -O2 -g
+
+// Counter slots, as in bpf/majfault.c.
+const (
+	slotInside  = 0
+	slotOutside = 1
+)
 
 // Counter counts a process's major faults inside and outside a range.
 type Counter struct {
-	counts *ebpf.Map
-	prog   *ebpf.Program
+	objs   majfaultObjects
 	events []int
 }
 
 // Start counts the major faults of process pid from now on, those at
 // addresses in [start, end) apart from the rest.
 func Start(pid int, start, end uint64) (_ *Counter, retErr error) {
-	if runtime.GOARCH != "amd64" {
-		return nil, fmt.Errorf("majfault: needs x86-64 (the perf event context layout), not %s", runtime.GOARCH)
+	spec, err := loadMajfault()
+	if err != nil {
+		return nil, fmt.Errorf("majfault: load spec: %w", err)
+	}
+	for name, v := range map[string]any{
+		majfaultVarTargetTgid: uint32(pid),
+		majfaultVarRangeStart: start,
+		majfaultVarRangeEnd:   end,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("majfault: set %s: %w", name, err)
+		}
 	}
 	c := &Counter{}
 	defer func() {
@@ -49,16 +68,7 @@ func Start(pid int, start, end uint64) (_ *Counter, retErr error) {
 			c.Close()
 		}
 	}()
-	var err error
-	c.counts, err = ebpf.NewMap(&ebpf.MapSpec{Name: "majfault", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2})
-	if err != nil {
-		return nil, privilege("create counters", err)
-	}
-	c.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "snapbpf_majflt", Type: ebpf.PerfEvent, License: "GPL",
-		Instructions: program(c.counts.FD(), pid, start, end),
-	})
-	if err != nil {
+	if err := spec.LoadAndAssign(&c.objs, nil); err != nil {
 		return nil, privilege("load program", err)
 	}
 	cpus, err := onlineCPUs()
@@ -81,7 +91,7 @@ func Start(pid int, start, end uint64) (_ *Counter, retErr error) {
 			return nil, privilege(fmt.Sprintf("open major-fault event on CPU %d", cpu), err)
 		}
 		c.events = append(c.events, fd)
-		if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_SET_BPF, c.prog.FD()); err != nil {
+		if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_SET_BPF, c.objs.CountMajorFault.FD()); err != nil {
 			return nil, fmt.Errorf("majfault: attach to CPU %d: %w", cpu, err)
 		}
 		if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_ENABLE, 0); err != nil {
@@ -124,40 +134,16 @@ func parseCPUList(s string) ([]int, error) {
 	return cpus, nil
 }
 
-// program assembles: if the current thread group is pid, add one to
-// counts[0] when the fault address is in [start, end), else to counts[1].
-func program(counts, pid int, start, end uint64) asm.Instructions {
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.FnGetCurrentPidTgid.Call(),
-		asm.RSh.Imm(asm.R0, 32),
-		asm.JNE.Imm(asm.R0, int32(pid), "exit"),
-		asm.LoadMem(asm.R7, asm.R6, addrOffset, asm.DWord),
-		asm.Mov.Imm(asm.R8, 1), // outside
-		asm.LoadImm(asm.R1, int64(start), asm.DWord),
-		asm.JLT.Reg(asm.R7, asm.R1, "count"),
-		asm.LoadImm(asm.R1, int64(end), asm.DWord),
-		asm.JGE.Reg(asm.R7, asm.R1, "count"),
-		asm.Mov.Imm(asm.R8, 0), // inside
-		asm.StoreMem(asm.RFP, -4, asm.R8, asm.Word).WithSymbol("count"),
-	}
-	insns = append(insns, bpfasm.Increment(counts, -4, "exit")...)
-	return append(insns,
-		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
-		asm.Return(),
-	)
-}
-
 // Counts returns the major faults counted so far inside the range and
 // outside it.
 func (c *Counter) Counts() (inside, outside int64, err error) {
 	var v [2]uint64
-	for k := range v {
-		if err := c.counts.Lookup(uint32(k), &v[k]); err != nil {
+	for _, k := range []uint32{slotInside, slotOutside} {
+		if err := c.objs.Counts.Lookup(k, &v[k]); err != nil {
 			return 0, 0, fmt.Errorf("majfault: read counter: %w", err)
 		}
 	}
-	return int64(v[0]), int64(v[1]), nil
+	return int64(v[slotInside]), int64(v[slotOutside]), nil
 }
 
 // Close stops counting and frees everything; safe to call twice.
@@ -167,14 +153,9 @@ func (c *Counter) Close() error {
 		errs = append(errs, unix.Close(fd))
 	}
 	c.events = nil
-	if c.prog != nil {
-		errs = append(errs, c.prog.Close())
-		c.prog = nil
-	}
-	if c.counts != nil {
-		errs = append(errs, c.counts.Close())
-		c.counts = nil
-	}
+	// Closing twice is harmless: a closed program or map closes again as a
+	// no-op.
+	errs = append(errs, c.objs.Close())
 	return errors.Join(errs...)
 }
 

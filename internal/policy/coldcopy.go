@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -27,8 +26,9 @@ import (
 // it dies, and no other process can open it by a name. The VMM opens it
 // through this process's descriptor (/proc/PID/fd/N).
 type coldCopy struct {
-	f *os.File
-	// Path is where the VMM and capture find the copy.
+	// File is the copy, Path where capture and the VMM's hooks find it
+	// (this process's descriptor, /proc/PID/fd/N).
+	File *os.File
 	Path string
 	// DataBytes is how much data was copied (holes are not); Took is how
 	// long copying, syncing and dropping the copy's cache took.
@@ -36,9 +36,9 @@ type coldCopy struct {
 	Took      time.Duration
 }
 
-// newColdCopy copies mem, data ranges only, into an unnamed file in mem's
-// directory, syncs it and drops it from the page cache.
-func newColdCopy(mem string) (_ *coldCopy, retErr error) {
+// newColdCopy copies mem, data ranges only, into an unnamed file in dir
+// (on mem's filesystem), syncs it and drops it from the page cache.
+func newColdCopy(mem, dir string) (_ *coldCopy, retErr error) {
 	start := time.Now()
 	src, err := os.Open(mem)
 	if err != nil {
@@ -49,7 +49,6 @@ func newColdCopy(mem string) (_ *coldCopy, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("private copy of the memory file: %w", err)
 	}
-	dir := filepath.Dir(mem)
 	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) {
 		return nil, fmt.Errorf("private copy of %s: the filesystem of %s has no unnamed temporary files (O_TMPFILE), which a recording's private copy of the memory file needs; keep snapshots on ext4 or xfs: %w", mem, dir, err)
@@ -93,7 +92,7 @@ func newColdCopy(mem string) (_ *coldCopy, retErr error) {
 	if err := unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED); err != nil {
 		return nil, fmt.Errorf("private copy of %s: drop its cache: %w", mem, err)
 	}
-	c := &coldCopy{f: dst, Path: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd), DataBytes: copied}
+	c := &coldCopy{File: dst, Path: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd), DataBytes: copied}
 	// The recorded offsets are only the file's if the copy has its
 	// layout: same data ranges, same holes.
 	got, err := snapshot.DataExtents(c.Path)
@@ -134,4 +133,4 @@ func sameLayout(a, b []snapshot.Extent) bool {
 }
 
 // Close removes the copy (its last reference).
-func (c *coldCopy) Close() error { return c.f.Close() }
+func (c *coldCopy) Close() error { return c.File.Close() }

@@ -35,7 +35,7 @@ func TestColdCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c, err := newColdCopy(mem)
+	c, err := newColdCopy(mem, dir)
 	if err != nil {
 		t.Fatal(err)
 	}

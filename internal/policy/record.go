@@ -182,7 +182,12 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	if err != nil {
 		return nil, nil, err
 	}
-	cp, err := newColdCopy(dir.MemPath())
+	// Copy what Open checked, not whatever the path names now.
+	src := dir.MemPath()
+	if f := dir.MemFile(); f != nil {
+		src = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	}
+	cp, err := newColdCopy(src, dir.Path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("record: %w", err)
 	}
@@ -201,7 +206,7 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 		if len(o.inputs()) > 1 {
 			fmt.Fprintf(log, "input %d:\n", in.Seed)
 		}
-		set, err := recordInput(ctx, d, dir, cp.Path, id, in, o, rep, log)
+		set, err := recordInput(ctx, d, dir, cp, id, in, o, rep, log)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -255,11 +260,11 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 var testHookCopy func(path string) (end func())
 
 // recordInput records one input's working set: o.Runs restores of the
-// snapshot mapping mem (the private copy), the first under nora, the rest
+// snapshot mapping cp (the private copy), the first under nora, the rest
 // under snapbpf with the set so far, then the margin. It adds what it saw
 // to rep.
-func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, mem string, id wset.Identity, in RecordInput, o RecordOptions, rep *RecordReport, log io.Writer) (*wset.Set, error) {
-	runs := o.Runs
+func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCopy, id wset.Identity, in RecordInput, o RecordOptions, rep *RecordReport, log io.Writer) (*wset.Set, error) {
+	runs, mem := o.Runs, cp.Path
 	// The first run restores under nora and sees every page the guest
 	// touches. Each later run restores under snapbpf with the set so far,
 	// as the set will be used, and adds what the guest touched beyond the
@@ -274,9 +279,12 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, mem strin
 	for i := range runs {
 		hooks := &Policy{name: NoRA, mem: mem}
 		if set != nil {
-			hooks = &Policy{name: SnapBPF, mem: mem, ws: set}
+			// Readahead off, as in the first run: a page the guest
+			// touches beyond the prefetch enters the cache alone, so
+			// the capture sees exactly the pages the set lacks.
+			hooks = &Policy{name: SnapBPF, mem: mem, ws: set, opts: Options{NoReadahead: true}}
 		}
-		got, c, vm, err := recordOnce(ctx, d, dir, mem, id, in, o, hooks)
+		got, c, vm, err := recordOnce(ctx, d, dir, cp, id, in, o, hooks)
 		if err != nil {
 			return nil, err
 		}
@@ -329,11 +337,12 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, mem strin
 }
 
 // recordOnce restores one clone cold under hooks (nora, or snapbpf for a
-// refining run), mapping mem, invokes it under capture and returns the
+// refining run), mapping cp, invokes it under capture and returns the
 // pages its VMM brought into the page cache as a working set of the memory
 // file id.
-func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, mem string, id wset.Identity, in RecordInput, o RecordOptions, hooks *Policy) (*wset.Set, *capture.Capture, funcvm.VMResult, error) {
+func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCopy, id wset.Identity, in RecordInput, o RecordOptions, hooks *Policy) (*wset.Set, *capture.Capture, funcvm.VMResult, error) {
 	var none funcvm.VMResult
+	mem := cp.Path
 	sess, err := capture.Watch(mem, o.Method)
 	if err != nil {
 		return nil, nil, none, err
@@ -341,7 +350,7 @@ func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, mem string
 	defer sess.Close()
 	vms, err := funcvm.Restore(ctx, d, dir, funcvm.RestoreOptions{
 		Input: in.Seed, Count: 1, Cold: true, Expected: in.Expected, Accel: o.Accel,
-		Hooks: attributed{hooks, sess}, MemPath: mem,
+		Hooks: attributed{hooks, sess}, MemPath: mem, MemFile: cp.File,
 	})
 	if _, ferr := hooks.Finish(); err == nil && ferr != nil {
 		err = ferr

@@ -2,11 +2,13 @@ package readahead
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"strconv"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +24,8 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	case "touch":
 		exit(touchChild())
+	case "hold":
+		exit(holdChild())
 	}
 	exit(fmt.Errorf("unknown child mode %q", os.Getenv(childEnv)))
 }
@@ -64,6 +68,24 @@ func touchChild() error {
 		fmt.Println("ok", sum)
 	}
 	return sc.Err()
+}
+
+// holdChild opens a window on QUEUE for MAX (a duration), with LockDir at
+// LOCKDIR, says "held", and waits a minute to be killed.
+func holdChild() error {
+	LockDir = os.Getenv("LOCKDIR")
+	max, err := time.ParseDuration(os.Getenv("MAX"))
+	if err != nil {
+		return err
+	}
+	w, err := suspendQueue(context.Background(), os.Getenv("QUEUE"), max, "test holder")
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	fmt.Println("held")
+	time.Sleep(time.Minute)
+	return nil
 }
 
 func needRoot(t *testing.T) {

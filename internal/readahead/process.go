@@ -1,6 +1,7 @@
 package readahead
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -21,9 +22,10 @@ var ErrNoDescriptor = errors.New("process holds no descriptor for the file")
 // How: pidfd_getfd gives us the process's struct file; with the disk's
 // read_ahead_kb at 0 for a moment (Suspend), POSIX_FADV_NORMAL on our copy
 // sets the shared struct file's window to 0; then the disk's value is put
-// back. Side effects: the process's POSIX_FADV_RANDOM/NOREUSE on those
-// descriptors are cleared too.
-func DisableForProcess(pid int, path string) (n int, retErr error) {
+// back. Waiting for another window on the disk ends with ctx. Side
+// effects: the process's POSIX_FADV_RANDOM/NOREUSE on those descriptors
+// are cleared too.
+func DisableForProcess(ctx context.Context, pid int, path string) (n int, retErr error) {
 	var want unix.Stat_t
 	if err := unix.Stat(path, &want); err != nil {
 		return 0, fmt.Errorf("stat %s: %w", path, err)
@@ -62,11 +64,11 @@ func DisableForProcess(pid int, path string) (n int, retErr error) {
 		return 0, fmt.Errorf("pid %d, %s: %w", pid, path, ErrNoDescriptor)
 	}
 
-	resume, err := Suspend(path)
+	w, err := Suspend(ctx, path, briefWindow, fmt.Sprintf("readahead off for pid %d's %s", pid, path))
 	if err != nil {
-		return 0, err
+		return 0, err // names the disk and its holder; callers name pid
 	}
-	defer func() { retErr = errors.Join(retErr, resume()) }()
+	defer func() { retErr = errors.Join(retErr, w.Close()) }()
 	for _, c := range copies {
 		if err := unix.Fadvise(c, 0, 0, unix.FADV_NORMAL); err != nil {
 			return n, fmt.Errorf("fadvise pid %d: %w", pid, err)

@@ -50,9 +50,13 @@ type Options struct {
 	ScatterSeed uint64
 	// WorkDir holds the compact files REAP and FaaSnap make.
 	WorkDir string
-	// NoHugepage leaves out QEMU's MADV_HUGEPAGE in policy lazy (what
-	// Firecracker does).
+	// NoHugepage leaves out QEMU's MADV_HUGEPAGE in policies lazy and
+	// snapbpf (what Firecracker does).
 	NoHugepage bool
+	// SnapBPFNoReadahead has snapbpf read the pages outside its working
+	// set one per fault, as nora (policy.Options.NoReadahead), instead of
+	// with readahead as lazy.
+	SnapBPFNoReadahead bool
 	// SnapBPFHolesAnon has snapbpf's VMM map the memory file's holes (free
 	// guest pages at snapshot time, known from SEEK_HOLE without reading
 	// anything) as anonymous memory, and only the data from the file: what

@@ -14,8 +14,9 @@ import (
 // pageCachePolicy maps the memory file private, as QEMU or Firecracker
 // does for a snapshot restore: lazy (readahead on, and QEMU's
 // MADV_HUGEPAGE unless turned off), nora (readahead off: one page per
-// fault), or snapbpf (nora plus the working set prefetched into the memory
-// file's page cache, once for all VMs, starting with the restore).
+// fault), or snapbpf (lazy, or nora, plus the working set prefetched into
+// the memory file's page cache, once for all VMs, starting with the
+// restore).
 type pageCachePolicy struct {
 	name      string
 	readahead bool

@@ -4,8 +4,9 @@
 //
 //   - lazy, nora: the memory file mapped private, readahead on (with
 //     QEMU's MADV_HUGEPAGE by default) or off.
-//   - snapbpf: nora, plus the working set prefetched into the memory
-//     file's page cache, once for all VMs, from the start of the restore.
+//   - snapbpf: lazy, plus the working set prefetched into the memory
+//     file's page cache, once for all VMs, from the start of the restore
+//     (nora plus the prefetch with Options.SnapBPFNoReadahead).
 //   - reap: a record phase serving every fault through userfaultfd from
 //     the memory file and logging it; the working set packed into a compact
 //     file in page order; each restore reads that file in one pass
@@ -131,7 +132,8 @@ func newPolicy(name string, o Options) (policyImpl, error) {
 	case NoRA:
 		return &pageCachePolicy{name: name}, nil
 	case SnapBPF:
-		return &pageCachePolicy{name: name, prefetch: true, holesAnon: o.SnapBPFHolesAnon}, nil
+		ra := !o.SnapBPFNoReadahead
+		return &pageCachePolicy{name: name, prefetch: true, holesAnon: o.SnapBPFHolesAnon, readahead: ra, hugepage: ra && !o.NoHugepage}, nil
 	case FaaSnap:
 		return &faasnapPolicy{}, nil
 	case REAP:

@@ -75,7 +75,7 @@ func mkdirAllSync(dir, rel string) error {
 				return fmt.Errorf("%s exists and is not a directory", next)
 			}
 		default:
-			return fmt.Errorf("mkdir %s: %w", next, err)
+			return err
 		}
 		cur = next
 	}
@@ -94,7 +94,7 @@ func writeAtomic(dir, base string, write func(w io.Writer) error) (err error) {
 	tmp := filepath.Join(dir, name)
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", tmp, err)
+		return err
 	}
 	renamed := false
 	defer func() {
@@ -117,10 +117,10 @@ func writeAtomic(dir, base string, write func(w io.Writer) error) (err error) {
 		return fmt.Errorf("write %s: %w", filepath.Join(dir, base), err)
 	}
 	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
+		return err
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
+		return err
 	}
 	target := filepath.Join(dir, base)
 	if err := os.Rename(tmp, target); err != nil {
@@ -134,11 +134,11 @@ func writeAtomic(dir, base string, write func(w io.Writer) error) (err error) {
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", dir, err)
+		return err
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
+		return err
 	}
 	return nil
 }

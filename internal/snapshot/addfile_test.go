@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -132,5 +133,20 @@ func TestAddFileRefuses(t *testing.T) {
 	wantSnapshotError(t, err, ErrMissing, filepath.Join(notSnap, ManifestName))
 	if got := listDir(t, notSnap); len(got) != 0 {
 		t.Errorf("AddFile wrote into a non-snapshot dir: %v", got)
+	}
+}
+
+// TestErrorsNameThePathOnce: an error from the file system already names
+// its path; wrapping it must not repeat it ("mkdir X: mkdir X: ...").
+func TestErrorsNameThePathOnce(t *testing.T) {
+	d := makeSnapshot(t, filepath.Join(t.TempDir(), "snap"), CreateOptions{})
+	long := strings.Repeat("x", 300) // longer than NAME_MAX
+	err := d.AddFile(long+"/f.ws", writeString("ws"))
+	if err == nil {
+		t.Fatal("AddFile with a 300-byte directory name succeeded")
+	}
+	p := filepath.Join(d.Path, long)
+	if n := strings.Count(err.Error(), p); n != 1 {
+		t.Errorf("error %q names %s %d times, want once", err, p, n)
 	}
 }

@@ -37,9 +37,9 @@ type Builder struct {
 // it is a snapshot), then makes a temporary directory OUT.tmp-<hex> next to
 // it, on the same filesystem so that the final rename is atomic.
 //
-// Temporary directories left by earlier creations of the same out that
-// crashed (their creator no longer holds the lock) are removed here, so a
-// crash costs disk space only until the next attempt.
+// Temporary directories left in out's parent by earlier creations that
+// crashed, of any out (their creator no longer holds the lock), are removed
+// here, so a crash costs disk space only until the next creation there.
 func Create(out string, opts CreateOptions) (*Builder, error) {
 	out = filepath.Clean(out)
 	base := filepath.Base(out)
@@ -53,7 +53,7 @@ func Create(out string, opts CreateOptions) (*Builder, error) {
 	if err := checkOut(out, opts); err != nil {
 		return nil, err
 	}
-	if err := cleanStaleDirs(parent, base); err != nil {
+	if err := cleanStaleDirs(parent); err != nil {
 		return nil, err
 	}
 
@@ -97,7 +97,7 @@ func checkOut(out string, opts CreateOptions) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("stat %s: %w", out, err)
+		return err
 	}
 	if fi.IsDir() {
 		if ents, err := os.ReadDir(out); err == nil && len(ents) == 0 {
@@ -208,7 +208,8 @@ func (b *Builder) Commit(m Manifest) (*Dir, error) {
 	if err := syncDir(b.out); err != nil {
 		return nil, err
 	}
-	return &Dir{Path: b.out, Manifest: m}, nil
+	// Opened like any snapshot, so the Dir holds checked descriptors.
+	return Open(b.out)
 }
 
 // install renames the temporary directory to OUT and makes that durable.
@@ -221,7 +222,7 @@ func (b *Builder) install() error {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return fmt.Errorf("stat %s: %w", b.out, err)
+		return err
 	case fi.IsDir() && isEmptyDir(b.out):
 		// rmdir only succeeds on an empty directory, so this cannot drop data.
 		if err := os.Remove(b.out); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -291,7 +292,7 @@ func syncAndHash(path string) (string, int64, error) {
 	}
 	defer f.Close()
 	if err := f.Sync(); err != nil {
-		return "", 0, fmt.Errorf("fsync %s: %w", path, err)
+		return "", 0, err
 	}
 	return hashFile(f)
 }
@@ -305,13 +306,13 @@ func syncAndLayout(path string) (size, data, holes int64, err error) {
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("stat %s: %w", path, err)
+		return 0, 0, 0, err
 	}
 	if !fi.Mode().IsRegular() {
 		return 0, 0, 0, fmt.Errorf("%s is not a regular file", path)
 	}
 	if err := f.Sync(); err != nil {
-		return 0, 0, 0, fmt.Errorf("fsync %s: %w", path, err)
+		return 0, 0, 0, err
 	}
 	data, holes, err = layout(f, fi.Size())
 	return fi.Size(), data, holes, err

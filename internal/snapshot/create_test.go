@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -192,6 +193,9 @@ func TestCrashLeavesNoSnapshotAndNextCreateCleans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if want := fmt.Sprintf("snap.tmp-%d-", os.Getpid()); !strings.HasPrefix(filepath.Base(crashed.Dir()), want) {
+		t.Errorf("temporary directory %s is not named for its owner (%s...)", crashed.Dir(), want)
+	}
 	writeVMMFiles(t, [2]string{crashed.StatePath(), crashed.MemPath()})
 	crashed.lock.Close() // the process dies: the kernel drops its flock
 
@@ -202,19 +206,38 @@ func TestCrashLeavesNoSnapshotAndNextCreateCleans(t *testing.T) {
 	wantSnapshotError(t, err, ErrMissing, filepath.Join(crashed.Dir(), ManifestName), "interrupted creation")
 
 	// Unrelated neighbours that merely look similar must survive cleanup.
-	keep := []string{"snap.tmp-mine", "snap.tmp-0123456789abcdeg", "other.tmp-0123456789abcdef"}
+	keep := []string{"snap.tmp-mine", "snap.tmp-0123456789abcdeg", "other.tmp-1-0123456789abcdeg", "other.tmp-x-0123456789abcdef"}
 	for _, k := range keep {
 		mustMkdir(t, filepath.Join(parent, k))
 		mustWrite(t, filepath.Join(parent, k, lockName), "")
 	}
+	// A crashed creation of another --out in the same parent goes too,
+	// whether its name is of this version or an older one; a live one of
+	// another --out stays.
+	otherCrashed, err := Create(filepath.Join(parent, "other"), CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCrashed.lock.Close()
+	oldName := filepath.Join(parent, "old.tmp-0123456789abcdef")
+	mustMkdir(t, oldName)
+	mustWrite(t, filepath.Join(oldName, lockName), "")
+	otherLive, err := Create(filepath.Join(parent, "live"), CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer otherLive.Abort()
+	keep = append(keep, filepath.Base(otherLive.Dir()))
 
 	b, err := Create(out, CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Abort()
-	if _, err := os.Stat(crashed.Dir()); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("stale temp dir %s not cleaned: %v", crashed.Dir(), err)
+	for _, p := range []string{crashed.Dir(), otherCrashed.Dir(), oldName} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("stale temp dir %s not cleaned: %v", p, err)
+		}
 	}
 	for _, k := range keep {
 		if _, err := os.Stat(filepath.Join(parent, k)); err != nil {

@@ -2,11 +2,15 @@ package snapshot
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
 // Description is what `snapbpf snapshot inspect` shows: the manifest plus the
@@ -15,6 +19,10 @@ type Description struct {
 	Path     string     `json:"path"`
 	Manifest Manifest   `json:"manifest"`
 	Files    []FileInfo `json:"files"`
+	// Problems are what makes a restore fail (Inspect only): a working
+	// set that is damaged or recorded for another snapshot, a file that is
+	// not safe to use.
+	Problems []string `json:"problems,omitempty"`
 	// Warnings are oddities that do not make the snapshot unusable, such
 	// as leftover temporary files of an interrupted AddFile.
 	Warnings []string `json:"warnings,omitempty"`
@@ -84,6 +92,54 @@ func (d *Dir) Describe() Description {
 	return desc
 }
 
+// Inspect is Describe plus every check a restore makes beyond Open's: each
+// working set (*.ws) must be safe to open, intact and recorded for this
+// snapshot's memory file, as policy snapbpf requires (a symbolic link is
+// refused like one to a core file); what interrupted work
+// left next to the snapshot is listed among the warnings. It reads the
+// working sets and the few memory file blocks that identify it (with
+// O_DIRECT where possible, so the cache stays cold).
+func (d *Dir) Inspect() Description {
+	desc := d.Describe()
+	for _, f := range desc.Files {
+		if f.Role != "aux" || path.Ext(f.Name) != ".ws" {
+			continue
+		}
+		if err := d.checkWorkingSet(f.Name); err != nil {
+			desc.Problems = append(desc.Problems, err.Error())
+		}
+	}
+	stale, err := staleDirs(filepath.Dir(d.Path))
+	for _, p := range stale {
+		desc.Warnings = append(desc.Warnings, fmt.Sprintf("%s: leftover of an interrupted snapshot creation whose process is gone; snapbpf snapshot inspect --fix removes it", p))
+	}
+	if err != nil {
+		desc.Warnings = append(desc.Warnings, err.Error())
+	}
+	return desc
+}
+
+// checkWorkingSet checks the working set name as a restore would.
+func (d *Dir) checkWorkingSet(name string) error {
+	f, err := d.OpenFile(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return fmt.Errorf("working set %s: %w", f.Name(), unwrapPath(err))
+	}
+	var set wset.Set
+	if err := set.UnmarshalBinary(data); err != nil {
+		return fmt.Errorf("working set %s: %w; record it again with snapbpf record --snapshot %s", f.Name(), err, d.Path)
+	}
+	if err := set.CheckFile(d.MemPath(), d.Manifest.ID); err != nil {
+		return fmt.Errorf("working set %s: %w", f.Name(), err)
+	}
+	return nil
+}
+
 // String renders the description for humans.
 func (d Description) String() string {
 	m := &d.Manifest
@@ -91,7 +147,11 @@ func (d Description) String() string {
 	row := func(k, format string, args ...any) {
 		fmt.Fprintf(&b, "  %-13s %s\n", k+":", fmt.Sprintf(format, args...))
 	}
-	fmt.Fprintf(&b, "snapshot %s (valid)\n", d.Path)
+	verdict := "valid"
+	if len(d.Problems) > 0 {
+		verdict = "NOT valid: a restore would fail"
+	}
+	fmt.Fprintf(&b, "snapshot %s (%s)\n", d.Path, verdict)
 	row("id", "%s", m.ID)
 	row("created", "%s", m.Created.UTC().Format(time.RFC3339))
 	row("format", "%d", m.FormatVersion)
@@ -144,6 +204,9 @@ func (d Description) String() string {
 	b.WriteString("  files:\n")
 	for _, f := range d.Files {
 		fmt.Fprintf(&b, "    %-24s %-8s %s\n", f.Name, f.Role, bytesHuman(f.Size))
+	}
+	for _, p := range d.Problems {
+		fmt.Fprintf(&b, "  problem: %s\n", p)
 	}
 	for _, w := range d.Warnings {
 		fmt.Fprintf(&b, "  warning: %s\n", w)

@@ -19,6 +19,11 @@ var (
 	ErrNewerFormat = errors.New("newer snapshot format")
 	// ErrExists: the output path of a creation already exists.
 	ErrExists = errors.New("already exists")
+	// ErrNoSpace: the filesystem lacks the space a snapshot file needs.
+	ErrNoSpace = errors.New("not enough free space")
+	// ErrUnsafe: a file could have been changed by someone other than root
+	// or the caller (owner, mode), or is a symbolic link.
+	ErrUnsafe = errors.New("not safe to use")
 )
 
 // Error describes a problem with one file of a snapshot. Its message names

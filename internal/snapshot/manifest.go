@@ -108,6 +108,9 @@ func (m *Manifest) validate() error {
 		return fmt.Errorf("mem_mib %d is not positive", m.MemMiB)
 	case m.MemSize <= 0:
 		return fmt.Errorf("mem_size %d is not positive", m.MemSize)
+	case int64(m.MemMiB)<<20 != m.MemSize:
+		// The VMM is started with mem_mib of RAM over a file of mem_size.
+		return fmt.Errorf("mem_mib %d (%d bytes) does not match mem_size %d", m.MemMiB, int64(m.MemMiB)<<20, m.MemSize)
 	case m.MemDataBytes < 0 || m.MemHoleBytes < 0 || m.MemDataBytes+m.MemHoleBytes != m.MemSize:
 		return fmt.Errorf("mem_data_bytes %d + mem_hole_bytes %d != mem_size %d", m.MemDataBytes, m.MemHoleBytes, m.MemSize)
 	case m.FreePages != "" && m.FreePages != FreePagesReport && m.FreePages != FreePagesNone:
@@ -152,17 +155,10 @@ func (m *Manifest) encode() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// readManifest reads and validates DIR/manifest.json. fix is the advice
-// appended to every error.
-func readManifest(path string, fix string) (*Manifest, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, &Error{Path: path, Kind: ErrMissing, Problem: "manifest is missing", Fix: fix}
-		}
-		return nil, &Error{Path: path, Kind: ErrCorrupt, Problem: "cannot read manifest", Fix: fix, Err: err}
-	}
-	defer f.Close()
+// readManifest reads and validates a manifest.json opened as f. fix is the
+// advice appended to every error.
+func readManifest(f *os.File, fix string) (*Manifest, error) {
+	path := f.Name()
 	data, err := io.ReadAll(io.LimitReader(f, maxManifestSize+1))
 	if err != nil {
 		return nil, &Error{Path: path, Kind: ErrCorrupt, Problem: "cannot read manifest", Fix: fix, Err: err}

@@ -26,7 +26,7 @@ func MemLayout(path string) (data, holes int64, err error) {
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return 0, 0, fmt.Errorf("stat %s: %w", path, err)
+		return 0, 0, err
 	}
 	return layout(f, fi.Size())
 }
@@ -41,7 +41,7 @@ func DataExtents(path string) ([]Extent, error) {
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, err)
+		return nil, err
 	}
 	var ext []Extent
 	err = walkData(f, fi.Size(), func(off, n int64) { ext = append(ext, Extent{off, n}) })

@@ -1,8 +1,11 @@
 package snapshot
 
 import (
+	"bytes"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -41,6 +44,9 @@ func TestOpenRefusesDamage(t *testing.T) {
 		{"bad field type", func(t *testing.T, dir string) {
 			editManifest(t, dir, func(m map[string]any) { m["mem_size"] = "big" })
 		}, ErrCorrupt, ManifestName, nil},
+		{"mem_mib disagrees with mem_size", func(t *testing.T, dir string) {
+			editManifest(t, dir, func(m map[string]any) { m["mem_mib"] = testMemMiB * 2 })
+		}, ErrCorrupt, ManifestName, []string{"mem_mib 8", "mem_size 4194304"}},
 		{"inconsistent mem layout", func(t *testing.T, dir string) {
 			editManifest(t, dir, func(m map[string]any) { m["mem_hole_bytes"] = 1 })
 		}, ErrCorrupt, ManifestName, []string{"mem_hole_bytes"}},
@@ -102,6 +108,7 @@ func TestOpenDoesNotReadMemory(t *testing.T) {
 	}
 	editManifest(t, d.Path, func(m map[string]any) {
 		m["mem_size"] = huge
+		m["mem_mib"] = huge >> 20
 		m["mem_hole_bytes"] = huge - d.Manifest.MemDataBytes
 	})
 	start := time.Now()
@@ -120,6 +127,125 @@ func TestOpenIgnoresAuxFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := Open(d.Path + "/"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpenRefusesUntrusted prepares snapshot directories as another user
+// would: a symbolic link planted for a core file, files and directories
+// owned by someone else or writable by others. Open, which inspect and
+// restore go through, must refuse each, name the file and give the fix.
+func TestOpenRefusesUntrusted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files to another user")
+	}
+	const nobody = 65534
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, dir string)
+		file    string
+		msgPart []string
+	}{
+		{"mem symlinked to a same-size file", func(t *testing.T, dir string) {
+			mem := filepath.Join(dir, MemName)
+			outside := filepath.Join(t.TempDir(), "other-mem")
+			if err := os.Rename(mem, outside); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, mem); err != nil {
+				t.Fatal(err)
+			}
+		}, MemName, []string{"symbolic link"}},
+		{"state symlinked", func(t *testing.T, dir string) {
+			st := filepath.Join(dir, StateName)
+			outside := filepath.Join(t.TempDir(), "other-state")
+			if err := os.Rename(st, outside); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, st); err != nil {
+				t.Fatal(err)
+			}
+		}, StateName, []string{"symbolic link"}},
+		{"directory owned by another user", func(t *testing.T, dir string) {
+			mustChown(t, dir, nobody)
+		}, "", []string{"owned by uid 65534", "chown root: " + "DIR", "chmod go-w"}},
+		{"directory writable by others", func(t *testing.T, dir string) {
+			mustChmod(t, dir, 0o777)
+		}, "", []string{"writable by group or others", "chmod go-w DIR"}},
+		{"state owned by another user", func(t *testing.T, dir string) {
+			mustChown(t, filepath.Join(dir, StateName), nobody)
+		}, StateName, []string{"owned by uid 65534", "chown root: "}},
+		{"mem group-writable", func(t *testing.T, dir string) {
+			mustChmod(t, filepath.Join(dir, MemName), 0o664)
+		}, MemName, []string{"writable by group or others", "chmod go-w"}},
+		{"manifest owned by another user", func(t *testing.T, dir string) {
+			mustChown(t, filepath.Join(dir, ManifestName), nobody)
+		}, ManifestName, []string{"owned by uid 65534"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := makeSnapshot(t, filepath.Join(t.TempDir(), "snap"), CreateOptions{}).Path
+			tt.prepare(t, dir)
+			_, err := Open(dir)
+			for i, p := range tt.msgPart {
+				tt.msgPart[i] = strings.ReplaceAll(p, "DIR", dir)
+			}
+			wantSnapshotError(t, err, ErrUnsafe, filepath.Join(dir, tt.file), tt.msgPart...)
+		})
+	}
+}
+
+// TestOpenRefusesSymlinkedDir: the snapshot directory itself is not
+// followed either.
+func TestOpenRefusesSymlinkedDir(t *testing.T) {
+	d := makeSnapshot(t, filepath.Join(t.TempDir(), "snap"), CreateOptions{})
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(d.Path, link); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(link)
+	wantSnapshotError(t, err, ErrUnsafe, link, "symbolic link")
+}
+
+// TestOpenStateIsTheCheckedFile: a state file renamed over the checked one
+// after Open is not what OpenState returns.
+func TestOpenStateIsTheCheckedFile(t *testing.T) {
+	d := makeSnapshot(t, filepath.Join(t.TempDir(), "snap"), CreateOptions{})
+	want, err := os.ReadFile(d.StatePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := filepath.Join(d.Path, "evil")
+	mustWrite(t, evil, "swapped")
+	if err := os.Rename(evil, d.StatePath()); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // each descriptor starts at offset 0
+		f, err := d.OpenState()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("OpenState read %q..., want the checked state", got[:min(len(got), 16)])
+		}
+	}
+}
+
+func mustChown(t *testing.T, p string, uid int) {
+	t.Helper()
+	if err := os.Lchown(p, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustChmod(t *testing.T, p string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Chmod(p, mode); err != nil {
 		t.Fatal(err)
 	}
 }

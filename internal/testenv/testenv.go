@@ -50,11 +50,14 @@ func Cleanup() {
 	}
 }
 
-// NeedVM skips t without root, fails it without QEMU, and returns the guest
-// image, built on first use (the kernel package is cached in
-// guest.DefaultCacheDir across runs).
+// NeedVM skips t without root or under -short (make unit), fails it
+// without QEMU, and returns the guest image, built on first use (the kernel
+// package is cached in guest.DefaultCacheDir across runs).
 func NeedVM(t testing.TB) *guest.Image {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: skips tests that boot guests (make test runs them)")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: builds a guest image, runs QEMU VMs and loads eBPF programs")
 	}

@@ -1,29 +1,35 @@
 package trace
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/snapbpf/snapbpf/internal/bpfasm"
+
+	"github.com/snapbpf/snapbpf/internal/tracepoint"
 )
 
-// Fault record kinds, as the programs below write them.
+// The programs are bpf/faults.c. Regenerate the committed faults_bpfel.go
+// and faults_bpfel.o after editing it (needs clang, llvm-strip and
+// libbpf-dev, which `make generate` installs and pins; a plain `go build`
+// does not):
+//
+//	make generate
+
+//go:generate go tool bpf2go -tags linux -target bpfel -type fault faults ../../bpf/faults.c -- -I../../bpf/include -Wall -Werror -O2 -g
+
+// Fault record kinds, as in bpf/faults.c.
 const (
-	faultUser   = 1 // exceptions:page_fault_user, at the start of a fault
-	faultKernel = 2 // exceptions:page_fault_kernel (a syscall touching user memory)
+	faultUser   = 1 // page_fault_user, at the start of a fault
+	faultKernel = 2 // page_fault_kernel (a syscall touching user memory)
 )
 
 // x86 page fault error code bits (arch/x86/include/asm/trap_pf.h).
@@ -32,18 +38,12 @@ const (
 	pfWrite = 1 << 1
 )
 
-// faultRecordSize is the size of one ring buffer record:
-// time, address, error code, tid, kind.
-const faultRecordSize = 32
+// rawFault is one record from the kernel, struct fault in bpf/faults.c.
+type rawFault = faultsFault
 
-// rawFault is one record from the kernel.
-type rawFault struct {
-	TimeNs uint64 // CLOCK_MONOTONIC
-	Addr   uint64
-	Code   uint64
-	Tid    uint32
-	Kind   uint32
-}
+// faultTracepoints are the x86 exceptions tracepoints the programs attach
+// to, which pass (address, regs, error_code).
+var faultTracepoints = []string{"page_fault_user", "page_fault_kernel"}
 
 // faultTracer streams every page fault of one process (its address, error
 // code and time) from the kernel.
@@ -51,15 +51,9 @@ type rawFault struct {
 // When each fault was served would need a kretprobe (or fexit) on
 // handle_mm_fault; the kernels here have neither kprobes nor usable fentry,
 // so service times are calibrated separately (see calibrate).
-//
-// The programs are assembled here, not compiled from C: they are a dozen
-// instructions, and the process ID they filter on is an immediate, so a
-// tracer needs no map lookups and no generated objects.
 type faultTracer struct {
 	pid   int
-	rb    *ebpf.Map
-	lost  *ebpf.Map
-	progs []*ebpf.Program
+	objs  faultsObjects
 	links []link.Link
 	rd    *ringbuf.Reader
 
@@ -76,8 +70,22 @@ const faultRingBuffer = 32 << 20
 // startFaultTracer attaches the fault programs for process pid and starts
 // reading. Nothing else is recorded.
 func startFaultTracer(pid int) (_ *faultTracer, retErr error) {
-	if runtime.GOARCH != "amd64" {
-		return nil, fmt.Errorf("trace: page fault tracing needs x86-64 (the exceptions tracepoints), not %s", runtime.GOARCH)
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("trace: kernel BTF: %w", err)
+	}
+	for _, name := range faultTracepoints {
+		if err := tracepoint.Check(kernel, name, "uint8", "*pt_regs", "uint8"); err != nil {
+			return nil, fmt.Errorf("trace: page fault tracing needs the x86 exceptions tracepoints: %w", err)
+		}
+	}
+	spec, err := loadFaults()
+	if err != nil {
+		return nil, fmt.Errorf("trace: load spec: %w", err)
+	}
+	spec.Maps[faultsMapFaults].MaxEntries = faultRingBuffer
+	if err := spec.Variables[faultsVarTargetTgid].Set(uint32(pid)); err != nil {
+		return nil, fmt.Errorf("trace: set target_tgid: %w", err)
 	}
 	t := &faultTracer{pid: pid, done: make(chan struct{})}
 	defer func() {
@@ -85,35 +93,23 @@ func startFaultTracer(pid int) (_ *faultTracer, retErr error) {
 			t.close()
 		}
 	}()
-	var err error
-	t.rb, err = ebpf.NewMap(&ebpf.MapSpec{Name: "faults", Type: ebpf.RingBuf, MaxEntries: faultRingBuffer})
-	if err != nil {
-		return nil, privilege("create ring buffer", err)
+	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+		return nil, privilege("load fault programs", err)
 	}
-	t.lost, err = ebpf.NewMap(&ebpf.MapSpec{Name: "fault_lost", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
-	if err != nil {
-		return nil, privilege("create counter", err)
-	}
-	for _, name := range []string{"page_fault_user", "page_fault_kernel"} {
-		addrOff, codeOff, err := tracepointOffsets("exceptions", name)
+	for _, tp := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{faultTracepoints[0], t.objs.OnPageFaultUser},
+		{faultTracepoints[1], t.objs.OnPageFaultKernel},
+	} {
+		l, err := tracepoint.Attach(tp.name, tp.prog)
 		if err != nil {
-			return nil, err
-		}
-		kind := faultUser
-		if name == "page_fault_kernel" {
-			kind = faultKernel
-		}
-		prog, err := t.newProgram(addrOff, codeOff, kind)
-		if err != nil {
-			return nil, privilege("load "+name+" program", err)
-		}
-		l, err := link.Tracepoint("exceptions", name, prog, nil)
-		if err != nil {
-			return nil, privilege("attach exceptions:"+name, err)
+			return nil, privilege("attach", err)
 		}
 		t.links = append(t.links, l)
 	}
-	t.rd, err = ringbuf.NewReader(t.rb)
+	t.rd, err = ringbuf.NewReader(t.objs.Faults)
 	if err != nil {
 		return nil, fmt.Errorf("trace: ring buffer reader: %w", err)
 	}
@@ -126,90 +122,6 @@ func privilege(what string, err error) error {
 		return fmt.Errorf("trace: %s: %w (needs root, or CAP_BPF and CAP_PERFMON)", what, err)
 	}
 	return fmt.Errorf("trace: %s: %w", what, err)
-}
-
-// newProgram assembles: if the current thread group is t.pid, emit
-// {ktime, *(ctx+addrOff), *(ctx+codeOff), tid, kind}; count records the
-// ring buffer had no room for.
-func (t *faultTracer) newProgram(addrOff, codeOff int16, kind int) (*ebpf.Program, error) {
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.FnGetCurrentPidTgid.Call(),
-		asm.Mov.Reg(asm.R7, asm.R0),
-		asm.RSh.Imm(asm.R0, 32),
-		asm.JNE.Imm(asm.R0, int32(t.pid), "exit"),
-		asm.LoadMem(asm.R8, asm.R6, addrOff, asm.DWord),
-		asm.LoadMem(asm.R9, asm.R6, codeOff, asm.DWord),
-		asm.FnKtimeGetNs.Call(),
-		asm.StoreMem(asm.RFP, -32, asm.R0, asm.DWord),
-		asm.StoreMem(asm.RFP, -24, asm.R8, asm.DWord),
-		asm.StoreMem(asm.RFP, -16, asm.R9, asm.DWord),
-		asm.StoreMem(asm.RFP, -8, asm.R7, asm.Word),
-		asm.StoreImm(asm.RFP, -4, int64(kind), asm.Word),
-		asm.LoadMapPtr(asm.R1, t.rb.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -32),
-		asm.Mov.Imm(asm.R3, faultRecordSize),
-		// BPF_RB_NO_WAKEUP: the reader polls, so a fault never pays
-		// for waking it.
-		asm.Mov.Imm(asm.R4, 1),
-		asm.FnRingbufOutput.Call(),
-		asm.JEq.Imm(asm.R0, 0, "exit"),
-		asm.StoreImm(asm.RFP, -36, 0, asm.Word),
-	}
-	insns = append(insns, bpfasm.Increment(t.lost.FD(), -36, "exit")...)
-	insns = append(insns,
-		asm.Mov.Imm(asm.R0, 0).WithSymbol("exit"),
-		asm.Return(),
-	)
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: "snapbpf_fault", Type: ebpf.TracePoint, Instructions: insns, License: "GPL",
-	})
-	if err != nil {
-		return nil, err
-	}
-	t.progs = append(t.progs, prog)
-	return prog, nil
-}
-
-// tracepointOffsets reads where the address and error_code fields of a
-// tracepoint's record are, from its format file.
-func tracepointOffsets(group, name string) (addr, code int16, err error) {
-	var f *os.File
-	for _, root := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
-		f, err = os.Open(fmt.Sprintf("%s/events/%s/%s/format", root, group, name))
-		if err == nil {
-			break
-		}
-	}
-	if f == nil {
-		return 0, 0, fmt.Errorf("trace: tracepoint %s:%s: %w (is tracefs mounted? mount -t tracefs nodev /sys/kernel/tracing)", group, name, err)
-	}
-	defer f.Close()
-	addr, code = -1, -1
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		var off int16 = -1
-		for _, part := range strings.Split(line, ";") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(part), "offset:"); ok {
-				n, err := strconv.ParseInt(v, 10, 16)
-				if err == nil {
-					off = int16(n)
-				}
-			}
-		}
-		switch {
-		case strings.Contains(line, " address;"):
-			addr = off
-		case strings.Contains(line, " error_code;"):
-			code = off
-		}
-	}
-	if addr < 0 || code < 0 {
-		return 0, 0, fmt.Errorf("trace: tracepoint %s:%s has no address and error_code fields", group, name)
-	}
-	return addr, code, sc.Err()
 }
 
 // faultPoll is how often the reader drains the ring buffer.
@@ -232,14 +144,9 @@ func (t *faultTracer) read() {
 			t.readErr = fmt.Errorf("trace: read ring buffer: %w", err)
 			return
 		}
-		b := rec.RawSample
-		if len(b) < faultRecordSize {
-			continue
-		}
-		le := binary.LittleEndian
-		r := rawFault{
-			TimeNs: le.Uint64(b[0:]), Addr: le.Uint64(b[8:]), Code: le.Uint64(b[16:]),
-			Tid: le.Uint32(b[24:]), Kind: le.Uint32(b[28:]),
+		var r rawFault
+		if _, err := binary.Decode(rec.RawSample, binary.LittleEndian, &r); err != nil {
+			continue // shorter than struct fault: not ours
 		}
 		t.mu.Lock()
 		t.events = append(t.events, r)
@@ -269,7 +176,7 @@ func (t *faultTracer) stop() ([]rawFault, uint64, error) {
 		errs = append(errs, t.readErr)
 	}
 	var lost uint64
-	if err := t.lost.Lookup(uint32(0), &lost); err != nil {
+	if err := t.objs.Lost.Lookup(uint32(0), &lost); err != nil {
 		errs = append(errs, fmt.Errorf("trace: read lost counter: %w", err))
 	}
 	ev := t.events
@@ -301,15 +208,7 @@ func (t *faultTracer) close() error {
 		}
 		t.rd = nil
 	}
-	for _, p := range t.progs {
-		errs = append(errs, p.Close())
-	}
-	t.progs = nil
-	for _, m := range []**ebpf.Map{&t.rb, &t.lost} {
-		if *m != nil {
-			errs = append(errs, (*m).Close())
-			*m = nil
-		}
-	}
+	// Safe twice: closed programs and maps close again as no-ops.
+	errs = append(errs, t.objs.Close())
 	return errors.Join(errs...)
 }

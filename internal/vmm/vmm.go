@@ -18,6 +18,10 @@ type Config struct {
 	CPUs      int
 	// MemPath is the file that backs guest RAM.
 	MemPath string
+	// MemFile, if set, is MemPath already opened and checked: the VMM
+	// maps this descriptor and never opens MemPath, so a file renamed
+	// over MemPath meanwhile is not used.
+	MemFile *os.File
 	// MemShared makes guest writes go to MemPath (creating a snapshot).
 	// Otherwise MemPath is mapped private, copy-on-write, and the VMM is
 	// kept from changing it (restoring a snapshot).
@@ -54,12 +58,16 @@ type Machine interface {
 	// of a paused VM to path.
 	SaveState(ctx context.Context, path string) error
 	// LoadState loads a device state written by SaveState into an Incoming
-	// VM; the VM stays paused.
-	LoadState(ctx context.Context, path string) error
+	// VM from state, read from its current offset; the VM stays paused.
+	LoadState(ctx context.Context, state *os.File) error
 	// Stop ends the VM and removes its sockets and temporary files.
 	Stop(ctx context.Context) error
 	// Exited is closed when the VMM process has exited.
 	Exited() <-chan struct{}
+	// ExitReason says how the VMM process ended, with the likely cause
+	// when a signal killed it (e.g. SIGBUS: the disk holding the memory
+	// file is full); empty while it runs.
+	ExitReason() string
 	// Stderr is the tail of what the VMM printed, for error reports.
 	Stderr() string
 }

@@ -96,7 +96,7 @@ func IdentifyFile(path, snapshotID string) (Identity, error) {
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return Identity{}, fmt.Errorf("stat %s: %w", path, err)
+		return Identity{}, err
 	}
 	if !st.Mode().IsRegular() {
 		return Identity{}, fmt.Errorf("memory file %s is not a regular file", path)

@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/owner"
 	"github.com/snapbpf/snapbpf/internal/seccomp"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 )
@@ -29,6 +32,10 @@ const DefaultBinary = "qemu-system-x86_64"
 type Driver struct {
 	// Binary is the QEMU executable; empty means DefaultBinary from PATH.
 	Binary string
+	// RunDir holds one directory per VM (its QMP and serial sockets),
+	// named for the owning process so CleanRunDirs can remove those of a
+	// process that died without cleaning up; empty means os.TempDir().
+	RunDir string
 }
 
 var _ vmm.Driver = (*Driver)(nil)
@@ -82,6 +89,10 @@ type Machine struct {
 	stopErr  error
 }
 
+// memFD is the descriptor number of Config.MemFile in QEMU: the first of
+// exec.Cmd.ExtraFiles.
+const memFD = 3
+
 // args builds QEMU's command line for c, with sockets in runDir.
 func args(c vmm.Config, runDir string) []string {
 	accel := c.Accel
@@ -96,12 +107,19 @@ func args(c vmm.Config, runDir string) []string {
 	if c.MemShared {
 		share = "on"
 	}
+	memPath := c.MemPath
+	if c.MemFile != nil {
+		// The first of cmd.ExtraFiles. QEMU 7.2 opens mem-path with a
+		// plain open(2), so /dev/fdset/N does not work here; its own
+		// /proc/self/fd/3 reaches exactly the inherited file.
+		memPath = fmt.Sprintf("/proc/self/fd/%d", memFD)
+	}
 	a := []string{
 		"-M", "microvm,x-option-roms=off",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-smp", strconv.Itoa(cpus),
 		"-m", fmt.Sprintf("%dM", c.MemMiB),
-		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%dM,mem-path=%s,share=%s", c.MemMiB, c.MemPath, share),
+		"-object", fmt.Sprintf("memory-backend-file,id=ram,size=%dM,mem-path=%s,share=%s", c.MemMiB, memPath, share),
 		"-machine", "memory-backend=ram",
 		"-serial", "unix:" + filepath.Join(runDir, "serial.sock") + ",server=on,wait=off",
 		"-qmp", "unix:" + filepath.Join(runDir, "qmp.sock") + ",server=on,wait=off",
@@ -137,7 +155,11 @@ func (d *Driver) Start(ctx context.Context, c vmm.Config) (_ vmm.Machine, retErr
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range []string{c.Kernel, c.Initramfs, c.MemPath} {
+	files := []string{c.Kernel, c.Initramfs}
+	if c.MemFile == nil {
+		files = append(files, c.MemPath)
+	}
+	for _, f := range files {
 		if f == "" {
 			continue
 		}
@@ -145,10 +167,9 @@ func (d *Driver) Start(ctx context.Context, c vmm.Config) (_ vmm.Machine, retErr
 			return nil, fmt.Errorf("start VM: %w", err)
 		}
 	}
-	// Named for this process, so leftovers can be traced to their owner.
-	runDir, err := os.MkdirTemp("", fmt.Sprintf("snapbpf-qemu-%d-", os.Getpid()))
+	runDir, err := d.newRunDir()
 	if err != nil {
-		return nil, fmt.Errorf("start VM: %w", err)
+		return nil, err
 	}
 	m := &Machine{runDir: runDir, stderr: &tailBuffer{max: 16 << 10}, exited: make(chan struct{})}
 	defer func() {
@@ -158,6 +179,9 @@ func (d *Driver) Start(ctx context.Context, c vmm.Config) (_ vmm.Machine, retErr
 	}()
 
 	m.cmd = exec.Command(bin, args(c, runDir)...)
+	if c.MemFile != nil {
+		m.cmd.ExtraFiles = []*os.File{c.MemFile} // memFD
+	}
 	// Creating a snapshot (shared memory), QEMU must be free to punch holes
 	// for free page reporting; restoring, it must not touch the file.
 	policy := seccomp.Policy{DenyFallocate: !c.MemShared, IgnoreHugepageAdvice: c.IgnoreHugepageAdvice}
@@ -192,6 +216,76 @@ func (d *Driver) Start(ctx context.Context, c vmm.Config) (_ vmm.Machine, retErr
 	return m, nil
 }
 
+// runDirPrefix starts the name of every VM's run directory; the owner
+// ("PID-START", package owner) and a random suffix follow.
+const runDirPrefix = "snapbpf-qemu-"
+
+// newRunDir creates a VM's run directory under d.RunDir, named for this
+// process.
+func (d *Driver) newRunDir() (string, error) {
+	root := d.RunDir
+	if root == "" {
+		root = os.TempDir()
+	}
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return "", fmt.Errorf("start VM: create run directory: %w", err)
+	}
+	me, err := owner.Self()
+	if err != nil {
+		return "", fmt.Errorf("start VM: %w", err)
+	}
+	dir, err := os.MkdirTemp(root, runDirPrefix+me.String()+"-")
+	if err != nil {
+		return "", fmt.Errorf("start VM: create run directory: %w", err)
+	}
+	// A unix socket path holds at most 107 bytes.
+	if p := filepath.Join(dir, "serial.sock"); len(p) > 107 {
+		os.Remove(dir)
+		return "", fmt.Errorf("start VM: socket path %s is longer than 107 bytes; use a shorter SNAPBPF_HOME", p)
+	}
+	return dir, nil
+}
+
+// StaleRunDirs lists the VM run directories in dir whose owning process is
+// gone (killed before it could remove them).
+func StaleRunDirs(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list run directories: %w", err)
+	}
+	var stale []string
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), runDirPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		if o, _, ok := owner.Parse(rest); ok && !o.Alive() {
+			stale = append(stale, filepath.Join(dir, e.Name()))
+		}
+	}
+	return stale, nil
+}
+
+// CleanRunDirs removes the run directories in dir whose owning process is
+// gone and returns them. Their VMMs died with their owner (parent-death
+// signal), so only the sockets remain.
+func CleanRunDirs(dir string) ([]string, error) {
+	stale, err := StaleRunDirs(dir)
+	var removed []string
+	var errs []error
+	for _, p := range stale {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, fmt.Errorf("remove stale run directory: %w", err))
+			continue
+		}
+		removed = append(removed, p)
+	}
+	return removed, errors.Join(append(errs, err)...)
+}
+
 // connectQMP connects to QEMU's QMP socket as soon as QEMU listens on it:
 // the socket file appears at bind, a moment before listen, so a refused
 // connection is retried until QEMU is ready or dies trying.
@@ -210,7 +304,7 @@ func (m *Machine) connectQMP(ctx context.Context, path string) (*qmp, error) {
 		}
 		select {
 		case <-m.exited:
-			return nil, m.withStderr(fmt.Errorf("QEMU exited before it was ready: %v", m.waitErr))
+			return nil, m.withStderr(fmt.Errorf("QEMU %s before it was ready", m.ExitReason()))
 		case <-ctx.Done():
 			return nil, fmt.Errorf("wait for QEMU to start: %w", ctx.Err())
 		case <-tick.C:
@@ -233,6 +327,40 @@ func (m *Machine) Serial() io.ReadWriteCloser { return m.serial }
 
 // Exited implements vmm.Machine.
 func (m *Machine) Exited() <-chan struct{} { return m.exited }
+
+// ExitReason implements vmm.Machine.
+func (m *Machine) ExitReason() string {
+	select {
+	case <-m.exited:
+	default:
+		return ""
+	}
+	return exitReason(m.cmd.ProcessState)
+}
+
+// exitReason describes how a process ended, in words an operator can act on.
+func exitReason(ps *os.ProcessState) string {
+	if ps == nil {
+		return "exited"
+	}
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return fmt.Sprintf("exited with status %d", ps.ExitCode())
+	}
+	sig := ws.Signal()
+	why := fmt.Sprintf("was killed by %s", unix.SignalName(sig))
+	switch sig {
+	case syscall.SIGBUS:
+		// Writing guest RAM to a file-backed mapping that cannot grow on
+		// disk, or reading past the end of a file truncated under it.
+		why += ": likely the disk holding the memory file is full (or the file was truncated)"
+	case syscall.SIGKILL:
+		why += ": by the kernel's out-of-memory killer, an operator, or snapbpf after a timeout"
+	case syscall.SIGSYS:
+		why += ": it made a system call the seccomp filter refuses"
+	}
+	return why
+}
 
 // Stderr implements vmm.Machine.
 func (m *Machine) Stderr() string { return m.stderr.String() }
@@ -277,19 +405,24 @@ func (m *Machine) SaveState(ctx context.Context, path string) error {
 	return nil
 }
 
-// LoadState implements vmm.Machine.
-func (m *Machine) LoadState(ctx context.Context, path string) error {
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("load state: %w", err)
-	}
+// stateFDName is the name the device state's descriptor gets in QEMU.
+const stateFDName = "snapbpf-state"
+
+// LoadState implements vmm.Machine. QEMU reads the state from the
+// descriptor passed over QMP (getfd), never from a path, so it loads the
+// very file the caller checked.
+func (m *Machine) LoadState(ctx context.Context, state *os.File) error {
 	if err := m.ignoreShared(ctx); err != nil {
 		return err
 	}
-	if _, err := m.qmp.execute(ctx, "migrate-incoming", map[string]any{"uri": "exec:cat " + shellQuote(path)}); err != nil {
-		return err
+	if _, err := m.qmp.executeFile(ctx, "getfd", map[string]any{"fdname": stateFDName}, state); err != nil {
+		return fmt.Errorf("load state from %s: %w", state.Name(), err)
+	}
+	if _, err := m.qmp.execute(ctx, "migrate-incoming", map[string]any{"uri": "fd:" + stateFDName}); err != nil {
+		return fmt.Errorf("load state from %s: %w", state.Name(), err)
 	}
 	if err := m.waitMigration(ctx); err != nil {
-		return fmt.Errorf("load state from %s: %w", path, err)
+		return fmt.Errorf("load state from %s: %w", state.Name(), err)
 	}
 	return nil
 }
@@ -319,7 +452,7 @@ func (m *Machine) waitMigration(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-m.exited:
-			return m.withStderr(errors.New("QEMU exited during migration"))
+			return m.withStderr(fmt.Errorf("QEMU %s during migration", m.ExitReason()))
 		case <-time.After(delay):
 		}
 		if delay < 20*time.Millisecond {

@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // qmp is a minimal QEMU Machine Protocol client: one command at a time,
@@ -102,14 +105,36 @@ func (q *qmp) readLoop(greeting chan<- error) {
 
 // execute runs one command and returns its "return" value.
 func (q *qmp) execute(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	return q.executeFile(ctx, cmd, args, nil)
+}
+
+// executeFile runs one command, passing f's descriptor along with it
+// (SCM_RIGHTS) when f is not nil, as QMP's getfd expects.
+func (q *qmp) executeFile(ctx context.Context, cmd string, args any, f *os.File) (json.RawMessage, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	req := map[string]any{"execute": cmd}
 	if args != nil {
 		req["arguments"] = args
 	}
-	if err := q.enc.Encode(req); err != nil {
-		return nil, fmt.Errorf("QMP %s: %w", cmd, err)
+	if f == nil {
+		if err := q.enc.Encode(req); err != nil {
+			return nil, fmt.Errorf("QMP %s: %w", cmd, err)
+		}
+	} else {
+		uc, ok := q.conn.(*net.UnixConn)
+		if !ok {
+			return nil, fmt.Errorf("QMP %s: cannot pass a file over a %T", cmd, q.conn)
+		}
+		b, err := json.Marshal(req)
+		if err != nil {
+			return nil, fmt.Errorf("QMP %s: %w", cmd, err)
+		}
+		// QEMU takes the descriptor from the message that carries the
+		// command, so both go in one sendmsg.
+		if _, _, err := uc.WriteMsgUnix(b, unix.UnixRights(int(f.Fd())), nil); err != nil {
+			return nil, fmt.Errorf("QMP %s: %w", cmd, err)
+		}
 	}
 	select {
 	case m := <-q.replies:

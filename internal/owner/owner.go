@@ -1,0 +1,88 @@
+// Package owner names the process that owns a temporary file or directory,
+// so that a later process can tell a leftover of a dead one (killed with
+// SIGKILL, say, before it could clean up) from the live work of another.
+package owner
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Owner is a process: its pid and its start time, which together name it
+// even after the pid is reused.
+type Owner struct {
+	PID int
+	// Start is the process's start time in clock ticks after boot, field
+	// 22 of /proc/PID/stat.
+	Start uint64
+}
+
+// Self is the calling process.
+func Self() (Owner, error) {
+	pid := os.Getpid()
+	start, err := startTime(pid)
+	if err != nil {
+		return Owner{}, err
+	}
+	return Owner{PID: pid, Start: start}, nil
+}
+
+// String renders o as "PID-START", the form Parse reads back and that
+// goes into names.
+func (o Owner) String() string { return fmt.Sprintf("%d-%d", o.PID, o.Start) }
+
+// Parse reads "PID-START" from the start of s, as String writes it, and
+// returns the rest of s after a following "-" (if any).
+func Parse(s string) (o Owner, rest string, ok bool) {
+	p, s, ok := strings.Cut(s, "-")
+	if !ok {
+		return Owner{}, "", false
+	}
+	st, rest, _ := strings.Cut(s, "-")
+	pid, err1 := strconv.Atoi(p)
+	start, err2 := strconv.ParseUint(st, 10, 64)
+	if err1 != nil || err2 != nil || pid <= 0 {
+		return Owner{}, "", false
+	}
+	return Owner{PID: pid, Start: start}, rest, true
+}
+
+// Alive reports whether o still runs: a process with its pid exists, is
+// not a zombie (which can hold nothing any more) and started when o did (so
+// it is not a new process that reused the pid).
+func (o Owner) Alive() bool {
+	start, state, err := stat(o.PID)
+	return err == nil && start == o.Start && state != "Z" && state != "X"
+}
+
+// startTime reads a process's start time from /proc/PID/stat.
+func startTime(pid int) (uint64, error) {
+	start, _, err := stat(pid)
+	return start, err
+}
+
+// stat reads a process's start time and state from /proc/PID/stat.
+func stat(pid int) (start uint64, state string, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, "", err
+	}
+	// The command name may hold spaces and parentheses; fields start after
+	// its last ')': state is field 3, starttime field 22.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, "", fmt.Errorf("parse /proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0, "", fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
+	}
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return 0, "", fmt.Errorf("parse /proc/%d/stat: starttime: %w", pid, err)
+	}
+	return start, f[0], nil
+}
