@@ -23,8 +23,9 @@ import (
 //
 // The copy is an unnamed file (O_TMPFILE) on the memory file's own
 // filesystem: it vanishes when closed or when this process dies, however
-// it dies, and no other process can open it by a name. The VMM opens it
-// through this process's descriptor (/proc/PID/fd/N).
+// it dies, and no other process can open it by a name. The VMM inherits
+// its descriptor (funcvm.RestoreOptions.MemFile); capture and the policy
+// hooks reach it as /proc/PID/fd/N of this process.
 type coldCopy struct {
 	// File is the copy, Path where capture and the VMM's hooks find it
 	// (this process's descriptor, /proc/PID/fd/N).

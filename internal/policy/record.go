@@ -56,6 +56,18 @@ type RecordInput struct {
 	Expected string // the invoke's correct checksum; empty skips the check
 }
 
+// margin is the margin o asks for, in pages (Margin: 0 means
+// DefaultMargin, negative none).
+func (o RecordOptions) margin() int {
+	switch {
+	case o.Margin == 0:
+		return DefaultMargin
+	case o.Margin < 0:
+		return 0
+	}
+	return o.Margin
+}
+
 // inputs are the inputs o records.
 func (o RecordOptions) inputs() []RecordInput {
 	if len(o.Inputs) > 0 {
@@ -222,7 +234,7 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	set.Source = sets[0].Source
 	if len(sets) > 1 {
 		set.Source = fmt.Sprintf("record %s inputs=%v method=%s; refined by %d snapbpf restores per input, margin %d pages",
-			dir.Manifest.Function, rep.Inputs, o.Method, runs-1, max(o.Margin, 0))
+			dir.Manifest.Function, rep.Inputs, o.Method, runs-1, o.margin())
 	}
 	if o.Merge {
 		old, err := wset.Read(rep.Path)
@@ -320,10 +332,7 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldC
 	}
 	rep.RefinedPages += wset.PageCount(refined)
 	if runs > 1 {
-		margin := o.Margin
-		if margin == 0 {
-			margin = DefaultMargin
-		}
+		margin := o.margin()
 		if margin > 0 && len(refined) > 0 {
 			data, err := snapshot.DataExtents(dir.MemPath())
 			if err != nil {
@@ -331,7 +340,7 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldC
 			}
 			rep.MarginPages += widen(set, refined, uint64(margin), data, marginBudget(set.Pages()))
 		}
-		set.Source += fmt.Sprintf("; refined by %d snapbpf restores, margin %d pages", runs-1, max(margin, 0))
+		set.Source += fmt.Sprintf("; refined by %d snapbpf restores, margin %d pages", runs-1, margin)
 	}
 	return set, nil
 }
