@@ -26,7 +26,23 @@ func TestRecordUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := createSnapshot(t, img, "json", 8, filepath.Join(root, "json-load"))
-	quiet, qrep := record(t, f, "")
+	// No margin: the pages around what the refining runs found vary with
+	// them (up to 10% of the set), more so when the guest runs ten times
+	// slower beside four others, and would hide what this test compares:
+	// the pages the VMM itself brought in.
+	rec := func() (*wset.Set, *RecordReport) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		var log bytes.Buffer
+		set, rep, err := Record(ctx, &qemu.Driver{}, f.dir, RecordOptions{Input: 1, Expected: f.want(t, 1), Margin: -1}, &log)
+		if err != nil {
+			t.Fatalf("record: %v\n%s", err, log.String())
+		}
+		t.Logf("record: %s", log.String())
+		return set, rep
+	}
+	quiet, qrep := rec()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
@@ -53,7 +69,7 @@ func TestRecordUnderLoad(t *testing.T) {
 	}
 	// Let the lazy restores get going: their loads are what must stay out.
 	time.Sleep(3 * time.Second)
-	loaded, lrep := record(t, f, "")
+	loaded, lrep := rec()
 	cancel()
 	wg.Wait()
 	if len(failures) > 0 {
@@ -71,15 +87,16 @@ func TestRecordUnderLoad(t *testing.T) {
 	}
 	// The guest itself does not touch quite the same pages from one
 	// recording to the next, less so when four other VMs slow it down
-	// tenfold: 233 pages more and 330 fewer of 5156 here, with nothing
-	// foreign left in. Without attribution and a cold private file the
-	// lazy VMs' readahead alone adds thousands of pages (18236 instead of
-	// about 1900 pages in issue 19's reproduction), and the pages they
-	// cached first go missing.
-	if extra*10 > quiet.Pages() {
+	// tenfold: 113 pages more and 10 fewer of 4680 here, with nothing
+	// foreign left in (with the margin, up to 537 more and 330 fewer).
+	// Without attribution and a cold private file, pages the lazy VMs
+	// cached first go missing (main: 1054 pages under load against
+	// about 1900 quiet, json in docs/measurements/issue19-record.md) and
+	// their readahead gets in (issue 19: 18236 pages instead of 1900).
+	if extra*20 > quiet.Pages() {
 		t.Errorf("under load the set has %d pages the quiet one lacks (of %d): other VMs' loads got in", extra, quiet.Pages())
 	}
-	if missing*10 > quiet.Pages() {
+	if missing*20 > quiet.Pages() {
 		t.Errorf("under load the set lacks %d of the quiet set's %d pages: pages others had cached went unseen", missing, quiet.Pages())
 	}
 }
