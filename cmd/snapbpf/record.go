@@ -71,9 +71,9 @@ which includes readahead.`,
 					o.Margin = -1 // RecordOptions: none
 				}
 				o.Method = method
-				seeds, err := recordInputs(cmd, inputList, randomInputs)
-				if err != nil {
-					return err
+				seeds, ierr := recordInputs(cmd, inputList, randomInputs)
+				if ierr != nil {
+					return ierr
 				}
 				v, err = recordSnapshot(cmd, snapDir, seeds, o)
 			case mem != "" && snapDir == "":
