@@ -54,6 +54,12 @@ func TestBadArguments(t *testing.T) {
 		// The file has no snapshot ID: the error must not claim the set's.
 		{"prefetch on another file", []string{"prefetch", "--mem", small, "--ws", wsPath},
 			[]string{small, "sizes differ", "this file has 8192 bytes, fingerprint"}},
+		{"record input 0", []string{"record", "--snapshot", dir, "--input", "1,0"}, []string{"--input 1,0", "input 0 is not a valid seed", "seeds are 1 to 9007199254740991"}},
+		{"record input too large", []string{"record", "--snapshot", dir, "--input", "9007199254740992"}, []string{"--input", "seeds are 1 to 9007199254740991"}},
+		{"record input not a number", []string{"record", "--snapshot", dir, "--input", "2,x"}, []string{"--input", `"x" is not a number`}},
+		{"record input twice", []string{"record", "--snapshot", dir, "--input", "2,3,2"}, []string{"--input 2,3,2", "input 2 is listed twice"}},
+		{"record no random inputs", []string{"record", "--snapshot", dir, "--inputs", "0"}, []string{"--inputs 0"}},
+		{"record both input flags", []string{"record", "--snapshot", dir, "--inputs", "2", "--input", "3"}, []string{"--input", "--inputs", "not both"}},
 		{"replay unknown policy", []string{"replay", "--snapshot", dir, "--trace", small, "--policy", "lazy,bogus"}, []string{`unknown policy "bogus"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

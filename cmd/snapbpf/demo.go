@@ -80,7 +80,7 @@ func newDemoCmd() *cobra.Command {
 			fmt.Fprint(cmd.OutOrStdout(), dir.Describe().String())
 
 			logf(log, "recording the working set (input %d)", input)
-			if _, err := recordSnapshot(cmd, dir.Path, policy.RecordOptions{Input: input}); err != nil {
+			if _, err := recordSnapshot(cmd, dir.Path, []uint64{input}, policy.RecordOptions{}); err != nil {
 				return err
 			}
 

@@ -3,12 +3,16 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/snapbpf/snapbpf/internal/capture"
+	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
@@ -18,6 +22,8 @@ import (
 func newRecordCmd() *cobra.Command {
 	var (
 		snapDir, mem, out, method string
+		inputList                 string
+		randomInputs              int
 		o                         policy.RecordOptions
 		window                    time.Duration
 		asJSON                    bool
@@ -33,7 +39,14 @@ With --snapshot it restores the snapshot cold and invokes its function --runs
 times: first under nora, then under snapbpf with the set so far, adding what
 each run touched beyond the prefetch; it takes the memory file's data pages
 within --margin pages of the regions those runs found pages in, and stores the
-working set in the snapshot directory, for restore --policy snapbpf.
+working set in the snapshot directory, for restore --policy snapbpf. With
+several inputs (--input 1,2,3 or --inputs N random ones) it does that for each
+and stores their union, counting for each page how many inputs touched it
+(ws show prints the counts); the first input's first-touch order comes first.
+The recorded VMs map a private cold copy of the memory file and only their
+own page loads count, so other VMs restored from the snapshot meanwhile do not
+change the recording; recordings of one snapshot take turns (--no-wait: fail
+instead of waiting).
 With --mem and a command it works for any program that maps or reads FILE (a
 Firecracker restore script, a test program) and writes the working set to --out.
 
@@ -58,8 +71,15 @@ which includes readahead.`,
 					o.Margin = -1 // RecordOptions: none
 				}
 				o.Method = method
-				v, err = recordSnapshot(cmd, snapDir, o)
+				seeds, ierr := recordInputs(cmd, inputList, randomInputs)
+				if ierr != nil {
+					return ierr
+				}
+				v, err = recordSnapshot(cmd, snapDir, seeds, o)
 			case mem != "" && snapDir == "":
+				if cmd.Flags().Changed("input") || cmd.Flags().Changed("inputs") || o.NoWait {
+					return errors.New("record --mem runs a command of its own: --input, --inputs and --no-wait are for --snapshot")
+				}
 				if out == "" || len(args) == 0 {
 					return errors.New("record --mem FILE needs --out WS and a command after --")
 				}
@@ -87,7 +107,9 @@ which includes readahead.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&snapDir, "snapshot", "", "snapshot directory to record")
-	f.Uint64Var(&o.Input, "input", 1, "input seed for the recorded invocation")
+	f.StringVar(&inputList, "input", "1", fmt.Sprintf("input seeds to record, comma-separated (%d to %d); the set is their union", uint64(functions.MinInput), uint64(functions.MaxInput)))
+	f.IntVar(&randomInputs, "inputs", 0, "record this many random input seeds instead of --input")
+	f.BoolVar(&o.NoWait, "no-wait", false, "fail at once if another recording of the snapshot is running, instead of waiting for it")
 	f.BoolVar(&o.Merge, "merge", false, "union with the snapshot's existing working set (several inputs)")
 	f.IntVar(&o.Runs, "runs", policy.DefaultRecordRuns, "record this many cold restores and store their union (covers run-to-run variation)")
 	f.IntVar(&o.Margin, "margin", policy.DefaultMargin, "also take the memory file's data pages within this many pages of the regions where runs 2.. found pages, up to 10% more pages or 1 MiB, whichever is more (0: none)")
@@ -103,7 +125,54 @@ which includes readahead.`,
 // is a few KiB to a few hundred KiB (extents, not pages).
 const wsSpace = 8 << 20
 
-func recordSnapshot(cmd *cobra.Command, snapDir string, o policy.RecordOptions) (*policy.RecordReport, error) {
+// recordInputs are the seeds --input lists, or --inputs random ones.
+func recordInputs(cmd *cobra.Command, list string, random int) ([]uint64, error) {
+	if cmd.Flags().Changed("inputs") {
+		if cmd.Flags().Changed("input") {
+			return nil, errors.New("record: give --input SEEDS or --inputs N, not both")
+		}
+		if random < 1 || random > maxRecordInputs {
+			return nil, fmt.Errorf("record: --inputs %d: want 1 to %d inputs", random, maxRecordInputs)
+		}
+		seen := map[uint64]bool{}
+		var seeds []uint64
+		for len(seeds) < random {
+			s := functions.MinInput + rand.Uint64N(functions.MaxInput-functions.MinInput+1)
+			if !seen[s] {
+				seen[s] = true
+				seeds = append(seeds, s)
+			}
+		}
+		return seeds, nil
+	}
+	var seeds []uint64
+	seen := map[uint64]bool{}
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		s, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("record: --input %q: %q is not a number: give seeds %d to %d, comma-separated", list, f, uint64(functions.MinInput), uint64(functions.MaxInput))
+		}
+		if err := functions.CheckInput(s); err != nil {
+			return nil, fmt.Errorf("record: --input %s: %w", list, err)
+		}
+		if seen[s] {
+			return nil, fmt.Errorf("record: --input %s: input %d is listed twice", list, s)
+		}
+		seen[s] = true
+		seeds = append(seeds, s)
+	}
+	if len(seeds) > maxRecordInputs {
+		return nil, fmt.Errorf("record: --input %s: %d inputs, at most %d", list, len(seeds), maxRecordInputs)
+	}
+	return seeds, nil
+}
+
+// maxRecordInputs bounds the inputs of one recording: each costs --runs
+// restores.
+const maxRecordInputs = 64
+
+func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o policy.RecordOptions) (*policy.RecordReport, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("record --snapshot needs root: it runs QEMU and turns readahead off for the memory file (and eBPF needs CAP_BPF, CAP_PERFMON); run it as root")
 	}
@@ -112,13 +181,23 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, o policy.RecordOptions) 
 		return nil, err
 	}
 	defer dir.Close()
-	// Fail before the runs, not after them with the recording lost.
-	if err := snapshot.CheckFreeSpace(dir.Path, wsSpace, "the working set"); err != nil {
+	// Fail before the runs, not after them with the recording lost. The
+	// recorded VMs map a private copy of the memory file's data (see
+	// policy.Record), on the same filesystem.
+	data, _, err := snapshot.MemLayout(dir.MemPath())
+	if err != nil {
+		return nil, err
+	}
+	if err := snapshot.CheckFreeSpace(dir.Path, wsSpace+data, "the working set and the recording's private copy of the memory file"); err != nil {
 		return nil, err
 	}
 	m := dir.Manifest
-	if o.Expected, err = funcvm.Expect(m.Function, m.FunctionOptions["data_mib"], o.Input); err != nil {
-		return nil, err
+	for _, seed := range seeds {
+		want, err := funcvm.Expect(m.Function, m.FunctionOptions["data_mib"], seed)
+		if err != nil {
+			return nil, err
+		}
+		o.Inputs = append(o.Inputs, policy.RecordInput{Seed: seed, Expected: want})
 	}
 	_, rep, err := policy.Record(cmd.Context(), vmmDriver(), dir, o, progress(cmd))
 	if err != nil {
@@ -128,8 +207,12 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, o policy.RecordOptions) 
 	if rep.Runs > 1 {
 		refined = fmt.Sprintf("; %d added by runs 2-%d, %d around them", rep.RefinedPages, rep.Runs, rep.MarginPages)
 	}
-	fmt.Fprintf(progress(cmd), "recorded %s: %d pages (%.1f MiB%s) in %d extents and %d touched holes, method %s, %d lost events; first invoke e2e %.0f ms; stored in %s\n",
-		m.Function, rep.Pages, float64(rep.Bytes)/(1<<20), refined, rep.Extents, rep.ZeroPages, rep.Method, rep.Lost, rep.VM.E2EMs, rep.Path)
+	inputs := ""
+	if len(rep.Inputs) > 1 {
+		inputs = fmt.Sprintf(" for inputs %v (pages each: %v)", rep.Inputs, rep.InputPages)
+	}
+	fmt.Fprintf(progress(cmd), "recorded %s%s: %d pages (%.1f MiB%s) in %d extents and %d touched holes, method %s, %d lost events, %d pages of other processes left out; first invoke e2e %.0f ms; private copy of the memory file %.0f ms, recording %.1f s; stored in %s\n",
+		m.Function, inputs, rep.Pages, float64(rep.Bytes)/(1<<20), refined, rep.Extents, rep.ZeroPages, rep.Method, rep.Lost, rep.ForeignPages, rep.VM.E2EMs, rep.CopyMs, rep.RecordMs/1000, rep.Path)
 	return rep, nil
 }
 
@@ -141,6 +224,7 @@ type commandRecord struct {
 	Lost              uint64       `json:"lost_events"`
 	NoOrder           uint64       `json:"insertions_without_order"`
 	HolePagesDropped  uint64       `json:"hole_pages_dropped"`
+	ForeignPages      uint64       `json:"foreign_pages"`
 	Summary           wset.Summary `json:"working_set"`
 	// WindowExpired says the command did not open --mem within
 	// --readahead-window (see the warning).
@@ -163,6 +247,12 @@ func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions
 		return nil, err
 	}
 	set := c.WorkingSet(0, id, fmt.Sprintf("record --mem %s method=%s: %v", mem, c.Method, argv))
+	if c.ForeignPages > 0 {
+		fmt.Fprintf(progress(cmd), "note: left out %d pages that %d processes outside the command's process tree brought into %s's cache meanwhile\n", c.ForeignPages, c.ForeignProcesses, mem)
+	}
+	if c.UnattributedPages > 0 {
+		fmt.Fprintf(progress(cmd), "warning: %d of those pages came from processes that exited before they could be traced to the command: a short-lived child of the command would be one\n", c.UnattributedPages)
+	}
 	if err := wset.Write(out, set); err != nil {
 		return nil, err
 	}
@@ -174,5 +264,5 @@ func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions
 	}
 	fmt.Fprintf(progress(cmd), "wrote %s: %d pages in %d extents\n", out, set.Pages(), len(set.Extents))
 	return &commandRecord{Out: out, Method: c.Method, IncludesReadahead: c.IncludesReadahead, Lost: c.Lost,
-		NoOrder: c.NoOrder, HolePagesDropped: c.HolePagesDropped, Summary: set.Summary(), WindowExpired: c.ReadaheadWindowExpired > 0}, nil
+		NoOrder: c.NoOrder, HolePagesDropped: c.HolePagesDropped, ForeignPages: c.ForeignPages, Summary: set.Summary(), WindowExpired: c.ReadaheadWindowExpired > 0}, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -26,6 +27,13 @@ func newWSCmd() *cobra.Command {
 			sum := s.Summary()
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d pages (%.1f MiB) in %d extents, %d touched holes (zero-filled, no I/O)\n  memory file: %s\n  source: %s\n  created: %s\n",
 				args[0], sum.Pages, float64(sum.Bytes)/(1<<20), sum.ExtentCount, sum.ZeroPages, sum.Mem, sum.Source, sum.Created.Format("2006-01-02 15:04:05Z"))
+			if s.Inputs > 0 {
+				var parts []string
+				for _, c := range sum.Counts {
+					parts = append(parts, fmt.Sprintf("%d of %d: %d", c.Count, sum.Recordings, c.Pages))
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "  pages by how many of the %d recordings touched them: %s\n", sum.Recordings, strings.Join(parts, ", "))
+			}
 			return nil
 		},
 	}

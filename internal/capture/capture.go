@@ -72,6 +72,16 @@ type Capture struct {
 	// HoleAccesses are the captured pages that lie in holes, in time
 	// order: touched, but zeroes that no read brings from storage.
 	HoleAccesses []Access
+	// Attributed says the capture holds only the recorded workload's
+	// insertions (Recorder.Attribute). ForeignPages counts the pages
+	// other processes brought in meanwhile, left out, and
+	// ForeignProcesses those processes; UnattributedPages, of them, came
+	// from processes that exited before they could be traced to the
+	// workload (a short-lived descendant would be one).
+	Attributed        bool
+	ForeignPages      uint64
+	ForeignProcesses  int
+	UnattributedPages uint64
 	// ResidentAtStart counts pages already cached when recording began:
 	// touching them inserts nothing, so the recording cannot see them.
 	ResidentAtStart uint64

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/snapbpf/snapbpf/internal/readahead"
 )
@@ -343,5 +344,45 @@ func TestUnknownMethod(t *testing.T) {
 	_, err := RecordCommand(context.Background(), "/nonexistent", []string{"true"}, CommandOptions{Method: "uffd"})
 	if err == nil || !strings.Contains(err.Error(), "unknown method") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestRecordCommandOwnTree: a command's child touches pages while another
+// process reads the same file: the capture holds the child's pages only
+// and counts the other's.
+func TestRecordCommandOwnTree(t *testing.T) {
+	needRoot(t)
+	path := dataFile(t, 256*mib)
+	const k = 300
+	touched := randomPages(2, k, 128*mib/pageSize) // the first half
+	// sh forks the child (a command follows it), so the pages come from a
+	// descendant of the recorded command, not the command itself.
+	argv := append([]string{"/bin/sh", "-c", `"$@"; sleep 1`, "sh"}, childArgv(t, path, touched, "", "")...)
+	foreign := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		// The second half, from a process outside the command's tree.
+		foreign <- exec.Command("dd", "if="+path, "of=/dev/null", "bs=4096", "skip=49152", "count=512").Run()
+	}()
+	c, err := RecordCommand(context.Background(), path, argv, CommandOptions{Method: MethodEBPF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-foreign; err != nil {
+		t.Fatalf("foreign reader: %v", err)
+	}
+	got := Pages(c, 0)
+	t.Logf("touched %d, captured %d; foreign %d pages from %d processes (%d unattributed)", k, len(got), c.ForeignPages, c.ForeignProcesses, c.UnattributedPages)
+	assertCovers(t, got, touched)
+	if len(got) > k*105/100 {
+		t.Errorf("captured %d pages for %d touched: more than 5%% extra (readahead?)", len(got), k)
+	}
+	for _, p := range got {
+		if p >= 128*mib/pageSize {
+			t.Fatalf("captured page %d, in the half only the foreign reader read", p)
+		}
+	}
+	if !c.Attributed || c.ForeignPages < 512 || c.ForeignProcesses != 1 || c.UnattributedPages != 0 {
+		t.Errorf("attributed %v, foreign %d pages from %d processes (%d unattributed): want at least 512 from 1", c.Attributed, c.ForeignPages, c.ForeignProcesses, c.UnattributedPages)
 	}
 }

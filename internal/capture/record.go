@@ -115,6 +115,9 @@ func recordEBPF(ctx context.Context, file string, argv []string, window time.Dur
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
+	// Only the command's process tree: other readers of file are not
+	// the workload.
+	rec.Attribute(cmd.Process.Pid)
 	stop := make(chan struct{})
 	guarded := make(chan struct{})
 	go func() {
@@ -180,6 +183,11 @@ func (g *guard) run(rec *Recorder, stop <-chan struct{}) {
 			inserted = nil // closed: would fire forever
 			g.end()
 		case o := <-rec.Opens():
+			if !rec.owns(uint32(o.Pid)) {
+				// Another process's file: neither the command's
+				// open nor ours to change.
+				continue
+			}
 			// The command opened the file: the window has done its
 			// work. An open while the disk was at 0 is born without
 			// readahead; a later one (after the deadline) is fixed
@@ -215,6 +223,10 @@ type Session interface {
 	Stop() (*Capture, error)
 	// Close releases the session's resources; safe after Stop.
 	Close() error
+	// Attribute keeps only the pages the process pid and its descendants
+	// bring in (see Recorder.Attribute); a no-op for mincore, whose
+	// residency has no owner.
+	Attribute(pid int)
 }
 
 // Watch starts recording which pages of file enter the page cache, by
@@ -288,6 +300,8 @@ func (s *mincoreSession) Stop() (*Capture, error) {
 }
 
 func (s *mincoreSession) Close() error { return nil }
+
+func (s *mincoreSession) Attribute(int) {}
 
 // runAccesses splits a run of pages into Accesses (NPages is 32-bit).
 func runAccesses(r extent) []Access {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,8 +70,9 @@ type Recorder struct {
 
 	mu       sync.Mutex
 	accesses []Access
+	owner    *owner // nil: every process's insertions count
 	openLog  []Open
-	inserted chan struct{} // closed at the first insertion
+	inserted chan struct{} // closed at the workload's first insertion (see Attribute)
 	once     sync.Once
 
 	hold      chan struct{} // tests: the reader waits for it to close
@@ -180,8 +183,13 @@ func (r *Recorder) handle(b []byte) {
 	case eventInsert:
 		r.mu.Lock()
 		r.accesses = append(r.accesses, Access{File: int(e.File), Page: e.Index, NPages: 1 << e.Order, TimeNs: e.TimeNs, Pid: e.Pid})
+		// Now, while the process most likely still exists: a descendant
+		// that has exited cannot be traced to the root.
+		owned := r.owner != nil && r.owner.owns(e.Pid)
 		r.mu.Unlock()
-		r.once.Do(func() { close(r.inserted) })
+		if owned {
+			r.once.Do(func() { close(r.inserted) })
+		}
 	case eventOpen:
 		o := Open{File: int(e.File), Pid: int(e.Pid), FD: int(e.Index), RAPages: e.RaPages, TimeNs: e.TimeNs}
 		r.mu.Lock()
@@ -192,6 +200,128 @@ func (r *Recorder) handle(b []byte) {
 		default:
 		}
 	}
+}
+
+// Attribute keeps only the insertions caused by the thread group pid and
+// its descendants: the recorded workload. Other processes that read the
+// watched files meanwhile (other VMs restored from the same snapshot, a
+// prefetch, this process) are counted in Capture.ForeignPages and left
+// out. Insertions before the call count if their process is pid's by then.
+// Call it as soon as the workload's process exists, before it exits.
+func (r *Recorder) Attribute(pid int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.owner = &owner{root: uint32(pid), known: map[uint32]bool{}}
+	for _, a := range r.accesses {
+		if r.owner.owns(a.Pid) {
+			r.once.Do(func() { close(r.inserted) })
+		}
+	}
+}
+
+// owns reports whether thread group pid is the workload's (every process
+// is, before Attribute).
+func (r *Recorder) owns(pid uint32) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.owner == nil || r.owner.owns(pid)
+}
+
+// owner decides which thread groups belong to a workload: its root process
+// and that process's descendants, found through the parent links in /proc
+// when a thread group's first insertion is read (every 10 ms at most; see
+// pollInterval). A descendant that exits before then cannot be traced and
+// counts as foreign (Capture.UnattributedPages).
+type owner struct {
+	root  uint32
+	known map[uint32]bool
+	lost  map[uint32]bool // thread groups gone before they could be traced
+}
+
+// owns reports whether thread group pid is the root or descends from it,
+// remembering the answer.
+func (o *owner) owns(pid uint32) bool {
+	if v, ok := o.known[pid]; ok {
+		return v
+	}
+	v, gone := descends(pid, o.root)
+	if gone {
+		if o.lost == nil {
+			o.lost = map[uint32]bool{}
+		}
+		o.lost[pid] = true
+	}
+	o.known[pid] = v
+	return v
+}
+
+// keep returns the accesses of the workload and counts the others in c.
+func (o *owner) keep(accs []Access, c *Capture) []Access {
+	var kept []Access
+	foreign := map[uint32]bool{}
+	self := uint32(os.Getpid())
+	for _, a := range accs {
+		if o.owns(a.Pid) {
+			kept = append(kept, a)
+			continue
+		}
+		if a.Pid == self {
+			continue // our own prefetch: known, not another reader
+		}
+		foreign[a.Pid] = true
+		c.ForeignPages += uint64(a.NPages)
+		if o.lost[a.Pid] {
+			c.UnattributedPages += uint64(a.NPages)
+		}
+	}
+	c.Attributed = true
+	c.ForeignProcesses = len(foreign)
+	return kept
+}
+
+// descends reports whether process pid is root or one of its descendants,
+// following parent links in /proc; gone says a process on the way had
+// exited, so the answer is a guess (false).
+func descends(pid, root uint32) (v, gone bool) {
+	// A bound on the walk: parent links end at PID 1 (or 0) well before.
+	for range 1024 {
+		if pid == root {
+			return true, false
+		}
+		if pid <= 1 {
+			return false, false
+		}
+		ppid, err := parentOf(pid)
+		if err != nil {
+			return false, true
+		}
+		pid = ppid
+	}
+	return false, false
+}
+
+// parentOf reads a process's parent from /proc/PID/stat.
+func parentOf(pid uint32) (uint32, error) {
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// "pid (comm) state ppid ...": comm may hold spaces and parentheses,
+	// so parse after the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0, fmt.Errorf("/proc/%d/stat: too short", pid)
+	}
+	ppid, err := strconv.ParseUint(f[1], 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: parent: %w", pid, err)
+	}
+	return uint32(ppid), nil
 }
 
 // Stop ends the recording and returns the capture. The kernel's records are
@@ -234,6 +364,9 @@ func (r *Recorder) Stop() (*Capture, error) {
 		NoOrder:          counts[counterNoOrder],
 	}
 	c.IncludesReadahead = c.ReadaheadWindows > 0
+	if r.owner != nil {
+		r.accesses = r.owner.keep(r.accesses, c)
+	}
 	// Records from different CPUs can reach the ring slightly out of time
 	// order.
 	slices.SortStableFunc(r.accesses, func(a, b Access) int {

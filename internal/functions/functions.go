@@ -208,3 +208,20 @@ func heapAllocs() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.TotalAlloc
 }
+
+// Input seeds a function accepts: MinInput to MaxInput. Inputs travel to
+// the guest agent as JSON numbers: 0 is what an omitted input reads as, so
+// it cannot be told from none, and above 2^53-1 a number is not exact in
+// most JSON readers (scripts reading --json results among them).
+const (
+	MinInput = 1
+	MaxInput = 1<<53 - 1
+)
+
+// CheckInput refuses an input seed outside MinInput..MaxInput.
+func CheckInput(input uint64) error {
+	if input < MinInput || input > MaxInput {
+		return fmt.Errorf("input %d is not a valid seed: seeds are %d to %d", input, uint64(MinInput), uint64(MaxInput))
+	}
+	return nil
+}

@@ -233,3 +233,16 @@ func TestTinySizes(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckInput(t *testing.T) {
+	for _, in := range []uint64{MinInput, 2, 1 << 40, MaxInput} {
+		if err := CheckInput(in); err != nil {
+			t.Errorf("CheckInput(%d): %v", in, err)
+		}
+	}
+	for _, in := range []uint64{0, MaxInput + 1, 1<<64 - 1} {
+		if err := CheckInput(in); err == nil {
+			t.Errorf("CheckInput(%d) accepted", in)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
@@ -32,6 +33,21 @@ type RestoreOptions struct {
 	Hooks Hooks
 	// Timeouts bound each step; zero fields take the defaults.
 	Timeouts Timeouts
+	// MemPath and MemFile, if set, are the memory file the clones map
+	// instead of the snapshot's own, and its open descriptor: a
+	// byte-identical private copy, so that a recording sees every page its
+	// VMM touches enter the page cache whatever other processes have
+	// cached of the real file (policy.Record).
+	MemPath string
+	MemFile *os.File
+}
+
+// memPath is the memory file the clones map.
+func (o RestoreOptions) memPath(dir *snapshot.Dir) string {
+	if o.MemPath != "" {
+		return o.MemPath
+	}
+	return dir.MemPath()
 }
 
 // Hooks are a restore policy's points of action.
@@ -80,17 +96,21 @@ func Restore(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RestoreOpti
 	if o.Cold && o.Warm {
 		return nil, errors.New("restore: cold and warm at once")
 	}
+	mem := o.memPath(dir)
 	if o.Cold {
-		if _, err := pagecache.Drop(dir.MemPath()); err != nil {
+		if _, err := pagecache.Drop(mem); err != nil {
 			return nil, err
 		}
 	}
 	if o.Warm {
-		if err := pagecache.Warm(dir.MemPath()); err != nil {
+		if err := pagecache.Warm(mem); err != nil {
 			return nil, err
 		}
 	}
 	cfg := restoreConfig(dir, o.Accel)
+	if o.MemPath != "" {
+		cfg.MemPath, cfg.MemFile = o.MemPath, o.MemFile
+	}
 	start := time.Now()
 	if o.Hooks != nil {
 		o.Hooks.Configure(&cfg)
@@ -153,7 +173,7 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 			return fail(err)
 		}
 	}
-	faults := memFileFaults(m.PID(), dir.MemPath())
+	faults := memFileFaults(m.PID(), cfg.MemPath)
 	defer faults.Close()
 
 	t = time.Now()
@@ -192,7 +212,7 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 	r.MemFileMajorFaults = faults.inside()
 	r.MinorFaults, r.MajorFaults, _ = procFaults(pid)
 	r.MemFileReadBytes, _ = procReadBytes(pid)
-	r.GuestTouchedB, r.GuestPrivateB, _ = mappingUsage(pid, dir.MemPath())
+	r.GuestTouchedB, r.GuestPrivateB, _ = mappingUsage(pid, cfg.MemPath)
 	if !r.ResultOK {
 		r.Error = fmt.Sprintf("checksum %s, want %s: the restored guest computed a wrong result", res.Checksum, o.Expected)
 	}

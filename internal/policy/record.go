@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
@@ -21,6 +23,12 @@ import (
 type RecordOptions struct {
 	Input    uint64
 	Expected string // the invoke's correct checksum
+	// Inputs, if set, are the inputs to record instead of Input: each is
+	// recorded as Input would be (Runs restores, Margin), and the
+	// snapshot's working set is their union, with how many of them touched
+	// each page (wset.Set.Counts), in the first input's first-touch order
+	// followed by what only later ones touched.
+	Inputs []RecordInput
 	// Method is capture.MethodEBPF (default) or capture.MethodMincore.
 	Method string
 	// Merge unions the new recording with the snapshot's existing working
@@ -37,6 +45,35 @@ type RecordOptions struct {
 	// (0 means DefaultMargin, negative none; see widen).
 	Margin int
 	Accel  string
+	// NoWait fails the recording at once with ErrRecordingBusy if
+	// another recording of the snapshot runs, instead of waiting for it.
+	NoWait bool
+}
+
+// RecordInput is one input a recording invokes the function on.
+type RecordInput struct {
+	Seed     uint64
+	Expected string // the invoke's correct checksum; empty skips the check
+}
+
+// margin is the margin o asks for, in pages (Margin: 0 means
+// DefaultMargin, negative none).
+func (o RecordOptions) margin() int {
+	switch {
+	case o.Margin == 0:
+		return DefaultMargin
+	case o.Margin < 0:
+		return 0
+	}
+	return o.Margin
+}
+
+// inputs are the inputs o records.
+func (o RecordOptions) inputs() []RecordInput {
+	if len(o.Inputs) > 0 {
+		return o.Inputs
+	}
+	return []RecordInput{{Seed: o.Input, Expected: o.Expected}}
 }
 
 // DefaultMargin is how far around the regions where the refining runs found
@@ -90,8 +127,13 @@ type RecordReport struct {
 	IncludesReadahead bool            `json:"includes_readahead"`
 	// ZeroPages are the touched holes the set lists (wset.Set.Zero).
 	ZeroPages int64 `json:"zero_pages"`
-	// Runs is how many restores were recorded (RecordOptions.Runs).
+	// Runs is how many restores were recorded per input
+	// (RecordOptions.Runs).
 	Runs int `json:"runs"`
+	// Inputs are the recorded inputs, and InputPages the data pages each
+	// one's recording found (refining and margin included).
+	Inputs     []uint64 `json:"inputs"`
+	InputPages []int64  `json:"input_pages"`
 	// RefinedPages and RefinedZeroPages are what the runs after the first
 	// added: pages the guest touched beyond the prefetch of the set so far.
 	RefinedPages     int64 `json:"refined_pages"`
@@ -99,89 +141,100 @@ type RecordReport struct {
 	// MarginPages are the data pages added around the regions where the
 	// refining runs found pages (RecordOptions.Margin).
 	MarginPages int64 `json:"margin_pages"`
+	// ForeignPages are pages that entered the recorded file's cache for
+	// processes other than the recorded VMM (this process's prefetch not
+	// counted), over all runs, and ForeignProcesses how many processes
+	// (summed over the runs): left out of the set. The VMMs map a private
+	// copy of the memory file (see coldCopy), so this is 0 unless
+	// something reads that copy.
+	ForeignPages     uint64 `json:"foreign_pages"`
+	ForeignProcesses int    `json:"foreign_processes"`
+	// CopyMs is how long the private cold copy of the memory file took
+	// (copy, fsync, drop from the cache), CopyDataBytes how much data it
+	// copied; RecordMs is the whole recording, the copy included.
+	CopyMs        float64 `json:"copy_ms"`
+	CopyDataBytes int64   `json:"copy_data_bytes"`
+	RecordMs      float64 `json:"record_ms"`
 	// CommonPages is, with Merge, how many pages the old and the new
 	// recording share.
 	CommonPages int64  `json:"common_pages,omitempty"`
 	Path        string `json:"path"`
 }
 
-// Record restores one clone of dir with the memory file cold and readahead
-// off, invokes it once on o.Input while capture watches the memory file,
-// repeats that o.Runs-1 times under snapbpf with the set so far, and stores
-// the pages touched, in first-touch order, with the touched holes apart, as
-// the snapshot's working set (atomically).
+// Record records the snapshot's working set for each input and stores
+// their union, with per-page counts, as the snapshot's working set
+// (atomically). Per input it restores one clone with the memory file cold
+// and readahead off, invokes it while capture watches the memory file,
+// repeats that o.Runs-1 times under snapbpf with the set so far, and keeps
+// the pages touched, in first-touch order, with the touched holes apart.
+//
+// Whatever else runs, the set holds only what the recorded VMMs touched:
+// they map a private copy of the memory file that starts cold and nobody
+// else reads (coldCopy), and capture keeps only their own insertions
+// (capture.Recorder.Attribute). Recordings of one snapshot take turns
+// (lockRecording).
 func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOptions, log io.Writer) (*wset.Set, *RecordReport, error) {
+	start := time.Now()
 	if o.Method == "" {
 		o.Method = capture.MethodEBPF
 	}
 	runs := o.Runs
 	if runs <= 0 {
-		runs = DefaultRecordRuns
+		o.Runs, runs = DefaultRecordRuns, DefaultRecordRuns
 	}
 	rep := &RecordReport{Path: dir.File(WorkingSetFile), Runs: runs}
-	// The first run restores under nora and sees every page the guest
-	// touches. Each later run restores under snapbpf with the set so far,
-	// as the set will be used, and adds what the guest touched beyond the
-	// prefetch: a guest does not touch quite the same pages every time
-	// (timers, allocations), and a restore with the prefetch runs at
-	// another pace than one that faults on every page.
-	nora, err := New(NoRA, dir, "", Options{})
+	unlock, err := lockRecording(ctx, dir, o.NoWait, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	var (
-		set     *wset.Set
-		refined []wset.Extent
-		warned  = map[string]bool{}
-	)
-	for i := range runs {
-		hooks := nora
-		if set != nil {
-			// Readahead off, as in the first run: a page the guest
-			// touches beyond the prefetch enters the cache alone, so
-			// the capture sees exactly the pages the set lacks.
-			hooks = &Policy{name: SnapBPF, mem: dir.MemPath(), ws: set, opts: Options{NoReadahead: true}}
+	defer unlock()
+
+	// The set describes the snapshot's own file, whatever the VMMs mapped.
+	id, err := wset.IdentifyFile(dir.MemPath(), dir.Manifest.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Copy what Open checked, not whatever the path names now.
+	src := dir.MemPath()
+	if f := dir.MemFile(); f != nil {
+		src = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	}
+	cp, err := newColdCopy(src, dir.Path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("record: %w", err)
+	}
+	// Closing frees the copy's blocks, which took 1 s for 71 MiB here
+	// (ext4 mounted with discard): let it happen after the recording
+	// has returned.
+	defer func() { go cp.Close() }()
+	rep.CopyMs, rep.CopyDataBytes = durMs(cp.Took), cp.DataBytes
+	if testHookCopy != nil {
+		defer testHookCopy(cp.Path)() // before the copy goes
+	}
+	slog.Debug("record: private cold copy of the memory file", "mem", dir.MemPath(), "data_bytes", cp.DataBytes, "ms", rep.CopyMs)
+
+	var sets []*wset.Set
+	for _, in := range o.inputs() {
+		if len(o.inputs()) > 1 {
+			fmt.Fprintf(log, "input %d:\n", in.Seed)
 		}
-		got, c, vm, err := recordOnce(ctx, d, dir, o, hooks)
+		set, err := recordInput(ctx, d, dir, cp, id, in, o, rep, log)
 		if err != nil {
 			return nil, nil, err
 		}
-		for _, w := range c.Warnings() {
-			if !warned[w] { // the kernel's limits, once for all runs
-				warned[w] = true
-				fmt.Fprintf(log, "warning: %s\n", w)
-			}
-		}
-		rep.Lost += c.Lost
-		rep.NoOrder += c.NoOrder
-		if set == nil {
-			set = got
-			rep.VM, rep.Method, rep.IncludesReadahead = vm, c.Method, c.IncludesReadahead
-			rep.HolePagesDropped = c.HolePagesDropped
-			if runs > 1 {
-				fmt.Fprintf(log, "run 1 of %d (nora): %d pages, %d touched holes, invoke e2e %.0f ms\n", runs, set.Pages(), set.ZeroPages(), vm.E2EMs)
-			}
-			continue
-		}
-		added, zero := extend(set, got, prefetch.Plan(set.Extents, prefetch.DefaultGapPages))
-		refined = append(refined, added...)
-		rep.RefinedZeroPages += zero
-		fmt.Fprintf(log, "run %d of %d (snapbpf): %d pages and %d touched holes beyond the prefetch, invoke e2e %.0f ms\n", i+1, runs, wset.PageCount(added), zero, vm.E2EMs)
+		rep.Inputs = append(rep.Inputs, in.Seed)
+		rep.InputPages = append(rep.InputPages, set.Pages())
+		sets = append(sets, set)
 	}
-	rep.RefinedPages = wset.PageCount(refined)
-	if runs > 1 {
-		margin := o.Margin
-		if margin == 0 {
-			margin = DefaultMargin
-		}
-		if margin > 0 && len(refined) > 0 {
-			data, err := snapshot.DataExtents(dir.MemPath())
-			if err != nil {
-				return nil, nil, fmt.Errorf("record: %w", err)
-			}
-			rep.MarginPages = widen(set, refined, uint64(margin), data, marginBudget(set.Pages()))
-		}
-		set.Source += fmt.Sprintf("; refined by %d snapbpf restores, margin %d pages", runs-1, max(margin, 0))
+	// The union of the inputs' sets, with how many touched each page.
+	set, _, err := wset.Merge(sets...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("record: %w", err)
+	}
+	set.Source = sets[0].Source
+	if len(sets) > 1 {
+		set.Source = fmt.Sprintf("record %s inputs=%v method=%s; refined by %d snapbpf restores per input, margin %d pages",
+			dir.Manifest.Function, rep.Inputs, o.Method, runs-1, o.margin())
 	}
 	if o.Merge {
 		old, err := wset.Read(rep.Path)
@@ -209,22 +262,104 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	}
 	rep.Pages, rep.Bytes, rep.Extents = set.Pages(), set.Bytes(), len(set.Extents)
 	rep.ZeroPages = set.ZeroPages()
+	rep.RecordMs = durMs(time.Since(start))
 	return set, rep, nil
 }
 
+// testHookCopy, if set, is called with the path of a recording's private
+// copy of the memory file before its first run, and what it returns at the
+// end of the recording, while the copy still exists: tests watch it.
+var testHookCopy func(path string) (end func())
+
+// recordInput records one input's working set: o.Runs restores of the
+// snapshot mapping cp (the private copy), the first under nora, the rest
+// under snapbpf with the set so far, then the margin. It adds what it saw
+// to rep.
+func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCopy, id wset.Identity, in RecordInput, o RecordOptions, rep *RecordReport, log io.Writer) (*wset.Set, error) {
+	runs, mem := o.Runs, cp.Path
+	// The first run restores under nora and sees every page the guest
+	// touches. Each later run restores under snapbpf with the set so far,
+	// as the set will be used, and adds what the guest touched beyond the
+	// prefetch: a guest does not touch quite the same pages every time
+	// (timers, allocations), and a restore with the prefetch runs at
+	// another pace than one that faults on every page.
+	var (
+		set     *wset.Set
+		refined []wset.Extent
+		warned  = map[string]bool{}
+	)
+	for i := range runs {
+		hooks := &Policy{name: NoRA, mem: mem}
+		if set != nil {
+			// Readahead off, as in the first run: a page the guest
+			// touches beyond the prefetch enters the cache alone, so
+			// the capture sees exactly the pages the set lacks.
+			hooks = &Policy{name: SnapBPF, mem: mem, ws: set, opts: Options{NoReadahead: true}}
+		}
+		got, c, vm, err := recordOnce(ctx, d, dir, cp, id, in, o, hooks)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range c.Warnings() {
+			if !warned[w] { // the kernel's limits, once for all runs
+				warned[w] = true
+				fmt.Fprintf(log, "warning: %s\n", w)
+			}
+		}
+		rep.Lost += c.Lost
+		rep.NoOrder += c.NoOrder
+		rep.ForeignPages += c.ForeignPages
+		rep.ForeignProcesses += c.ForeignProcesses
+		if c.ForeignPages > 0 {
+			fmt.Fprintf(log, "run %d: left out %d pages that %d other processes brought into the recorded file's cache\n", i+1, c.ForeignPages, c.ForeignProcesses)
+		}
+		if set == nil {
+			set = got
+			if rep.Method == "" { // the first input's first run
+				rep.VM, rep.Method = vm, c.Method
+			}
+			rep.IncludesReadahead = rep.IncludesReadahead || c.IncludesReadahead
+			rep.HolePagesDropped += c.HolePagesDropped
+			if runs > 1 {
+				fmt.Fprintf(log, "run 1 of %d (nora): %d pages, %d touched holes, invoke e2e %.0f ms\n", runs, set.Pages(), set.ZeroPages(), vm.E2EMs)
+			}
+			continue
+		}
+		added, zero := extend(set, got, prefetch.Plan(set.Extents, prefetch.DefaultGapPages))
+		refined = append(refined, added...)
+		rep.RefinedZeroPages += zero
+		fmt.Fprintf(log, "run %d of %d (snapbpf): %d pages and %d touched holes beyond the prefetch, invoke e2e %.0f ms\n", i+1, runs, wset.PageCount(added), zero, vm.E2EMs)
+	}
+	rep.RefinedPages += wset.PageCount(refined)
+	if runs > 1 {
+		margin := o.margin()
+		if margin > 0 && len(refined) > 0 {
+			data, err := snapshot.DataExtents(dir.MemPath())
+			if err != nil {
+				return nil, fmt.Errorf("record: %w", err)
+			}
+			rep.MarginPages += widen(set, refined, uint64(margin), data, marginBudget(set.Pages()))
+		}
+		set.Source += fmt.Sprintf("; refined by %d snapbpf restores, margin %d pages", runs-1, margin)
+	}
+	return set, nil
+}
+
 // recordOnce restores one clone cold under hooks (nora, or snapbpf for a
-// refining run), invokes it under capture and returns the pages that
-// entered the page cache as a working set.
-func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOptions, hooks *Policy) (*wset.Set, *capture.Capture, funcvm.VMResult, error) {
+// refining run), mapping cp, invokes it under capture and returns the
+// pages its VMM brought into the page cache as a working set of the memory
+// file id.
+func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCopy, id wset.Identity, in RecordInput, o RecordOptions, hooks *Policy) (*wset.Set, *capture.Capture, funcvm.VMResult, error) {
 	var none funcvm.VMResult
-	mem := dir.MemPath()
+	mem := cp.Path
 	sess, err := capture.Watch(mem, o.Method)
 	if err != nil {
 		return nil, nil, none, err
 	}
 	defer sess.Close()
 	vms, err := funcvm.Restore(ctx, d, dir, funcvm.RestoreOptions{
-		Input: o.Input, Count: 1, Cold: true, Expected: o.Expected, Accel: o.Accel, Hooks: hooks,
+		Input: in.Seed, Count: 1, Cold: true, Expected: in.Expected, Accel: o.Accel,
+		Hooks: attributed{hooks, sess}, MemPath: mem, MemFile: cp.File,
 	})
 	if _, ferr := hooks.Finish(); err == nil && ferr != nil {
 		err = ferr
@@ -237,12 +372,20 @@ func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOp
 		// Lost events mean an incomplete working set: refuse it.
 		return nil, nil, none, fmt.Errorf("record: %w", err)
 	}
-	id, err := wset.IdentifyFile(mem, dir.Manifest.ID)
-	if err != nil {
-		return nil, nil, none, err
-	}
-	set := c.WorkingSet(0, id, fmt.Sprintf("record %s input=%d method=%s", dir.Manifest.Function, o.Input, o.Method))
+	set := c.WorkingSet(0, id, fmt.Sprintf("record %s input=%d method=%s", dir.Manifest.Function, in.Seed, o.Method))
 	return set, c, vms[0], nil
+}
+
+// attributed is a policy whose capture keeps only the VMM's own page
+// loads: the VMM is known once started, before it loads any state.
+type attributed struct {
+	*Policy
+	sess capture.Session
+}
+
+func (a attributed) VMMStarted(ctx context.Context, pid int) error {
+	a.sess.Attribute(pid)
+	return a.Policy.VMMStarted(ctx, pid)
 }
 
 // extend adds to set the pages of got that the prefetch plan of set did not

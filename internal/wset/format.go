@@ -13,7 +13,7 @@ import (
 //
 //	offset  size  field
 //	0       8     magic "SNAPBPFW"
-//	8       4     format version (2; 1 is still read)
+//	8       4     format version (3; 1 and 2 are still read)
 //	12      4     flags (0; reserved)
 //	16      8     payload length L
 //	24      L     payload
@@ -26,6 +26,10 @@ import (
 // its length. Distances keep a first-touch-ordered set small: neighbours in
 // touch order are usually near each other in the file. Version 2 adds the
 // zero extents (touched holes), encoded the same way, after the extents.
+// Version 3 adds per-page counts after them: the number of recordings the
+// set unites (0: no counts, every page counts once, as in older files),
+// and if not 0, the count runs: how many runs, then per run its length in
+// pages and its count (Set.Counts).
 const (
 	magic         = "SNAPBPFW"
 	headerSize    = 24
@@ -35,7 +39,7 @@ const (
 )
 
 // Version is the format version Write produces.
-const Version = 2
+const Version = 3
 
 // minVersion is the oldest format version Read accepts. Version 1 sets have
 // no zero extents.
@@ -57,7 +61,7 @@ func (s *Set) MarshalBinary() ([]byte, error) {
 			return nil, fmt.Errorf("encode working set: string of %d bytes exceeds %d", len(str), maxStringLen)
 		}
 	}
-	p := make([]byte, 0, 64+len(s.Source)+len(s.Mem.SnapshotID)+len(s.Mem.Fingerprint)+4*len(s.Extents))
+	p := make([]byte, 0, 64+len(s.Source)+len(s.Mem.SnapshotID)+len(s.Mem.Fingerprint)+4*len(s.Extents)+2*len(s.Counts))
 	p = binary.AppendUvarint(p, PageSize)
 	p = binary.AppendUvarint(p, uint64(s.Mem.Size))
 	p = appendString(p, s.Mem.SnapshotID)
@@ -70,6 +74,14 @@ func (s *Set) MarshalBinary() ([]byte, error) {
 	p = appendString(p, s.Source)
 	p = appendExtents(p, s.Extents)
 	p = appendExtents(p, s.Zero)
+	p = binary.AppendUvarint(p, uint64(s.Inputs))
+	if s.Inputs > 0 {
+		p = binary.AppendUvarint(p, uint64(len(s.Counts)))
+		for _, r := range s.Counts {
+			p = binary.AppendUvarint(p, r.N)
+			p = binary.AppendUvarint(p, uint64(r.Count))
+		}
+	}
 
 	out := make([]byte, headerSize, headerSize+len(p)+trailerSize)
 	copy(out, magic)
@@ -141,6 +153,11 @@ func decodePayload(p []byte, version int) (*Set, error) {
 			return nil, err
 		}
 	}
+	if version >= 3 {
+		if err := d.counts(s); err != nil {
+			return nil, err
+		}
+	}
 	if len(d.buf) != 0 {
 		return nil, fmt.Errorf("%d unread bytes after the extents", len(d.buf))
 	}
@@ -197,6 +214,44 @@ func (d *decoder) extents(what string) ([]Extent, error) {
 		return nil, fmt.Errorf("summary says %d %s pages, extents hold %d", pages, what, total)
 	}
 	return out, nil
+}
+
+// counts decodes Set.Inputs and Set.Counts (version 3); validate checks
+// them against the extents.
+func (d *decoder) counts(s *Set) error {
+	inputs := d.uvarint("recording count")
+	if d.err != nil {
+		return d.err
+	}
+	if inputs > maxInputs {
+		return fmt.Errorf("%d recordings exceed %d", inputs, maxInputs)
+	}
+	s.Inputs = int(inputs)
+	if inputs == 0 {
+		return nil
+	}
+	n := d.uvarint("count run count")
+	if d.err != nil {
+		return d.err
+	}
+	if n > uint64(len(d.buf)/2) {
+		return fmt.Errorf("count run count %d does not fit in %d bytes", n, len(d.buf))
+	}
+	if n > 0 {
+		s.Counts = make([]CountRun, 0, n)
+	}
+	for range n {
+		length := d.uvarint("count run length")
+		count := d.uvarint("count")
+		if d.err != nil {
+			return d.err
+		}
+		if count > math.MaxUint32 {
+			return fmt.Errorf("count %d out of range", count)
+		}
+		s.Counts = append(s.Counts, CountRun{N: length, Count: uint32(count)})
+	}
+	return nil
 }
 
 func appendString(p []byte, s string) []byte {

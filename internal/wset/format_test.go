@@ -122,7 +122,7 @@ func TestReadRefuses(t *testing.T) {
 			b, _ := s.MarshalBinary()
 			// Pages sits right before the extent count: 16 pages -> 17.
 			p := b[headerSize : len(b)-trailerSize]
-			i := len(p) - 2 - 1 - 2 - 1 - 1 // [.. pages(1) count(1) delta(2) n(1) zero pages(1) zero count(1)]
+			i := len(p) - 2 - 1 - 2 - 1 - 1 - 1 // [.. pages(1) count(1) delta(2) n(1) zero pages(1) zero count(1) recordings(1)]
 			if p[i] != 16 {
 				t.Fatalf("layout changed: %v", p[i-2:])
 			}
@@ -185,8 +185,9 @@ func TestReadsVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Version 1 is version 2 without the two bytes of an empty zero list.
-	v1 := append([]byte(nil), b[:len(b)-trailerSize-2]...)
+	// Version 1 is version 3 without the two bytes of an empty zero list
+	// and the one of no counts.
+	v1 := append([]byte(nil), b[:len(b)-trailerSize-3]...)
 	binary.LittleEndian.PutUint32(v1[8:], 1)
 	binary.LittleEndian.PutUint64(v1[16:], uint64(len(v1)-headerSize))
 	v1 = binary.LittleEndian.AppendUint32(v1, crc32Of(v1))
@@ -197,5 +198,69 @@ func TestReadsVersion1(t *testing.T) {
 	s.Version = 1
 	if back.Version != 1 || !equalSets(s, &back) {
 		t.Fatalf("read %+v, want %+v", back, s)
+	}
+}
+
+// TestReadsVersion2 keeps sets recorded before counts readable: each page
+// counts once.
+func TestReadsVersion2(t *testing.T) {
+	s := sampleSet()
+	s.Zero = []Extent{{20000, 64}}
+	b, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Version 2 is version 3 without the byte of no counts.
+	v2 := append([]byte(nil), b[:len(b)-trailerSize-1]...)
+	binary.LittleEndian.PutUint32(v2[8:], 2)
+	binary.LittleEndian.PutUint64(v2[16:], uint64(len(v2)-headerSize))
+	v2 = binary.LittleEndian.AppendUint32(v2, crc32Of(v2))
+	var back Set
+	if err := back.UnmarshalBinary(v2); err != nil {
+		t.Fatal(err)
+	}
+	s.Version = 2
+	if back.Version != 2 || !equalSets(s, &back) {
+		t.Fatalf("read %+v, want %+v", back, s)
+	}
+	if got, want := back.CountSummary(), []CountPages{{Count: 1, Pages: s.Pages()}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("counts of a version 2 set: %v, want %v", got, want)
+	}
+}
+
+func TestCountsRoundTrip(t *testing.T) {
+	s := sampleSet() // 322 pages
+	s.Inputs = 3
+	s.Counts = []CountRun{{16, 3}, {6, 1}, {300, 2}}
+	b, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Set
+	if err := back.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	s.Version = Version
+	if !equalSets(s, &back) {
+		t.Fatalf("round trip: %+v, want %+v", back, s)
+	}
+	for _, tc := range []struct {
+		name   string
+		inputs int
+		counts []CountRun
+		want   string
+	}{
+		{"short", 3, []CountRun{{16, 3}}, "cover 16 pages, the set has 322"},
+		{"long", 3, []CountRun{{322, 3}, {1, 1}}, "cover 323 pages"},
+		{"zero count", 3, []CountRun{{322, 0}}, "0 of 3 recordings"},
+		{"above inputs", 2, []CountRun{{322, 3}}, "3 of 2 recordings"},
+		{"counts without inputs", 0, []CountRun{{322, 1}}, "counts no recordings"},
+		{"empty run", 1, []CountRun{{0, 1}, {322, 1}}, "count run 0 is empty"},
+	} {
+		bad := sampleSet()
+		bad.Inputs, bad.Counts = tc.inputs, tc.counts
+		if _, err := bad.MarshalBinary(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }

@@ -11,7 +11,8 @@ import (
 // second input, read as extents, checks that valid sets built from fuzz
 // data round-trip too.
 func FuzzRead(f *testing.F) {
-	for _, s := range []*Set{sampleSet(), {}, {Mem: Identity{Size: 3 * PageSize}, Extents: []Extent{{2, 1}, {0, 2}}}} {
+	counted := &Set{Mem: Identity{Size: 3 * PageSize}, Extents: []Extent{{2, 1}, {0, 2}}, Inputs: 2, Counts: []CountRun{{1, 2}, {2, 1}}}
+	for _, s := range []*Set{sampleSet(), {}, {Mem: Identity{Size: 3 * PageSize}, Extents: []Extent{{2, 1}, {0, 2}}}, counted} {
 		b, err := s.MarshalBinary()
 		if err != nil {
 			f.Fatal(err)

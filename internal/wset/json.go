@@ -39,6 +39,11 @@ type Summary struct {
 	// ZeroPages and ZeroExtents are the touched holes (Set.Zero).
 	ZeroPages   int64    `json:"zero_pages"`
 	ZeroExtents []Extent `json:"zero_extents"`
+	// Recordings is how many recordings (inputs) the set unites, and
+	// Counts how many pages each number of them touched, the most shared
+	// first; a set without counts is one recording.
+	Recordings int          `json:"recordings"`
+	Counts     []CountPages `json:"counts"`
 }
 
 // Summary describes the set for people and scripts.
@@ -63,6 +68,8 @@ func (s *Set) Summary() Summary {
 		Extents:     ext,
 		ZeroPages:   s.ZeroPages(),
 		ZeroExtents: zero,
+		Recordings:  s.Recordings(),
+		Counts:      s.CountSummary(),
 	}
 }
 

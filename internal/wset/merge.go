@@ -11,6 +11,9 @@ import (
 // different inputs. The union keeps the first set's first-touch order, then
 // appends the pages only later sets touched, each in its own order: the
 // first recording stays the best guess of what a restore touches first.
+// The union counts, per page, how many recordings touched it (Set.Counts):
+// a set with counts brings its own counts and recordings, one without
+// counts one recording.
 // common holds the pages every set holds, the part of the working set that
 // does not depend on the input, in the first set's first-touch order (its
 // Zero likewise).
@@ -50,11 +53,28 @@ func Merge(sets ...*Set) (union, common *Set, err error) {
 			interZero = intersect(interZero, sorted(s.Zero))
 		}
 	}
+	// How many recordings touched each page: a set with counts brings its
+	// own, one without counts one recording.
+	counts := map[uint64]uint32{}
+	inputs := 0
+	for _, s := range sets {
+		inputs += s.Recordings()
+		s.eachCount(func(p uint64, c uint32) { counts[p] += c })
+	}
+	ext := b.Extents()
+	perPage := make([]uint32, 0, PageCount(ext))
+	for _, e := range ext {
+		for p := e.Page; p < e.End(); p++ {
+			perPage = append(perPage, counts[p])
+		}
+	}
 	now := time.Now().UTC()
 	union = &Set{
+		Inputs:  inputs,
+		Counts:  countRuns(perPage),
 		Version: Version,
 		Mem:     mem,
-		Extents: b.Extents(),
+		Extents: ext,
 		Zero:    zero.Extents(),
 		Created: now,
 		Source:  fmt.Sprintf("merge of %d recordings", len(sets)),

@@ -2,6 +2,7 @@ package wset
 
 import (
 	"errors"
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -92,5 +93,44 @@ func TestMergeUnitesZeroExtents(t *testing.T) {
 	}
 	if want := []Extent{{101, 1}}; !slices.Equal(common.Zero, want) || !slices.Equal(common.Extents, []Extent{{2, 2}}) {
 		t.Fatalf("common %v zero %v, want [2+2] zero %v", common.Extents, common.Zero, want)
+	}
+}
+
+// TestMergeCounts: the union counts, per page, the recordings that touched
+// it; sets with counts bring theirs.
+func TestMergeCounts(t *testing.T) {
+	mem := Identity{Size: 100 * PageSize, SnapshotID: "s"}
+	a := &Set{Mem: mem, Extents: []Extent{{10, 4}, {0, 2}}}
+	b := &Set{Mem: mem, Extents: []Extent{{12, 4}, {50, 1}}}
+	c := &Set{Mem: mem, Extents: []Extent{{0, 1}, {13, 1}}}
+	u, _, err := Merge(a, b, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64]uint32{}
+	u.eachCount(func(p uint64, n uint32) { got[p] = n })
+	want := map[uint64]uint32{10: 1, 11: 1, 12: 2, 13: 3, 0: 2, 1: 1, 14: 1, 15: 1, 50: 1}
+	if u.Inputs != 3 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("union of 3: inputs %d, counts %v, want 3, %v", u.Inputs, got, want)
+	}
+	// First-touch order stays the issue order: a's pages, then the rest.
+	if wantExt := []Extent{{10, 4}, {0, 2}, {14, 2}, {50, 1}}; !reflect.DeepEqual(u.Extents, wantExt) {
+		t.Fatalf("union extents %v, want %v", u.Extents, wantExt)
+	}
+	if sum := u.CountSummary(); !reflect.DeepEqual(sum, []CountPages{{3, 1}, {2, 2}, {1, 6}}) {
+		t.Fatalf("count summary %v", sum)
+	}
+	// A union with counts merged again adds its recordings and counts.
+	again, _, err := Merge(u, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = map[uint64]uint32{}
+	again.eachCount(func(p uint64, n uint32) { got[p] = n })
+	if again.Inputs != 4 || got[13] != 4 || got[12] != 3 || got[50] != 1 {
+		t.Fatalf("union of the union and a: inputs %d, counts %v", again.Inputs, got)
+	}
+	if _, err := again.MarshalBinary(); err != nil {
+		t.Fatalf("merged set does not encode: %v", err)
 	}
 }

@@ -48,11 +48,98 @@ type Set struct {
 	// does not fault the page in. First-touch order; disjoint from
 	// Extents.
 	Zero []Extent
+	// Inputs is how many recordings (inputs) the set unites, when it
+	// counts them (format version 3): 0 for a set without counts, read
+	// from an older file or made by hand, whose pages count once each.
+	Inputs int
+	// Counts say, when Inputs > 0, how many of those recordings touched
+	// each page of Extents: runs over the pages of Extents in their
+	// (first-touch) order, covering all of them. A restore can rank pages
+	// by it; the prefetch issues them in first-touch order regardless.
+	Counts []CountRun
 	// Created is when the set was recorded.
 	Created time.Time
 	// Source says how the set was made (e.g. "record: fn=pyaes input=1",
 	// "merge of 3 recordings"); free text for people.
 	Source string
+}
+
+// CountRun is N consecutive pages, in the order of a set's Extents, that
+// Count of its recordings touched.
+type CountRun struct {
+	N     uint64
+	Count uint32
+}
+
+// maxInputs bounds Set.Inputs, against corrupt files.
+const maxInputs = 1 << 20
+
+// Recordings is how many recordings the set unites: Inputs, or 1 for a
+// set without counts.
+func (s *Set) Recordings() int { return max(s.Inputs, 1) }
+
+// PageCounts returns Counts, or for a set without counts one run that
+// counts every page once.
+func (s *Set) PageCounts() []CountRun {
+	if s.Inputs > 0 {
+		return s.Counts
+	}
+	if n := s.Pages(); n > 0 {
+		return []CountRun{{N: uint64(n), Count: 1}}
+	}
+	return nil
+}
+
+// eachCount calls fn for every page of Extents, in order, with how many
+// recordings touched it.
+func (s *Set) eachCount(fn func(page uint64, count uint32)) {
+	runs := s.PageCounts()
+	var left uint64
+	var count uint32
+	for _, e := range s.Extents {
+		for p := e.Page; p < e.End(); p++ {
+			for left == 0 && len(runs) > 0 {
+				left, count = runs[0].N, runs[0].Count
+				runs = runs[1:]
+			}
+			left--
+			fn(p, count)
+		}
+	}
+}
+
+// CountPages is how many pages of a set Count of its recordings touched.
+type CountPages struct {
+	Count uint32 `json:"count"`
+	Pages int64  `json:"pages"`
+}
+
+// CountSummary returns, for each count that occurs, how many pages have
+// it, the most shared first.
+func (s *Set) CountSummary() []CountPages {
+	by := map[uint32]int64{}
+	for _, r := range s.PageCounts() {
+		by[r.Count] += int64(r.N)
+	}
+	out := make([]CountPages, 0, len(by))
+	for c, n := range by {
+		out = append(out, CountPages{Count: c, Pages: n})
+	}
+	slices.SortFunc(out, func(a, b CountPages) int { return cmp.Compare(b.Count, a.Count) })
+	return out
+}
+
+// countRuns encodes per-page counts, in page order, as runs.
+func countRuns(counts []uint32) []CountRun {
+	var out []CountRun
+	for _, c := range counts {
+		if k := len(out); k > 0 && out[k-1].Count == c {
+			out[k-1].N++
+			continue
+		}
+		out = append(out, CountRun{N: 1, Count: c})
+	}
+	return out
 }
 
 // Pages is the number of pages in the set.
@@ -148,6 +235,36 @@ func (s *Set) validate() error {
 	if i, j, ok := overlap(all); ok {
 		return fmt.Errorf("%s (pages %d+%d) and %s (pages %d+%d) overlap",
 			s.extentName(i), all[i].Page, all[i].N, s.extentName(j), all[j].Page, all[j].N)
+	}
+	return s.validateCounts()
+}
+
+// validateCounts checks that Counts cover Extents' pages, each counted by
+// between 1 and Inputs recordings.
+func (s *Set) validateCounts() error {
+	switch {
+	case s.Inputs < 0 || s.Inputs > maxInputs:
+		return fmt.Errorf("%d recordings out of range (0..%d)", s.Inputs, maxInputs)
+	case s.Inputs == 0 && len(s.Counts) > 0:
+		return fmt.Errorf("%d count runs in a set that counts no recordings", len(s.Counts))
+	case s.Inputs == 0:
+		return nil
+	}
+	var total uint64
+	for i, r := range s.Counts {
+		if r.N == 0 {
+			return fmt.Errorf("count run %d is empty", i)
+		}
+		if r.Count == 0 || int64(r.Count) > int64(s.Inputs) {
+			return fmt.Errorf("count run %d: %d of %d recordings", i, r.Count, s.Inputs)
+		}
+		total += r.N
+		if total > uint64(s.Pages()) {
+			break
+		}
+	}
+	if total != uint64(s.Pages()) {
+		return fmt.Errorf("counts cover %d pages, the set has %d", total, s.Pages())
 	}
 	return nil
 }
