@@ -93,7 +93,7 @@ func (d *Dir) Describe() Description {
 }
 
 // Inspect is Describe plus every check a restore makes beyond Open's: each
-// working set (*.ws) must be safe to open, intact and recorded for this
+// working set (wset/*.ws, where record stores them) must be safe to open, intact and recorded for this
 // snapshot's memory file, as policy snapbpf requires (a symbolic link is
 // refused like one to a core file); what interrupted work
 // left next to the snapshot is listed among the warnings. It reads the
@@ -102,7 +102,9 @@ func (d *Dir) Describe() Description {
 func (d *Dir) Inspect() Description {
 	desc := d.Describe()
 	for _, f := range desc.Files {
-		if f.Role != "aux" || path.Ext(f.Name) != ".ws" {
+		// Only wset/ holds snapbpf working sets: the replay harness keeps
+		// REAP's compact file as replay/reap.ws, another format.
+		if f.Role != "aux" || path.Dir(f.Name) != "wset" || path.Ext(f.Name) != ".ws" {
 			continue
 		}
 		if err := d.checkWorkingSet(f.Name); err != nil {

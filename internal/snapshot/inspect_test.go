@@ -55,6 +55,10 @@ func TestInspectFindsWhatRestoreRefuses(t *testing.T) {
 	if err := os.Symlink(outside, d.File("wset/link.ws")); err != nil {
 		t.Fatal(err)
 	}
+	// The replay harness's REAP file, another format, is not a working set.
+	if err := d.AddFile("replay/reap.ws", func(w io.Writer) error { _, err := w.Write([]byte("REAP pages")); return err }); err != nil {
+		t.Fatal(err)
+	}
 
 	desc := d.Inspect()
 	want := map[string]string{
