@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/atomicfile"
 )
 
 // DefaultCacheDir holds downloaded kernel packages and their extracted trees.
@@ -316,7 +318,7 @@ func writeImage(outDir string, im *Image, kernel, initramfs []byte) error {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return fmt.Errorf("temporary image dir: %w", err)
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := atomicfile.SyncDir(tmp); err != nil {
 		return err
 	}
 	err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, outDir, unix.RENAME_EXCHANGE)
@@ -326,7 +328,7 @@ func writeImage(outDir string, im *Image, kernel, initramfs []byte) error {
 	if err != nil {
 		return fmt.Errorf("move image into %s: %w", outDir, err)
 	}
-	return syncDir(parent)
+	return atomicfile.SyncDir(parent)
 }
 
 func writeSynced(p string, data []byte) error {
@@ -343,16 +345,4 @@ func writeSynced(p string, data []byte) error {
 		return fmt.Errorf("sync %s: %w", p, err)
 	}
 	return f.Close()
-}
-
-func syncDir(p string) error {
-	d, err := os.Open(p)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", p, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", p, err)
-	}
-	return nil
 }

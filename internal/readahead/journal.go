@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/atomicfile"
 	"github.com/snapbpf/snapbpf/internal/owner"
 )
 
@@ -33,44 +34,13 @@ func journalPath(name string) string {
 
 // writeJournal publishes e at path atomically and durably: a reader sees
 // the old entry or the new one, never part of one, even after a crash.
-func writeJournal(path string, e *Entry) (retErr error) {
+func writeJournal(path string, e *Entry) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("readahead journal: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, b, 0o644); err != nil {
 		return fmt.Errorf("readahead journal: %w", err)
-	}
-	defer func() {
-		if retErr != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		return fmt.Errorf("write readahead journal %s: %w", f.Name(), err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync readahead journal %s: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close readahead journal %s: %w", f.Name(), err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("publish readahead journal: %w", err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }
@@ -95,7 +65,7 @@ func removeJournal(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove readahead journal: %w", err)
 	}
-	return syncDir(filepath.Dir(path))
+	return atomicfile.SyncDir(filepath.Dir(path))
 }
 
 // repairLocked puts back the value journaled at path, if any. The caller
@@ -170,7 +140,7 @@ func Repair() ([]Finding, error) {
 // between creating and publishing one left. A live writer publishes within
 // microseconds, so a temp file a minute old has no writer.
 func removeStaleTemps() error {
-	temps, err := filepath.Glob(filepath.Join(LockDir, "readahead-*.json.tmp-*"))
+	temps, err := filepath.Glob(filepath.Join(LockDir, ".readahead-*.json.tmp*"))
 	if err != nil {
 		return fmt.Errorf("list readahead journal temp files: %w", err)
 	}

@@ -237,8 +237,8 @@ func TestRepairKilledOwner(t *testing.T) {
 // that no live writer can own it.
 func TestRepairRemovesStaleTemps(t *testing.T) {
 	dir := privateLockDir(t)
-	stale := filepath.Join(dir, "readahead-7:99.json.tmp-1")
-	fresh := filepath.Join(dir, "readahead-7:99.json.tmp-2")
+	stale := filepath.Join(dir, ".readahead-7:99.json.tmp1")
+	fresh := filepath.Join(dir, ".readahead-7:99.json.tmp2")
 	for _, p := range []string{stale, fresh} {
 		if err := os.WriteFile(p, []byte("{"), 0o644); err != nil {
 			t.Fatal(err)

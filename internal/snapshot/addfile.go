@@ -9,6 +9,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/snapbpf/snapbpf/internal/atomicfile"
 )
 
 // AddFile atomically adds or replaces the auxiliary file name (slash
@@ -67,7 +69,7 @@ func mkdirAllSync(dir, rel string) error {
 		err := os.Mkdir(next, 0o700)
 		switch {
 		case err == nil:
-			if err := syncDir(cur); err != nil {
+			if err := atomicfile.SyncDir(cur); err != nil {
 				return err
 			}
 		case errors.Is(err, os.ErrExist):
@@ -127,18 +129,5 @@ func writeAtomic(dir, base string, write func(w io.Writer) error) (err error) {
 		return fmt.Errorf("rename %s to %s: %w", tmp, target, err)
 	}
 	renamed = true
-	return syncDir(dir)
-}
-
-// syncDir fsyncs a directory so that renames and creations in it are durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return err
-	}
-	return nil
+	return atomicfile.SyncDir(dir)
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/atomicfile"
 )
 
 // CreateOptions tune Create.
@@ -205,7 +207,7 @@ func (b *Builder) Commit(m Manifest) (*Dir, error) {
 	// Leaving it after a crash here is harmless (Open ignores it).
 	os.Remove(filepath.Join(b.out, lockName))
 	b.lock.Close()
-	if err := syncDir(b.out); err != nil {
+	if err := atomicfile.SyncDir(b.out); err != nil {
 		return nil, err
 	}
 	// Opened like any snapshot, so the Dir holds checked descriptors.
@@ -233,7 +235,7 @@ func (b *Builder) install() error {
 			return &Error{Path: b.out, Kind: ErrExists, Problem: "cannot atomically replace the existing snapshot",
 				Fix: "remove it first and run snapbpf snapshot create again", Err: err}
 		}
-		if err := syncDir(parent); err != nil {
+		if err := atomicfile.SyncDir(parent); err != nil {
 			return err
 		}
 		// b.tmp now holds the old snapshot. If we crash before it is gone,
@@ -241,7 +243,7 @@ func (b *Builder) install() error {
 		if err := os.RemoveAll(b.tmp); err != nil {
 			return fmt.Errorf("remove replaced snapshot %s: %w", b.tmp, err)
 		}
-		return syncDir(parent)
+		return atomicfile.SyncDir(parent)
 	}
 
 	// RENAME_NOREPLACE: if something appeared at OUT since the check, fail
@@ -259,7 +261,7 @@ func (b *Builder) install() error {
 	if err != nil {
 		return fmt.Errorf("rename %s to %s: %w", b.tmp, b.out, err)
 	}
-	return syncDir(parent)
+	return atomicfile.SyncDir(parent)
 }
 
 // Abort removes the temporary directory. It is safe to call more than once

@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+
+	"github.com/snapbpf/snapbpf/internal/atomicfile"
 )
 
 // maxFileSize bounds what Read loads: far more than a set for the largest
@@ -15,44 +16,13 @@ const maxFileSize = 1 << 30
 // Write stores s at path atomically: a temporary file in the same
 // directory, fsync, rename over path, fsync of the directory. A crash
 // leaves either the old file or the new one, never a torn one.
-func Write(path string, s *Set) (retErr error) {
+func Write(path string, s *Set) error {
 	data, err := s.MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("write working set %s: %w", path, err)
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write working set %s: %w", path, err)
-	}
-	defer func() {
-		if retErr != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write working set %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("write working set %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write working set %s: fsync: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write working set %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write working set %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write working set %s: open directory: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write working set %s: fsync directory: %w", path, err)
+	if err := atomicfile.WriteFile(path, data, 0o644); err != nil {
+		return fmt.Errorf("working set: %w", err)
 	}
 	return nil
 }
