@@ -64,4 +64,4 @@ for f in FNS:
     print(f"| {f} | {t['pages']} | {wf:.2f} | {mem['snapbpf']:.1f} | {mem['reap']:.1f} | {mem['faasnap']:.1f} | {mem['lazy']:.1f} | {'yes' if low else 'no'} |")
 if worst:
     k = max(worst, key=worst.get)
-    print(f"\nWorst snapbpf / lazy: {worst[k]:.2f} ({k[0]}, input {k[1]}, N={k[2]}); cells above 1.00: {sum(v > 1.0 for v in worst.values())} of {len(worst)}")
+    print(f"\nWorst paired snapbpf / lazy: {worst[k]:.2f} ({k[0]}, input {k[1]}, N={k[2]}); cells above 1.00: {sum(v > 1.0 for v in worst.values())} of {len(worst)}")
