@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -28,10 +29,13 @@ func loadModules() (int, error) {
 	return len(names), err
 }
 
-// addKernelEntropy credits e to the input pool and reseeds the kernel's
+// linuxSystem is the guest the agent runs in as PID 1.
+type linuxSystem struct{}
+
+// AddEntropy credits e to the input pool and reseeds the kernel's
 // generator now; without the reseed a clone's getrandom output would stay
 // tied to the snapshot until the next scheduled reseed.
-func addKernelEntropy(e []byte) error {
+func (linuxSystem) AddEntropy(e []byte) error {
 	f, err := os.OpenFile("/dev/urandom", os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("entropy: %w", err)
@@ -52,20 +56,20 @@ func addKernelEntropy(e []byte) error {
 	return nil
 }
 
-// prepareSnapshot gives free guest memory back before the snapshot: with
+// PrepareSnapshot gives free guest memory back before the snapshot: with
 // the balloon's free page reporting, the host punches holes in the memory
 // file where guest pages are free. The host watches the file to see when
 // reporting has settled.
-func prepareSnapshot(req protocol.Message) (protocol.Message, error) {
+func (linuxSystem) PrepareSnapshot(reportOrder int) (protocol.Message, error) {
 	info := map[string]string{}
-	if req.ReportOrder >= 0 {
+	if reportOrder >= 0 {
 		if _, err := os.Stat(reportOrderPath); err != nil {
 			return protocol.Message{}, fmt.Errorf("free page reporting unavailable (%s missing: virtio_balloon not loaded or no balloon device): %w", filepath.Base(reportOrderPath), err)
 		}
-		if err := os.WriteFile(reportOrderPath, []byte(strconv.Itoa(req.ReportOrder)), 0); err != nil {
+		if err := os.WriteFile(reportOrderPath, []byte(strconv.Itoa(reportOrder)), 0); err != nil {
 			return protocol.Message{}, fmt.Errorf("set reporting order: %w", err)
 		}
-		info["report_order"] = strconv.Itoa(req.ReportOrder)
+		info["report_order"] = strconv.Itoa(reportOrder)
 	}
 	// Reporting runs when pages of at least the reporting order are freed,
 	// so free after setting the order: the Go heap, then the page cache
@@ -79,7 +83,7 @@ func prepareSnapshot(req protocol.Message) (protocol.Message, error) {
 	if err != nil {
 		return protocol.Message{}, err
 	}
-	if req.ReportOrder >= 0 {
+	if reportOrder >= 0 {
 		n, err := zeroFreeMemory(mem["MemFree"])
 		if err != nil {
 			return protocol.Message{}, err
@@ -124,4 +128,37 @@ func zeroFreeMemory(free int64) (int64, error) {
 		return 0, fmt.Errorf("zero free memory: unmap: %w", err)
 	}
 	return n, nil
+}
+
+// MemInfo returns /proc/meminfo in bytes.
+func (linuxSystem) MemInfo() (map[string]int64, error) { return meminfo() }
+
+// meminfo returns /proc/meminfo in bytes.
+func meminfo() (map[string]int64, error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]int64{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(v)
+		if len(fields) == 0 {
+			continue
+		}
+		n, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		if len(fields) > 1 && fields[1] == "kB" {
+			n *= 1024
+		}
+		out[k] = n
+	}
+	return out, sc.Err()
 }

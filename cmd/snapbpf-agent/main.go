@@ -1,24 +1,33 @@
 // Command snapbpf-agent is PID 1 of every function microVM. It sets up the
 // guest, then answers the host's requests on the first serial port:
 // initialise a function before the snapshot, mix in fresh entropy after a
-// restore, invoke the function, report memory statistics.
+// restore, invoke the function, report memory statistics. The request loop
+// is package agent; this command is the guest's side of it.
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snapbpf/snapbpf/internal/protocol"
+	"github.com/snapbpf/snapbpf/internal/agent"
 )
 
 const serialPath = "/dev/ttyS0"
 
 func main() {
-	if err := run(); err != nil {
+	code := 0
+	switch err := run(); {
+	case errors.Is(err, agent.ErrPoweroff):
+		// The reply is written to the tty, not yet out of the UART:
+		// let it out before the VM goes.
+		time.Sleep(10 * time.Millisecond)
+	case err != nil:
 		fmt.Fprintf(os.Stderr, "snapbpf-agent: %v\n", err)
+		code = 1
 	}
 	// PID 1 must not return: that panics the kernel. Power off instead, so
 	// the host sees the VMM exit.
@@ -26,7 +35,7 @@ func main() {
 		unix.Sync()
 		unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	}
-	os.Exit(1)
+	os.Exit(code)
 }
 
 func run() error {
@@ -49,17 +58,17 @@ func run() error {
 		return err
 	}
 	defer tty.Close()
-	a := newAgent(protocol.NewWriter(tty))
+	a := agent.New(tty, linuxSystem{})
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		info["kernel"] = unix.ByteSliceToString(u.Release[:])
 	}
 	info["uptime_ms"] = fmt.Sprint(uptimeMs())
 	info["setup_ms"] = fmt.Sprint(time.Since(start).Milliseconds())
-	if err := a.w.Write(protocol.Message{Type: protocol.TypeReady, Info: info}); err != nil {
+	if err := a.Ready(info); err != nil {
 		return err
 	}
-	return a.serve(protocol.NewReader(tty))
+	return a.Serve(tty)
 }
 
 // mountAll mounts the filesystems a bare initramfs lacks.

@@ -1,27 +1,52 @@
-package main
+// Package agent is the request loop of the guest agent, snapbpf-agent: it
+// reads the host's requests from the serial port and answers each one,
+// keeping the initialised function between requests.
+//
+// What the agent does to the system it runs in (the kernel's entropy pool,
+// free page reporting, /proc/meminfo) goes through a System, so the same
+// loop runs as PID 1 of a guest and in-process in tests, where a fake VMM
+// serves it over a pipe.
+package agent
 
 import (
-	"bufio"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/protocol"
 )
 
-// agent holds the guest's state between requests.
-type agent struct {
-	w  *protocol.Writer
-	fn functions.Function
+// System is what the agent does outside its own process.
+type System interface {
+	// AddEntropy credits e to the kernel's entropy pool and reseeds the
+	// kernel's generator at once.
+	AddEntropy(e []byte) error
+	// PrepareSnapshot gets the guest ready for a snapshot: it sets the
+	// free page reporting order when reportOrder >= 0 and gives free
+	// memory back. The reply carries Info and Mem.
+	PrepareSnapshot(reportOrder int) (protocol.Message, error)
+	// MemInfo returns the guest's memory statistics in bytes, keyed as in
+	// /proc/meminfo.
+	MemInfo() (map[string]int64, error)
+}
+
+// ErrPoweroff is what Serve returns once it has answered a poweroff
+// request: the caller powers the guest off.
+var ErrPoweroff = errors.New("poweroff requested")
+
+// Agent holds the guest's state between requests.
+type Agent struct {
+	w   *protocol.Writer
+	sys System
+	fn  functions.Function
 
 	// seed and rng are the agent's own random source. Every clone restored
 	// from one snapshot starts with the same state, so fresh host entropy
@@ -30,27 +55,38 @@ type agent struct {
 	rng  *mrand.ChaCha8
 }
 
-func newAgent(w *protocol.Writer) *agent {
-	a := &agent{w: w}
+// New returns an agent that writes its messages to w and acts on sys.
+func New(w io.Writer, sys System) *Agent {
+	a := &Agent{w: protocol.NewWriter(w), sys: sys}
 	rand.Read(a.seed[:])
 	a.rng = mrand.NewChaCha8(a.seed)
 	return a
 }
 
-// serve answers requests until the stream ends.
-func (a *agent) serve(r *protocol.Reader) error {
+// Ready tells the host the agent is listening; info says how the guest
+// came up (kernel version, boot times, module errors).
+func (a *Agent) Ready(info map[string]string) error {
+	return a.w.Write(protocol.Message{Type: protocol.TypeReady, Info: info})
+}
+
+// Serve answers requests read from r until the stream ends (the error that
+// ended it) or a poweroff request has been answered (ErrPoweroff).
+func (a *Agent) Serve(r io.Reader) error {
+	pr := protocol.NewReader(r)
 	for {
-		req, err := r.Read()
+		req, err := pr.Read()
 		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
 				return err
 			}
 			// A malformed line: say so and go on; the host times out on
 			// its own request if the damage hid one.
-			a.w.Write(protocol.Message{Type: protocol.TypeError, Error: err.Error()})
+			if werr := a.w.Write(protocol.Message{Type: protocol.TypeError, Error: err.Error()}); werr != nil {
+				return werr
+			}
 			continue
 		}
-		reply, err := a.handle(req)
+		reply, err := a.Handle(req)
 		if err != nil {
 			reply = protocol.Message{Type: protocol.TypeError, Error: err.Error()}
 		} else {
@@ -60,10 +96,14 @@ func (a *agent) serve(r *protocol.Reader) error {
 		if err := a.w.Write(reply); err != nil {
 			return err
 		}
+		if req.Type == protocol.TypePoweroff && reply.Type == protocol.TypeResult {
+			return ErrPoweroff
+		}
 	}
 }
 
-func (a *agent) handle(req protocol.Message) (protocol.Message, error) {
+// Handle answers one request. The reply's type and ID are left to Serve.
+func (a *Agent) Handle(req protocol.Message) (protocol.Message, error) {
 	switch req.Type {
 	case protocol.TypeInit:
 		return a.init(req)
@@ -74,21 +114,17 @@ func (a *agent) handle(req protocol.Message) (protocol.Message, error) {
 	case protocol.TypeRandom:
 		return a.random(req.N)
 	case protocol.TypePrepare:
-		return prepareSnapshot(req)
+		return a.sys.PrepareSnapshot(req.ReportOrder)
 	case protocol.TypeStats:
-		mem, err := meminfo()
+		mem, err := a.sys.MemInfo()
 		return protocol.Message{Mem: mem}, err
 	case protocol.TypePoweroff:
-		go func() {
-			time.Sleep(10 * time.Millisecond) // let the reply out
-			os.Exit(0)                        // main powers off
-		}()
 		return protocol.Message{}, nil
 	}
 	return protocol.Message{}, fmt.Errorf("unknown request type %q", req.Type)
 }
 
-func (a *agent) init(req protocol.Message) (protocol.Message, error) {
+func (a *Agent) init(req protocol.Message) (protocol.Message, error) {
 	if a.fn != nil {
 		return protocol.Message{}, fmt.Errorf("function %s already initialised", a.fn.Name())
 	}
@@ -107,7 +143,7 @@ func (a *agent) init(req protocol.Message) (protocol.Message, error) {
 	return protocol.Message{FnNs: time.Since(start).Nanoseconds()}, nil
 }
 
-func (a *agent) invoke(req protocol.Message) (protocol.Message, error) {
+func (a *Agent) invoke(req protocol.Message) (protocol.Message, error) {
 	if a.fn == nil {
 		return protocol.Message{}, errors.New("no function initialised")
 	}
@@ -125,7 +161,7 @@ func (a *agent) invoke(req protocol.Message) (protocol.Message, error) {
 	}, nil
 }
 
-func (a *agent) random(n int) (protocol.Message, error) {
+func (a *Agent) random(n int) (protocol.Message, error) {
 	if n <= 0 || n > 4096 {
 		return protocol.Message{}, fmt.Errorf("random: n=%d out of range 1..4096", n)
 	}
@@ -139,11 +175,11 @@ func (a *agent) random(n int) (protocol.Message, error) {
 
 // mixEntropy feeds host entropy into the kernel's pool, reseeds the
 // kernel's generator at once, and reseeds the agent's own.
-func (a *agent) mixEntropy(e []byte) error {
+func (a *Agent) mixEntropy(e []byte) error {
 	if len(e) < 16 {
 		return fmt.Errorf("entropy: %d bytes, want at least 16", len(e))
 	}
-	if err := addKernelEntropy(e); err != nil {
+	if err := a.sys.AddEntropy(e); err != nil {
 		return err
 	}
 	h := sha256.New()
@@ -152,34 +188,4 @@ func (a *agent) mixEntropy(e []byte) error {
 	copy(a.seed[:], h.Sum(nil))
 	a.rng = mrand.NewChaCha8(a.seed)
 	return nil
-}
-
-// meminfo returns /proc/meminfo in bytes.
-func meminfo() (map[string]int64, error) {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]int64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		fields := strings.Fields(v)
-		if len(fields) == 0 {
-			continue
-		}
-		n, err := strconv.ParseInt(fields[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		if len(fields) > 1 && fields[1] == "kB" {
-			n *= 1024
-		}
-		out[k] = n
-	}
-	return out, sc.Err()
 }
