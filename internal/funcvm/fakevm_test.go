@@ -90,7 +90,7 @@ type logHooks struct {
 }
 
 func (h *logHooks) Begin(context.Context) error { h.log.Add("begin"); return h.beginErr }
-func (h *logHooks) Configure(*vmm.Config)      { h.log.Add("configure") }
+func (h *logHooks) Configure(*vmm.Config)       { h.log.Add("configure") }
 func (h *logHooks) VMMStarted(context.Context, int) error {
 	h.log.Add("vmm-started")
 	return h.startErr

@@ -161,13 +161,13 @@ type Machine struct {
 	host, guest net.Conn
 	agent       *agent.Agent
 
-	mu       sync.Mutex
-	loaded   bool // a state was loaded (Incoming)
-	running  bool // between Resume and Pause
-	serving  bool // the agent loop was started
-	stopped  bool
-	reason   string
-	exited   chan struct{}
+	mu      sync.Mutex
+	loaded  bool // a state was loaded (Incoming)
+	running bool // between Resume and Pause
+	serving bool // the agent loop was started
+	stopped bool
+	reason  string
+	exited  chan struct{}
 }
 
 var _ vmm.Machine = (*Machine)(nil)
