@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -59,7 +58,7 @@ report.md gives both sets' expected times on the machine measured. Needs root
 			if err := c.Validate(); err != nil {
 				return fmt.Errorf("bench: %w", err)
 			}
-			if os.Geteuid() != 0 {
+			if euid() != 0 {
 				return errors.New("snapbpf bench needs root (it runs QEMU, loads eBPF and drops the memory files' page cache): run it as root, or use --report-only")
 			}
 			img, err := benchImage(cmd, imageDir, agentBin)

@@ -47,9 +47,6 @@ func newDemoCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			log := progress(cmd)
-			if _, err := functions.New(fn); err != nil {
-				return err
-			}
 			// The recording, minutes in, needs the snapshot on a disk
 			// filesystem; say so before the image and snapshot are built.
 			where, err := existingAncestor(outDir)
@@ -104,6 +101,15 @@ func newDemoCmd() *cobra.Command {
 	f.IntVar(&runs, "runs", 3, "restores per policy")
 	f.Uint64Var(&input, "input", 1, "input seed")
 	f.StringVar(&outDir, "out", filepath.Join(homeDir(), "demo"), "where the demo's snapshots go")
+	checkFlags(cmd, func() error {
+		if _, err := functions.Lookup(fn); err != nil {
+			return fmt.Errorf("--function: %w", err)
+		}
+		if runs < 1 {
+			return fmt.Errorf("--runs %d: want at least 1", runs)
+		}
+		return nil
+	})
 	return cmd
 }
 

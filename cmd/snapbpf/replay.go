@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -39,9 +38,6 @@ fraction of the trace's non-zero pages across the memory file (fragmentation).`,
 		Annotations: rootOnly("it drops page caches, and reap needs userfaultfd"),
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if snapDir == "" || tracePath == "" {
-				return errors.New("replay needs --snapshot DIR and --trace TRACE")
-			}
 			reps, err := runReplays(cmd, snapDir, tracePath, policies, o)
 			if len(reps) > 0 {
 				if asJSON {
@@ -84,19 +80,34 @@ fraction of the trace's non-zero pages across the memory file (fragmentation).`,
 	f.BoolVar(&o.IncludeLate, "include-late", false, "also replay the trace's touches after the invocation's result (to compare fault counts with a real VM)")
 	f.BoolVar(&o.Verify, "verify", false, "compare every touched page with the memory file afterwards")
 	f.BoolVar(&asJSON, "json", false, "print the report (an array for several policies) as JSON")
+	cmd.MarkFlagRequired("snapshot")
+	cmd.MarkFlagRequired("trace")
+	checkFlags(cmd, func() error {
+		_, err := replayPolicies(policies)
+		return err
+	})
 	return cmd
 }
 
-func runReplays(cmd *cobra.Command, snapDir, tracePath, policies string, o replay.Options) ([]*replay.Report, error) {
-	names := replay.Policies()
-	if policies != "all" {
-		names = strings.Split(policies, ",")
-		for i, name := range names {
-			names[i] = strings.TrimSpace(name)
-			if err := replay.CheckPolicy(names[i]); err != nil {
-				return nil, err
-			}
+// replayPolicies parses replay's --policy: names, comma-separated, or all.
+func replayPolicies(list string) ([]string, error) {
+	if list == "all" {
+		return replay.Policies(), nil
+	}
+	names := strings.Split(list, ",")
+	for i, name := range names {
+		names[i] = strings.TrimSpace(name)
+		if err := replay.CheckPolicy(names[i]); err != nil {
+			return nil, fmt.Errorf("--policy: %w", err)
 		}
+	}
+	return names, nil
+}
+
+func runReplays(cmd *cobra.Command, snapDir, tracePath, policies string, o replay.Options) ([]*replay.Report, error) {
+	names, err := replayPolicies(policies)
+	if err != nil {
+		return nil, err
 	}
 	dir, err := snapshot.Open(snapDir)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -88,13 +89,23 @@ func newRestoreCmd() *cobra.Command {
 	cmd.MarkFlagsMutuallyExclusive("keep-readahead", "no-readahead")
 	prefetchFlags(f, "prefetch-", &po.Prefetch)
 	cmd.MarkFlagRequired("snapshot")
+	cmd.MarkFlagsMutuallyExclusive("cold", "warm")
+	checkFlags(cmd, func() error {
+		if o.Count < 1 {
+			return fmt.Errorf("--count %d: restore at least 1 clone", o.Count)
+		}
+		if !slices.Contains(policy.Names(), pol) {
+			return fmt.Errorf("--policy %q: want one of %v", pol, policy.Names())
+		}
+		if po.NoReadahead && pol != policy.SnapBPF {
+			return fmt.Errorf("--no-readahead is an option of --policy %s only (policy %s)", policy.SnapBPF, pol)
+		}
+		return checkAccel(o.Accel)
+	})
 	return cmd
 }
 
 func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOptions, po policy.Options) (*restoreReport, error) {
-	if o.Count < 1 {
-		return nil, fmt.Errorf("--count %d: restore at least 1 clone", o.Count)
-	}
 	dir, err := snapshot.Open(snapDir)
 	if err != nil {
 		return nil, err

@@ -24,14 +24,29 @@ func homeDir() string {
 
 func defaultImageDir() string { return filepath.Join(homeDir(), "image") }
 
+// euid is the effective user ID the privilege checks see; tests replace it
+// to run commands as a user other than root.
+var euid = os.Geteuid
+
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "snapbpf",
 		Short:         "Fast microVM snapshot restore with eBPF working-set capture and page-cache prefetch",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Cobra has checked the arguments and each command's flag values
+		// (checkFlags) by now; required and grouped flags it checks only
+		// after this hook, so they are checked here, before the privilege
+		// check: a user who is not root and mistyped a flag is told about
+		// the flag, not only to come back as root.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if why, ok := cmd.Annotations[needsRoot]; ok && os.Geteuid() != 0 {
+			if err := cmd.ValidateRequiredFlags(); err != nil {
+				return err
+			}
+			if err := cmd.ValidateFlagGroups(); err != nil {
+				return err
+			}
+			if why, ok := cmd.Annotations[needsRoot]; ok && euid() != 0 {
 				return fmt.Errorf("snapbpf %s needs root (%s): run it as root, e.g. with sudo", cmd.Name(), why)
 			}
 			repairReadahead()
@@ -54,7 +69,7 @@ var startupRepair struct {
 // so a disk is not left slow until the next restore happens to need it.
 // Only root can change read_ahead_kb, so other users leave it to root.
 func repairReadahead() {
-	if os.Geteuid() != 0 {
+	if euid() != 0 {
 		return
 	}
 	found, err := readahead.Repair()
@@ -68,6 +83,31 @@ func repairReadahead() {
 const needsRoot = "needs-root"
 
 func rootOnly(why string) map[string]string { return map[string]string{needsRoot: why} }
+
+// checkFlags adds check to cmd's argument validation, which cobra runs
+// before any pre-run hook, so before the privilege check. It is for checks
+// of flag values alone: what needs a file or a privilege to check belongs
+// in RunE.
+func checkFlags(cmd *cobra.Command, check func() error) {
+	args := cmd.Args
+	cmd.Args = func(c *cobra.Command, a []string) error {
+		if args != nil {
+			if err := args(c, a); err != nil {
+				return err
+			}
+		}
+		return check()
+	}
+}
+
+// checkAccel checks an --accel value.
+func checkAccel(accel string) error {
+	switch accel {
+	case "", "tcg", "kvm":
+		return nil
+	}
+	return fmt.Errorf("--accel %q: want tcg or kvm", accel)
+}
 
 // writeJSON prints v as indented JSON.
 func writeJSON(w io.Writer, v any) error {

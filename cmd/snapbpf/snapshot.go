@@ -31,9 +31,6 @@ func newSnapshotCreateCmd() *cobra.Command {
 		Annotations: rootOnly("it runs QEMU and writes the snapshot and its free-page holes"),
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := functions.New(o.Function); err != nil {
-				return err
-			}
 			img, err := loadImage(imageDir)
 			if err != nil {
 				return err
@@ -70,6 +67,25 @@ func newSnapshotCreateCmd() *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.MarkFlagRequired("function")
 	cmd.MarkFlagRequired("out")
+	checkFlags(cmd, func() error {
+		// An empty --function is the required flag's error, a moment later.
+		if o.Function != "" {
+			if _, err := functions.Lookup(o.Function); err != nil {
+				return fmt.Errorf("--function: %w", err)
+			}
+		}
+		switch {
+		case o.MemMiB < 0:
+			return fmt.Errorf("--mem-mib %d: want a size in MiB, or 0 to size the guest for the function", o.MemMiB)
+		case o.DataMiB < 0:
+			return fmt.Errorf("--data-mib %d: want a size in MiB, or 0 for the function's default", o.DataMiB)
+		case o.FreePages != snapshot.FreePagesReport && o.FreePages != snapshot.FreePagesNone:
+			return fmt.Errorf("--free-pages %q: want %s or %s", o.FreePages, snapshot.FreePagesReport, snapshot.FreePagesNone)
+		case o.ReportOrder < 0:
+			return fmt.Errorf("--report-order %d: want 0 or more", o.ReportOrder)
+		}
+		return checkAccel(o.Accel)
+	})
 	return cmd
 }
 

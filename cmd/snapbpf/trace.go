@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -41,9 +40,6 @@ restore policy. trace show prints a trace's summary.`,
 		Annotations: rootOnly("it runs QEMU, turns readahead off for the memory file and loads eBPF programs"),
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if snapDir == "" || out == "" {
-				return errors.New("trace needs --snapshot DIR and --out TRACE")
-			}
 			if err := checkOutput("--out", out); err != nil {
 				return err
 			}
@@ -66,6 +62,9 @@ restore policy. trace show prints a trace's summary.`,
 	f.StringVar(&o.Accel, "accel", "", "tcg or kvm (default: the one the snapshot was made with)")
 	f.BoolVar(&crossCheck, "cross-check", true, "also capture page-cache insertions and store the count, to compare")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.MarkFlagRequired("snapshot")
+	cmd.MarkFlagRequired("out")
+	checkFlags(cmd, func() error { return checkAccel(o.Accel) })
 	cmd.AddCommand(newTraceShowCmd())
 	return cmd
 }

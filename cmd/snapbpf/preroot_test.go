@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// asUser makes the commands see effective user ID uid for the rest of the
+// test.
+func asUser(t *testing.T, uid int) {
+	t.Helper()
+	saved := euid
+	euid = func() int { return uid }
+	t.Cleanup(func() { euid = saved })
+}
+
+// runCLI runs the snapbpf command line args and returns its error.
+func runCLI(t *testing.T, args ...string) error {
+	t.Helper()
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	return cmd.Execute()
+}
+
+// TestArgumentErrorsBeforeRootCheck: a user who is not root and gets a
+// flag wrong is told what is wrong with the flag, not that the command
+// needs root. No command here gets as far as doing anything.
+func TestArgumentErrorsBeforeRootCheck(t *testing.T) {
+	asUser(t, 1000)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // substrings of the error
+	}{
+		{"restore count 0", []string{"restore", "--snapshot", dir, "--count", "0"}, []string{"--count 0"}},
+		{"restore count not a number", []string{"restore", "--snapshot", dir, "--count", "many"}, []string{`invalid argument "many"`, "--count"}},
+		{"restore unknown flag", []string{"restore", "--snapshot", dir, "--colder"}, []string{"unknown flag: --colder"}},
+		{"restore positional argument", []string{"restore", "--snapshot", dir, "extra"}, []string{`unknown command "extra"`}},
+		{"restore without snapshot", []string{"restore"}, []string{`required flag(s) "snapshot" not set`}},
+		{"restore cold and warm", []string{"restore", "--snapshot", dir, "--cold", "--warm"}, []string{"[cold warm]"}},
+		{"restore unknown policy", []string{"restore", "--snapshot", dir, "--policy", "eager"}, []string{`--policy "eager"`, "lazy"}},
+		{"restore no-readahead under lazy", []string{"restore", "--snapshot", dir, "--policy", "lazy", "--no-readahead"}, []string{"--no-readahead", "snapbpf only"}},
+		{"restore unknown accel", []string{"restore", "--snapshot", dir, "--accel", "xen"}, []string{`--accel "xen"`}},
+		{"restore deprecated and new readahead flags", []string{"restore", "--snapshot", dir, "--keep-readahead", "--no-readahead", "--policy", "snapbpf"}, []string{"keep-readahead", "no-readahead"}},
+		{"snapshot create unknown function", []string{"snapshot", "create", "--function", "nosuch", "--out", dir}, []string{"--function", `unknown function "nosuch"`}},
+		{"snapshot create without function", []string{"snapshot", "create", "--out", dir}, []string{`required flag(s) "function" not set`}},
+		{"snapshot create negative memory", []string{"snapshot", "create", "--function", "aes", "--out", dir, "--mem-mib", "-1"}, []string{"--mem-mib -1"}},
+		{"snapshot create free pages", []string{"snapshot", "create", "--function", "aes", "--out", dir, "--free-pages", "some"}, []string{`--free-pages "some"`}},
+		{"replay without trace", []string{"replay", "--snapshot", dir}, []string{`required flag(s) "trace" not set`}},
+		{"replay unknown policy", []string{"replay", "--snapshot", dir, "--trace", dir, "--policy", "lazy,bogus"}, []string{`unknown policy "bogus"`}},
+		{"trace without out", []string{"trace", "--snapshot", dir}, []string{`required flag(s) "out" not set`}},
+		{"trace unknown accel", []string{"trace", "--snapshot", dir, "--out", dir + "/t", "--accel", "hvf"}, []string{`--accel "hvf"`}},
+		{"demo unknown function", []string{"demo", "--function", "nosuch"}, []string{`unknown function "nosuch"`}},
+		{"demo no runs", []string{"demo", "--runs", "0"}, []string{"--runs 0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := runCLI(t, tc.args...)
+			if err == nil {
+				t.Fatalf("%v: no error", tc.args)
+			}
+			if strings.Contains(err.Error(), "needs root") {
+				t.Fatalf("%v: error %q is the privilege check's, want the argument error", tc.args, err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%v: error %q does not say %q", tc.args, err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestRootCheckAfterArguments: with its arguments right, a command that
+// needs root still refuses a user who is not, before any work.
+func TestRootCheckAfterArguments(t *testing.T) {
+	asUser(t, 1000)
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"restore", "--snapshot", dir, "--count", "2", "--policy", "nora"},
+		{"snapshot", "create", "--function", "aes", "--out", dir + "/s"},
+		{"replay", "--snapshot", dir, "--trace", dir + "/t", "--policy", "all"},
+		{"trace", "--snapshot", dir, "--out", dir + "/t"},
+		{"demo", "--function", "json", "--runs", "1"},
+		{"image", "build"},
+	} {
+		err := runCLI(t, args...)
+		if err == nil || !strings.Contains(err.Error(), "needs root") {
+			t.Errorf("%v as uid 1000: error %v, want needs root", args, err)
+		}
+	}
+}
