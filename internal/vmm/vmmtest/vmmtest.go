@@ -227,7 +227,8 @@ func (m *Machine) serve(boot bool) {
 	m.agent.Serve(m.guest)
 }
 
-// Pause implements vmm.Machine.
+// Pause implements vmm.Machine. The agent goes on answering: only
+// SaveState, which refuses a running VM, depends on the pause.
 func (m *Machine) Pause(ctx context.Context) error {
 	if err := m.d.fault(ctx, m, OpPause); err != nil {
 		return fmt.Errorf("fake VM %d: pause: %w", m.index, err)
@@ -264,6 +265,12 @@ func (m *Machine) LoadState(ctx context.Context, state *os.File) error {
 	}
 	if !m.cfg.Incoming {
 		return fmt.Errorf("fake VM %d: load state: not an incoming VM", m.index)
+	}
+	m.mu.Lock()
+	serving := m.serving
+	m.mu.Unlock()
+	if serving {
+		return fmt.Errorf("fake VM %d: load state: the guest has run already", m.index)
 	}
 	if _, err := io.ReadAll(state); err != nil {
 		return fmt.Errorf("fake VM %d: load state: %w", m.index, err)
