@@ -18,13 +18,15 @@ def e2e(rs):  # a batch's end-to-end: its slowest clone, the restore's latency
     return med(max(v['e2e_ms'] for v in r['vms']) for r in rs)
 def paired(a, b):  # median over rounds of b/a, each pair run back to back
     return med(max(v['e2e_ms'] for v in y['vms']) / max(v['e2e_ms'] for v in x['vms']) for x, y in zip(a, b))
+def mib(rs):  # storage read per batch: the clones' VMM reads plus the prefetch, MiB
+    return med((sum(v['mem_file_read_bytes'] for v in r['vms']) + r.get('prefetch_bytes', 0)) / MiB for r in rs)
 def mf(rs):  # memory-file major faults per clone, median over rounds of the batch mean
     return med(sum(v['mem_file_major_faults'] for v in r['vms']) / len(r['vms']) for r in rs)
 worst = {}
 for n in ('1', '4'):
     print(f"\n### N={n}: e2e ms (median of rounds; slowest clone of each batch) and memory-file major faults per clone\n")
-    print("| function | input | warm | lazy | snapbpf | snapbpf / lazy | paired | snapbpf / warm | faults lazy / snapbpf |" + (" no-readahead ms / faults / vs lazy |" if n == '1' else ""))
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|" + ("---|" if n == '1' else ""))
+    print("| function | input | warm | lazy | snapbpf | snapbpf / lazy | paired | snapbpf / warm | faults lazy / snapbpf | MiB read lazy / snapbpf |" + (" no-readahead ms / faults / vs lazy |" if n == '1' else ""))
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---|" + ("---|" if n == '1' else ""))
     for f in FNS:
         w = runs(f, f'warm-1-n{n}')
         if not w: continue
@@ -34,7 +36,7 @@ for n in ('1', '4'):
             rl, rs = e2e(l), e2e(s)
             pr = paired(l, s)
             worst[(f, i, n)] = pr
-            row = f"| {f} | {i}{' (recorded)' if i == '1' else ''} | {e2e(w):.0f} | {rl:.0f} | {rs:.0f} | {rs / rl:.2f} | {pr:.2f} | {rs / e2e(w):.2f} | {mf(l):g} / {mf(s):g} |"
+            row = f"| {f} | {i}{' (recorded)' if i == '1' else ''} | {e2e(w):.0f} | {rl:.0f} | {rs:.0f} | {rs / rl:.2f} | {pr:.2f} | {rs / e2e(w):.2f} | {mf(l):g} / {mf(s):g} | {mib(l):.1f} / {mib(s):.1f} |"
             if n == '1':
                 st = runs(f, f'strict-{i}-n{n}')
                 row += f" {e2e(st):.0f} / {mf(st):g} / {e2e(st) / rl:.2f} |" if st else " |"
