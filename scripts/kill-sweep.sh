@@ -34,6 +34,11 @@ for i in $(seq 1 $KILLS); do
   # the guest's run, publication.
   sleep $(awk -v s=$RANDOM 'BEGIN { srand(s); printf "%.2f", 0.2 + rand() * 6 }')
   kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+  # What the kill left, before the later command repairs it.
+  b_vmm=$(pgrep -fc "qemu-system.*$SNAPBPF_HOME" || true)
+  b_ra=$([ "$(cat $RA)" = "$ra0" ] && echo 0 || echo 1)
+  b_tmp=$(find $R/snaps -name '*.tmp-*' 2>/dev/null | wc -l)
+  b_runs=$(find $SNAPBPF_HOME/run -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; true)
   $B snapshot inspect --fix $S >/dev/null 2>&1
   sleep 0.5
   vmm=$(pgrep -fc "qemu-system.*$SNAPBPF_HOME" || true)
@@ -45,7 +50,8 @@ for i in $(seq 1 $KILLS); do
   mounts=$(( $(grep -cE 'tracefs|debugfs|snapbpf' /proc/mounts) - mounts0 ))
   left=$((vmm + procs + ra + journal + tmps + runs + mounts))
   total=$((total + left))
-  echo "kill $i ($op): vmm $vmm snapbpf $procs readahead $ra journal $journal tmp $tmps rundirs $runs mounts $mounts"
+  echo -n "kill $i ($op) left: vmm $b_vmm readahead $b_ra tmp $b_tmp rundirs $b_runs; after the later command: "
+  echo "vmm $vmm snapbpf $procs readahead $ra journal $journal tmp $tmps rundirs $runs mounts $mounts"
   # Clean by hand so the next kill starts from nothing (counted above).
   pkill -9 -f "qemu-system.*$SNAPBPF_HOME" 2>/dev/null; echo $ra0 > $RA
 done
