@@ -98,7 +98,11 @@ func TestREAPConcurrentMemoryGrows(t *testing.T) {
 	if four.AnonBytes != 4*one.AnonBytes {
 		t.Errorf("reap: %d anonymous bytes for 4 VMs, %d for 1", four.AnonBytes, one.AnonBytes)
 	}
-	s1, s4 := runPolicy(t, m, tr, SnapBPF, 1, nil), runPolicy(t, m, tr, SnapBPF, 4, nil)
+	// Sharing alone: with readahead kept (the default), a touch that
+	// races ahead of the prefetch reads a window around it, and how many
+	// do depends on the timing of 1 or 4 VMs, not on per-VM copies.
+	noRA := func(o *Options) { o.SnapBPFNoReadahead = true }
+	s1, s4 := runPolicy(t, m, tr, SnapBPF, 1, noRA), runPolicy(t, m, tr, SnapBPF, 4, noRA)
 	if c1, c4 := s1.PageCache[m.path], s4.PageCache[m.path]; c4 > c1+64*pageSize {
 		t.Errorf("snapbpf: page cache %d bytes for 4 VMs, %d for 1", c4, c1)
 	}
