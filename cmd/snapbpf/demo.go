@@ -13,6 +13,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/record"
 	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
@@ -78,7 +79,7 @@ func newDemoCmd() *cobra.Command {
 			fmt.Fprint(cmd.OutOrStdout(), dir.Describe().String())
 
 			logf(log, "recording the working set (input %d)", input)
-			if _, err := recordSnapshot(cmd, dir.Path, []uint64{input}, policy.RecordOptions{}); err != nil {
+			if _, err := recordSnapshot(cmd, dir.Path, []uint64{input}, record.Options{}); err != nil {
 				return err
 			}
 
