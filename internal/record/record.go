@@ -41,10 +41,9 @@ type Options struct {
 	// Merge unions the new recording with the snapshot's existing working
 	// set instead of replacing it.
 	Merge bool
-	// Runs is how many cold restores to record (0 means
-	// DefaultRuns): the first under nora, the others under snapbpf
-	// with the set so far, each adding the pages its guest touched beyond
-	// the prefetch. A guest does not touch quite the same pages on every
+	// Runs is how many cold restores to record (0 means DefaultRuns):
+	// the first under nora, the others under snapbpf with the set so far,
+	// each adding the pages its guest touched beyond the prefetch. A guest does not touch quite the same pages on every
 	// run, and each page a recording misses costs a restore one fault.
 	Runs int
 	// Margin widens the regions where the refining runs found pages by
@@ -52,8 +51,8 @@ type Options struct {
 	// (0 means DefaultMargin, negative none; see widen).
 	Margin int
 	Accel  string
-	// NoWait fails the recording at once with ErrBusy if
-	// another recording of the snapshot runs, instead of waiting for it.
+	// NoWait fails the recording at once with ErrBusy if another
+	// recording of the snapshot runs, instead of waiting for it.
 	NoWait bool
 }
 
@@ -134,8 +133,7 @@ type Report struct {
 	IncludesReadahead bool            `json:"includes_readahead"`
 	// ZeroPages are the touched holes the set lists (wset.Set.Zero).
 	ZeroPages int64 `json:"zero_pages"`
-	// Runs is how many restores were recorded per input
-	// (Options.Runs).
+	// Runs is how many restores were recorded per input (Options.Runs).
 	Runs int `json:"runs"`
 	// Inputs are the recorded inputs, and InputPages the data pages each
 	// one's recording found (refining and margin included).
@@ -390,6 +388,8 @@ type attributed struct {
 	sess capture.Session
 }
 
+// VMMStarted implements funcvm.Hooks: the capture attributes page loads
+// to the VMM from now on, then the policy acts.
 func (a attributed) VMMStarted(ctx context.Context, pid int) error {
 	a.sess.Attribute(pid)
 	return a.Policy.VMMStarted(ctx, pid)

@@ -16,12 +16,12 @@ import (
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
-// LockFile is the lock that serialises recordings of one snapshot;
-// it holds the process ID of the recording that has it.
+// LockFile is the lock that serialises recordings of one snapshot; it
+// holds the process ID of the recording that has it.
 const LockFile = "wset/record.lock"
 
-// ErrBusy is returned, with Options.NoWait, when another
-// recording of the snapshot is running.
+// ErrBusy is returned, with Options.NoWait, when another recording of the
+// snapshot is running.
 var ErrBusy = errors.New("another recording of the snapshot is running")
 
 // lockPoll is how often a waiting recording tries the lock again.
