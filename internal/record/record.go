@@ -177,9 +177,12 @@ type Report struct {
 // they map a private copy of the memory file that starts cold and nobody
 // else reads (coldCopy), and capture keeps only their own insertions
 // (capture.Recorder.Attribute). Recordings of one snapshot take turns
-// (lockRecording).
+// (lockRecording). Progress goes to log (nil: nowhere).
 func Snapshot(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o Options, log io.Writer) (*wset.Set, *Report, error) {
 	start := time.Now()
+	if log == nil {
+		log = io.Discard
+	}
 	if o.Method == "" {
 		o.Method = capture.MethodEBPF
 	}
