@@ -137,7 +137,7 @@ func (b *bench) record(ctx context.Context, d *snapshot.Dir, want Recording) (Re
 	t := time.Now()
 	set, _, err := record.Snapshot(ctx, b.driver, d, record.Options{
 		Input: want.Input, Expected: expected, Accel: b.accel,
-	}, b.logOrDiscard())
+	}, b.cfg.Log)
 	if err != nil {
 		return want, fmt.Errorf("record %s: %w", m.Function, err)
 	}
