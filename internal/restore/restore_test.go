@@ -6,6 +6,7 @@ package restore
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -273,6 +274,39 @@ func TestRunColdWarm(t *testing.T) {
 	}
 	if n := cached(); n != 0 {
 		t.Errorf("after a cold restore %d pages cached, want none", n)
+	}
+	noLeaks(t, d)
+}
+
+// TestRunPassesThrough: the memory file override (a recording's private
+// copy) and the accelerator reach the VMM's configuration.
+func TestRunPassesThrough(t *testing.T) {
+	dir := fakeSnapshot(t)
+	data, err := os.ReadFile(dir.MemPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := filepath.Join(t.TempDir(), "copy.mem")
+	if err := os.WriteFile(mem, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d := fakeDriver(nil)
+	res, err := Run(context.Background(), d, dir, Config{
+		Policy: policy.Lazy, Input: 1, Cold: true, Accel: "kvm", MemPath: mem, MemFile: f,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.VMs) != 1 {
+		t.Fatalf("%d results, want 1", len(res.VMs))
+	}
+	if c := d.Machines()[0].Config(); c.MemPath != mem || c.MemFile != f || c.Accel != "kvm" {
+		t.Errorf("VMM config: memory %s (%v), accel %s; want %s (the opened copy), kvm", c.MemPath, c.MemFile, c.Accel, mem)
 	}
 	noLeaks(t, d)
 }
