@@ -13,6 +13,8 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/record"
+	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
@@ -24,9 +26,9 @@ type demoMode struct {
 
 var demoModes = []demoMode{
 	{"warm (cached)", policy.Lazy, false, true},
-	{"lazy", policy.Lazy, true, false},
-	{"nora", policy.NoRA, true, false},
-	{"snapbpf", policy.SnapBPF, true, false},
+	{policy.Lazy, policy.Lazy, true, false},
+	{policy.NoRA, policy.NoRA, true, false},
+	{policy.SnapBPF, policy.SnapBPF, true, false},
 }
 
 // newDemoCmd is the main job on the embedded default: build the guest
@@ -77,7 +79,7 @@ func newDemoCmd() *cobra.Command {
 			fmt.Fprint(cmd.OutOrStdout(), dir.Describe().String())
 
 			logf(log, "recording the working set (input %d)", input)
-			if _, err := recordSnapshot(cmd, dir.Path, []uint64{input}, policy.RecordOptions{}); err != nil {
+			if _, err := recordSnapshot(cmd, dir.Path, []uint64{input}, record.Options{}); err != nil {
 				return err
 			}
 
@@ -85,7 +87,7 @@ func newDemoCmd() *cobra.Command {
 			for i := 0; i < runs; i++ {
 				for _, m := range demoModes {
 					logf(log, "restore %s %d/%d", m.name, i+1, runs)
-					rep, err := restore(cmd, dir.Path, m.policy, "", funcvm.RestoreOptions{Input: input, Count: 1, Cold: m.cold, Warm: m.warm}, policy.Options{})
+					rep, err := runRestore(ctx, dir.Path, restore.Config{Policy: m.policy, Input: input, Count: 1, Cold: m.cold, Warm: m.warm})
 					if err != nil {
 						return err
 					}

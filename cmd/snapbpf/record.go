@@ -14,7 +14,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
-	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/record"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -24,7 +24,7 @@ func newRecordCmd() *cobra.Command {
 		snapDir, mem, out, method string
 		inputList                 string
 		randomInputs              int
-		o                         policy.RecordOptions
+		o                         record.Options
 		window                    time.Duration
 		asJSON                    bool
 	)
@@ -68,7 +68,7 @@ which includes readahead.`,
 				case o.Margin < 0:
 					return fmt.Errorf("record: --margin %d: want 0 or more pages", o.Margin)
 				case o.Margin == 0:
-					o.Margin = -1 // RecordOptions: none
+					o.Margin = -1 // record.Options: none
 				}
 				o.Method = method
 				seeds, ierr := recordInputs(cmd, inputList, randomInputs)
@@ -111,8 +111,8 @@ which includes readahead.`,
 	f.IntVar(&randomInputs, "inputs", 0, "record this many random input seeds instead of --input")
 	f.BoolVar(&o.NoWait, "no-wait", false, "fail at once if another recording of the snapshot is running, instead of waiting for it")
 	f.BoolVar(&o.Merge, "merge", false, "union with the snapshot's existing working set (several inputs)")
-	f.IntVar(&o.Runs, "runs", policy.DefaultRecordRuns, "record this many cold restores and store their union (covers run-to-run variation)")
-	f.IntVar(&o.Margin, "margin", policy.DefaultMargin, "also take the memory file's data pages within this many pages of the regions where runs 2.. found pages, up to 10% more pages or 1 MiB, whichever is more (0: none)")
+	f.IntVar(&o.Runs, "runs", record.DefaultRuns, "record this many cold restores and store their union (covers run-to-run variation)")
+	f.IntVar(&o.Margin, "margin", record.DefaultMargin, "also take the memory file's data pages within this many pages of the regions where runs 2.. found pages, up to 10% more pages or 1 MiB, whichever is more (0: none)")
 	f.StringVar(&mem, "mem", "", "memory file to watch (with a command)")
 	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")
@@ -172,7 +172,7 @@ func recordInputs(cmd *cobra.Command, list string, random int) ([]uint64, error)
 // restores.
 const maxRecordInputs = 64
 
-func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o policy.RecordOptions) (*policy.RecordReport, error) {
+func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o record.Options) (*record.Report, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("record --snapshot needs root: it runs QEMU and turns readahead off for the memory file (and eBPF needs CAP_BPF, CAP_PERFMON); run it as root")
 	}
@@ -183,7 +183,7 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o policy
 	defer dir.Close()
 	// Fail before the runs, not after them with the recording lost. The
 	// recorded VMs map a private copy of the memory file's data (see
-	// policy.Record), on the same filesystem.
+	// record.Snapshot), on the same filesystem.
 	data, _, err := snapshot.MemLayout(dir.MemPath())
 	if err != nil {
 		return nil, err
@@ -197,9 +197,9 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o policy
 		if err != nil {
 			return nil, err
 		}
-		o.Inputs = append(o.Inputs, policy.RecordInput{Seed: seed, Expected: want})
+		o.Inputs = append(o.Inputs, record.Input{Seed: seed, Expected: want})
 	}
-	_, rep, err := policy.Record(cmd.Context(), vmmDriver(), dir, o, progress(cmd))
+	_, rep, err := record.Snapshot(cmd.Context(), vmmDriver(), dir, o, progress(cmd))
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/replay"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/trace"
@@ -58,7 +59,7 @@ fraction of the trace's non-zero pages across the memory file (fragmentation).`,
 	f := cmd.Flags()
 	f.StringVar(&snapDir, "snapshot", "", "snapshot directory the trace was recorded on")
 	f.StringVar(&tracePath, "trace", "", "trace file (snapbpf trace)")
-	f.StringVar(&policies, "policy", replay.SnapBPF, fmt.Sprintf("policies, comma-separated, or all: %v", replay.Policies()))
+	f.StringVar(&policies, "policy", policy.SnapBPF, fmt.Sprintf("policies, comma-separated, or all: %v", replay.Policies()))
 	f.IntVar(&o.Concurrency, "concurrency", 1, "VMs restored at once from the snapshot")
 	f.IntVar(&o.Runs, "runs", 1, "timed runs per policy (medians are reported)")
 	f.Float64Var(&o.GapScale, "gap-scale", 0, "scale of the recorded compute gaps: 1 = as in the TCG guest; 0 = native speed (1/slowdown)")

@@ -1,17 +1,17 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"io"
 	"slices"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
@@ -44,10 +44,9 @@ type vmReport struct {
 
 func newRestoreCmd() *cobra.Command {
 	var (
-		snapDir, pol, ws string
-		o                funcvm.RestoreOptions
-		po               policy.Options
-		asJSON           bool
+		snapDir string
+		c       restore.Config
+		asJSON  bool
 	)
 	cmd := &cobra.Command{
 		Use:         "restore --snapshot DIR",
@@ -55,7 +54,7 @@ func newRestoreCmd() *cobra.Command {
 		Annotations: rootOnly("it runs QEMU and controls readahead of the memory file"),
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rep, err := restore(cmd, snapDir, pol, ws, o, po)
+			rep, err := runRestore(cmd.Context(), snapDir, c)
 			// Stopped by a signal, the clones measured nothing: the
 			// error says so, a table would only show zeroes.
 			if rep != nil && cmd.Context().Err() == nil {
@@ -72,69 +71,59 @@ func newRestoreCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&snapDir, "snapshot", "", "snapshot directory")
-	f.Uint64Var(&o.Input, "input", 1, "input seed for the invocation")
-	f.IntVar(&o.Count, "count", 1, "clones to restore concurrently")
-	f.BoolVar(&o.Cold, "cold", false, "drop the memory file's cached pages first")
-	f.StringVar(&o.Accel, "accel", "", "tcg or kvm (default: the one the snapshot was made with)")
-	f.BoolVar(&o.Warm, "warm", false, "read the whole memory file into the page cache first")
-	f.StringVar(&pol, "policy", policy.Lazy, fmt.Sprintf("restore policy %v", policy.Names()))
-	f.StringVar(&ws, "ws", "", "working set for --policy snapbpf (default: the snapshot's, from snapbpf record)")
+	f.Uint64Var(&c.Input, "input", 1, "input seed for the invocation")
+	f.IntVar(&c.Count, "count", 1, "clones to restore concurrently")
+	f.BoolVar(&c.Cold, "cold", false, "drop the memory file's cached pages first")
+	f.StringVar(&c.Accel, "accel", "", "tcg or kvm (default: the one the snapshot was made with)")
+	f.BoolVar(&c.Warm, "warm", false, "read the whole memory file into the page cache first")
+	f.StringVar(&c.Policy, "policy", policy.Lazy, fmt.Sprintf("restore policy %v", policy.Names()))
+	f.StringVar(&c.WorkingSet, "ws", "", "working set for --policy snapbpf (default: the snapshot's, from snapbpf record)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object with a vms array")
-	f.BoolVar(&po.NoReadahead, "no-readahead", false, "policy snapbpf: read pages outside the working set one per fault (the paper's policy, for comparison; slower than lazy on inputs the recording did not see)")
+	f.BoolVar(&c.PolicyOptions.NoReadahead, "no-readahead", false, "policy snapbpf: read pages outside the working set one per fault (the paper's policy, for comparison; slower than lazy on inputs the recording did not see)")
 	// Readahead outside the working set became snapbpf's default; the
 	// old opt-in stays accepted so scripts keep working.
 	var keep bool
 	f.BoolVar(&keep, "keep-readahead", false, "")
 	f.MarkDeprecated("keep-readahead", "readahead outside the working set is now snapbpf's default (--no-readahead turns it off)")
 	cmd.MarkFlagsMutuallyExclusive("keep-readahead", "no-readahead")
-	prefetchFlags(f, "prefetch-", &po.Prefetch)
+	prefetchFlags(f, "prefetch-", &c.PolicyOptions.Prefetch)
 	cmd.MarkFlagRequired("snapshot")
 	cmd.MarkFlagsMutuallyExclusive("cold", "warm")
 	checkFlags(cmd, func() error {
-		if o.Count < 1 {
-			return fmt.Errorf("--count %d: restore at least 1 clone", o.Count)
+		if c.Count < 1 {
+			return fmt.Errorf("--count %d: restore at least 1 clone", c.Count)
 		}
-		if !slices.Contains(policy.Names(), pol) {
-			return fmt.Errorf("--policy %q: want one of %v", pol, policy.Names())
+		if !slices.Contains(policy.Names(), c.Policy) {
+			return fmt.Errorf("--policy %q: want one of %v", c.Policy, policy.Names())
 		}
-		if po.NoReadahead && pol != policy.SnapBPF {
-			return fmt.Errorf("--no-readahead is an option of --policy %s only (policy %s)", policy.SnapBPF, pol)
+		if c.PolicyOptions.NoReadahead && c.Policy != policy.SnapBPF {
+			return fmt.Errorf("--no-readahead is an option of --policy %s only (policy %s)", policy.SnapBPF, c.Policy)
 		}
-		return checkAccel(o.Accel)
+		return checkAccel(c.Accel)
 	})
 	return cmd
 }
 
-func restore(cmd *cobra.Command, snapDir, polName, ws string, o funcvm.RestoreOptions, po policy.Options) (*restoreReport, error) {
+// runRestore restores the snapshot in snapDir as c says, through the
+// restore pipeline, and reports it. The report is nil when no clone ran.
+func runRestore(ctx context.Context, snapDir string, c restore.Config) (*restoreReport, error) {
 	dir, err := snapshot.Open(snapDir)
 	if err != nil {
 		return nil, err
 	}
 	defer dir.Close()
-	pol, err := policy.New(polName, dir, ws, po)
-	if err != nil {
+	res, err := restore.Run(ctx, vmmDriver(), dir, c)
+	if res == nil {
 		return nil, err
-	}
-	m := dir.Manifest
-	var host time.Duration
-	o.Expected, host, err = funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], o.Input)
-	if err != nil {
-		return nil, err
-	}
-	o.Hooks = pol
-	vms, err := funcvm.Restore(cmd.Context(), vmmDriver(), dir, o)
-	pst, perr := pol.Finish()
-	if vms == nil {
-		return nil, errors.Join(err, perr)
 	}
 	rep := &restoreReport{
-		Snapshot: dir.Path, Function: m.Function, Input: o.Input, Count: len(vms),
-		Cold: o.Cold, Warm: o.Warm, Policy: pol.Name(), Readahead: pol.Readahead(), PrefetchStats: pst,
+		Snapshot: dir.Path, Function: dir.Manifest.Function, Input: c.Input, Count: len(res.VMs),
+		Cold: c.Cold, Warm: c.Warm, Policy: res.Policy, Readahead: res.Readahead, PrefetchStats: res.Prefetch,
 	}
-	for _, v := range vms {
-		rep.VMs = append(rep.VMs, vmReport{VMResult: v, Policy: pol.Name(), PrefetchStats: pst, HostFnMs: float64(host.Microseconds()) / 1000})
+	for _, v := range res.VMs {
+		rep.VMs = append(rep.VMs, vmReport{VMResult: v, Policy: res.Policy, PrefetchStats: res.Prefetch, HostFnMs: res.HostFnMs()})
 	}
-	return rep, errors.Join(err, perr)
+	return rep, err
 }
 
 func printVMs(w io.Writer, r *restoreReport) {

@@ -2,13 +2,13 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
+	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -23,24 +23,17 @@ func (b *bench) restore(ctx context.Context, d *snapshot.Dir, k Key, run *Run) e
 	case PolicySnapBPFOther:
 		name, ws = policy.SnapBPF, d.File(otherWSFile(b.cfg.otherInput()))
 	}
-	pol, err := policy.New(name, d, ws, policy.Options{})
-	if err != nil {
-		return err
-	}
-	m := d.Manifest
-	expected, host, err := funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], b.cfg.Input)
-	if err != nil {
-		return err
-	}
-	vms, err := funcvm.Restore(ctx, b.driver, d, funcvm.RestoreOptions{
-		Input: b.cfg.Input, Count: k.N, Cold: !warm, Warm: warm, Expected: expected, Accel: b.accel, Hooks: pol,
+	res, err := restore.Run(ctx, b.driver, d, restore.Config{
+		Policy: name, WorkingSet: ws, Input: b.cfg.Input, Count: k.N, Cold: !warm, Warm: warm, Accel: b.accel,
 	})
-	pst, perr := pol.Finish()
-	run.VMs = vms
-	if pst.Bytes > 0 {
-		run.Prefetch = &pst
+	if res == nil {
+		return err
 	}
-	if err := errors.Join(err, perr); err != nil {
+	run.VMs = res.VMs
+	if res.Prefetch.Bytes > 0 {
+		run.Prefetch = &res.Prefetch
+	}
+	if err != nil {
 		return err
 	}
 	// Every clone has exited: what stays is the memory file's page cache,
@@ -50,8 +43,8 @@ func (b *bench) restore(ctx context.Context, d *snapshot.Dir, k Key, run *Run) e
 	if err != nil {
 		return err
 	}
-	restoreMetrics(run.Metrics, vms, cached, pst)
-	run.Metrics[MetricHostFnMs] = ms(host)
+	restoreMetrics(run.Metrics, res.VMs, cached, res.Prefetch)
+	run.Metrics[MetricHostFnMs] = ms(res.HostFn)
 	return nil
 }
 

@@ -12,6 +12,9 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/replay"
 )
 
 // PlotFormats are the formats every figure is written in.
@@ -19,13 +22,13 @@ var PlotFormats = []string{"svg", "png"}
 
 // palette gives each series the same colour in every figure.
 var palette = map[string]color.Color{
-	"lazy":                      color.RGBA{0x4c, 0x72, 0xb0, 0xff},
-	"nora":                      color.RGBA{0xdd, 0x84, 0x52, 0xff},
-	"snapbpf":                   color.RGBA{0x55, 0xa8, 0x68, 0xff},
-	"snapbpf-other":             color.RGBA{0xa6, 0xd8, 0x54, 0xff},
-	"warm":                      color.RGBA{0xa0, 0xa0, 0xa0, 0xff},
-	"faasnap":                   color.RGBA{0xc4, 0x4e, 0x52, 0xff},
-	"reap":                      color.RGBA{0x81, 0x72, 0xb3, 0xff},
+	policy.Lazy:                 color.RGBA{0x4c, 0x72, 0xb0, 0xff},
+	policy.NoRA:                 color.RGBA{0xdd, 0x84, 0x52, 0xff},
+	policy.SnapBPF:              color.RGBA{0x55, 0xa8, 0x68, 0xff},
+	PolicySnapBPFOther:          color.RGBA{0xa6, 0xd8, 0x54, 0xff},
+	PolicyWarm:                  color.RGBA{0xa0, 0xa0, 0xa0, 0xff},
+	replay.FaaSnap:              color.RGBA{0xc4, 0x4e, 0x52, 0xff},
+	replay.REAP:                 color.RGBA{0x81, 0x72, 0xb3, 0xff},
 	stepLinux:                   color.RGBA{0x4c, 0x72, 0xb0, 0xff},
 	stepFreePage:                color.RGBA{0x81, 0x72, 0xb3, 0xff},
 	stepSnapBPF:                 color.RGBA{0x55, 0xa8, 0x68, 0xff},

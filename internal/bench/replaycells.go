@@ -12,6 +12,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/replay"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/trace"
@@ -133,7 +134,7 @@ func (b *bench) replayCell(ctx context.Context, d *snapshot.Dir, k Key, run *Run
 	}
 	var release func() error
 	if k.Policy == PolicyWarm {
-		o.Policy = replay.Lazy
+		o.Policy = policy.Lazy
 		if release, err = holdCached(d.MemPath()); err != nil {
 			return err
 		}

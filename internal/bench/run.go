@@ -187,13 +187,6 @@ func (b *bench) measureVM(ctx context.Context, k Key, run *Run) error {
 	return fmt.Errorf("unknown experiment %q", k.Experiment)
 }
 
-func (b *bench) logOrDiscard() io.Writer {
-	if b.cfg.Log == nil {
-		return io.Discard
-	}
-	return b.cfg.Log
-}
-
 // describe is a run's progress line.
 func describe(r Run) string {
 	if !r.OK() {

@@ -15,6 +15,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/record"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
@@ -117,7 +118,7 @@ func (b *bench) reusable(d *snapshot.Dir, fn, mode string) bool {
 }
 
 // record captures d's working set on want.Input into want.File.
-// policy.Record always writes policy.WorkingSetFile, so a recording meant
+// record.Snapshot always writes policy.WorkingSetFile, so a recording meant
 // for another file puts back what that file held.
 func (b *bench) record(ctx context.Context, d *snapshot.Dir, want Recording) (Recording, error) {
 	m := d.Manifest
@@ -134,9 +135,9 @@ func (b *bench) record(ctx context.Context, d *snapshot.Dir, want Recording) (Re
 	}
 	logf(b.cfg.Log, "recording a working set of %s on input %d into %s", d.Path, want.Input, want.File)
 	t := time.Now()
-	set, _, err := policy.Record(ctx, b.driver, d, policy.RecordOptions{
+	set, _, err := record.Snapshot(ctx, b.driver, d, record.Options{
 		Input: want.Input, Expected: expected, Accel: b.accel,
-	}, b.logOrDiscard())
+	}, b.cfg.Log)
 	if err != nil {
 		return want, fmt.Errorf("record %s: %w", m.Function, err)
 	}

@@ -37,7 +37,7 @@ type RestoreOptions struct {
 	// instead of the snapshot's own, and its open descriptor: a
 	// byte-identical private copy, so that a recording sees every page its
 	// VMM touches enter the page cache whatever other processes have
-	// cached of the real file (policy.Record).
+	// cached of the real file (record.Snapshot).
 	MemPath string
 	MemFile *os.File
 }

@@ -65,16 +65,11 @@ type Options struct {
 // snapshot's working set, recorded with snapbpf record; wsPath overrides
 // where it is read from.
 func New(name string, dir *snapshot.Dir, wsPath string, o Options) (*Policy, error) {
-	p := &Policy{name: name, mem: dir.MemPath(), opts: o}
-	switch name {
-	case Lazy, NoRA:
-		if o.NoReadahead {
-			return nil, fmt.Errorf("policy %s: turning readahead off outside the working set is an option of policy snapbpf only (policy nora has readahead off everywhere)", name)
-		}
-		return p, nil
-	case SnapBPF:
-	default:
-		return nil, fmt.Errorf("unknown policy %q: want one of %v", name, Names())
+	if err := check(name, o); err != nil {
+		return nil, err
+	}
+	if name != SnapBPF {
+		return &Policy{name: name, mem: dir.MemPath(), opts: o}, nil
 	}
 	explicit := wsPath != ""
 	if !explicit {
@@ -90,11 +85,41 @@ func New(name string, dir *snapshot.Dir, wsPath string, o Options) (*Policy, err
 		}
 		return nil, fmt.Errorf("policy snapbpf: %w", err)
 	}
-	if err := ws.CheckFile(p.mem, dir.Manifest.ID); err != nil {
+	if err := ws.CheckFile(dir.MemPath(), dir.Manifest.ID); err != nil {
 		return nil, fmt.Errorf("policy snapbpf: working set %s: %w", wsPath, err)
 	}
-	p.ws = ws
-	return p, nil
+	return ForFile(name, dir.MemPath(), ws, o)
+}
+
+// ForFile prepares a restore under policy name of VMs that map the memory
+// file mem, snapbpf prefetching ws (which the caller has checked belongs to
+// mem). A recording uses it for its private copy of the memory file and the
+// working set recorded so far; a restore of a snapshot uses New.
+func ForFile(name, mem string, ws *wset.Set, o Options) (*Policy, error) {
+	if err := check(name, o); err != nil {
+		return nil, err
+	}
+	switch {
+	case name == SnapBPF && ws == nil:
+		return nil, errors.New("policy snapbpf: no working set to prefetch")
+	case name != SnapBPF && ws != nil:
+		return nil, fmt.Errorf("policy %s: prefetches no working set", name)
+	}
+	return &Policy{name: name, mem: mem, ws: ws, opts: o}, nil
+}
+
+// check reports whether policy name exists and takes options o.
+func check(name string, o Options) error {
+	switch name {
+	case Lazy, NoRA:
+		if o.NoReadahead {
+			return fmt.Errorf("policy %s: turning readahead off outside the working set is an option of policy snapbpf only (policy nora has readahead off everywhere)", name)
+		}
+	case SnapBPF:
+	default:
+		return fmt.Errorf("unknown policy %q: want one of %v", name, Names())
+	}
+	return nil
 }
 
 // Name is the policy's name.

@@ -4,21 +4,21 @@ import (
 	"io"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/trace"
 )
 
-// Policy names.
+// The baselines a replay has besides the restore policies of package
+// policy (policy.Names).
 const (
-	Lazy    = "lazy"
-	NoRA    = "nora"
-	SnapBPF = "snapbpf"
 	FaaSnap = "faasnap"
 	REAP    = "reap"
 )
 
-// Policies lists the policies a replay can use.
-func Policies() []string { return []string{Lazy, NoRA, SnapBPF, FaaSnap, REAP} }
+// Policies lists the policies a replay can use: the restore policies,
+// then the baselines.
+func Policies() []string { return append(policy.Names(), FaaSnap, REAP) }
 
 // Options describe a replay.
 type Options struct {

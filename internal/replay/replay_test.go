@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/snapbpf/snapbpf/internal/policy"
 )
 
 // TestBackendsYieldMemoryFile replays one trace under every policy with
@@ -18,9 +20,9 @@ func TestBackendsYieldMemoryFile(t *testing.T) {
 	tr := synthTrace(t, m)
 	pages := len(pagesOf(tr))
 	variants := map[string]func(*Options){
-		SnapBPF + "-holes-anon": func(o *Options) { o.Policy, o.SnapBPFHolesAnon = SnapBPF, true },
-		FaaSnap + "-exact":      func(o *Options) { o.Policy, o.FaaSnapRecordNoRA = FaaSnap, true },
-		REAP + "-shared-read":   func(o *Options) { o.Policy, o.REAPSharedRead = REAP, true },
+		policy.SnapBPF + "-holes-anon": func(o *Options) { o.Policy, o.SnapBPFHolesAnon = policy.SnapBPF, true },
+		FaaSnap + "-exact":             func(o *Options) { o.Policy, o.FaaSnapRecordNoRA = FaaSnap, true },
+		REAP + "-shared-read":          func(o *Options) { o.Policy, o.REAPSharedRead = REAP, true },
 	}
 	for _, p := range Policies() {
 		variants[p] = nil
@@ -63,11 +65,11 @@ func TestPolicyShapes(t *testing.T) {
 	for _, p := range Policies() {
 		reps[p] = runPolicy(t, m, tr, p, 1, func(o *Options) { o.VMMStart = 20 * time.Millisecond })
 	}
-	if got := reps[NoRA].ReadBytes; got > (data+64)*pageSize {
+	if got := reps[policy.NoRA].ReadBytes; got > (data+64)*pageSize {
 		t.Errorf("nora read %d bytes for %d touched data pages", got, data)
 	}
-	if reps[SnapBPF].StallMs >= reps[NoRA].StallMs {
-		t.Errorf("snapbpf stalled %.2f ms, nora %.2f ms", reps[SnapBPF].StallMs, reps[NoRA].StallMs)
+	if reps[policy.SnapBPF].StallMs >= reps[policy.NoRA].StallMs {
+		t.Errorf("snapbpf stalled %.2f ms, nora %.2f ms", reps[policy.SnapBPF].StallMs, reps[policy.NoRA].StallMs)
 	}
 	reap := reps[REAP]
 	if reap.Prepare == nil || reap.Prepare.WorkingSetPages != touched {
@@ -102,7 +104,7 @@ func TestREAPConcurrentMemoryGrows(t *testing.T) {
 	// races ahead of the prefetch reads a window around it, and how many
 	// do depends on the timing of 1 or 4 VMs, not on per-VM copies.
 	noRA := func(o *Options) { o.SnapBPFNoReadahead = true }
-	s1, s4 := runPolicy(t, m, tr, SnapBPF, 1, noRA), runPolicy(t, m, tr, SnapBPF, 4, noRA)
+	s1, s4 := runPolicy(t, m, tr, policy.SnapBPF, 1, noRA), runPolicy(t, m, tr, policy.SnapBPF, 4, noRA)
 	if c1, c4 := s1.PageCache[m.path], s4.PageCache[m.path]; c4 > c1+64*pageSize {
 		t.Errorf("snapbpf: page cache %d bytes for 4 VMs, %d for 1", c4, c1)
 	}
@@ -190,7 +192,7 @@ func TestCompactFileRefused(t *testing.T) {
 		t.Errorf("truncated: %v, want ErrCompactCorrupt", err)
 	}
 	// A run refuses a trace recorded on another memory file.
-	if _, err := Run(t.Context(), Options{Mem: b.path, Trace: tr, Policy: NoRA}); err == nil {
+	if _, err := Run(t.Context(), Options{Mem: b.path, Trace: tr, Policy: policy.NoRA}); err == nil {
 		t.Error("replayed a trace on another memory file")
 	}
 }

@@ -38,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/trace"
@@ -127,11 +128,11 @@ func newPolicy(name string, o Options) (policyImpl, error) {
 		return nil, err
 	}
 	switch name {
-	case Lazy:
+	case policy.Lazy:
 		return &pageCachePolicy{name: name, readahead: true, hugepage: !o.NoHugepage}, nil
-	case NoRA:
+	case policy.NoRA:
 		return &pageCachePolicy{name: name}, nil
-	case SnapBPF:
+	case policy.SnapBPF:
 		ra := !o.SnapBPFNoReadahead
 		return &pageCachePolicy{name: name, prefetch: true, holesAnon: o.SnapBPFHolesAnon, readahead: ra, hugepage: ra && !o.NoHugepage}, nil
 	case FaaSnap:

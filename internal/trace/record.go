@@ -13,6 +13,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 	"github.com/snapbpf/snapbpf/internal/wset"
@@ -61,8 +62,9 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	}
 	h := &hooks{Policy: nora, mem: mem}
 	defer h.close()
-	vms, err := funcvm.Restore(ctx, d, dir, funcvm.RestoreOptions{
-		Input: o.Input, Count: 1, Cold: true, Expected: o.Expected, Accel: o.Accel, Hooks: h, Log: o.Log,
+	res, err := restore.Run(ctx, d, dir, restore.Config{
+		Hooks: h, Input: o.Input, Count: 1, Cold: true, Expected: o.Expected, NoCheck: o.Expected == "",
+		Accel: o.Accel, Log: o.Log,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("trace: %w", err)
@@ -78,7 +80,7 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	if err != nil {
 		return nil, nil, err
 	}
-	vm := vms[0]
+	vm := res.VMs[0]
 	// The guest resumed right after the state load, which began when the
 	// hook returned. (A hook at the resume itself would be exact; this is
 	// off by the time between the load's end and the resume command.)

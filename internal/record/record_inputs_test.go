@@ -1,4 +1,4 @@
-package policy
+package record
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -28,12 +29,12 @@ func TestRecordInputs(t *testing.T) {
 		// No margin: the pages around what the refining run found
 		// vary with it (up to 10% of the set per input), and would hide
 		// what this test compares.
-		o := RecordOptions{Runs: 2, Margin: -1}
+		o := Options{Runs: 2, Margin: -1}
 		for _, s := range seeds {
-			o.Inputs = append(o.Inputs, RecordInput{Seed: s, Expected: f.want(t, s)})
+			o.Inputs = append(o.Inputs, Input{Seed: s, Expected: f.want(t, s)})
 		}
 		var log bytes.Buffer
-		set, rep, err := Record(ctx, &qemu.Driver{}, f.dir, o, &log)
+		set, rep, err := Snapshot(ctx, &qemu.Driver{}, f.dir, o, &log)
 		if err != nil {
 			t.Fatalf("record inputs %v: %v\n%s", seeds, err, log.String())
 		}
@@ -43,7 +44,7 @@ func TestRecordInputs(t *testing.T) {
 	one, two := rec(1), rec(2)
 	both := rec(1, 2)
 
-	stored, err := wset.Read(f.dir.File(WorkingSetFile))
+	stored, err := wset.Read(f.dir.File(policy.WorkingSetFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package policy
+package record
 
 import (
 	"bytes"
@@ -30,12 +30,12 @@ func TestRecordUnderLoad(t *testing.T) {
 	// them (up to 10% of the set), more so when the guest runs ten times
 	// slower beside four others, and would hide what this test compares:
 	// the pages the VMM itself brought in.
-	rec := func() (*wset.Set, *RecordReport) {
+	rec := func() (*wset.Set, *Report) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		var log bytes.Buffer
-		set, rep, err := Record(ctx, &qemu.Driver{}, f.dir, RecordOptions{Input: 1, Expected: f.want(t, 1), Margin: -1}, &log)
+		set, rep, err := Snapshot(ctx, &qemu.Driver{}, f.dir, Options{Input: 1, Expected: f.want(t, 1), Margin: -1}, &log)
 		if err != nil {
 			t.Fatalf("record: %v\n%s", err, log.String())
 		}
@@ -132,7 +132,7 @@ func TestRecordingsSerialise(t *testing.T) {
 	f := createSnapshot(t, img, "json", 8, filepath.Join(root, "json-lock"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	o := RecordOptions{Input: 1, Expected: f.want(t, 1), Runs: 2}
+	o := Options{Input: 1, Expected: f.want(t, 1), Runs: 2}
 
 	type result struct {
 		start, end time.Time
@@ -150,7 +150,7 @@ func TestRecordingsSerialise(t *testing.T) {
 			}
 			var log bytes.Buffer
 			r := result{start: time.Now()}
-			_, _, r.err = Record(ctx, &qemu.Driver{}, f.dir, o, &log)
+			_, _, r.err = Snapshot(ctx, &qemu.Driver{}, f.dir, o, &log)
 			r.end, r.log = time.Now(), log.String()
 			results[i] = r
 		}()
@@ -159,9 +159,9 @@ func TestRecordingsSerialise(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	no := o
 	no.NoWait = true
-	_, _, err = Record(ctx, &qemu.Driver{}, f.dir, no, &bytes.Buffer{})
-	if !errors.Is(err, ErrRecordingBusy) {
-		t.Errorf("record with NoWait beside another: %v, want ErrRecordingBusy", err)
+	_, _, err = Snapshot(ctx, &qemu.Driver{}, f.dir, no, &bytes.Buffer{})
+	if !errors.Is(err, ErrBusy) {
+		t.Errorf("record with NoWait beside another: %v, want ErrBusy", err)
 	} else {
 		t.Logf("refused: %v", err)
 	}
@@ -187,7 +187,7 @@ func TestRecordingsSerialise(t *testing.T) {
 	defer unlock()
 	short, stop := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer stop()
-	if _, _, err := Record(short, &qemu.Driver{}, f.dir, o, &bytes.Buffer{}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, _, err := Snapshot(short, &qemu.Driver{}, f.dir, o, &bytes.Buffer{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("record while the lock is held, 300 ms timeout: %v, want context.DeadlineExceeded", err)
 	}
 }

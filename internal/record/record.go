@@ -1,4 +1,9 @@
-package policy
+// Package record records a snapshot's working set: the pages of its
+// memory file a function's restore touches, found by capture over a few
+// restores (the first under nora, the later ones under snapbpf with the set
+// so far), widened by a margin and stored beside the snapshot for policy
+// snapbpf to prefetch.
+package record
 
 import (
 	"cmp"
@@ -13,14 +18,16 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
+	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
-// RecordOptions describe a working-set recording of a snapshot.
-type RecordOptions struct {
+// Options describe a working-set recording of a snapshot.
+type Options struct {
 	Input    uint64
 	Expected string // the invoke's correct checksum
 	// Inputs, if set, are the inputs to record instead of Input: each is
@@ -28,16 +35,15 @@ type RecordOptions struct {
 	// snapshot's working set is their union, with how many of them touched
 	// each page (wset.Set.Counts), in the first input's first-touch order
 	// followed by what only later ones touched.
-	Inputs []RecordInput
+	Inputs []Input
 	// Method is capture.MethodEBPF (default) or capture.MethodMincore.
 	Method string
 	// Merge unions the new recording with the snapshot's existing working
 	// set instead of replacing it.
 	Merge bool
-	// Runs is how many cold restores to record (0 means
-	// DefaultRecordRuns): the first under nora, the others under snapbpf
-	// with the set so far, each adding the pages its guest touched beyond
-	// the prefetch. A guest does not touch quite the same pages on every
+	// Runs is how many cold restores to record (0 means DefaultRuns):
+	// the first under nora, the others under snapbpf with the set so far,
+	// each adding the pages its guest touched beyond the prefetch. A guest does not touch quite the same pages on every
 	// run, and each page a recording misses costs a restore one fault.
 	Runs int
 	// Margin widens the regions where the refining runs found pages by
@@ -45,20 +51,20 @@ type RecordOptions struct {
 	// (0 means DefaultMargin, negative none; see widen).
 	Margin int
 	Accel  string
-	// NoWait fails the recording at once with ErrRecordingBusy if
-	// another recording of the snapshot runs, instead of waiting for it.
+	// NoWait fails the recording at once with ErrBusy if another
+	// recording of the snapshot runs, instead of waiting for it.
 	NoWait bool
 }
 
-// RecordInput is one input a recording invokes the function on.
-type RecordInput struct {
+// Input is one input a recording invokes the function on.
+type Input struct {
 	Seed     uint64
 	Expected string // the invoke's correct checksum; empty skips the check
 }
 
 // margin is the margin o asks for, in pages (Margin: 0 means
 // DefaultMargin, negative none).
-func (o RecordOptions) margin() int {
+func (o Options) margin() int {
 	switch {
 	case o.Margin == 0:
 		return DefaultMargin
@@ -69,11 +75,11 @@ func (o RecordOptions) margin() int {
 }
 
 // inputs are the inputs o records.
-func (o RecordOptions) inputs() []RecordInput {
+func (o Options) inputs() []Input {
 	if len(o.Inputs) > 0 {
 		return o.Inputs
 	}
-	return []RecordInput{{Seed: o.Input, Expected: o.Expected}}
+	return []Input{{Seed: o.Input, Expected: o.Expected}}
 }
 
 // DefaultMargin is how far around the regions where the refining runs found
@@ -106,16 +112,16 @@ func marginBudget(pages int64) int64 {
 	return max(pages*marginBudgetPercent/100, marginBudgetFloor)
 }
 
-// DefaultRecordRuns is how many restores a recording takes by default.
+// DefaultRuns is how many restores a recording takes by default.
 // Each later run adds the few pages the guest touched this time and no run
 // before it (aes: 11, 6, 3, 2, 3, 1, 2 pages in runs 2-8); a restore then
 // faults on what all of them missed: 4-9 pages after 3 runs, 0-3 after 8
 // (docs/measurements/issue3.md). A run under snapbpf costs about one warm
 // restore (0.3-0.9 s here).
-const DefaultRecordRuns = 8
+const DefaultRuns = 8
 
-// RecordReport describes a recording.
-type RecordReport struct {
+// Report describes a recording.
+type Report struct {
 	VM                funcvm.VMResult `json:"vm"`
 	Method            string          `json:"method"`
 	Pages             int64           `json:"pages"`
@@ -127,8 +133,7 @@ type RecordReport struct {
 	IncludesReadahead bool            `json:"includes_readahead"`
 	// ZeroPages are the touched holes the set lists (wset.Set.Zero).
 	ZeroPages int64 `json:"zero_pages"`
-	// Runs is how many restores were recorded per input
-	// (RecordOptions.Runs).
+	// Runs is how many restores were recorded per input (Options.Runs).
 	Runs int `json:"runs"`
 	// Inputs are the recorded inputs, and InputPages the data pages each
 	// one's recording found (refining and margin included).
@@ -139,7 +144,7 @@ type RecordReport struct {
 	RefinedPages     int64 `json:"refined_pages"`
 	RefinedZeroPages int64 `json:"refined_zero_pages"`
 	// MarginPages are the data pages added around the regions where the
-	// refining runs found pages (RecordOptions.Margin).
+	// refining runs found pages (Options.Margin).
 	MarginPages int64 `json:"margin_pages"`
 	// ForeignPages are pages that entered the recorded file's cache for
 	// processes other than the recorded VMM (this process's prefetch not
@@ -161,7 +166,7 @@ type RecordReport struct {
 	Path        string `json:"path"`
 }
 
-// Record records the snapshot's working set for each input and stores
+// Snapshot records the snapshot's working set for each input and stores
 // their union, with per-page counts, as the snapshot's working set
 // (atomically). Per input it restores one clone with the memory file cold
 // and readahead off, invokes it while capture watches the memory file,
@@ -172,17 +177,20 @@ type RecordReport struct {
 // they map a private copy of the memory file that starts cold and nobody
 // else reads (coldCopy), and capture keeps only their own insertions
 // (capture.Recorder.Attribute). Recordings of one snapshot take turns
-// (lockRecording).
-func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOptions, log io.Writer) (*wset.Set, *RecordReport, error) {
+// (lockRecording). Progress goes to log (nil: nowhere).
+func Snapshot(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o Options, log io.Writer) (*wset.Set, *Report, error) {
 	start := time.Now()
+	if log == nil {
+		log = io.Discard
+	}
 	if o.Method == "" {
 		o.Method = capture.MethodEBPF
 	}
 	runs := o.Runs
 	if runs <= 0 {
-		o.Runs, runs = DefaultRecordRuns, DefaultRecordRuns
+		o.Runs, runs = DefaultRuns, DefaultRuns
 	}
-	rep := &RecordReport{Path: dir.File(WorkingSetFile), Runs: runs}
+	rep := &Report{Path: dir.File(policy.WorkingSetFile), Runs: runs}
 	unlock, err := lockRecording(ctx, dir, o.NoWait, log)
 	if err != nil {
 		return nil, nil, err
@@ -254,7 +262,7 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := dir.AddFile(WorkingSetFile, func(w io.Writer) error {
+	if err := dir.AddFile(policy.WorkingSetFile, func(w io.Writer) error {
 		_, err := w.Write(b)
 		return err
 	}); err != nil {
@@ -275,7 +283,7 @@ var testHookCopy func(path string) (end func())
 // snapshot mapping cp (the private copy), the first under nora, the rest
 // under snapbpf with the set so far, then the margin. It adds what it saw
 // to rep.
-func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCopy, id wset.Identity, in RecordInput, o RecordOptions, rep *RecordReport, log io.Writer) (*wset.Set, error) {
+func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCopy, id wset.Identity, in Input, o Options, rep *Report, log io.Writer) (*wset.Set, error) {
 	runs, mem := o.Runs, cp.Path
 	// The first run restores under nora and sees every page the guest
 	// touches. Each later run restores under snapbpf with the set so far,
@@ -289,12 +297,15 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldC
 		warned  = map[string]bool{}
 	)
 	for i := range runs {
-		hooks := &Policy{name: NoRA, mem: mem}
+		hooks, err := policy.ForFile(policy.NoRA, mem, nil, policy.Options{})
 		if set != nil {
 			// Readahead off, as in the first run: a page the guest
 			// touches beyond the prefetch enters the cache alone, so
 			// the capture sees exactly the pages the set lacks.
-			hooks = &Policy{name: SnapBPF, mem: mem, ws: set, opts: Options{NoReadahead: true}}
+			hooks, err = policy.ForFile(policy.SnapBPF, mem, set, policy.Options{NoReadahead: true})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("record: %w", err)
 		}
 		got, c, vm, err := recordOnce(ctx, d, dir, cp, id, in, o, hooks)
 		if err != nil {
@@ -349,7 +360,7 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldC
 // refining run), mapping cp, invokes it under capture and returns the
 // pages its VMM brought into the page cache as a working set of the memory
 // file id.
-func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCopy, id wset.Identity, in RecordInput, o RecordOptions, hooks *Policy) (*wset.Set, *capture.Capture, funcvm.VMResult, error) {
+func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCopy, id wset.Identity, in Input, o Options, hooks *policy.Policy) (*wset.Set, *capture.Capture, funcvm.VMResult, error) {
 	var none funcvm.VMResult
 	mem := cp.Path
 	sess, err := capture.Watch(mem, o.Method)
@@ -357,13 +368,10 @@ func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCo
 		return nil, nil, none, err
 	}
 	defer sess.Close()
-	vms, err := funcvm.Restore(ctx, d, dir, funcvm.RestoreOptions{
-		Input: in.Seed, Count: 1, Cold: true, Expected: in.Expected, Accel: o.Accel,
-		Hooks: attributed{hooks, sess}, MemPath: mem, MemFile: cp.File,
+	res, err := restore.Run(ctx, d, dir, restore.Config{
+		Hooks: attributed{hooks, sess}, Input: in.Seed, Count: 1, Cold: true,
+		Expected: in.Expected, NoCheck: in.Expected == "", Accel: o.Accel, MemPath: mem, MemFile: cp.File,
 	})
-	if _, ferr := hooks.Finish(); err == nil && ferr != nil {
-		err = ferr
-	}
 	if err != nil {
 		return nil, nil, none, fmt.Errorf("record: %w", err)
 	}
@@ -373,16 +381,18 @@ func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCo
 		return nil, nil, none, fmt.Errorf("record: %w", err)
 	}
 	set := c.WorkingSet(0, id, fmt.Sprintf("record %s input=%d method=%s", dir.Manifest.Function, in.Seed, o.Method))
-	return set, c, vms[0], nil
+	return set, c, res.VMs[0], nil
 }
 
 // attributed is a policy whose capture keeps only the VMM's own page
 // loads: the VMM is known once started, before it loads any state.
 type attributed struct {
-	*Policy
+	*policy.Policy
 	sess capture.Session
 }
 
+// VMMStarted implements funcvm.Hooks: the capture attributes page loads
+// to the VMM from now on, then the policy acts.
 func (a attributed) VMMStarted(ctx context.Context, pid int) error {
 	a.sess.Attribute(pid)
 	return a.Policy.VMMStarted(ctx, pid)
@@ -498,3 +508,5 @@ func outside(e wset.Extent, plan []wset.Extent) []wset.Extent {
 	}
 	return out
 }
+
+func durMs(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,4 +1,4 @@
-package policy
+package record
 
 import (
 	"errors"

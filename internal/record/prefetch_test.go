@@ -1,4 +1,4 @@
-package policy
+package record
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -29,7 +30,7 @@ const prefetchAttempts = 3
 func TestPrefetchMakesWorkingSetResident(t *testing.T) {
 	f := recordedSnapshot(t)
 	mem := f.dir.MemPath()
-	ws, err := wset.Read(f.dir.File(WorkingSetFile))
+	ws, err := wset.Read(f.dir.File(policy.WorkingSetFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestPrefetchMakesWorkingSetResident(t *testing.T) {
 
 	t.Run("policy", func(t *testing.T) {
 		check(t, func(t *testing.T) int64 {
-			p, err := New(SnapBPF, f.dir, "", Options{})
+			p, err := policy.New(policy.SnapBPF, f.dir, "", policy.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,7 +1,9 @@
-package policy
+package record
 
 import (
 	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/policy"
 )
 
 // TestPoliciesConformance: every policy restores concurrent clones that
@@ -11,7 +13,7 @@ import (
 func TestPoliciesConformance(t *testing.T) {
 	f := recordedSnapshot(t)
 	before := fileSHA(t, f.dir.MemPath())
-	for _, name := range Names() {
+	for _, name := range policy.Names() {
 		t.Run(name, func(t *testing.T) {
 			vms, st := restoreWith(t, f, name, 2, 2)
 			for _, r := range vms {

@@ -1,4 +1,4 @@
-package policy
+package record
 
 import (
 	"bytes"
@@ -18,6 +18,8 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
@@ -83,18 +85,18 @@ func createSnapshotWith(t *testing.T, img *guest.Image, fn string, dataMiB int, 
 }
 
 // record records the fixture's working set with method on input 1.
-func record(t *testing.T, f fixture, method string) (*wset.Set, *RecordReport) {
+func record(t *testing.T, f fixture, method string) (*wset.Set, *Report) {
 	t.Helper()
 	return recordRuns(t, f, method, 0)
 }
 
-// recordRuns is record with RecordOptions.Runs.
-func recordRuns(t *testing.T, f fixture, method string, runs int) (*wset.Set, *RecordReport) {
+// recordRuns is record with Options.Runs.
+func recordRuns(t *testing.T, f fixture, method string, runs int) (*wset.Set, *Report) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
-	set, rep, err := Record(ctx, &qemu.Driver{}, f.dir, RecordOptions{Input: 1, Expected: f.want(t, 1), Method: method, Runs: runs}, &log)
+	set, rep, err := Snapshot(ctx, &qemu.Driver{}, f.dir, Options{Input: 1, Expected: f.want(t, 1), Method: method, Runs: runs}, &log)
 	if err != nil {
 		t.Fatalf("record %s (%s): %v\n%s", f.fn, method, err, log.String())
 	}
@@ -165,42 +167,34 @@ func otherSnapshot(t *testing.T) fixture {
 }
 
 // restoreWith restores count clones of f under policy name, the way
-// snapbpf restore does: the policy's hooks around funcvm.Restore, then
-// Finish. Every clone's result must be correct.
-func restoreWith(t *testing.T, f fixture, name string, input uint64, count int) ([]funcvm.VMResult, PrefetchStats) {
+// snapbpf restore does: through restore.Run. Every clone's result must be
+// correct.
+func restoreWith(t *testing.T, f fixture, name string, input uint64, count int) ([]funcvm.VMResult, policy.PrefetchStats) {
 	t.Helper()
-	return restoreOpts(t, f, name, Options{}, input, count)
+	return restoreOpts(t, f, name, policy.Options{}, input, count)
 }
 
 // restoreOpts is restoreWith with the policy's options.
-func restoreOpts(t *testing.T, f fixture, name string, o Options, input uint64, count int) ([]funcvm.VMResult, PrefetchStats) {
+func restoreOpts(t *testing.T, f fixture, name string, o policy.Options, input uint64, count int) ([]funcvm.VMResult, policy.PrefetchStats) {
 	t.Helper()
-	p, err := New(name, f.dir, "", o)
-	if err != nil {
-		t.Fatalf("policy %s: %v", name, err)
-	}
 	want := f.want(t, input)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	vms, err := funcvm.Restore(ctx, &qemu.Driver{}, f.dir, funcvm.RestoreOptions{
-		Input: input, Count: count, Cold: true, Expected: want, Hooks: p,
+	res, err := restore.Run(ctx, &qemu.Driver{}, f.dir, restore.Config{
+		Policy: name, PolicyOptions: o, Input: input, Count: count, Cold: true, Expected: want,
 	})
-	st, ferr := p.Finish()
 	if err != nil {
 		t.Fatalf("restore %s under %s: %v", f.fn, name, err)
 	}
-	if ferr != nil {
-		t.Fatalf("restore %s under %s: prefetch: %v", f.fn, name, ferr)
+	if len(res.VMs) != count {
+		t.Fatalf("restore %s under %s: %d results, want %d", f.fn, name, len(res.VMs), count)
 	}
-	if len(vms) != count {
-		t.Fatalf("restore %s under %s: %d results, want %d", f.fn, name, len(vms), count)
-	}
-	for _, r := range vms {
+	for _, r := range res.VMs {
 		if !r.ResultOK || r.Checksum != want || r.Error != "" {
 			t.Errorf("%s vm %d input %d: checksum %s ok=%v err=%q, want %s", name, r.Index, input, r.Checksum, r.ResultOK, r.Error, want)
 		}
 	}
-	return vms, st
+	return res.VMs, res.Prefetch
 }
 
 // setPages is the set of pages of a working set.

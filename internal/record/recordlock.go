@@ -1,4 +1,4 @@
-package policy
+package record
 
 import (
 	"context"
@@ -16,13 +16,13 @@ import (
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
-// RecordLockFile is the lock that serialises recordings of one snapshot;
-// it holds the process ID of the recording that has it.
-const RecordLockFile = "wset/record.lock"
+// LockFile is the lock that serialises recordings of one snapshot; it
+// holds the process ID of the recording that has it.
+const LockFile = "wset/record.lock"
 
-// ErrRecordingBusy is returned, with RecordOptions.NoWait, when another
-// recording of the snapshot is running.
-var ErrRecordingBusy = errors.New("another recording of the snapshot is running")
+// ErrBusy is returned, with Options.NoWait, when another recording of the
+// snapshot is running.
+var ErrBusy = errors.New("another recording of the snapshot is running")
 
 // lockPoll is how often a waiting recording tries the lock again.
 const lockPoll = 200 * time.Millisecond
@@ -34,7 +34,7 @@ const lockPoll = 200 * time.Millisecond
 // recording holds the lock, it says so on log and waits until ctx ends, or
 // with noWait fails at once.
 func lockRecording(ctx context.Context, dir *snapshot.Dir, noWait bool, log io.Writer) (unlock func(), err error) {
-	path := dir.File(RecordLockFile)
+	path := dir.File(LockFile)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("record: lock %s: %w", path, err)
 	}
@@ -55,7 +55,7 @@ func lockRecording(ctx context.Context, dir *snapshot.Dir, noWait bool, log io.W
 		holder := lockHolder(f)
 		if noWait {
 			f.Close()
-			return nil, fmt.Errorf("record %s: %w (%s); wait for it, or run without --no-wait to wait", dir.Path, ErrRecordingBusy, holder)
+			return nil, fmt.Errorf("record %s: %w (%s); wait for it, or run without --no-wait to wait", dir.Path, ErrBusy, holder)
 		}
 		if !waited {
 			waited = true

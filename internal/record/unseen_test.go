@@ -1,21 +1,23 @@
-package policy
+package record
 
 import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/policy"
 )
 
 // TestUnseenInputNoWorseThanLazy: on an input the recording never saw, a
 // snapbpf restore brings the pages its working set lacks in as lazy does,
 // with readahead, so its memory-file major faults are at most lazy's on
 // the same input (counts, not times: this host is shared and noisy). With
-// Options.NoReadahead (the paper's policy, kept for comparison) the same
+// policy.Options.NoReadahead (the paper's policy, kept for comparison) the same
 // pages come one per fault. Policies other than snapbpf refuse the option.
 func TestUnseenInputNoWorseThanLazy(t *testing.T) {
 	f := recordedSnapshot(t)
-	for _, name := range []string{Lazy, NoRA} {
-		if _, err := New(name, f.dir, "", Options{NoReadahead: true}); err == nil || !strings.Contains(err.Error(), "snapbpf only") {
+	for _, name := range []string{policy.Lazy, policy.NoRA} {
+		if _, err := policy.New(name, f.dir, "", policy.Options{NoReadahead: true}); err == nil || !strings.Contains(err.Error(), "snapbpf only") {
 			t.Errorf("policy %s with NoReadahead: error %v, want a refusal", name, err)
 		}
 	}
@@ -25,9 +27,9 @@ func TestUnseenInputNoWorseThanLazy(t *testing.T) {
 	const input, runs = 2, 3
 	var lazy, snap, strict, strictRead []int64
 	for range runs {
-		l, _ := restoreOpts(t, f, Lazy, Options{}, input, 1)
-		s, _ := restoreOpts(t, f, SnapBPF, Options{}, input, 1)
-		n, _ := restoreOpts(t, f, SnapBPF, Options{NoReadahead: true}, input, 1)
+		l, _ := restoreOpts(t, f, policy.Lazy, policy.Options{}, input, 1)
+		s, _ := restoreOpts(t, f, policy.SnapBPF, policy.Options{}, input, 1)
+		n, _ := restoreOpts(t, f, policy.SnapBPF, policy.Options{NoReadahead: true}, input, 1)
 		lazy = append(lazy, l[0].MemFileMajorFaults)
 		snap = append(snap, s[0].MemFileMajorFaults)
 		strict = append(strict, n[0].MemFileMajorFaults)

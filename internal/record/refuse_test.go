@@ -1,4 +1,4 @@
-package policy
+package record
 
 import (
 	"errors"
@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -16,7 +17,7 @@ import (
 func TestWorkingSetRefused(t *testing.T) {
 	a := recordedSnapshot(t)
 	b := otherSnapshot(t)
-	wsA := a.dir.File(WorkingSetFile)
+	wsA := a.dir.File(policy.WorkingSetFile)
 	good, err := os.ReadFile(wsA)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +48,7 @@ func TestWorkingSetRefused(t *testing.T) {
 	}
 	// A copy of a without its recording.
 	unrecorded := copySnapshot(t, a, filepath.Join(tmp, "unrecorded"))
-	if err := os.Remove(unrecorded.dir.File(WorkingSetFile)); err != nil {
+	if err := os.Remove(unrecorded.dir.File(policy.WorkingSetFile)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -66,10 +67,10 @@ func TestWorkingSetRefused(t *testing.T) {
 		{"empty", a, write("empty.ws", nil), wset.ErrCorrupt, []string{"empty.ws"}},
 		{"not a working set", a, write("manifest.ws", []byte(`{"function":"json"}`)), wset.ErrCorrupt, []string{"manifest.ws"}},
 		{"missing", a, filepath.Join(tmp, "missing.ws"), nil, []string{"missing.ws", "record"}},
-		{"no recording", unrecorded, "", nil, []string{unrecorded.dir.File(WorkingSetFile), "snapbpf record"}},
+		{"no recording", unrecorded, "", nil, []string{unrecorded.dir.File(policy.WorkingSetFile), "snapbpf record"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := New(SnapBPF, tc.fx.dir, tc.ws, Options{})
+			p, err := policy.New(policy.SnapBPF, tc.fx.dir, tc.ws, policy.Options{})
 			if err == nil {
 				t.Fatalf("accepted (%d pages); want an error", p.WorkingSet().Pages())
 			}
@@ -89,7 +90,7 @@ func TestWorkingSetRefused(t *testing.T) {
 	// snapshot ID and contents, another path), is accepted.
 	same := copySnapshot(t, a, filepath.Join(tmp, "copy"))
 	for _, fx := range []fixture{a, same} {
-		p, err := New(SnapBPF, fx.dir, wsA, Options{})
+		p, err := policy.New(policy.SnapBPF, fx.dir, wsA, policy.Options{})
 		if err != nil {
 			t.Errorf("%s: its own working set refused: %v", fx.dir.Path, err)
 			continue

@@ -1,10 +1,11 @@
-package policy
+package record
 
 import (
 	"path/filepath"
 	"testing"
 
 	"github.com/snapbpf/snapbpf/internal/capture"
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -27,7 +28,7 @@ func TestRecordRestoreCycle(t *testing.T) {
 	if !rep.VM.ResultOK {
 		t.Errorf("recorded invoke: wrong result %+v", rep.VM)
 	}
-	stored, err := wset.Read(f.dir.File(WorkingSetFile))
+	stored, err := wset.Read(f.dir.File(policy.WorkingSetFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,16 +43,16 @@ func TestRecordRestoreCycle(t *testing.T) {
 	results := map[string]int64{}
 	reads := map[string]int64{}
 	memFaults := map[string]int64{}
-	for _, name := range Names() {
+	for _, name := range policy.Names() {
 		vms, st := restoreWith(t, f, name, 1, 1)
 		r := vms[0]
 		t.Logf("%-7s e2e %6.0f ms, major faults %5d (%5d on the memory file), read %6.1f MiB, prefetch %5.1f MiB in %3.0f ms",
 			name, r.E2EMs, r.MajorFaults, r.MemFileMajorFaults, float64(r.MemFileReadBytes)/(1<<20), float64(st.Bytes)/(1<<20), st.CompleteMs)
 		results[name], reads[name], memFaults[name] = r.MajorFaults, r.MemFileReadBytes, r.MemFileMajorFaults
-		if name == SnapBPF && st.Bytes < set.Bytes() {
+		if name == policy.SnapBPF && st.Bytes < set.Bytes() {
 			t.Errorf("snapbpf prefetched %d bytes, less than the working set's %d", st.Bytes, set.Bytes())
 		}
-		if name != SnapBPF && st.Bytes != 0 {
+		if name != policy.SnapBPF && st.Bytes != 0 {
 			t.Errorf("%s prefetched %d bytes: only snapbpf prefetches", name, st.Bytes)
 		}
 	}
@@ -65,14 +66,14 @@ func TestRecordRestoreCycle(t *testing.T) {
 	// nora reads every touched page on a fault of its own: about the
 	// working set. snapbpf's remaining faults are pages the prefetch had
 	// not finished and hole pages (never in a working set; no I/O).
-	if results[NoRA] < set.Pages()/2 {
-		t.Errorf("nora took %d major faults for a working set of %d pages: the cold restore was not cold", results[NoRA], set.Pages())
+	if results[policy.NoRA] < set.Pages()/2 {
+		t.Errorf("nora took %d major faults for a working set of %d pages: the cold restore was not cold", results[policy.NoRA], set.Pages())
 	}
-	if results[SnapBPF]*10 > results[NoRA] {
-		t.Errorf("snapbpf took %d major faults, more than 10%% of nora's %d", results[SnapBPF], results[NoRA])
+	if results[policy.SnapBPF]*10 > results[policy.NoRA] {
+		t.Errorf("snapbpf took %d major faults, more than 10%% of nora's %d", results[policy.SnapBPF], results[policy.NoRA])
 	}
-	if reads[SnapBPF]*10 > reads[NoRA] {
-		t.Errorf("snapbpf's VMM read %d bytes of the memory file, more than 10%% of nora's %d", reads[SnapBPF], reads[NoRA])
+	if reads[policy.SnapBPF]*10 > reads[policy.NoRA] {
+		t.Errorf("snapbpf's VMM read %d bytes of the memory file, more than 10%% of nora's %d", reads[policy.SnapBPF], reads[policy.NoRA])
 	}
 }
 
@@ -125,8 +126,8 @@ func TestZeroFillRemovesHoleFaults(t *testing.T) {
 	const dataMiB = 16
 	f := createSnapshotWith(t, img, "alloc", dataMiB, filepath.Join(t.TempDir(), "alloc"), snapshot.FreePagesReport)
 	set, rep := record(t, f, capture.MethodEBPF)
-	if rep.Runs != DefaultRecordRuns || rep.ZeroPages != set.ZeroPages() {
-		t.Errorf("report: %d runs, %d zero pages; want %d runs and the set's %d", rep.Runs, rep.ZeroPages, DefaultRecordRuns, set.ZeroPages())
+	if rep.Runs != DefaultRuns || rep.ZeroPages != set.ZeroPages() {
+		t.Errorf("report: %d runs, %d zero pages; want %d runs and the set's %d", rep.Runs, rep.ZeroPages, DefaultRuns, set.ZeroPages())
 	}
 	// alloc writes dataMiB of fresh memory: the guest takes it from free
 	// pages, which reporting made holes.
@@ -135,8 +136,8 @@ func TestZeroFillRemovesHoleFaults(t *testing.T) {
 	}
 	checkInData(t, f.dir.MemPath(), set)
 
-	nora, _ := restoreWith(t, f, NoRA, 1, 1)
-	sb, st := restoreWith(t, f, SnapBPF, 1, 1)
+	nora, _ := restoreWith(t, f, policy.NoRA, 1, 1)
+	sb, st := restoreWith(t, f, policy.SnapBPF, 1, 1)
 	t.Logf("nora: %d major faults; snapbpf: %d major faults, prefetch %d bytes + %d zero-filled",
 		nora[0].MajorFaults, sb[0].MajorFaults, st.Bytes, st.ZeroBytes)
 	if st.ZeroBytes != set.ZeroPages()*wset.PageSize {

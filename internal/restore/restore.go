@@ -1,0 +1,143 @@
+// Package restore is the one restore pipeline: every restore of a snapshot
+// (the CLI's, the bench's, a recording's, a trace's) prepares its policy,
+// computes the result a correct invocation returns, restores the clones
+// with the policy's hooks around each VMM and always waits for the
+// policy's prefetch to end, through Run.
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/vmm"
+)
+
+// Hooks are what the pipeline needs of a policy: its points of action
+// around each VMM (funcvm.Hooks), what to call it, and the end of its
+// prefetch. *policy.Policy implements it; a recording or a trace wraps one
+// to act at the VMM's start too.
+type Hooks interface {
+	funcvm.Hooks
+	Name() string
+	// Readahead says whether pages outside any prefetch are read with
+	// Linux's readahead.
+	Readahead() bool
+	// Finish waits for the prefetch, if any, and reports it. The pipeline
+	// calls it once per Run, whatever happened.
+	Finish() (policy.PrefetchStats, error)
+}
+
+var _ Hooks = (*policy.Policy)(nil)
+
+// Config describes one restore of Count clones.
+type Config struct {
+	// Policy names the restore policy (policy.Names), prepared with
+	// WorkingSet and PolicyOptions as policy.New does. Hooks, if set,
+	// replace all three: a policy the caller has prepared.
+	Policy        string
+	WorkingSet    string // overrides the snapshot's working set for policy snapbpf
+	PolicyOptions policy.Options
+	Hooks         Hooks
+
+	Input uint64
+	// Count is how many clones restore at once (0 means 1).
+	Count int
+	// Cold drops the memory file's cached pages first; Warm reads all of
+	// it into the page cache first. At most one of them.
+	Cold, Warm bool
+	// Accel is tcg or kvm; empty takes the snapshot's.
+	Accel string
+	// Expected is the checksum a correct invocation returns. Empty, Run
+	// computes it by running the function on the host (and reports how
+	// long that took), unless NoCheck is set.
+	Expected string
+	NoCheck  bool
+	Timeouts funcvm.Timeouts
+	Log      io.Writer
+	// MemPath and MemFile, if set, are the memory file the clones map
+	// instead of the snapshot's own (funcvm.RestoreOptions).
+	MemPath string
+	MemFile *os.File
+}
+
+// Result is what a restore measured.
+type Result struct {
+	// Policy is the name of the policy the clones restored under.
+	Policy string
+	// Readahead says whether pages outside any prefetch were read with
+	// Linux's readahead.
+	Readahead bool
+	Prefetch  policy.PrefetchStats
+	// Expected is the checksum every clone was checked against (empty
+	// with Config.NoCheck).
+	Expected string
+	// HostFn is how long the invocation took natively on the host when
+	// Run computed Expected, 0 otherwise: with a clone's GuestFnMs, the
+	// VM's compute slowdown.
+	HostFn time.Duration
+	// VMs are the clones' results, in clone order.
+	VMs []funcvm.VMResult
+}
+
+// HostFnMs is HostFn in milliseconds.
+func (r *Result) HostFnMs() float64 { return float64(r.HostFn.Microseconds()) / 1000 }
+
+// Run restores c.Count clones of dir with driver d under c's policy and
+// invokes each once. Once the policy is prepared, its prefetch is waited
+// for (Hooks.Finish) before Run returns, on every path.
+//
+// The Result is nil if no clone was started (the policy, the expected
+// result, or the page cache preparation failed); otherwise it holds every
+// clone's result, and the error joins the failures of single clones with
+// the prefetch's.
+func Run(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, c Config) (*Result, error) {
+	h := c.Hooks
+	if h == nil {
+		p, err := policy.New(c.Policy, dir, c.WorkingSet, c.PolicyOptions)
+		if err != nil {
+			return nil, fmt.Errorf("restore %s: %w", dir.Path, err)
+		}
+		h = p
+	}
+	res, err := run(ctx, d, dir, c, h)
+	pst, ferr := h.Finish()
+	if ferr != nil {
+		err = errors.Join(err, fmt.Errorf("restore %s: policy %s: %w", dir.Path, h.Name(), ferr))
+	}
+	if res != nil {
+		res.Prefetch = pst
+	}
+	return res, err
+}
+
+// run is Run once the policy's hooks are ready, up to its Finish.
+func run(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, c Config, h Hooks) (*Result, error) {
+	res := &Result{Policy: h.Name(), Readahead: h.Readahead(), Expected: c.Expected}
+	if res.Expected == "" && !c.NoCheck {
+		m := dir.Manifest
+		var err error
+		res.Expected, res.HostFn, err = funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], c.Input)
+		if err != nil {
+			return nil, fmt.Errorf("restore %s: the expected result: %w", dir.Path, err)
+		}
+	}
+	vms, err := funcvm.Restore(ctx, d, dir, funcvm.RestoreOptions{
+		Input: c.Input, Count: c.Count, Cold: c.Cold, Warm: c.Warm, Expected: res.Expected,
+		Accel: c.Accel, Log: c.Log, Hooks: h, Timeouts: c.Timeouts, MemPath: c.MemPath, MemFile: c.MemFile,
+	})
+	if err != nil {
+		err = fmt.Errorf("restore %s: %w", dir.Path, err)
+	}
+	if vms == nil {
+		return nil, err
+	}
+	res.VMs = vms
+	return res, err
+}
