@@ -1,7 +1,7 @@
 //go:build ignore
 
 /*
- * Page-fault tracer for snapbpf (internal/trace).
+ * Page-fault tracer for snapbpf (internal/record).
  *
  * Streams every page fault of one process, its address, error code and
  * time, to user space through the `faults` ring buffer, from the x86

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/record"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/trace"
 )
@@ -23,7 +24,7 @@ type traceReport struct {
 func newTraceCmd() *cobra.Command {
 	var (
 		snapDir, out string
-		o            trace.RecordOptions
+		o            record.TraceOptions
 		crossCheck   bool
 		asJSON       bool
 	)
@@ -100,7 +101,7 @@ func newTraceShowCmd() *cobra.Command {
 // hostRuns is how many times the invocation runs natively for its time.
 const hostRuns = 3
 
-func recordTrace(cmd *cobra.Command, snapDir, out string, o trace.RecordOptions) (*traceReport, error) {
+func recordTrace(cmd *cobra.Command, snapDir, out string, o record.TraceOptions) (*traceReport, error) {
 	dir, err := snapshot.Open(snapDir)
 	if err != nil {
 		return nil, err
@@ -119,7 +120,7 @@ func recordTrace(cmd *cobra.Command, snapDir, out string, o trace.RecordOptions)
 	slices.Sort(times)
 	o.HostFn = times[len(times)/2]
 	o.Log = nil
-	t, vm, err := trace.Record(cmd.Context(), vmmDriver(), dir, o)
+	t, vm, err := record.Trace(cmd.Context(), vmmDriver(), dir, o)
 	if err != nil {
 		return nil, err
 	}

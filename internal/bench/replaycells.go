@@ -13,6 +13,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/record"
 	"github.com/snapbpf/snapbpf/internal/replay"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/trace"
@@ -64,7 +65,7 @@ func (b *bench) loadTrace(ctx context.Context, d *snapshot.Dir) (t *trace.Trace,
 	}
 	logf(b.cfg.Log, "tracing %s on input %d into %s", d.Path, b.cfg.Input, path)
 	m := d.Manifest
-	o := trace.RecordOptions{Input: b.cfg.Input, Accel: b.accel, CrossCheck: false}
+	o := record.TraceOptions{Input: b.cfg.Input, Accel: b.accel, CrossCheck: false}
 	var times []time.Duration
 	for range traceHostRuns {
 		sum, took, err := funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], b.cfg.Input)
@@ -76,7 +77,7 @@ func (b *bench) loadTrace(ctx context.Context, d *snapshot.Dir) (t *trace.Trace,
 	}
 	slices.Sort(times)
 	o.HostFn = times[len(times)/2]
-	t, _, err = trace.Record(ctx, b.driver, d, o)
+	t, _, err = record.Trace(ctx, b.driver, d, o)
 	if err != nil {
 		return nil, false, fmt.Errorf("trace %s: %w", m.Function, err)
 	}

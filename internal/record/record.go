@@ -2,7 +2,9 @@
 // memory file a function's restore touches, found by capture over a few
 // restores (the first under nora, the later ones under snapbpf with the set
 // so far), widened by a margin and stored beside the snapshot for policy
-// snapbpf to prefetch.
+// snapbpf to prefetch (Snapshot); and records a restore's page-access
+// trace: every first touch of a guest page, from the VMM's page faults
+// (Trace, stored in package trace's format).
 package record
 
 import (

@@ -1,15 +1,16 @@
-// Package trace records and stores page-access traces of restored
-// microVMs: every first touch of a guest page after a restore, with its time
+// Package trace is the page-access trace of a restored microVM and its file
+// format: every first touch of a guest page after a restore, with its time
 // since the guest resumed, whether it was a read or a write, and how long
-// the host took to serve it.
+// the host took to serve it; reading, writing, validating and summarising
+// a trace.
 //
-// A trace is recorded from a real VM restored with the memory file cold and
-// readahead off (policy nora): an eBPF program on the x86 page fault
-// tracepoints, filtered on the VMM's process, sees every fault on guest RAM
-// (holes of the memory file included, which a page-cache capture cannot
-// report), and a kretprobe on handle_mm_fault sees when each was served.
-// The replay harness (package replay) touches the same pages with the same
-// compute gaps under each restore policy.
+// Traces are recorded by record.Trace from a real VM restored with the
+// memory file cold and readahead off (policy nora): an eBPF program on the
+// x86 page fault tracepoints, filtered on the VMM's process, sees every
+// fault on guest RAM (holes of the memory file included, which a page-cache
+// capture cannot report). This package depends on none of that: the replay
+// harness (package replay) reads a trace and touches the same pages with
+// the same compute gaps under each restore policy.
 package trace
 
 import (

@@ -1,13 +1,15 @@
-package trace
+package record
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/trace"
 )
 
 func TestBuildEvents(t *testing.T) {
-	g := guestRAM{base: 0x10000000, lo: 0x10000000, hi: 0x10000000 + 100*PageSize}
-	addr := func(p uint64) uint64 { return g.base + p*PageSize + 123 }
+	g := guestRAM{base: 0x10000000, lo: 0x10000000, hi: 0x10000000 + 100*trace.PageSize}
+	addr := func(p uint64) uint64 { return g.base + p*trace.PageSize + 123 }
 	raws := []rawFault{
 		{TimeNs: 1000, Addr: addr(5), Kind: faultUser},                         // read
 		{TimeNs: 1100, Addr: 0x500000, Kind: faultUser},                        // not guest RAM
@@ -19,13 +21,13 @@ func TestBuildEvents(t *testing.T) {
 		{TimeNs: 9000, Addr: addr(8), Kind: faultUser},                         // after the end
 	}
 	ev, st := buildEvents(raws, g, []uint64{2}, 500, 1000, 5000)
-	want := []Event{
-		{TimeNs: -500, Page: 2, Op: OpRead, Flags: FlagPreexisting},
-		{TimeNs: 0, Page: 5, Op: OpRead},
-		{TimeNs: 200, Page: 6, Op: OpWrite},
-		{TimeNs: 400, Page: 5, Op: OpUpgrade},
-		{TimeNs: 600, Page: 7, Op: OpRead, Flags: FlagKernel},
-		{TimeNs: 8000, Page: 8, Op: OpRead, Flags: FlagLate},
+	want := []trace.Event{
+		{TimeNs: -500, Page: 2, Op: trace.OpRead, Flags: trace.FlagPreexisting},
+		{TimeNs: 0, Page: 5, Op: trace.OpRead},
+		{TimeNs: 200, Page: 6, Op: trace.OpWrite},
+		{TimeNs: 400, Page: 5, Op: trace.OpUpgrade},
+		{TimeNs: 600, Page: 7, Op: trace.OpRead, Flags: trace.FlagKernel},
+		{TimeNs: 8000, Page: 8, Op: trace.OpRead, Flags: trace.FlagLate},
 	}
 	if len(ev) != len(want) {
 		t.Fatalf("events %+v, want %+v", ev, want)
@@ -54,7 +56,7 @@ func TestParseMaps(t *testing.T) {
 	if g.base != 0x7f0000200000 || g.lo != 0x7f0000200000 || g.hi != 0x7f0008200000 {
 		t.Errorf("guest RAM %+v", g)
 	}
-	if p, ok := g.page(0x7f0004200000 + 3*PageSize); !ok || p != 0x4000+3 {
+	if p, ok := g.page(0x7f0004200000 + 3*trace.PageSize); !ok || p != 0x4000+3 {
 		t.Errorf("page %d %v", p, ok)
 	}
 	bad := maps + "7f0010000000-7f0010001000 rw-p 00000000 fe:01 4242 /snap/mem\n"

@@ -1,4 +1,4 @@
-package trace
+package record
 
 import (
 	"os"
@@ -10,6 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snapbpf/snapbpf/internal/testenv"
+
+	"github.com/snapbpf/snapbpf/internal/trace"
 )
 
 // TestTracerSeesFirstTouches maps a file private in this process, traces
@@ -24,7 +26,7 @@ func TestTracerSeesFirstTouches(t *testing.T) {
 	defer os.Remove(f.Name())
 	defer f.Close()
 	const pages = 64
-	if _, err := f.Write(make([]byte, pages*PageSize)); err != nil {
+	if _, err := f.Write(make([]byte, pages*trace.PageSize)); err != nil {
 		t.Fatal(err)
 	}
 	// Cold, as a trace is recorded: a cached file's large folios would be
@@ -35,7 +37,7 @@ func TestTracerSeesFirstTouches(t *testing.T) {
 	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
 		t.Fatal(err)
 	}
-	m, err := unix.Mmap(int(f.Fd()), 0, pages*PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
+	m, err := unix.Mmap(int(f.Fd()), 0, pages*trace.PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,11 +59,11 @@ func TestTracerSeesFirstTouches(t *testing.T) {
 	// Atomic loads, so the compiler keeps them.
 	load := func(off int) { atomic.LoadUint32((*uint32)(unsafe.Pointer(&m[off]))) }
 	start := monotonicNs()
-	load(3 * PageSize)
-	m[10*PageSize] = 1
-	load(20*PageSize + 4)
-	atomic.AddUint32((*uint32)(unsafe.Pointer(&m[3*PageSize])), 0)
-	load(3*PageSize + 4) // no fault: mapped and written
+	load(3 * trace.PageSize)
+	m[10*trace.PageSize] = 1
+	load(20*trace.PageSize + 4)
+	atomic.AddUint32((*uint32)(unsafe.Pointer(&m[3*trace.PageSize])), 0)
+	load(3*trace.PageSize + 4) // no fault: mapped and written
 	end := monotonicNs()
 	runtime.UnlockOSThread()
 	raws, lost, err := tr.stop()
@@ -69,11 +71,11 @@ func TestTracerSeesFirstTouches(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev, _ := buildEvents(raws, g, nil, start, start, end)
-	var got []Event
+	var got []trace.Event
 	for _, e := range ev {
-		got = append(got, Event{Page: e.Page, Op: e.Op})
+		got = append(got, trace.Event{Page: e.Page, Op: e.Op})
 	}
-	want := []Event{{Page: 3, Op: OpRead}, {Page: 10, Op: OpWrite}, {Page: 20, Op: OpRead}, {Page: 3, Op: OpUpgrade}}
+	want := []trace.Event{{Page: 3, Op: trace.OpRead}, {Page: 10, Op: trace.OpWrite}, {Page: 20, Op: trace.OpRead}, {Page: 3, Op: trace.OpUpgrade}}
 	if len(got) != len(want) || lost != 0 {
 		t.Fatalf("events %+v (lost %d), want %+v", got, lost, want)
 	}

@@ -1,4 +1,4 @@
-package trace
+package record
 
 import (
 	"context"
@@ -15,12 +15,13 @@ import (
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/trace"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
-// RecordOptions describe a trace recording.
-type RecordOptions struct {
+// TraceOptions describe a trace recording.
+type TraceOptions struct {
 	Input uint64
 	// Expected is the invoke's correct checksum (empty: not checked).
 	Expected string
@@ -34,10 +35,10 @@ type RecordOptions struct {
 	Log        io.Writer
 }
 
-// Record restores one clone of dir with the memory file cold and readahead
+// Trace restores one clone of dir with the memory file cold and readahead
 // off (policy nora), invokes it once and returns every first touch of a
 // guest page, from the VMM's page faults.
-func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOptions) (*Trace, *funcvm.VMResult, error) {
+func Trace(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o TraceOptions) (*trace.Trace, *funcvm.VMResult, error) {
 	nora, err := policy.New(policy.NoRA, dir, "", policy.Options{})
 	if err != nil {
 		return nil, nil, err
@@ -60,7 +61,7 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 		}
 		defer sess.Close()
 	}
-	h := &hooks{Policy: nora, mem: mem}
+	h := &traceHooks{Policy: nora, mem: mem}
 	defer h.close()
 	res, err := restore.Run(ctx, d, dir, restore.Config{
 		Hooks: h, Input: o.Input, Count: 1, Cold: true, Expected: o.Expected, NoCheck: o.Expected == "",
@@ -106,8 +107,8 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	for i := range events {
 		events[i].StallNs = uint32(model.Estimate(events[i]))
 	}
-	t := &Trace{
-		Meta: Meta{
+	t := &trace.Trace{
+		Meta: trace.Meta{
 			Mem: id, Function: dir.Manifest.Function, Input: o.Input, Created: time.Now().UTC(),
 			Source: fmt.Sprintf("snapbpf trace --snapshot %s --input %d", dir.Path, o.Input), Accel: o.Accel,
 			VMMStartNs: int64(vm.VMMStartMs * 1e6), StateLoadNs: int64(vm.StateLoadMs * 1e6),
@@ -124,9 +125,9 @@ func Record(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RecordOption
 	return t, &vm, nil
 }
 
-// hooks are policy nora's, plus the fault tracer attached once the VMM
+// traceHooks are policy nora's, plus the fault tracer attached once the VMM
 // has mapped guest RAM and before it loads the state.
-type hooks struct {
+type traceHooks struct {
 	*policy.Policy
 	mem string
 
@@ -139,7 +140,7 @@ type hooks struct {
 }
 
 // VMMStarted implements funcvm.Hooks.
-func (h *hooks) VMMStarted(ctx context.Context, pid int) error {
+func (h *traceHooks) VMMStarted(ctx context.Context, pid int) error {
 	if err := h.Policy.VMMStarted(ctx, pid); err != nil {
 		return err
 	}
@@ -163,12 +164,12 @@ func (h *hooks) VMMStarted(ctx context.Context, pid int) error {
 	return nil
 }
 
-func (h *hooks) fail(err error) error {
+func (h *traceHooks) fail(err error) error {
 	h.err = err
 	return err
 }
 
-func (h *hooks) close() {
+func (h *traceHooks) close() {
 	if h.tracer != nil {
 		h.tracer.close()
 		h.tracer = nil
@@ -187,9 +188,9 @@ func monotonicNs() uint64 {
 // markHoles flags events on pages outside the data extents as holes, and
 // first touches of data pages as major: the recording starts with the file
 // out of the page cache, so each of them read its page from storage.
-func markHoles(data []snapshot.Extent, events []Event) {
+func markHoles(data []snapshot.Extent, events []trace.Event) {
 	for i := range events {
-		off := int64(events[i].Page) * PageSize
+		off := int64(events[i].Page) * trace.PageSize
 		// The first extent ending after off decides.
 		j, _ := slices.BinarySearchFunc(data, off, func(e snapshot.Extent, off int64) int {
 			if e.Off+e.Len <= off {
@@ -199,9 +200,9 @@ func markHoles(data []snapshot.Extent, events []Event) {
 		})
 		switch {
 		case j == len(data) || data[j].Off > off:
-			events[i].Flags |= FlagHole
-		case events[i].Op != OpUpgrade && events[i].Flags&FlagPreexisting == 0:
-			events[i].Flags |= FlagMajor
+			events[i].Flags |= trace.FlagHole
+		case events[i].Op != trace.OpUpgrade && events[i].Flags&trace.FlagPreexisting == 0:
+			events[i].Flags |= trace.FlagMajor
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package trace
+package record
 
 import (
 	"cmp"
@@ -17,6 +17,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/majfault"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/trace"
 	"github.com/snapbpf/snapbpf/internal/tracepoint"
 
 	"github.com/snapbpf/snapbpf/internal/testenv"
@@ -111,9 +112,9 @@ func unmountTracing(t *testing.T) {
 func coldFile(t *testing.T, dir, name string, n int) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
-	buf := make([]byte, n*PageSize)
+	buf := make([]byte, n*trace.PageSize)
 	for i := range buf {
-		buf[i] = byte(i/PageSize + 1)
+		buf[i] = byte(i/trace.PageSize + 1)
 	}
 	if err := os.WriteFile(path, buf, 0o644); err != nil {
 		t.Fatal(err)
@@ -133,7 +134,7 @@ func coldMapping(t *testing.T, dir, name string, n int) []byte {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	m, err := unix.Mmap(int(f.Fd()), 0, n*PageSize, unix.PROT_READ, unix.MAP_PRIVATE)
+	m, err := unix.Mmap(int(f.Fd()), 0, n*trace.PageSize, unix.PROT_READ, unix.MAP_PRIVATE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func coldMapping(t *testing.T, dir, name string, n int) []byte {
 
 func touch(m []byte, pages ...int) {
 	for _, p := range pages {
-		atomic.LoadUint32((*uint32)(unsafe.Pointer(&m[p*PageSize])))
+		atomic.LoadUint32((*uint32)(unsafe.Pointer(&m[p*trace.PageSize])))
 	}
 }
 
@@ -205,7 +206,7 @@ func faultsWithoutTracefs(t *testing.T, dir string) {
 	var got []int
 	for _, r := range raws {
 		if r.Kind == faultUser && r.Addr >= base && r.Addr < base+uint64(len(m)) {
-			got = append(got, int((r.Addr-base)/PageSize))
+			got = append(got, int((r.Addr-base)/trace.PageSize))
 		}
 	}
 	got = slices.Compact(got)

@@ -1,4 +1,4 @@
-package trace
+package record
 
 import (
 	"bytes"
@@ -49,7 +49,7 @@ func TestRecordVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, vm, err := Record(ctx, &qemu.Driver{}, snap, RecordOptions{Input: 1, Expected: sum, HostFn: host, CrossCheck: true})
+	tr, vm, err := Trace(ctx, &qemu.Driver{}, snap, TraceOptions{Input: 1, Expected: sum, HostFn: host, CrossCheck: true})
 	if err != nil {
 		t.Fatal(err)
 	}
