@@ -19,7 +19,7 @@ func newBenchCmd() *cobra.Command {
 	)
 	c = bench.Reduced()
 	cmd := &cobra.Command{
-		Use:   "bench [--functions ...] [--policies ...] [--runs N] [--out DIR]",
+		Use:   "bench [--functions ...] [--policies ...] [--rounds N] [--out DIR]",
 		Short: "Measure restore policies on real microVMs and with the replay harness: results.json, report.md and plots",
 		Long: `bench snapshots each function, restores it under each policy cold (and warm, the
 floor) with N clones at once, and measures latency and host memory; it also
@@ -34,8 +34,8 @@ DIR/results.json at once, so an interrupted bench started again with the same
 --out resumes where it stopped; failed cells are retried. At the end it writes
 DIR/report.md and the figures as SVG and PNG.
 
-The defaults are the reduced set (json, bert, alloc; 3 runs; N 1, 2, 4; scatter
-0, 0.5, 1); --full is every function, 5 runs, N up to 8, scatter 0, 0.25, 0.5, 1.
+The defaults are the reduced set (json, bert, alloc; 3 rounds; N 1, 2, 4; scatter
+0, 0.5, 1); --full is every function, 5 rounds, N up to 8, scatter 0, 0.25, 0.5, 1.
 report.md gives both sets' expected times on the machine measured. Needs root
 (BPF, page cache control, userfaultfd).`,
 		Args: cobra.NoArgs,
@@ -75,7 +75,7 @@ report.md gives both sets' expected times on the machine measured. Needs root
 	f.StringSliceVar(&c.Functions, "functions", c.Functions, "functions to measure (see snapbpf functions)")
 	f.StringSliceVar(&c.Policies, "policies", c.Policies, fmt.Sprintf("restore policies of %v", bench.Policies()))
 	f.IntSliceVar(&c.Concurrency, "concurrency", c.Concurrency, "numbers of VMs restored at once")
-	f.IntVar(&c.Runs, "runs", c.Runs, "runs per cell")
+	f.IntVar(&c.Runs, "rounds", c.Runs, "rounds (repeated runs) per cell")
 	f.Float64SliceVar(&c.ScatterFractions, "scatter", c.ScatterFractions, "fractions of the trace's pages scattered in experiment scatter")
 	f.StringSliceVar(&c.Experiments, "experiments", c.Experiments, fmt.Sprintf("experiments of %v", bench.Experiments()))
 	f.Uint64Var(&c.Input, "input", c.Input, "input of every measured invocation, and of snapbpf's working set")
@@ -86,8 +86,9 @@ report.md gives both sets' expected times on the machine measured. Needs root
 	f.StringVar(&c.SnapshotDir, "snapshots", filepath.Join(homeDir(), "bench", "snapshots"), "directory for the bench's snapshots (reused while they match)")
 	f.StringVar(&imageDir, "image", defaultImageDir(), "guest image directory (rebuilt from --agent when it is found)")
 	f.StringVar(&agentBin, "agent", "", "static snapbpf-agent binary (default: next to snapbpf)")
-	f.BoolVar(&full, "full", false, "the full set: every function, 5 runs, N 1, 2, 4, 8 (flags given explicitly still win)")
+	f.BoolVar(&full, "full", false, "the full set: every function, 5 rounds, N 1, 2, 4, 8 (flags given explicitly still win)")
 	f.BoolVar(&reportOnly, "report-only", false, "only render report.md and the plots from DIR/results.json")
+	aliases(cmd, map[string]string{"runs": "rounds"})
 	return cmd
 }
 
@@ -101,7 +102,7 @@ func applyFull(cmd *cobra.Command, c *bench.Config) {
 	if !f.Changed("concurrency") {
 		c.Concurrency = full.Concurrency
 	}
-	if !f.Changed("runs") {
+	if !f.Changed("rounds") {
 		c.Runs = full.Runs
 	}
 	if !f.Changed("scatter") {

@@ -100,15 +100,16 @@ func newDemoCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&fn, "function", "bert", "function to run (see snapbpf functions)")
-	f.IntVar(&runs, "runs", 3, "restores per policy")
+	f.IntVar(&runs, "rounds", 3, "restores per policy")
 	f.Uint64Var(&input, "input", 1, "input seed")
 	f.StringVar(&outDir, "out", filepath.Join(homeDir(), "demo"), "where the demo's snapshots go")
+	aliases(cmd, map[string]string{"runs": "rounds"})
 	checkFlags(cmd, func() error {
 		if _, err := functions.Lookup(fn); err != nil {
 			return fmt.Errorf("--function: %w", err)
 		}
 		if runs < 1 {
-			return fmt.Errorf("--runs %d: want at least 1", runs)
+			return fmt.Errorf("--rounds %d: want at least 1", runs)
 		}
 		return nil
 	})
