@@ -15,6 +15,7 @@ func newBenchCmd() *cobra.Command {
 	var (
 		c                  bench.Config
 		full, reportOnly   bool
+		asJSON             bool
 		imageDir, agentBin string
 	)
 	c = bench.Reduced()
@@ -52,7 +53,10 @@ report.md gives both sets' expected times on the machine measured. Needs root
 				if len(res.Runs) == 0 {
 					return fmt.Errorf("no results in %s to report", c.Out)
 				}
-				return bench.WriteReport(res, c.Out)
+				if err := bench.WriteReport(res, c.Out); err != nil {
+					return err
+				}
+				return printBenchSummary(cmd, asJSON, c.Out, res)
 			}
 			// Wrong flags fail now, not after the image build.
 			if err := c.Validate(); err != nil {
@@ -67,7 +71,12 @@ report.md gives both sets' expected times on the machine measured. Needs root
 			}
 			c.Image = img
 			c.Driver = vmmDriver()
-			_, err = bench.Execute(cmd.Context(), c)
+			res, err := bench.Execute(cmd.Context(), c)
+			if res != nil {
+				if perr := printBenchSummary(cmd, asJSON, c.Out, res); perr != nil {
+					return errors.Join(err, perr)
+				}
+			}
 			return err
 		},
 	}
@@ -88,6 +97,7 @@ report.md gives both sets' expected times on the machine measured. Needs root
 	f.StringVar(&agentBin, "agent", "", "static snapbpf-agent binary (default: next to snapbpf)")
 	f.BoolVar(&full, "full", false, "the full set: every function, 5 rounds, N 1, 2, 4, 8 (flags given explicitly still win)")
 	f.BoolVar(&reportOnly, "report-only", false, "only render report.md and the plots from DIR/results.json")
+	f.BoolVar(&asJSON, "json", false, "print the final summary (files written, cells measured, skipped and failed) as one JSON object")
 	aliases(cmd, map[string]string{"runs": "rounds"})
 	return cmd
 }
@@ -126,4 +136,31 @@ func benchImage(cmd *cobra.Command, imageDir, agentBin string) (*guest.Image, er
 		agentBin = p
 	}
 	return guest.Build(cmd.Context(), guest.BuildOptions{OutDir: imageDir, AgentPath: agentBin, Log: progress(cmd)})
+}
+
+// benchSummary is bench's final summary, what bench --json prints.
+type benchSummary struct {
+	Out     string `json:"out"`
+	Results string `json:"results"` // results.json
+	Report  string `json:"report"`  // report.md
+	Runs    int    `json:"runs"`    // measured runs in results.json, all sessions
+	// Cells, Skipped and Failed are the latest session's (0 with
+	// --report-only when no session ran).
+	Cells   int `json:"cells"`
+	Skipped int `json:"skipped"`
+	Failed  int `json:"failed"`
+}
+
+func printBenchSummary(cmd *cobra.Command, asJSON bool, out string, res *bench.Results) error {
+	s := benchSummary{Out: out, Results: filepath.Join(out, bench.ResultsFile), Report: filepath.Join(out, bench.ReportFile), Runs: len(res.Runs)}
+	if n := len(res.Sessions); n > 0 {
+		last := res.Sessions[n-1]
+		s.Cells, s.Skipped, s.Failed = last.Cells, last.Skipped, last.Failed
+	}
+	if asJSON {
+		return writeJSON(cmd.OutOrStdout(), s)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s: %d runs; this session %d cells measured, %d found finished, %d failed; report %s\n",
+		s.Results, s.Runs, s.Cells, s.Skipped, s.Failed, s.Report)
+	return nil
 }

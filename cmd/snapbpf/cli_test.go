@@ -2,10 +2,19 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/snapbpf/snapbpf/internal/bench"
+	"github.com/snapbpf/snapbpf/internal/functions"
+	"github.com/snapbpf/snapbpf/internal/record"
+	"github.com/snapbpf/snapbpf/internal/replay"
+	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
 // findCmd returns the command of the tree at path (e.g. "ws", "merge").
@@ -64,5 +73,153 @@ func TestFlagAliases(t *testing.T) {
 				t.Errorf("help lists the old name --%s:\n%s", tc.old, out.String())
 			}
 		})
+	}
+}
+
+// runJSON runs the command line args and decodes its standard output into
+// v, refusing fields v does not have: the output has v's fixed shape.
+func runJSON(t *testing.T, v any, args ...string) {
+	t.Helper()
+	root := newRootCmd()
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs(args)
+	if err := root.Execute(); err != nil {
+		t.Fatalf("%v: %v; stderr %s", args, err, errOut.String())
+	}
+	dec := json.NewDecoder(&out)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("%v: output is not a %T: %v\n%s", args, v, err, out.String())
+	}
+	if dec.More() {
+		t.Fatalf("%v: more than one JSON value on stdout", args)
+	}
+}
+
+func TestFunctionsJSON(t *testing.T) {
+	var list []functionInfo
+	runJSON(t, &list, "functions", "--json")
+	if len(list) != len(functions.Names()) {
+		t.Fatalf("%d functions, want %d", len(list), len(functions.Names()))
+	}
+	for _, f := range list {
+		if f.Name == "" || f.GuestMiB <= 0 {
+			t.Errorf("entry %+v", f)
+		}
+	}
+}
+
+// writeSet writes a working set of mem with the given extents.
+func writeSet(t *testing.T, mem, path string, ext ...wset.Extent) {
+	t.Helper()
+	id, err := wset.IdentifyFile(mem, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wset.Write(path, &wset.Set{Mem: id, Extents: ext}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWSMergeJSON(t *testing.T) {
+	dir := t.TempDir()
+	mem := filepath.Join(dir, "mem")
+	if err := os.WriteFile(mem, bytes.Repeat([]byte{1}, 16*4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, b := filepath.Join(dir, "a.ws"), filepath.Join(dir, "b.ws")
+	writeSet(t, mem, a, wset.Extent{Page: 0, N: 4})
+	writeSet(t, mem, b, wset.Extent{Page: 2, N: 4})
+	for _, common := range []bool{false, true} {
+		out := filepath.Join(dir, "m.ws")
+		args := []string{"ws", "merge", "--json", "--out", out, a, b}
+		want := wsMergeReport{Out: out, Recordings: 2, Pages: 6, UnionPages: 6, CommonPages: 2}
+		if common {
+			args = append(args, "--common")
+			want.Common, want.Pages = true, 2
+		}
+		var got wsMergeReport
+		runJSON(t, &got, args...)
+		if got != want {
+			t.Errorf("%v: %+v, want %+v", args, got, want)
+		}
+	}
+}
+
+// TestRecordJSON: record prints one object type in both modes, with the
+// common fields filled in each and only its own mode's part.
+func TestRecordJSON(t *testing.T) {
+	// --snapshot needs root and VMs: its report is converted here.
+	r := &record.Report{Method: "ebpf", Pages: 10, Bytes: 40960, Extents: 2, Runs: 8, Path: "/s/wset/default.ws"}
+	b, err := json.Marshal(snapshotRecordReport(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap recordReport
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&snap); err != nil {
+		t.Fatal(err)
+	}
+	if snap.Mode != "snapshot" || snap.Out != r.Path || snap.Pages != 10 || snap.Snapshot == nil || snap.Snapshot.Runs != 8 || snap.WorkingSet != nil {
+		t.Errorf("record --snapshot --json: %s", b)
+	}
+	if strings.Contains(string(b), `"working_set"`) || strings.Contains(string(b), `"readahead_window_expired"`) {
+		t.Errorf("record --snapshot --json has --mem fields: %s", b)
+	}
+
+	// --mem runs: mincore needs no BPF. Its command writes nothing to
+	// stdout, which the command shares.
+	if testing.Short() && os.Geteuid() != 0 {
+		t.Skip("record --mem drops the file's page cache")
+	}
+	dir := t.TempDir()
+	mem := filepath.Join(dir, "mem")
+	if err := os.WriteFile(mem, bytes.Repeat([]byte{1}, 16*4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "x.ws")
+	var cmdRep recordReport
+	runJSON(t, &cmdRep, "record", "--mem", mem, "--out", out, "--method", "mincore", "--json", "--", "sh", "-c", "cat "+mem+" >/dev/null")
+	if cmdRep.Mode != "command" || cmdRep.Out != out || cmdRep.Method != "mincore" || cmdRep.WorkingSet == nil || cmdRep.Snapshot != nil ||
+		cmdRep.Pages != cmdRep.WorkingSet.Pages || cmdRep.Extents != cmdRep.WorkingSet.ExtentCount {
+		t.Errorf("record --mem --json: %+v", cmdRep)
+	}
+}
+
+// TestReplayJSONIsArray: replay --json prints an array for one policy as
+// for several (the command needs root and a snapshot; its printer is
+// tested).
+func TestReplayJSONIsArray(t *testing.T) {
+	var out bytes.Buffer
+	if err := writeReplayJSON(&out, []*replay.Report{{Policy: "lazy"}}); err != nil {
+		t.Fatal(err)
+	}
+	var reps []replay.Report
+	if err := json.Unmarshal(out.Bytes(), &reps); err != nil || len(reps) != 1 || reps[0].Policy != "lazy" {
+		t.Fatalf("one policy: %v, %+v\n%s", err, reps, out.String())
+	}
+}
+
+// TestBenchSummaryJSON: bench --report-only --json prints the summary.
+func TestBenchSummaryJSON(t *testing.T) {
+	dir := t.TempDir()
+	// Load gives an empty Results of the current format.
+	res, err := bench.Load(filepath.Join(dir, bench.ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Config, res.Sessions = bench.Reduced(), []bench.Session{{Cells: 3, Skipped: 1, Failed: 1}}
+	res.Runs = []bench.Run{{}}
+	if err := res.Save(filepath.Join(dir, bench.ResultsFile)); err != nil {
+		t.Fatal(err)
+	}
+	var s benchSummary
+	runJSON(t, &s, "bench", "--report-only", "--json", "--out", dir)
+	want := benchSummary{Out: dir, Results: filepath.Join(dir, bench.ResultsFile), Report: filepath.Join(dir, bench.ReportFile), Runs: 1, Cells: 3, Skipped: 1, Failed: 1}
+	if s != want {
+		t.Errorf("%+v, want %+v", s, want)
 	}
 }

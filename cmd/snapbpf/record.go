@@ -54,7 +54,7 @@ Without the privileges for BPF (root, or CAP_BPF and CAP_PERFMON) it fails; use
 --method mincore to record residency after the run instead (FaaSnap's method),
 which includes readahead.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var v any
+			var v *recordReport
 			var err error
 			switch {
 			case snapDir != "" && mem == "":
@@ -75,7 +75,10 @@ which includes readahead.`,
 				if ierr != nil {
 					return ierr
 				}
-				v, err = recordSnapshot(cmd, snapDir, seeds, o)
+				var r *record.Report
+				if r, err = recordSnapshot(cmd, snapDir, seeds, o); err == nil {
+					v = snapshotRecordReport(r)
+				}
 			case mem != "" && snapDir == "":
 				if cmd.Flags().Changed("input") || cmd.Flags().Changed("inputs") || o.NoWait {
 					return errors.New("record --mem runs a command of its own: --input, --inputs and --no-wait are for --snapshot")
@@ -117,7 +120,7 @@ which includes readahead.`,
 	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")
 	f.DurationVar(&window, "readahead-window", capture.DefaultReadaheadWindow, "with --mem: longest the disk's readahead stays off (for every process on it) waiting for the command to open FILE")
-	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	f.BoolVar(&asJSON, "json", false, `print one JSON object, the same in both modes: mode ("snapshot" or "command"), out, method, pages, bytes, extents and more, then "snapshot" (the recording report) or "working_set" (the set written)`)
 	return cmd
 }
 
@@ -216,22 +219,44 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o record
 	return rep, nil
 }
 
-// commandRecord is what record --mem prints under --json.
-type commandRecord struct {
-	Out               string       `json:"out"`
-	Method            string       `json:"method"`
-	IncludesReadahead bool         `json:"includes_readahead"`
-	Lost              uint64       `json:"lost_events"`
-	NoOrder           uint64       `json:"insertions_without_order"`
-	HolePagesDropped  uint64       `json:"hole_pages_dropped"`
-	ForeignPages      uint64       `json:"foreign_pages"`
-	Summary           wset.Summary `json:"working_set"`
-	// WindowExpired says the command did not open --mem within
-	// --readahead-window (see the warning).
-	WindowExpired bool `json:"readahead_window_expired"`
+// recordReport is what record prints under --json, in either mode: the
+// fields both modes have, then those of one mode only (omitted in the
+// other).
+type recordReport struct {
+	// Mode is "snapshot" (--snapshot) or "command" (--mem ... -- CMD).
+	Mode string `json:"mode"`
+	// Out is the working-set file written.
+	Out               string `json:"out"`
+	Method            string `json:"method"`
+	IncludesReadahead bool   `json:"includes_readahead"`
+	Pages             int64  `json:"pages"`
+	Bytes             int64  `json:"bytes"`
+	Extents           int    `json:"extents"`
+	ZeroPages         int64  `json:"zero_pages"`
+	Lost              uint64 `json:"lost_events"`
+	NoOrder           uint64 `json:"insertions_without_order"`
+	HolePagesDropped  uint64 `json:"hole_pages_dropped"`
+	ForeignPages      uint64 `json:"foreign_pages"`
+
+	// Snapshot is, with --snapshot, the recording's report: runs,
+	// inputs, refined and margin pages, the first VM, times.
+	Snapshot *record.Report `json:"snapshot,omitempty"`
+	// WorkingSet is, with --mem, the set written (ws show --json).
+	WorkingSet *wset.Summary `json:"working_set,omitempty"`
+	// WindowExpired says, with --mem, the command did not open --mem
+	// within --readahead-window (see the warning).
+	WindowExpired bool `json:"readahead_window_expired,omitempty"`
 }
 
-func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions, argv []string) (*commandRecord, error) {
+// snapshotRecordReport is record --snapshot's report as record --json
+// prints it.
+func snapshotRecordReport(r *record.Report) *recordReport {
+	return &recordReport{Mode: "snapshot", Out: r.Path, Method: r.Method, IncludesReadahead: r.IncludesReadahead,
+		Pages: r.Pages, Bytes: r.Bytes, Extents: r.Extents, ZeroPages: r.ZeroPages, Lost: r.Lost, NoOrder: r.NoOrder,
+		HolePagesDropped: r.HolePagesDropped, ForeignPages: r.ForeignPages, Snapshot: r}
+}
+
+func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions, argv []string) (*recordReport, error) {
 	c, runErr := capture.RecordCommand(cmd.Context(), mem, argv, o)
 	if c == nil {
 		return nil, runErr
@@ -263,6 +288,9 @@ func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions
 		fmt.Fprintf(progress(cmd), "warning: %s\n", w)
 	}
 	fmt.Fprintf(progress(cmd), "wrote %s: %d pages in %d extents\n", out, set.Pages(), len(set.Extents))
-	return &commandRecord{Out: out, Method: c.Method, IncludesReadahead: c.IncludesReadahead, Lost: c.Lost,
-		NoOrder: c.NoOrder, HolePagesDropped: c.HolePagesDropped, ForeignPages: c.ForeignPages, Summary: set.Summary(), WindowExpired: c.ReadaheadWindowExpired > 0}, nil
+	sum := set.Summary()
+	return &recordReport{Mode: "command", Out: out, Method: c.Method, IncludesReadahead: c.IncludesReadahead,
+		Pages: sum.Pages, Bytes: sum.Bytes, Extents: sum.ExtentCount, ZeroPages: sum.ZeroPages, Lost: c.Lost,
+		NoOrder: c.NoOrder, HolePagesDropped: c.HolePagesDropped, ForeignPages: c.ForeignPages,
+		WorkingSet: &sum, WindowExpired: c.ReadaheadWindowExpired > 0}, nil
 }

@@ -42,11 +42,7 @@ fraction of the trace's non-zero pages across the memory file (fragmentation).`,
 			reps, err := runReplays(cmd, snapDir, tracePath, policies, o)
 			if len(reps) > 0 {
 				if asJSON {
-					var v any = reps
-					if len(reps) == 1 {
-						v = reps[0]
-					}
-					if jerr := writeJSON(cmd.OutOrStdout(), v); jerr != nil {
+					if jerr := writeReplayJSON(cmd.OutOrStdout(), reps); jerr != nil {
 						return jerr
 					}
 				} else {
@@ -80,7 +76,7 @@ fraction of the trace's non-zero pages across the memory file (fragmentation).`,
 	f.StringVar(&o.Compute, "compute", "", "spin (a busy CPU per VM) or sleep (as if each VM had its own CPU) between touches; default: spin while the VMs fit the CPUs")
 	f.BoolVar(&o.IncludeLate, "include-late", false, "also replay the trace's touches after the invocation's result (to compare fault counts with a real VM)")
 	f.BoolVar(&o.Verify, "verify", false, "compare every touched page with the memory file afterwards")
-	f.BoolVar(&asJSON, "json", false, "print the report (an array for several policies) as JSON")
+	f.BoolVar(&asJSON, "json", false, "print a JSON array with one report per policy (an array for one policy too)")
 	cmd.MarkFlagRequired("snapshot")
 	cmd.MarkFlagRequired("trace")
 	aliases(cmd, map[string]string{"policy": "policies", "runs": "rounds"})
@@ -165,5 +161,9 @@ func printReplays(w io.Writer, reps []*replay.Report) {
 		}
 	}
 }
+
+// writeReplayJSON prints replay's --json: always an array, one report per
+// policy, however many policies.
+func writeReplayJSON(w io.Writer, reps []*replay.Report) error { return writeJSON(w, reps) }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
