@@ -56,8 +56,10 @@ which includes readahead.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var v *recordReport
 			var err error
+			// Cobra has checked the flag groups: --snapshot or --mem,
+			// --mem with --out, --input or --inputs.
 			switch {
-			case snapDir != "" && mem == "":
+			case snapDir != "":
 				if len(args) > 0 {
 					return errors.New("record --snapshot takes no command")
 				}
@@ -79,12 +81,9 @@ which includes readahead.`,
 				if r, err = recordSnapshot(cmd, snapDir, seeds, o); err == nil {
 					v = snapshotRecordReport(r)
 				}
-			case mem != "" && snapDir == "":
-				if cmd.Flags().Changed("input") || cmd.Flags().Changed("inputs") || o.NoWait {
-					return errors.New("record --mem runs a command of its own: --input, --inputs and --no-wait are for --snapshot")
-				}
-				if out == "" || len(args) == 0 {
-					return errors.New("record --mem FILE needs --out WS and a command after --")
+			default:
+				if len(args) == 0 {
+					return errors.New("record --mem FILE needs a command after --")
 				}
 				if err := checkMemFile(mem); err != nil {
 					return err
@@ -96,8 +95,6 @@ which includes readahead.`,
 					return fmt.Errorf("record: --readahead-window %v: want a positive duration", window)
 				}
 				v, err = recordCommand(cmd, mem, out, capture.CommandOptions{Method: method, ReadaheadWindow: window}, args)
-			default:
-				return errors.New("record: give either --snapshot DIR, or --mem FILE --out WS -- CMD")
 			}
 			if err != nil {
 				return err
@@ -121,6 +118,15 @@ which includes readahead.`,
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")
 	f.DurationVar(&window, "readahead-window", capture.DefaultReadaheadWindow, "with --mem: longest the disk's readahead stays off (for every process on it) waiting for the command to open FILE")
 	f.BoolVar(&asJSON, "json", false, `print one JSON object, the same in both modes: mode ("snapshot" or "command"), out, method, pages, bytes, extents and more, then "snapshot" (the recording report) or "working_set" (the set written)`)
+	// --snapshot DIR, or --mem FILE --out WS -- CMD; the inputs and
+	// the wait are the snapshot mode's (--mem runs a command of its own).
+	cmd.MarkFlagsOneRequired("snapshot", "mem")
+	cmd.MarkFlagsMutuallyExclusive("snapshot", "mem")
+	cmd.MarkFlagsRequiredTogether("mem", "out")
+	cmd.MarkFlagsMutuallyExclusive("input", "inputs")
+	for _, snapOnly := range []string{"input", "inputs", "no-wait", "merge"} {
+		cmd.MarkFlagsMutuallyExclusive("mem", snapOnly)
+	}
 	return cmd
 }
 
@@ -130,10 +136,7 @@ const wsSpace = 8 << 20
 
 // recordInputs are the seeds --input lists, or --inputs random ones.
 func recordInputs(cmd *cobra.Command, list string, random int) ([]uint64, error) {
-	if cmd.Flags().Changed("inputs") {
-		if cmd.Flags().Changed("input") {
-			return nil, errors.New("record: give --input SEEDS or --inputs N, not both")
-		}
+	if cmd.Flags().Changed("inputs") { // not with --input: a flag group
 		if random < 1 || random > maxRecordInputs {
 			return nil, fmt.Errorf("record: --inputs %d: want 1 to %d inputs", random, maxRecordInputs)
 		}
