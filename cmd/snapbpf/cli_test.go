@@ -223,3 +223,44 @@ func TestBenchSummaryJSON(t *testing.T) {
 		t.Errorf("%+v, want %+v", s, want)
 	}
 }
+
+// TestRecordMemJSONAloneOnStdout: under --json, what record --mem's
+// command prints goes to stderr, so stdout holds the JSON alone.
+func TestRecordMemJSONAloneOnStdout(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("record --mem drops the file's page cache")
+	}
+	dir := t.TempDir()
+	mem := filepath.Join(dir, "mem")
+	if err := os.WriteFile(mem, bytes.Repeat([]byte{1}, 4*4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := os.Create(filepath.Join(dir, "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	saved := os.Stdout
+	os.Stdout = stdout
+	defer func() { os.Stdout = saved }()
+	root := newRootCmd() // no SetOut: the real stdout, as in use
+	var errOut bytes.Buffer
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"record", "--mem", mem, "--out", filepath.Join(dir, "x.ws"), "--method", "mincore", "--json", "--",
+		"sh", "-c", "echo the command speaks; cat " + mem + " >/dev/null"})
+	err = root.Execute()
+	os.Stdout = saved
+	if err != nil {
+		t.Fatalf("%v; stderr %s", err, errOut.String())
+	}
+	b, err := os.ReadFile(stdout.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep recordReport
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rep); err != nil || dec.More() || rep.Mode != "command" {
+		t.Fatalf("stdout is not one record report (%v):\n%s", err, b)
+	}
+}

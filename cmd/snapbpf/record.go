@@ -94,6 +94,15 @@ which includes readahead.`,
 				if window <= 0 {
 					return fmt.Errorf("record: --readahead-window %v: want a positive duration", window)
 				}
+				if asJSON {
+					// stdout is the JSON's alone: the command, which
+					// capture starts with this process's os.Stdout,
+					// writes to stderr instead.
+					cmd.SetOut(cmd.OutOrStdout())
+					saved := os.Stdout
+					os.Stdout = os.Stderr
+					defer func() { os.Stdout = saved }()
+				}
 				v, err = recordCommand(cmd, mem, out, capture.CommandOptions{Method: method, ReadaheadWindow: window}, args)
 			}
 			if err != nil {
@@ -117,7 +126,7 @@ which includes readahead.`,
 	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")
 	f.DurationVar(&window, "readahead-window", capture.DefaultReadaheadWindow, "with --mem: longest the disk's readahead stays off (for every process on it) waiting for the command to open FILE")
-	f.BoolVar(&asJSON, "json", false, `print one JSON object, the same in both modes: mode ("snapshot" or "command"), out, method, pages, bytes, extents and more, then "snapshot" (the recording report) or "working_set" (the set written)`)
+	f.BoolVar(&asJSON, "json", false, `print one JSON object (the --mem command's own stdout then goes to stderr), the same in both modes: mode ("snapshot" or "command"), out, method, pages, bytes, extents and more, then "snapshot" (the recording report) or "working_set" (the set written)`)
 	// --snapshot DIR, or --mem FILE --out WS -- CMD; the inputs and
 	// the wait are the snapshot mode's (--mem runs a command of its own).
 	cmd.MarkFlagsOneRequired("snapshot", "mem")
