@@ -264,3 +264,27 @@ func TestRecordMemJSONAloneOnStdout(t *testing.T) {
 		t.Fatalf("stdout is not one record report (%v):\n%s", err, b)
 	}
 }
+
+// TestDemoJSON: demo --json's comparison (the command needs root and VMs;
+// its summary is tested) has one entry per policy, warm the basis.
+func TestDemoJSON(t *testing.T) {
+	rows := map[string][]vmReport{}
+	for i, m := range demoModes {
+		var v vmReport
+		v.E2EMs = float64(100 * (i + 1))
+		rows[m.name] = []vmReport{v}
+	}
+	b, err := json.Marshal(demoSummary("json", 1, 1, rows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep demoReport
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Policies) != len(demoModes) || rep.Policies[0].VsWarm != 1 || rep.Policies[3].VsWarm != 4 {
+		t.Errorf("%s", b)
+	}
+}
