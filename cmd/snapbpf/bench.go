@@ -15,11 +15,12 @@ func newBenchCmd() *cobra.Command {
 	var (
 		c                  bench.Config
 		full, reportOnly   bool
+		asJSON             bool
 		imageDir, agentBin string
 	)
 	c = bench.Reduced()
 	cmd := &cobra.Command{
-		Use:   "bench [--functions ...] [--policies ...] [--runs N] [--out DIR]",
+		Use:   "bench [--functions ...] [--policies ...] [--rounds N] [--out DIR]",
 		Short: "Measure restore policies on real microVMs and with the replay harness: results.json, report.md and plots",
 		Long: `bench snapshots each function, restores it under each policy cold (and warm, the
 floor) with N clones at once, and measures latency and host memory; it also
@@ -34,8 +35,8 @@ DIR/results.json at once, so an interrupted bench started again with the same
 --out resumes where it stopped; failed cells are retried. At the end it writes
 DIR/report.md and the figures as SVG and PNG.
 
-The defaults are the reduced set (json, bert, alloc; 3 runs; N 1, 2, 4; scatter
-0, 0.5, 1); --full is every function, 5 runs, N up to 8, scatter 0, 0.25, 0.5, 1.
+The defaults are the reduced set (json, bert, alloc; 3 rounds; N 1, 2, 4; scatter
+0, 0.5, 1); --full is every function, 5 rounds, N up to 8, scatter 0, 0.25, 0.5, 1.
 report.md gives both sets' expected times on the machine measured. Needs root
 (BPF, page cache control, userfaultfd).`,
 		Args: cobra.NoArgs,
@@ -52,7 +53,10 @@ report.md gives both sets' expected times on the machine measured. Needs root
 				if len(res.Runs) == 0 {
 					return fmt.Errorf("no results in %s to report", c.Out)
 				}
-				return bench.WriteReport(res, c.Out)
+				if err := bench.WriteReport(res, c.Out); err != nil {
+					return err
+				}
+				return printBenchSummary(cmd, asJSON, c.Out, res)
 			}
 			// Wrong flags fail now, not after the image build.
 			if err := c.Validate(); err != nil {
@@ -67,7 +71,12 @@ report.md gives both sets' expected times on the machine measured. Needs root
 			}
 			c.Image = img
 			c.Driver = vmmDriver()
-			_, err = bench.Execute(cmd.Context(), c)
+			res, err := bench.Execute(cmd.Context(), c)
+			if res != nil {
+				if perr := printBenchSummary(cmd, asJSON, c.Out, res); perr != nil {
+					return errors.Join(err, perr)
+				}
+			}
 			return err
 		},
 	}
@@ -75,7 +84,7 @@ report.md gives both sets' expected times on the machine measured. Needs root
 	f.StringSliceVar(&c.Functions, "functions", c.Functions, "functions to measure (see snapbpf functions)")
 	f.StringSliceVar(&c.Policies, "policies", c.Policies, fmt.Sprintf("restore policies of %v", bench.Policies()))
 	f.IntSliceVar(&c.Concurrency, "concurrency", c.Concurrency, "numbers of VMs restored at once")
-	f.IntVar(&c.Runs, "runs", c.Runs, "runs per cell")
+	f.IntVar(&c.Runs, "rounds", c.Runs, "rounds (repeated runs) per cell")
 	f.Float64SliceVar(&c.ScatterFractions, "scatter", c.ScatterFractions, "fractions of the trace's pages scattered in experiment scatter")
 	f.StringSliceVar(&c.Experiments, "experiments", c.Experiments, fmt.Sprintf("experiments of %v", bench.Experiments()))
 	f.Uint64Var(&c.Input, "input", c.Input, "input of every measured invocation, and of snapbpf's working set")
@@ -86,8 +95,10 @@ report.md gives both sets' expected times on the machine measured. Needs root
 	f.StringVar(&c.SnapshotDir, "snapshots", filepath.Join(homeDir(), "bench", "snapshots"), "directory for the bench's snapshots (reused while they match)")
 	f.StringVar(&imageDir, "image", defaultImageDir(), "guest image directory (rebuilt from --agent when it is found)")
 	f.StringVar(&agentBin, "agent", "", "static snapbpf-agent binary (default: next to snapbpf)")
-	f.BoolVar(&full, "full", false, "the full set: every function, 5 runs, N 1, 2, 4, 8 (flags given explicitly still win)")
+	f.BoolVar(&full, "full", false, "the full set: every function, 5 rounds, N 1, 2, 4, 8 (flags given explicitly still win)")
 	f.BoolVar(&reportOnly, "report-only", false, "only render report.md and the plots from DIR/results.json")
+	f.BoolVar(&asJSON, "json", false, "print the final summary (files written, cells measured, skipped and failed) as one JSON object")
+	aliases(cmd, map[string]string{"runs": "rounds"})
 	return cmd
 }
 
@@ -101,7 +112,7 @@ func applyFull(cmd *cobra.Command, c *bench.Config) {
 	if !f.Changed("concurrency") {
 		c.Concurrency = full.Concurrency
 	}
-	if !f.Changed("runs") {
+	if !f.Changed("rounds") {
 		c.Runs = full.Runs
 	}
 	if !f.Changed("scatter") {
@@ -125,4 +136,31 @@ func benchImage(cmd *cobra.Command, imageDir, agentBin string) (*guest.Image, er
 		agentBin = p
 	}
 	return guest.Build(cmd.Context(), guest.BuildOptions{OutDir: imageDir, AgentPath: agentBin, Log: progress(cmd)})
+}
+
+// benchSummary is bench's final summary, what bench --json prints.
+type benchSummary struct {
+	Out     string `json:"out"`
+	Results string `json:"results"` // results.json
+	Report  string `json:"report"`  // report.md
+	Runs    int    `json:"runs"`    // measured runs in results.json, all sessions
+	// Cells, Skipped and Failed are the latest session's (0 with
+	// --report-only when no session ran).
+	Cells   int `json:"cells"`
+	Skipped int `json:"skipped"`
+	Failed  int `json:"failed"`
+}
+
+func printBenchSummary(cmd *cobra.Command, asJSON bool, out string, res *bench.Results) error {
+	s := benchSummary{Out: out, Results: filepath.Join(out, bench.ResultsFile), Report: filepath.Join(out, bench.ReportFile), Runs: len(res.Runs)}
+	if n := len(res.Sessions); n > 0 {
+		last := res.Sessions[n-1]
+		s.Cells, s.Skipped, s.Failed = last.Cells, last.Skipped, last.Failed
+	}
+	if asJSON {
+		return writeJSON(cmd.OutOrStdout(), s)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s: %d runs; this session %d cells measured, %d found finished, %d failed; report %s\n",
+		s.Results, s.Runs, s.Cells, s.Skipped, s.Failed, s.Report)
+	return nil
 }

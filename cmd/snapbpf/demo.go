@@ -40,6 +40,7 @@ func newDemoCmd() *cobra.Command {
 		runs   int
 		input  uint64
 		outDir string
+		asJSON bool
 	)
 	cmd := &cobra.Command{
 		Use:         "demo",
@@ -76,7 +77,9 @@ func newDemoCmd() *cobra.Command {
 				return err
 			}
 			logf(log, "snapshot: boot %.0f ms, init %.0f ms, total %.1f s", st.BootMs, st.InitMs, st.TotalMs/1000)
-			fmt.Fprint(cmd.OutOrStdout(), dir.Describe().String())
+			if !asJSON {
+				fmt.Fprint(cmd.OutOrStdout(), dir.Describe().String())
+			}
 
 			logf(log, "recording the working set (input %d)", input)
 			if _, err := recordSnapshot(cmd, dir.Path, []uint64{input}, record.Options{}); err != nil {
@@ -94,45 +97,90 @@ func newDemoCmd() *cobra.Command {
 					rows[m.name] = append(rows[m.name], rep.VMs...)
 				}
 			}
-			printDemo(cmd, fn, input, runs, rows)
+			rep := demoSummary(fn, input, runs, rows)
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), rep)
+			}
+			printDemo(cmd, rep)
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&fn, "function", "bert", "function to run (see snapbpf functions)")
-	f.IntVar(&runs, "runs", 3, "restores per policy")
+	f.IntVar(&runs, "rounds", 3, "restores per policy")
 	f.Uint64Var(&input, "input", 1, "input seed")
 	f.StringVar(&outDir, "out", filepath.Join(homeDir(), "demo"), "where the demo's snapshots go")
+	f.BoolVar(&asJSON, "json", false, "print the comparison (medians per policy) as one JSON object")
+	aliases(cmd, map[string]string{"runs": "rounds"})
 	checkFlags(cmd, func() error {
 		if _, err := functions.Lookup(fn); err != nil {
 			return fmt.Errorf("--function: %w", err)
 		}
 		if runs < 1 {
-			return fmt.Errorf("--runs %d: want at least 1", runs)
+			return fmt.Errorf("--rounds %d: want at least 1", runs)
 		}
 		return nil
 	})
 	return cmd
 }
 
-func printDemo(cmd *cobra.Command, fn string, input uint64, runs int, rows map[string][]vmReport) {
-	out := cmd.OutOrStdout()
-	fmt.Fprintf(out, "\n%s, input %d: median of %d restores each; all but warm start with the memory file out of the page cache\n", fn, input, runs)
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "policy\te2e_ms\tvs_warm\tvmm_start_ms\tresume_to_result_ms\tguest_fn_ms\tmajor_faults\ton_mem_file\tvmm_read_MiB\tprefetch_MiB\tprefetch_ms\t")
+// demoReport is the demo's comparison, what demo --json prints.
+type demoReport struct {
+	Function string     `json:"function"`
+	Input    uint64     `json:"input"`
+	Rounds   int        `json:"rounds"`
+	Policies []demoLine `json:"policies"`
+}
+
+// demoLine is one policy's medians over the rounds.
+type demoLine struct {
+	Name             string  `json:"name"`
+	Policy           string  `json:"policy"`
+	Cold             bool    `json:"cold"`
+	E2EMs            float64 `json:"e2e_ms"`
+	VsWarm           float64 `json:"vs_warm"`
+	VMMStartMs       float64 `json:"vmm_start_ms"`
+	ResumeToResultMs float64 `json:"resume_to_result_ms"`
+	GuestFnMs        float64 `json:"guest_fn_ms"`
+	MajorFaults      float64 `json:"major_faults"`
+	MemFileFaults    float64 `json:"mem_file_major_faults"`
+	ReadMiB          float64 `json:"vmm_read_mib"`
+	PrefetchMiB      float64 `json:"prefetch_mib"`
+	PrefetchMs       float64 `json:"prefetch_ms"`
+}
+
+func demoSummary(fn string, input uint64, rounds int, rows map[string][]vmReport) demoReport {
+	rep := demoReport{Function: fn, Input: input, Rounds: rounds}
 	warm := median(rows[demoModes[0].name], func(v vmReport) float64 { return v.E2EMs })
 	for _, m := range demoModes {
 		r := rows[m.name]
-		e2e := median(r, func(v vmReport) float64 { return v.E2EMs })
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2fx\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.0f\t\n", m.name, e2e, e2e/warm,
-			median(r, func(v vmReport) float64 { return v.VMMStartMs }),
-			median(r, func(v vmReport) float64 { return v.ResumeToResultMs }),
-			median(r, func(v vmReport) float64 { return v.GuestFnMs }),
-			median(r, func(v vmReport) float64 { return float64(v.MajorFaults) }),
-			median(r, func(v vmReport) float64 { return float64(v.MemFileMajorFaults) }),
-			median(r, func(v vmReport) float64 { return float64(v.MemFileReadBytes) / (1 << 20) }),
-			median(r, func(v vmReport) float64 { return float64(v.Bytes) / (1 << 20) }),
-			median(r, func(v vmReport) float64 { return v.CompleteMs }))
+		l := demoLine{Name: m.name, Policy: m.policy, Cold: m.cold,
+			E2EMs:            median(r, func(v vmReport) float64 { return v.E2EMs }),
+			VMMStartMs:       median(r, func(v vmReport) float64 { return v.VMMStartMs }),
+			ResumeToResultMs: median(r, func(v vmReport) float64 { return v.ResumeToResultMs }),
+			GuestFnMs:        median(r, func(v vmReport) float64 { return v.GuestFnMs }),
+			MajorFaults:      median(r, func(v vmReport) float64 { return float64(v.MajorFaults) }),
+			MemFileFaults:    median(r, func(v vmReport) float64 { return float64(v.MemFileMajorFaults) }),
+			ReadMiB:          median(r, func(v vmReport) float64 { return float64(v.MemFileReadBytes) / (1 << 20) }),
+			PrefetchMiB:      median(r, func(v vmReport) float64 { return float64(v.Bytes) / (1 << 20) }),
+			PrefetchMs:       median(r, func(v vmReport) float64 { return v.CompleteMs }),
+		}
+		if warm > 0 {
+			l.VsWarm = l.E2EMs / warm
+		}
+		rep.Policies = append(rep.Policies, l)
+	}
+	return rep
+}
+
+func printDemo(cmd *cobra.Command, r demoReport) {
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "\n%s, input %d: median of %d restores each; all but warm start with the memory file out of the page cache\n", r.Function, r.Input, r.Rounds)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "policy\te2e_ms\tvs_warm\tvmm_start_ms\tresume_to_result_ms\tguest_fn_ms\tmajor_faults\ton_mem_file\tvmm_read_MiB\tprefetch_MiB\tprefetch_ms\t")
+	for _, l := range r.Policies {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2fx\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.0f\t\n", l.Name, l.E2EMs, l.VsWarm,
+			l.VMMStartMs, l.ResumeToResultMs, l.GuestFnMs, l.MajorFaults, l.MemFileFaults, l.ReadMiB, l.PrefetchMiB, l.PrefetchMs)
 	}
 	tw.Flush()
 }

@@ -37,8 +37,9 @@ func TestArgumentErrorsBeforeRootCheck(t *testing.T) {
 		args []string
 		want []string // substrings of the error
 	}{
-		{"restore count 0", []string{"restore", "--snapshot", dir, "--count", "0"}, []string{"--count 0"}},
-		{"restore count not a number", []string{"restore", "--snapshot", dir, "--count", "many"}, []string{`invalid argument "many"`, "--count"}},
+		{"restore concurrency 0", []string{"restore", "--snapshot", dir, "--concurrency", "0"}, []string{"--concurrency 0"}},
+		{"restore count (alias) 0", []string{"restore", "--snapshot", dir, "--count", "0"}, []string{"--concurrency 0"}},
+		{"restore concurrency not a number", []string{"restore", "--snapshot", dir, "--concurrency", "many"}, []string{`invalid argument "many"`, "--concurrency"}},
 		{"restore unknown flag", []string{"restore", "--snapshot", dir, "--colder"}, []string{"unknown flag: --colder"}},
 		{"restore positional argument", []string{"restore", "--snapshot", dir, "extra"}, []string{`unknown command "extra"`}},
 		{"restore without snapshot", []string{"restore"}, []string{`required flag(s) "snapshot" not set`}},
@@ -52,11 +53,20 @@ func TestArgumentErrorsBeforeRootCheck(t *testing.T) {
 		{"snapshot create negative memory", []string{"snapshot", "create", "--function", "aes", "--out", dir, "--mem-mib", "-1"}, []string{"--mem-mib -1"}},
 		{"snapshot create free pages", []string{"snapshot", "create", "--function", "aes", "--out", dir, "--free-pages", "some"}, []string{`--free-pages "some"`}},
 		{"replay without trace", []string{"replay", "--snapshot", dir}, []string{`required flag(s) "trace" not set`}},
-		{"replay unknown policy", []string{"replay", "--snapshot", dir, "--trace", dir, "--policy", "lazy,bogus"}, []string{`unknown policy "bogus"`}},
+		{"replay unknown policy", []string{"replay", "--snapshot", dir, "--trace", dir, "--policies", "lazy,bogus"}, []string{"--policies", `unknown policy "bogus"`}},
+		{"replay unknown policy (alias)", []string{"replay", "--snapshot", dir, "--trace", dir, "--policy", "lazy,bogus"}, []string{"--policies", `unknown policy "bogus"`}},
 		{"trace without out", []string{"trace", "--snapshot", dir}, []string{`required flag(s) "out" not set`}},
 		{"trace unknown accel", []string{"trace", "--snapshot", dir, "--out", dir + "/t", "--accel", "hvf"}, []string{`--accel "hvf"`}},
+		{"record neither snapshot nor mem", []string{"record", "--", "true"}, []string{"[snapshot mem]", "at least one"}},
+		{"record snapshot and mem", []string{"record", "--snapshot", dir, "--mem", dir + "/m", "--out", dir + "/w"}, []string{"[snapshot mem]", "none of the others"}},
+		{"record mem without out", []string{"record", "--mem", dir + "/m", "--", "true"}, []string{"[mem out]", "missing [out]"}},
+		{"record out without mem", []string{"record", "--snapshot", dir, "--out", dir + "/w"}, []string{"[mem out]", "missing [mem]"}},
+		{"record input and inputs", []string{"record", "--snapshot", dir, "--input", "2", "--inputs", "3"}, []string{"[input inputs]", "none of the others"}},
+		{"record mem with inputs", []string{"record", "--mem", dir + "/m", "--out", dir + "/w", "--inputs", "3", "--", "true"}, []string{"[mem inputs]", "none of the others"}},
+		{"record mem with no-wait", []string{"record", "--mem", dir + "/m", "--out", dir + "/w", "--no-wait", "--", "true"}, []string{"[mem no-wait]", "none of the others"}},
 		{"demo unknown function", []string{"demo", "--function", "nosuch"}, []string{`unknown function "nosuch"`}},
-		{"demo no runs", []string{"demo", "--runs", "0"}, []string{"--runs 0"}},
+		{"demo no rounds", []string{"demo", "--rounds", "0"}, []string{"--rounds 0"}},
+		{"demo no runs (alias)", []string{"demo", "--runs", "0"}, []string{"--rounds 0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := runCLI(t, tc.args...)
@@ -81,10 +91,13 @@ func TestRootCheckAfterArguments(t *testing.T) {
 	asUser(t, 1000)
 	dir := t.TempDir()
 	for _, args := range [][]string{
+		{"restore", "--snapshot", dir, "--concurrency", "2", "--policy", "nora"},
 		{"restore", "--snapshot", dir, "--count", "2", "--policy", "nora"},
 		{"snapshot", "create", "--function", "aes", "--out", dir + "/s"},
-		{"replay", "--snapshot", dir, "--trace", dir + "/t", "--policy", "all"},
+		{"replay", "--snapshot", dir, "--trace", dir + "/t", "--policies", "all", "--rounds", "2"},
+		{"replay", "--snapshot", dir, "--trace", dir + "/t", "--policy", "all", "--runs", "2"},
 		{"trace", "--snapshot", dir, "--out", dir + "/t"},
+		{"demo", "--function", "json", "--rounds", "1"},
 		{"demo", "--function", "json", "--runs", "1"},
 		{"image", "build"},
 	} {

@@ -54,10 +54,12 @@ Without the privileges for BPF (root, or CAP_BPF and CAP_PERFMON) it fails; use
 --method mincore to record residency after the run instead (FaaSnap's method),
 which includes readahead.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var v any
+			var v *recordReport
 			var err error
+			// Cobra has checked the flag groups: --snapshot or --mem,
+			// --mem with --out, --input or --inputs.
 			switch {
-			case snapDir != "" && mem == "":
+			case snapDir != "":
 				if len(args) > 0 {
 					return errors.New("record --snapshot takes no command")
 				}
@@ -75,13 +77,13 @@ which includes readahead.`,
 				if ierr != nil {
 					return ierr
 				}
-				v, err = recordSnapshot(cmd, snapDir, seeds, o)
-			case mem != "" && snapDir == "":
-				if cmd.Flags().Changed("input") || cmd.Flags().Changed("inputs") || o.NoWait {
-					return errors.New("record --mem runs a command of its own: --input, --inputs and --no-wait are for --snapshot")
+				var r *record.Report
+				if r, err = recordSnapshot(cmd, snapDir, seeds, o); err == nil {
+					v = snapshotRecordReport(r)
 				}
-				if out == "" || len(args) == 0 {
-					return errors.New("record --mem FILE needs --out WS and a command after --")
+			default:
+				if len(args) == 0 {
+					return errors.New("record --mem FILE needs a command after --")
 				}
 				if err := checkMemFile(mem); err != nil {
 					return err
@@ -92,9 +94,16 @@ which includes readahead.`,
 				if window <= 0 {
 					return fmt.Errorf("record: --readahead-window %v: want a positive duration", window)
 				}
+				if asJSON {
+					// stdout is the JSON's alone: the command, which
+					// capture starts with this process's os.Stdout,
+					// writes to stderr instead.
+					cmd.SetOut(cmd.OutOrStdout())
+					saved := os.Stdout
+					os.Stdout = os.Stderr
+					defer func() { os.Stdout = saved }()
+				}
 				v, err = recordCommand(cmd, mem, out, capture.CommandOptions{Method: method, ReadaheadWindow: window}, args)
-			default:
-				return errors.New("record: give either --snapshot DIR, or --mem FILE --out WS -- CMD")
 			}
 			if err != nil {
 				return err
@@ -117,7 +126,16 @@ which includes readahead.`,
 	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")
 	f.DurationVar(&window, "readahead-window", capture.DefaultReadaheadWindow, "with --mem: longest the disk's readahead stays off (for every process on it) waiting for the command to open FILE")
-	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	f.BoolVar(&asJSON, "json", false, `print one JSON object (the --mem command's own stdout then goes to stderr), the same in both modes: mode ("snapshot" or "command"), out, method, pages, bytes, extents and more, then "snapshot" (the recording report) or "working_set" (the set written)`)
+	// --snapshot DIR, or --mem FILE --out WS -- CMD; the inputs and
+	// the wait are the snapshot mode's (--mem runs a command of its own).
+	cmd.MarkFlagsOneRequired("snapshot", "mem")
+	cmd.MarkFlagsMutuallyExclusive("snapshot", "mem")
+	cmd.MarkFlagsRequiredTogether("mem", "out")
+	cmd.MarkFlagsMutuallyExclusive("input", "inputs")
+	for _, snapOnly := range []string{"input", "inputs", "no-wait", "merge"} {
+		cmd.MarkFlagsMutuallyExclusive("mem", snapOnly)
+	}
 	return cmd
 }
 
@@ -127,10 +145,7 @@ const wsSpace = 8 << 20
 
 // recordInputs are the seeds --input lists, or --inputs random ones.
 func recordInputs(cmd *cobra.Command, list string, random int) ([]uint64, error) {
-	if cmd.Flags().Changed("inputs") {
-		if cmd.Flags().Changed("input") {
-			return nil, errors.New("record: give --input SEEDS or --inputs N, not both")
-		}
+	if cmd.Flags().Changed("inputs") { // not with --input: a flag group
 		if random < 1 || random > maxRecordInputs {
 			return nil, fmt.Errorf("record: --inputs %d: want 1 to %d inputs", random, maxRecordInputs)
 		}
@@ -216,22 +231,44 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o record
 	return rep, nil
 }
 
-// commandRecord is what record --mem prints under --json.
-type commandRecord struct {
-	Out               string       `json:"out"`
-	Method            string       `json:"method"`
-	IncludesReadahead bool         `json:"includes_readahead"`
-	Lost              uint64       `json:"lost_events"`
-	NoOrder           uint64       `json:"insertions_without_order"`
-	HolePagesDropped  uint64       `json:"hole_pages_dropped"`
-	ForeignPages      uint64       `json:"foreign_pages"`
-	Summary           wset.Summary `json:"working_set"`
-	// WindowExpired says the command did not open --mem within
-	// --readahead-window (see the warning).
-	WindowExpired bool `json:"readahead_window_expired"`
+// recordReport is what record prints under --json, in either mode: the
+// fields both modes have, then those of one mode only (omitted in the
+// other).
+type recordReport struct {
+	// Mode is "snapshot" (--snapshot) or "command" (--mem ... -- CMD).
+	Mode string `json:"mode"`
+	// Out is the working-set file written.
+	Out               string `json:"out"`
+	Method            string `json:"method"`
+	IncludesReadahead bool   `json:"includes_readahead"`
+	Pages             int64  `json:"pages"`
+	Bytes             int64  `json:"bytes"`
+	Extents           int    `json:"extents"`
+	ZeroPages         int64  `json:"zero_pages"`
+	Lost              uint64 `json:"lost_events"`
+	NoOrder           uint64 `json:"insertions_without_order"`
+	HolePagesDropped  uint64 `json:"hole_pages_dropped"`
+	ForeignPages      uint64 `json:"foreign_pages"`
+
+	// Snapshot is, with --snapshot, the recording's report: runs,
+	// inputs, refined and margin pages, the first VM, times.
+	Snapshot *record.Report `json:"snapshot,omitempty"`
+	// WorkingSet is, with --mem, the set written (ws show --json).
+	WorkingSet *wset.Summary `json:"working_set,omitempty"`
+	// WindowExpired says, with --mem, the command did not open --mem
+	// within --readahead-window (see the warning).
+	WindowExpired bool `json:"readahead_window_expired,omitempty"`
 }
 
-func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions, argv []string) (*commandRecord, error) {
+// snapshotRecordReport is record --snapshot's report as record --json
+// prints it.
+func snapshotRecordReport(r *record.Report) *recordReport {
+	return &recordReport{Mode: "snapshot", Out: r.Path, Method: r.Method, IncludesReadahead: r.IncludesReadahead,
+		Pages: r.Pages, Bytes: r.Bytes, Extents: r.Extents, ZeroPages: r.ZeroPages, Lost: r.Lost, NoOrder: r.NoOrder,
+		HolePagesDropped: r.HolePagesDropped, ForeignPages: r.ForeignPages, Snapshot: r}
+}
+
+func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions, argv []string) (*recordReport, error) {
 	c, runErr := capture.RecordCommand(cmd.Context(), mem, argv, o)
 	if c == nil {
 		return nil, runErr
@@ -263,6 +300,9 @@ func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions
 		fmt.Fprintf(progress(cmd), "warning: %s\n", w)
 	}
 	fmt.Fprintf(progress(cmd), "wrote %s: %d pages in %d extents\n", out, set.Pages(), len(set.Extents))
-	return &commandRecord{Out: out, Method: c.Method, IncludesReadahead: c.IncludesReadahead, Lost: c.Lost,
-		NoOrder: c.NoOrder, HolePagesDropped: c.HolePagesDropped, ForeignPages: c.ForeignPages, Summary: set.Summary(), WindowExpired: c.ReadaheadWindowExpired > 0}, nil
+	sum := set.Summary()
+	return &recordReport{Mode: "command", Out: out, Method: c.Method, IncludesReadahead: c.IncludesReadahead,
+		Pages: sum.Pages, Bytes: sum.Bytes, Extents: sum.ExtentCount, ZeroPages: sum.ZeroPages, Lost: c.Lost,
+		NoOrder: c.NoOrder, HolePagesDropped: c.HolePagesDropped, ForeignPages: c.ForeignPages,
+		WorkingSet: &sum, WindowExpired: c.ReadaheadWindowExpired > 0}, nil
 }

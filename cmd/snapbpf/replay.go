@@ -23,7 +23,7 @@ func newReplayCmd() *cobra.Command {
 		asJSON                       bool
 	)
 	cmd := &cobra.Command{
-		Use:   "replay --snapshot DIR --trace TRACE --policy P[,P...]",
+		Use:   "replay --snapshot DIR --trace TRACE --policies P[,P...]",
 		Short: "Replay a page-access trace under restore policies (lazy, nora, snapbpf, faasnap, reap) and measure them",
 		Long: `replay maps the snapshot's guest memory in this process the way each policy's VMM
 would, touches the trace's pages in order with the recorded compute gaps between
@@ -42,11 +42,7 @@ fraction of the trace's non-zero pages across the memory file (fragmentation).`,
 			reps, err := runReplays(cmd, snapDir, tracePath, policies, o)
 			if len(reps) > 0 {
 				if asJSON {
-					var v any = reps
-					if len(reps) == 1 {
-						v = reps[0]
-					}
-					if jerr := writeJSON(cmd.OutOrStdout(), v); jerr != nil {
+					if jerr := writeReplayJSON(cmd.OutOrStdout(), reps); jerr != nil {
 						return jerr
 					}
 				} else {
@@ -59,9 +55,9 @@ fraction of the trace's non-zero pages across the memory file (fragmentation).`,
 	f := cmd.Flags()
 	f.StringVar(&snapDir, "snapshot", "", "snapshot directory the trace was recorded on")
 	f.StringVar(&tracePath, "trace", "", "trace file (snapbpf trace)")
-	f.StringVar(&policies, "policy", policy.SnapBPF, fmt.Sprintf("policies, comma-separated, or all: %v", replay.Policies()))
+	f.StringVar(&policies, "policies", policy.SnapBPF, fmt.Sprintf("policies, comma-separated, or all: %v", replay.Policies()))
 	f.IntVar(&o.Concurrency, "concurrency", 1, "VMs restored at once from the snapshot")
-	f.IntVar(&o.Runs, "runs", 1, "timed runs per policy (medians are reported)")
+	f.IntVar(&o.Runs, "rounds", 1, "timed rounds per policy (medians are reported)")
 	f.Float64Var(&o.GapScale, "gap-scale", 0, "scale of the recorded compute gaps: 1 = as in the TCG guest; 0 = native speed (1/slowdown)")
 	f.DurationVar(&o.VMMStart, "vmm-start", -1, "VMM process start before the state load (negative: as the traced VMM took)")
 	f.DurationVar(&o.StateLoad, "state-load", -1, "VMM state load before the guest runs (negative: as the traced VMM took)")
@@ -80,9 +76,10 @@ fraction of the trace's non-zero pages across the memory file (fragmentation).`,
 	f.StringVar(&o.Compute, "compute", "", "spin (a busy CPU per VM) or sleep (as if each VM had its own CPU) between touches; default: spin while the VMs fit the CPUs")
 	f.BoolVar(&o.IncludeLate, "include-late", false, "also replay the trace's touches after the invocation's result (to compare fault counts with a real VM)")
 	f.BoolVar(&o.Verify, "verify", false, "compare every touched page with the memory file afterwards")
-	f.BoolVar(&asJSON, "json", false, "print the report (an array for several policies) as JSON")
+	f.BoolVar(&asJSON, "json", false, "print a JSON array with one report per policy (an array for one policy too)")
 	cmd.MarkFlagRequired("snapshot")
 	cmd.MarkFlagRequired("trace")
+	aliases(cmd, map[string]string{"policy": "policies", "runs": "rounds"})
 	checkFlags(cmd, func() error {
 		_, err := replayPolicies(policies)
 		return err
@@ -90,7 +87,7 @@ fraction of the trace's non-zero pages across the memory file (fragmentation).`,
 	return cmd
 }
 
-// replayPolicies parses replay's --policy: names, comma-separated, or all.
+// replayPolicies parses replay's --policies: names, comma-separated, or all.
 func replayPolicies(list string) ([]string, error) {
 	if list == "all" {
 		return replay.Policies(), nil
@@ -99,7 +96,7 @@ func replayPolicies(list string) ([]string, error) {
 	for i, name := range names {
 		names[i] = strings.TrimSpace(name)
 		if err := replay.CheckPolicy(names[i]); err != nil {
-			return nil, fmt.Errorf("--policy: %w", err)
+			return nil, fmt.Errorf("--policies: %w", err)
 		}
 	}
 	return names, nil
@@ -129,7 +126,7 @@ func runReplays(cmd *cobra.Command, snapDir, tracePath, policies string, o repla
 	var reps []*replay.Report
 	for _, name := range names {
 		o.Policy = name
-		logf(progress(cmd), "replaying %s under %s (VMs: %d, runs: %d)", tracePath, o.Policy, max(o.Concurrency, 1), max(o.Runs, 1))
+		logf(progress(cmd), "replaying %s under %s (VMs: %d, rounds: %d)", tracePath, o.Policy, max(o.Concurrency, 1), max(o.Runs, 1))
 		rep, err := replay.Run(cmd.Context(), o)
 		if err != nil {
 			return reps, err
@@ -164,5 +161,9 @@ func printReplays(w io.Writer, reps []*replay.Report) {
 		}
 	}
 }
+
+// writeReplayJSON prints replay's --json: always an array, one report per
+// policy, however many policies.
+func writeReplayJSON(w io.Writer, reps []*replay.Report) error { return writeJSON(w, reps) }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }

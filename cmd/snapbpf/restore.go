@@ -72,7 +72,7 @@ func newRestoreCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&snapDir, "snapshot", "", "snapshot directory")
 	f.Uint64Var(&c.Input, "input", 1, "input seed for the invocation")
-	f.IntVar(&c.Count, "count", 1, "clones to restore concurrently")
+	f.IntVar(&c.Count, "concurrency", 1, "clones restored at once")
 	f.BoolVar(&c.Cold, "cold", false, "drop the memory file's cached pages first")
 	f.StringVar(&c.Accel, "accel", "", "tcg or kvm (default: the one the snapshot was made with)")
 	f.BoolVar(&c.Warm, "warm", false, "read the whole memory file into the page cache first")
@@ -89,9 +89,10 @@ func newRestoreCmd() *cobra.Command {
 	prefetchFlags(f, "prefetch-", &c.PolicyOptions.Prefetch)
 	cmd.MarkFlagRequired("snapshot")
 	cmd.MarkFlagsMutuallyExclusive("cold", "warm")
+	aliases(cmd, map[string]string{"count": "concurrency"})
 	checkFlags(cmd, func() error {
 		if c.Count < 1 {
-			return fmt.Errorf("--count %d: restore at least 1 clone", c.Count)
+			return fmt.Errorf("--concurrency %d: restore at least 1 clone", c.Count)
 		}
 		if !slices.Contains(policy.Names(), c.Policy) {
 			return fmt.Errorf("--policy %q: want one of %v", c.Policy, policy.Names())

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/snapbpf/snapbpf/internal/readahead"
@@ -150,4 +151,17 @@ func checkOutput(flag, path string) error {
 		return fmt.Errorf("%s %s: cannot write in %s: %w", flag, path, dir, err)
 	}
 	return nil
+}
+
+// aliases keeps old flag names of cmd working as aliases of new ones
+// (old → new). The old names are normalised to the new ones as they are
+// parsed, so they appear nowhere in help, and Changed, flag groups and
+// errors all speak of the new name.
+func aliases(cmd *cobra.Command, oldToNew map[string]string) {
+	cmd.Flags().SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if n, ok := oldToNew[name]; ok {
+			name = n
+		}
+		return pflag.NormalizedName(name)
+	})
 }

@@ -9,6 +9,16 @@ import (
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
+// wsMergeReport is what ws merge prints under --json.
+type wsMergeReport struct {
+	Out         string `json:"out"`
+	Common      bool   `json:"common"` // --common: the set written is the pages common to all
+	Recordings  int    `json:"recordings"`
+	Pages       int64  `json:"pages"` // in the set written
+	UnionPages  int64  `json:"union_pages"`
+	CommonPages int64  `json:"common_pages"`
+}
+
 func newWSCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "ws", Short: "Inspect and merge working-set files"}
 	var asJSON bool
@@ -41,6 +51,7 @@ func newWSCmd() *cobra.Command {
 	var (
 		out        string
 		onlyCommon bool
+		mergeJSON  bool
 	)
 	merge := &cobra.Command{
 		Use:   "merge [--common] --out WS WS1 WS2 [...]",
@@ -71,6 +82,10 @@ with any input uses; what an input touches beyond it then faults in.`,
 			if err := wset.Write(out, w); err != nil {
 				return err
 			}
+			if mergeJSON {
+				return writeJSON(cmd.OutOrStdout(), wsMergeReport{Out: out, Common: onlyCommon, Recordings: len(sets),
+					Pages: w.Pages(), UnionPages: u.Pages(), CommonPages: common.Pages()})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s of %d recordings, %d pages (union %d, common to all %d)\n",
 				out, what, len(sets), w.Pages(), u.Pages(), common.Pages())
 			return nil
@@ -78,6 +93,7 @@ with any input uses; what an input touches beyond it then faults in.`,
 	}
 	merge.Flags().StringVar(&out, "out", "", "merged working set to write")
 	merge.Flags().BoolVar(&onlyCommon, "common", false, "write only the pages common to all recordings")
+	merge.Flags().BoolVar(&mergeJSON, "json", false, "print what was written as one JSON object")
 	merge.MarkFlagRequired("out")
 	cmd.AddCommand(show, merge)
 	return cmd
