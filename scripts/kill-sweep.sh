@@ -26,7 +26,7 @@ for i in $(seq 1 $KILLS); do
   case $((i % 3)) in
     0) op=create;  cmd=($B snapshot create --function $FN --out $S --replace) ;;
     1) op=record;  cmd=($B record --snapshot $S --runs 2) ;;
-    2) op=restore; cmd=($B restore --snapshot $S --policy nora --cold --count 2) ;;
+    2) op=restore; cmd=($B restore --snapshot $S --policy nora --cold --concurrency 2) ;;
   esac
   "${cmd[@]}" >/dev/null 2>&1 &
   pid=$!

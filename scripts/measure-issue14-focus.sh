@@ -14,7 +14,7 @@ for i in $(seq 1 ${ROUNDS:-9}); do
     S=/var/tmp/issue14/snaps/$f
     if [ $((i % 2)) = 1 ]; then order="lazy snapbpf"; else order="snapbpf lazy"; fi
     for p in $order; do
-      $B restore --snapshot $S --json --policy $p --cold --input $in --count $n > $R/$f.$in.n$n.$p.$i.json 2>/dev/null
+      $B restore --snapshot $S --json --policy $p --cold --input $in --concurrency $n > $R/$f.$in.n$n.$p.$i.json 2>/dev/null
     done
   done
 done

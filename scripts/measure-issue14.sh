@@ -46,7 +46,7 @@ for f in $FNS; do
     log "$f: trace and replay, 8 clones"
     $B trace --snapshot $S --out $R/trace/$f.trace --input 1 --json > $R/raw/$f.trace.json
     $B trace show $R/trace/$f.trace --json > $R/raw/$f.traceshow.json
-    $B replay --snapshot $S --trace $R/trace/$f.trace --policy all --concurrency 8 --runs 3 --json > $R/raw/$f.replay8.json
+    $B replay --snapshot $S --trace $R/trace/$f.trace --policies all --concurrency 8 --rounds 3 --json > $R/raw/$f.replay8.json
   fi
   fi
   [ $PHASE = setup ] && continue
@@ -54,12 +54,12 @@ for f in $FNS; do
     log "$f: round $i"; uptime >> $R/load.log
     r() { local out=$R/raw/$f.$i.$1.json; shift; [ -s $out ] || $B restore --snapshot $S --json "$@" > $out; }
     for n in 1 4; do
-      r warm-1-n$n --policy lazy --warm --input 1 --count $n
+      r warm-1-n$n --policy lazy --warm --input 1 --concurrency $n
       for in in 1 $UNSEEN; do
-        r lazy-$in-n$n --policy lazy --cold --input $in --count $n
-        r snapbpf-$in-n$n --policy snapbpf --cold --input $in --count $n
+        r lazy-$in-n$n --policy lazy --cold --input $in --concurrency $n
+        r snapbpf-$in-n$n --policy snapbpf --cold --input $in --concurrency $n
         # The paper's policy, for comparison: the recorded input and one unseen.
-        if [ $n = 1 ] && [ $in = 1 -o $in = ${UNSEEN%% *} ]; then r strict-$in-n$n --policy snapbpf --no-readahead --cold --input $in --count $n; fi
+        if [ $n = 1 ] && [ $in = 1 -o $in = ${UNSEEN%% *} ]; then r strict-$in-n$n --policy snapbpf --no-readahead --cold --input $in --concurrency $n; fi
       done
     done
   done
