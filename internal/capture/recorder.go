@@ -6,14 +6,14 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/snapbpf/snapbpf/internal/owner"
 )
 
 // ErrNoPrivilege is wrapped by errors that come from missing BPF privileges.
@@ -70,7 +70,7 @@ type Recorder struct {
 
 	mu       sync.Mutex
 	accesses []Access
-	owner    *owner // nil: every process's insertions count
+	workload *workload // nil: every process's insertions count
 	openLog  []Open
 	inserted chan struct{} // closed at the workload's first insertion (see Attribute)
 	once     sync.Once
@@ -185,7 +185,7 @@ func (r *Recorder) handle(b []byte) {
 		r.accesses = append(r.accesses, Access{File: int(e.File), Page: e.Index, NPages: 1 << e.Order, TimeNs: e.TimeNs, Pid: e.Pid})
 		// Now, while the process most likely still exists: a descendant
 		// that has exited cannot be traced to the root.
-		owned := r.owner != nil && r.owner.owns(e.Pid)
+		owned := r.workload != nil && r.workload.owns(e.Pid)
 		r.mu.Unlock()
 		if owned {
 			r.once.Do(func() { close(r.inserted) })
@@ -211,9 +211,9 @@ func (r *Recorder) handle(b []byte) {
 func (r *Recorder) Attribute(pid int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.owner = &owner{root: uint32(pid), known: map[uint32]bool{}}
+	r.workload = &workload{root: uint32(pid), known: map[uint32]bool{}}
 	for _, a := range r.accesses {
-		if r.owner.owns(a.Pid) {
+		if r.workload.owns(a.Pid) {
 			r.once.Do(func() { close(r.inserted) })
 		}
 	}
@@ -224,15 +224,15 @@ func (r *Recorder) Attribute(pid int) {
 func (r *Recorder) owns(pid uint32) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.owner == nil || r.owner.owns(pid)
+	return r.workload == nil || r.workload.owns(pid)
 }
 
-// owner decides which thread groups belong to a workload: its root process
+// workload decides which thread groups belong to a workload: its root process
 // and that process's descendants, found through the parent links in /proc
 // when a thread group's first insertion is read (every 10 ms at most; see
 // pollInterval). A descendant that exits before then cannot be traced and
 // counts as foreign (Capture.UnattributedPages).
-type owner struct {
+type workload struct {
 	root  uint32
 	known map[uint32]bool
 	lost  map[uint32]bool // thread groups gone before they could be traced
@@ -240,7 +240,7 @@ type owner struct {
 
 // owns reports whether thread group pid is the root or descends from it,
 // remembering the answer.
-func (o *owner) owns(pid uint32) bool {
+func (o *workload) owns(pid uint32) bool {
 	if v, ok := o.known[pid]; ok {
 		return v
 	}
@@ -256,7 +256,7 @@ func (o *owner) owns(pid uint32) bool {
 }
 
 // keep returns the accesses of the workload and counts the others in c.
-func (o *owner) keep(accs []Access, c *Capture) []Access {
+func (o *workload) keep(accs []Access, c *Capture) []Access {
 	var kept []Access
 	foreign := map[uint32]bool{}
 	self := uint32(os.Getpid())
@@ -291,37 +291,13 @@ func descends(pid, root uint32) (v, gone bool) {
 		if pid <= 1 {
 			return false, false
 		}
-		ppid, err := parentOf(pid)
+		ppid, err := owner.Parent(int(pid))
 		if err != nil {
 			return false, true
 		}
-		pid = ppid
+		pid = uint32(ppid)
 	}
 	return false, false
-}
-
-// parentOf reads a process's parent from /proc/PID/stat.
-func parentOf(pid uint32) (uint32, error) {
-	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// "pid (comm) state ppid ...": comm may hold spaces and parentheses,
-	// so parse after the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0, fmt.Errorf("/proc/%d/stat: too short", pid)
-	}
-	ppid, err := strconv.ParseUint(f[1], 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: parent: %w", pid, err)
-	}
-	return uint32(ppid), nil
 }
 
 // Stop ends the recording and returns the capture. The kernel's records are
@@ -364,8 +340,8 @@ func (r *Recorder) Stop() (*Capture, error) {
 		NoOrder:          counts[counterNoOrder],
 	}
 	c.IncludesReadahead = c.ReadaheadWindows > 0
-	if r.owner != nil {
-		r.accesses = r.owner.keep(r.accesses, c)
+	if r.workload != nil {
+		r.accesses = r.workload.keep(r.accesses, c)
 	}
 	// Records from different CPUs can reach the ring slightly out of time
 	// order.

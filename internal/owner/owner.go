@@ -89,26 +89,49 @@ func startTime(pid int) (uint64, error) {
 	return start, err
 }
 
+// Parent is process pid's parent.
+func Parent(pid int) (int, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat: parent: %w", pid, err)
+	}
+	return ppid, nil
+}
+
 // stat reads a process's start time and state from /proc/PID/stat.
 func stat(pid int) (start uint64, state string, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := statFields(pid)
 	if err != nil {
 		return 0, "", err
-	}
-	// The command name may hold spaces and parentheses; fields start after
-	// its last ')': state is field 3, starttime field 22.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, "", fmt.Errorf("parse /proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0, "", fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
 	}
 	start, err = strconv.ParseUint(f[19], 10, 64)
 	if err != nil {
 		return 0, "", fmt.Errorf("parse /proc/%d/stat: starttime: %w", pid, err)
 	}
 	return start, f[0], nil
+}
+
+// statFields reads /proc/PID/stat and returns its fields from the third
+// (state) on: at least 20 of them, up to starttime (field 22).
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	// The command name may hold spaces and parentheses; fields start after
+	// its last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return nil, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
+	}
+	return f, nil
 }
