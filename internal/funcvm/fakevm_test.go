@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 	"github.com/snapbpf/snapbpf/internal/vmm/vmmtest"
@@ -28,16 +27,6 @@ const (
 	fakeMemMiB   = 4
 )
 
-var fakeDigest = strings.Repeat("ab", 32)
-
-// fakeImage is a guest image for the fake VMM, which boots nothing.
-func fakeImage() *guest.Image {
-	return &guest.Image{
-		Kernel: "vmlinuz", Initramfs: "initrd", KernelVersion: "6.1.0-vmmtest",
-		KernelSHA256: fakeDigest, InitramfsSHA256: fakeDigest, AgentSHA256: fakeDigest,
-	}
-}
-
 // fakeSnapshot makes a real snapshot directory with CreateSnapshot on the
 // fake VMM and opens it.
 func fakeSnapshot(t *testing.T) *snapshot.Dir {
@@ -46,7 +35,7 @@ func fakeSnapshot(t *testing.T) *snapshot.Dir {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d := &vmmtest.Driver{}
-	dir, _, err := CreateSnapshot(ctx, d, fakeImage(), CreateOptions{
+	dir, _, err := CreateSnapshot(ctx, d, vmmtest.Image(), CreateOptions{
 		Function: fakeFunction, DataMiB: fakeDataMiB, MemMiB: fakeMemMiB, Out: out, FreePages: snapshot.FreePagesNone,
 	})
 	if err != nil {
@@ -124,7 +113,7 @@ func TestFakeCreateSnapshot(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "snap")
 	log := &vmmtest.Log{}
 	d := &vmmtest.Driver{Log: log}
-	dir, st, err := CreateSnapshot(context.Background(), d, fakeImage(), CreateOptions{
+	dir, st, err := CreateSnapshot(context.Background(), d, vmmtest.Image(), CreateOptions{
 		Function: fakeFunction, DataMiB: fakeDataMiB, MemMiB: fakeMemMiB, Out: out, FreePages: snapshot.FreePagesNone,
 	})
 	if err != nil {
@@ -164,7 +153,7 @@ func TestFakeCreateSnapshotErrors(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "snap")
 			d := &vmmtest.Driver{Faults: failOn(tc.op, -1, tc.err)}
 			start := time.Now()
-			_, _, err := CreateSnapshot(context.Background(), d, fakeImage(), CreateOptions{
+			_, _, err := CreateSnapshot(context.Background(), d, vmmtest.Image(), CreateOptions{
 				Function: fakeFunction, DataMiB: fakeDataMiB, MemMiB: fakeMemMiB, Out: out,
 				FreePages: snapshot.FreePagesNone, Timeouts: Timeouts{VMM: 200 * time.Millisecond},
 			})

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
-	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
@@ -37,12 +36,7 @@ func fakeSnapshot(t *testing.T) *snapshot.Dir {
 	out := filepath.Join(t.TempDir(), "snap")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	digest := strings.Repeat("ab", 32)
-	img := &guest.Image{
-		Kernel: "vmlinuz", Initramfs: "initrd", KernelVersion: "6.1.0-vmmtest",
-		KernelSHA256: digest, InitramfsSHA256: digest, AgentSHA256: digest,
-	}
-	dir, _, err := funcvm.CreateSnapshot(ctx, &vmmtest.Driver{}, img, funcvm.CreateOptions{
+	dir, _, err := funcvm.CreateSnapshot(ctx, &vmmtest.Driver{}, vmmtest.Image(), funcvm.CreateOptions{
 		Function: fakeFunction, DataMiB: fakeDataMiB, MemMiB: fakeMemMiB, Out: out, FreePages: snapshot.FreePagesNone,
 	})
 	if err != nil {

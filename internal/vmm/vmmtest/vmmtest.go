@@ -16,9 +16,11 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/snapbpf/snapbpf/internal/agent"
+	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/protocol"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 )
@@ -345,4 +347,14 @@ func (guestSystem) PrepareSnapshot(reportOrder int) (protocol.Message, error) {
 
 func (guestSystem) MemInfo() (map[string]int64, error) {
 	return map[string]int64{"MemTotal": 256 << 20, "MemFree": 128 << 20}, nil
+}
+
+// Image is a guest image for the fake driver, which boots nothing: a
+// snapshot's manifest records its names and digests, nothing reads them.
+func Image() *guest.Image {
+	digest := strings.Repeat("ab", 32)
+	return &guest.Image{
+		Kernel: "vmlinuz", Initramfs: "initrd", KernelVersion: "6.1.0-vmmtest",
+		KernelSHA256: digest, InitramfsSHA256: digest, AgentSHA256: digest,
+	}
 }
