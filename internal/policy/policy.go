@@ -65,11 +65,8 @@ type Options struct {
 // snapshot's working set, recorded with snapbpf record; wsPath overrides
 // where it is read from.
 func New(name string, dir *snapshot.Dir, wsPath string, o Options) (*Policy, error) {
-	if err := check(name, o); err != nil {
-		return nil, err
-	}
 	if name != SnapBPF {
-		return &Policy{name: name, mem: dir.MemPath(), opts: o}, nil
+		return ForFile(name, dir.MemPath(), nil, o) // checks name and options
 	}
 	explicit := wsPath != ""
 	if !explicit {
