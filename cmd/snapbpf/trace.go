@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"slices"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -108,17 +106,10 @@ func recordTrace(cmd *cobra.Command, snapDir, out string, o record.TraceOptions)
 	}
 	defer dir.Close()
 	m := dir.Manifest
-	var times []time.Duration
-	for range hostRuns {
-		sum, d, err := funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], o.Input)
-		if err != nil {
-			return nil, err
-		}
-		o.Expected = sum
-		times = append(times, d)
+	o.Expected, o.HostFn, err = funcvm.ExpectMedian(m.Function, m.FunctionOptions["data_mib"], o.Input, hostRuns)
+	if err != nil {
+		return nil, err
 	}
-	slices.Sort(times)
-	o.HostFn = times[len(times)/2]
 	o.Log = nil
 	t, vm, err := record.Trace(cmd.Context(), vmmDriver(), dir, o)
 	if err != nil {

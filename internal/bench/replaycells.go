@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -66,17 +65,10 @@ func (b *bench) loadTrace(ctx context.Context, d *snapshot.Dir) (t *trace.Trace,
 	logf(b.cfg.Log, "tracing %s on input %d into %s", d.Path, b.cfg.Input, path)
 	m := d.Manifest
 	o := record.TraceOptions{Input: b.cfg.Input, Accel: b.accel, CrossCheck: false}
-	var times []time.Duration
-	for range traceHostRuns {
-		sum, took, err := funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], b.cfg.Input)
-		if err != nil {
-			return nil, false, err
-		}
-		o.Expected = sum
-		times = append(times, took)
+	o.Expected, o.HostFn, err = funcvm.ExpectMedian(m.Function, m.FunctionOptions["data_mib"], b.cfg.Input, traceHostRuns)
+	if err != nil {
+		return nil, false, err
 	}
-	slices.Sort(times)
-	o.HostFn = times[len(times)/2]
 	t, _, err = record.Trace(ctx, b.driver, d, o)
 	if err != nil {
 		return nil, false, fmt.Errorf("trace %s: %w", m.Function, err)

@@ -398,3 +398,19 @@ func TestFakeRestoreVMMDies(t *testing.T) {
 	}
 	noLeaks(t, d)
 }
+
+// TestExpectMedian: the median of several native runs has the checksum of
+// one.
+func TestExpectMedian(t *testing.T) {
+	want, err := Expect(fakeFunction, fakeDataMiB, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, took, err := ExpectMedian(fakeFunction, fakeDataMiB, 3, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want || took <= 0 {
+		t.Errorf("ExpectMedian = %s, %v; want %s and a time", got, took, want)
+	}
+}
