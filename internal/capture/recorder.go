@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/snapbpf/snapbpf/internal/owner"
+	"github.com/snapbpf/snapbpf/internal/tracepoint"
 )
 
 // ErrNoPrivilege is wrapped by errors that come from missing BPF privileges.
@@ -153,23 +154,7 @@ func (r *Recorder) read() {
 	if r.hold != nil {
 		<-r.hold
 	}
-	var rec ringbuf.Record
-	r.rd.SetDeadline(time.Now().Add(pollInterval))
-	for {
-		err := r.rd.ReadInto(&rec)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			r.rd.SetDeadline(time.Now().Add(pollInterval))
-			continue
-		}
-		if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
-			return
-		}
-		if err != nil {
-			r.readErr = fmt.Errorf("read ring buffer: %w", err)
-			return
-		}
-		r.handle(rec.RawSample)
-	}
+	r.readErr = tracepoint.Drain(r.rd, pollInterval, r.handle)
 }
 
 // handle decodes one ring buffer record into the type bpf2go generated

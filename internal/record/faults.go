@@ -129,28 +129,17 @@ const faultPoll = 10 * time.Millisecond
 
 func (t *faultTracer) read() {
 	defer close(t.done)
-	var rec ringbuf.Record
-	t.rd.SetDeadline(time.Now().Add(faultPoll))
-	for {
-		err := t.rd.ReadInto(&rec)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			t.rd.SetDeadline(time.Now().Add(faultPoll))
-			continue
-		}
-		if errors.Is(err, ringbuf.ErrFlushed) || errors.Is(err, ringbuf.ErrClosed) {
-			return
-		}
-		if err != nil {
-			t.readErr = fmt.Errorf("trace: read ring buffer: %w", err)
-			return
-		}
+	err := tracepoint.Drain(t.rd, faultPoll, func(sample []byte) {
 		var r rawFault
-		if _, err := binary.Decode(rec.RawSample, binary.LittleEndian, &r); err != nil {
-			continue // shorter than struct fault: not ours
+		if _, err := binary.Decode(sample, binary.LittleEndian, &r); err != nil {
+			return // shorter than struct fault: not ours
 		}
 		t.mu.Lock()
 		t.events = append(t.events, r)
 		t.mu.Unlock()
+	})
+	if err != nil {
+		t.readErr = fmt.Errorf("trace: %w", err)
 	}
 }
 
