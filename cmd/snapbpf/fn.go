@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/snapbpf/snapbpf/internal/serveclient"
+)
+
+// defaultServeSocket is where snapbpf serve listens unless told otherwise.
+func defaultServeSocket() string { return filepath.Join(homeDir(), "serve", "snapbpf.sock") }
+
+// serveFlags say where snapbpf serve is: the flags of every client command.
+type serveFlags struct {
+	socket, url, tokenFile string
+}
+
+func (f *serveFlags) add(cmd *cobra.Command) {
+	fl := cmd.PersistentFlags()
+	fl.StringVar(&f.socket, "socket", "", "snapbpf serve's unix socket (default $SNAPBPF_HOME/serve/snapbpf.sock)")
+	fl.StringVar(&f.url, "url", "", "snapbpf serve's TCP address instead of the socket, e.g. http://127.0.0.1:8080 (needs --token-file)")
+	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token of the service's TCP listener")
+	cmd.MarkFlagsMutuallyExclusive("socket", "url")
+}
+
+// client returns a client of the service the flags name.
+func (f *serveFlags) client(maxConns int) (*serveclient.Client, error) {
+	opts := serveclient.Options{Socket: f.socket, URL: f.url, MaxConns: maxConns}
+	if opts.URL == "" && opts.Socket == "" {
+		opts.Socket = defaultServeSocket()
+	}
+	if f.tokenFile != "" {
+		tok, err := readToken(f.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		opts.Token = tok
+	}
+	return serveclient.New(opts)
+}
+
+// readToken reads a bearer token file: its first line, trimmed.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	tok, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	if tok = strings.TrimSpace(tok); tok == "" {
+		return "", fmt.Errorf("--token-file %s is empty; put the token snapbpf serve was given in it", path)
+	}
+	return tok, nil
+}
+
+func newFnCmd() *cobra.Command {
+	var sf serveFlags
+	cmd := &cobra.Command{
+		Use:   "fn",
+		Short: "Manage and invoke the functions of a running snapbpf serve",
+		Long: "Client of snapbpf serve's HTTP API (api/openapi.yaml), over its unix socket\n" +
+			"($SNAPBPF_HOME/serve/snapbpf.sock) or, with --url and --token-file, over TCP.",
+	}
+	sf.add(cmd)
+	cmd.AddCommand(newFnCreateCmd(&sf), newFnLsCmd(&sf), newFnGetCmd(&sf), newFnRmCmd(&sf), newFnInvokeCmd(&sf))
+	return cmd
+}
+
+func newFnCreateCmd(sf *serveFlags) *cobra.Command {
+	var (
+		req      serveclient.CreateRequest
+		wait     bool
+		timeout  time.Duration
+		interval time.Duration
+		asJSON   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME [--function F] [--wait]",
+		Short: "Register a function: the service snapshots it and records its working set in the background",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			if req.Function == "" {
+				req.Function = req.Name
+			}
+			c, err := sf.client(0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx := cmd.Context()
+			f, err := c.Create(ctx, req)
+			if err != nil {
+				return fmt.Errorf("fn create %s: %w", req.Name, err)
+			}
+			if wait {
+				ctx, cancel := context.WithTimeout(ctx, timeout)
+				defer cancel()
+				f, err = c.Wait(ctx, req.Name, interval, showProgress(progress(cmd)))
+				if err != nil {
+					return fmt.Errorf("fn create %s --wait: %w", req.Name, err)
+				}
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), f)
+			}
+			if wait {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s ready: snapshot %s, working set %d pages\n", f.Name, f.SnapshotID, f.WSetPages)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s (follow it with: snapbpf fn get %s)\n", f.Name, f.State, f.Name)
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&req.Function, "function", "", "built-in function to run (snapbpf functions; default NAME)")
+	fl.StringVar(&req.Runtime, "runtime", "go", "runtime: go")
+	fl.IntVar(&req.MemoryMiB, "memory-mib", 0, "guest RAM in MiB (0: the function's default)")
+	fl.IntVar(&req.DataMiB, "data-mib", 0, "the function's data size in MiB (0: its default)")
+	fl.BoolVar(&wait, "wait", false, "wait until the function is ready, showing progress on stderr")
+	fl.DurationVar(&timeout, "timeout", 10*time.Minute, "with --wait, give up after this long")
+	fl.DurationVar(&interval, "poll", 500*time.Millisecond, "with --wait, how often to ask")
+	fl.BoolVar(&asJSON, "json", false, "print the function as JSON (api/openapi.yaml's Function)")
+	return cmd
+}
+
+// showProgress returns a callback that prints a line each time a
+// function's state or progress changes.
+func showProgress(w io.Writer) func(serveclient.Function) {
+	var last string
+	return func(f serveclient.Function) {
+		line := f.State
+		if p := f.Progress; p.Step != "" {
+			line += ": " + p.Step
+			if p.Total > 0 {
+				line += fmt.Sprintf(" %d/%d", p.Done, p.Total)
+			}
+		}
+		if line != last {
+			logf(w, "%s %s", f.Name, line)
+			last = line
+		}
+	}
+}
+
+func newFnLsCmd(sf *serveFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List the registered functions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := sf.client(0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			l, err := c.List(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("fn ls: %w", err)
+			}
+			if asJSON {
+				if l == nil {
+					l = []serveclient.Function{}
+				}
+				return writeJSON(cmd.OutOrStdout(), l)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tFUNCTION\tRUNTIME\tSTATE\tWSET_PAGES\tMISS_RATE\tWARM\tBUSY")
+			for _, f := range l {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.3f\t%d\t%d\n", f.Name, f.Function, f.Runtime, stateOf(f),
+					f.WSetPages, f.MissRate, f.Instances.Warm, f.Instances.Busy)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of functions (api/openapi.yaml's Function)")
+	return cmd
+}
+
+// stateOf is a function's state with its creation step while not done.
+func stateOf(f serveclient.Function) string {
+	if f.Done() || f.Progress.Step == "" {
+		return f.State
+	}
+	return f.State + " (" + f.Progress.Step + ")"
+}
+
+func newFnGetCmd(sf *serveFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show one function: state, snapshot, working set, miss rate, instances",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := sf.client(0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			f, err := c.Get(cmd.Context(), args[0])
+			if err != nil {
+				return fmt.Errorf("fn get %s: %w", args[0], err)
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), f)
+			}
+			printFunction(cmd.OutOrStdout(), f)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the function as JSON (api/openapi.yaml's Function)")
+	return cmd
+}
+
+func printFunction(w io.Writer, f serveclient.Function) {
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s:\t"+format+"\n", append([]any{k}, a...)...) }
+	row("name", "%s", f.Name)
+	row("function", "%s (runtime %s, memory %d MiB, data %d MiB)", f.Function, f.Runtime, f.MemoryMiB, f.DataMiB)
+	row("state", "%s", stateOf(f))
+	if f.Progress.Total > 0 && !f.Done() {
+		row("progress", "%d/%d", f.Progress.Done, f.Progress.Total)
+	}
+	if f.Error != "" {
+		row("error", "%s", f.Error)
+	}
+	if f.SnapshotID != "" {
+		row("snapshot", "%s", f.SnapshotID)
+	}
+	if f.RecordedAt != nil {
+		row("working set", "%d pages, recorded %s", f.WSetPages, f.RecordedAt.Format(time.RFC3339))
+	}
+	row("miss rate", "%.3f", f.MissRate)
+	for _, r := range f.Rerecords {
+		row("re-recorded", "%s: %s", r.At.Format(time.RFC3339), r.Reason)
+	}
+	row("instances", "%d warm, %d busy", f.Instances.Warm, f.Instances.Busy)
+	tw.Flush()
+}
+
+func newFnRmCmd(sf *serveFlags) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "rm NAME...",
+		Short: "Delete functions, their instances and snapshots",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := sf.client(0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for _, name := range args {
+				if err := c.Delete(cmd.Context(), name); err != nil {
+					return fmt.Errorf("fn rm %s: %w", name, err)
+				}
+				if !asJSON {
+					fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", name)
+				}
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), map[string][]string{"deleted": args})
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"deleted":[NAME...]}`)
+	return cmd
+}
+
+// invokeOutput is fn invoke --json.
+type invokeOutput struct {
+	Name          string          `json:"name"`
+	Result        json.RawMessage `json:"result"`
+	Start         string          `json:"start"`
+	RestoreMs     float64         `json:"restore_ms"`
+	PrefetchBytes int64           `json:"prefetch_bytes"`
+	QueueMs       float64         `json:"queue_ms"`
+	TotalMs       float64         `json:"total_ms"`
+	ClientMs      float64         `json:"client_ms"`
+}
+
+func newFnInvokeCmd(sf *serveFlags) *cobra.Command {
+	var (
+		input  string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "invoke NAME [--input SEED]",
+		Short: "Invoke a function: prints its result on stdout and the timing on stderr",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := sf.client(0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			t0 := time.Now()
+			inv, err := c.Invoke(cmd.Context(), args[0], []byte(input))
+			if err != nil {
+				return fmt.Errorf("fn invoke %s: %w", args[0], err)
+			}
+			clientMs := float64(time.Since(t0).Microseconds()) / 1000
+			if asJSON {
+				res := json.RawMessage(inv.Result)
+				if !json.Valid(res) {
+					// A result that is not JSON is kept as a JSON string.
+					res, _ = json.Marshal(string(inv.Result))
+				}
+				return writeJSON(cmd.OutOrStdout(), invokeOutput{Name: args[0], Result: res, Start: inv.Start,
+					RestoreMs: inv.RestoreMs, PrefetchBytes: inv.PrefetchBytes, QueueMs: inv.QueueMs,
+					TotalMs: inv.TotalMs, ClientMs: clientMs})
+			}
+			out := cmd.OutOrStdout()
+			out.Write(inv.Result)
+			if len(inv.Result) > 0 && inv.Result[len(inv.Result)-1] != '\n' {
+				fmt.Fprintln(out)
+			}
+			logf(progress(cmd), "%s: %s start, restore %.1f ms, prefetch %.1f MiB, queue %.1f ms, service %.1f ms, client %.1f ms",
+				args[0], inv.Start, inv.RestoreMs, float64(inv.PrefetchBytes)/(1<<20), inv.QueueMs, inv.TotalMs, clientMs)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&input, "input", "", "the function's input (runtime go: the input seed, e.g. 4; empty means 1)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print {name, result, start, restore_ms, prefetch_bytes, queue_ms, total_ms, client_ms}")
+	return cmd
+}
