@@ -19,18 +19,26 @@ type barSeries struct {
 	Values []Summary // by category
 }
 
-// A lineFigure has one panel per function, one line per series.
-type lineFigure struct {
+// A LineFigure has one panel per function (or per metric), one line per
+// series; PlotLines draws it. Other packages (loadgen) draw their line
+// figures through it, so every figure of the project looks alike.
+type LineFigure struct {
 	Name, Title, XLabel, YLabel string
-	Panels                      []linePanel
+	Panels                      []LinePanel
+	// EvenXTicks labels the x axis at even steps instead of at each x
+	// value (for time series).
+	EvenXTicks bool
 }
 
-type linePanel struct {
+// A LinePanel is one panel of a LineFigure.
+type LinePanel struct {
 	Title  string
-	Series []lineSeries
+	Series []LineSeries
 }
 
-type lineSeries struct {
+// A LineSeries is one line of a panel: a median with a min–max bar at
+// each x (a Summary of one value draws no bar).
+type LineSeries struct {
 	Name string
 	X    []float64
 	Y    []Summary
@@ -48,7 +56,7 @@ func (f barFigure) empty() bool {
 	return true
 }
 
-func (f lineFigure) empty() bool {
+func (f LineFigure) empty() bool {
 	for _, p := range f.Panels {
 		if len(p.Series) > 0 {
 			return false
@@ -120,17 +128,17 @@ func latencyBars(res *Results, f barFigure, exp string, pols []string) barFigure
 const memoryBasis = "lazy at N=1 of the same function"
 
 // figMemory is figure 2: host memory for guest RAM against N, normalised.
-func figMemory(res *Results) lineFigure {
-	f := lineFigure{Name: "fig2-memory", Title: "Memory usage against concurrency, real VMs",
+func figMemory(res *Results) LineFigure {
+	f := LineFigure{Name: "fig2-memory", Title: "Memory usage against concurrency, real VMs",
 		XLabel: "concurrent VMs (N)", YLabel: "memory / " + "lazy N=1"}
 	return memoryLines(res, f, ExpLatency, policiesOf(res))
 }
 
 // memoryLines fills f's panels from exp's runs of pols.
-func memoryLines(res *Results, f lineFigure, exp string, pols []string) lineFigure {
+func memoryLines(res *Results, f LineFigure, exp string, pols []string) LineFigure {
 	for _, fn := range functionsOf(res) {
 		base := metric(res.Select(exp, fn, policy.Lazy, 1), MetricTotalBytes)
-		panel := linePanel{Title: fn}
+		panel := LinePanel{Title: fn}
 		for _, p := range pols {
 			if singleOnly(p) {
 				continue
@@ -142,7 +150,7 @@ func memoryLines(res *Results, f lineFigure, exp string, pols []string) lineFigu
 			if !b.Valid() || b.Median == 0 {
 				continue
 			}
-			s := lineSeries{Name: p}
+			s := LineSeries{Name: p}
 			for _, n := range concurrencyIn(res, exp) {
 				v := metric(res.Select(exp, fn, p, n), MetricTotalBytes)
 				if v.Valid() {
@@ -162,21 +170,21 @@ func memoryLines(res *Results, f lineFigure, exp string, pols []string) lineFigu
 
 // figConcurrency is figure 3: mean end-to-end latency of N concurrent
 // restores against N.
-func figConcurrency(res *Results) lineFigure {
-	f := lineFigure{Name: "fig3-concurrency", Title: "Concurrent execution latency, real VMs",
+func figConcurrency(res *Results) LineFigure {
+	f := LineFigure{Name: "fig3-concurrency", Title: "Concurrent execution latency, real VMs",
 		XLabel: "concurrent VMs (N)", YLabel: "mean end-to-end latency (ms)"}
 	return concurrencyLines(res, f, ExpLatency, policiesOf(res))
 }
 
 // concurrencyLines fills f's panels from exp's runs of pols.
-func concurrencyLines(res *Results, f lineFigure, exp string, pols []string) lineFigure {
+func concurrencyLines(res *Results, f LineFigure, exp string, pols []string) LineFigure {
 	for _, fn := range functionsOf(res) {
-		panel := linePanel{Title: fn}
+		panel := LinePanel{Title: fn}
 		for _, p := range pols {
 			if singleOnly(p) {
 				continue
 			}
-			s := lineSeries{Name: p}
+			s := LineSeries{Name: p}
 			for _, n := range concurrencyIn(res, exp) {
 				v := metric(res.Select(exp, fn, p, n), MetricE2EMs)
 				if v.Valid() {

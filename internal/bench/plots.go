@@ -177,8 +177,9 @@ func (w *whiskers) DataRange() (xmin, xmax, ymin, ymax float64) {
 	return 0, float64(max(len(w.values)-1, 0)), ymin, ymax
 }
 
-// plotLines draws one panel per function, lines with min–max error bars.
-func plotLines(dir string, f lineFigure) ([]string, error) {
+// PlotLines draws f into dir/NAME.svg and .png: one panel per function
+// (or metric), lines with min–max error bars, and returns the files.
+func PlotLines(dir string, f LineFigure) ([]string, error) {
 	cols := min(len(f.Panels), 4)
 	nrows := (len(f.Panels) + cols - 1) / cols
 	rows := make([][]*plot.Plot, nrows)
@@ -223,8 +224,12 @@ func plotLines(dir string, f lineFigure) ([]string, error) {
 			p.Add(line, points, bars)
 			p.Legend.Add(s.Name, line, points)
 		}
-		p.X.Tick.Marker = ticks
 		p.X.Min, p.X.Max = 0, ticks[len(ticks)-1].Value*1.05
+		p.X.Tick.Marker = ticks
+		if f.EvenXTicks || len(ticks) > maxLabelledTicks {
+			// A time series: a label at every sample would overlap.
+			p.X.Tick.Marker = plainTicks{}
+		}
 		p.Y.Max = math.Max(ymax*1.35, 1e-9)
 		rows[k/cols][k%cols] = p
 	}
@@ -232,6 +237,10 @@ func plotLines(dir string, f lineFigure) ([]string, error) {
 	h := vg.Length(nrows) * 3 * vg.Inch
 	return writePlot(dir, f.Name, rows, w, h)
 }
+
+// maxLabelledTicks is how many x values a line panel labels each of;
+// beyond it the axis gets gonum's evenly spaced ticks.
+const maxLabelledTicks = 12
 
 // plainTicks are gonum's default ticks labelled without trailing zeros
 // ("2500", not "2500.00").

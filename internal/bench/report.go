@@ -32,7 +32,7 @@ func WriteReport(res *Results, dir string) error {
 type section struct {
 	label   string
 	bars    *barFigure
-	lines   *lineFigure
+	lines   *LineFigure
 	caption string
 	table   func(w io.Writer)
 }
@@ -86,7 +86,7 @@ func writeSection(w io.Writer, dir string, s section) error {
 	case s.lines != nil && !s.lines.empty():
 		name, title = s.lines.Name, s.lines.Title
 		if dir != "" {
-			if _, err := plotLines(dir, *s.lines); err != nil {
+			if _, err := PlotLines(dir, *s.lines); err != nil {
 				return err
 			}
 		}
@@ -282,7 +282,7 @@ func barTable(w io.Writer, f barFigure, unit, verb string) {
 }
 
 // memoryTable gives figure 2's normalised values with the absolute MiB.
-func memoryTable(w io.Writer, res *Results, f lineFigure, exp string) {
+func memoryTable(w io.Writer, res *Results, f LineFigure, exp string) {
 	ns := concurrencyIn(res, exp)
 	head := []string{"function", "policy"}
 	for _, n := range ns {
@@ -307,7 +307,7 @@ func memoryTable(w io.Writer, res *Results, f lineFigure, exp string) {
 }
 
 // concurrencyTable gives figure 3's values.
-func concurrencyTable(w io.Writer, f lineFigure) {
+func concurrencyTable(w io.Writer, f LineFigure) {
 	var ns []float64
 	for _, p := range f.Panels {
 		for _, s := range p.Series {

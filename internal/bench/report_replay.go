@@ -43,7 +43,7 @@ func replaySections(res *Results, where string) (fig1, fig2, fig3, fig5 section)
 			"real-VM medians, whose compute runs under TCG.", replayHow, warmHow, runs, where),
 		func(w io.Writer) { latencyTable(w, f1); fmt.Fprintln(w); sideBySideTable(w, res) }}
 	pols := policiesIn(res, ExpReplay, replay.Policies())
-	f2 := memoryLines(res, lineFigure{Name: "fig2-memory-replay", Title: "Memory usage against concurrency, replay",
+	f2 := memoryLines(res, LineFigure{Name: "fig2-memory-replay", Title: "Memory usage against concurrency, replay",
 		XLabel: "concurrent VMs (N)", YLabel: "memory / lazy N=1"}, ExpReplay, pols)
 	fig2 = section{"Figure 2 (replay)", nil, &f2,
 		fmt.Sprintf("Host memory holding guest RAM after N VMs of one function were replayed at once: the VMs' anonymous "+
@@ -51,7 +51,7 @@ func replaySections(res *Results, where string) (fig1, fig2, fig3, fig5 section)
 			"cache of each file read (memory file, REAP's and FaaSnap's compact files; shared, counted once), divided by the "+
 			"median of the replay's lazy at N=1 of the same function. %s Median of %d runs. Replayed on %s.", replayHow, runs, where),
 		func(w io.Writer) { memoryTable(w, res, f2, ExpReplay) }}
-	f3 := concurrencyLines(res, lineFigure{Name: "fig3-concurrency-replay", Title: "Concurrent execution latency, replay",
+	f3 := concurrencyLines(res, LineFigure{Name: "fig3-concurrency-replay", Title: "Concurrent execution latency, replay",
 		XLabel: "concurrent VMs (N)", YLabel: "mean end-to-end latency (ms)"}, ExpReplay, pols)
 	fig3 = section{"Figure 3 (replay)", nil, &f3,
 		fmt.Sprintf("Mean end-to-end latency of N VMs of one function replayed at once (mean over the N VMs, then median over "+
@@ -93,13 +93,13 @@ func scatterFractions(res *Results) []float64 {
 }
 
 // figScatter is figure 5: latency against the scattered fraction.
-func figScatter(res *Results) lineFigure {
-	f := lineFigure{Name: "fig5-fragmentation-replay", Title: "Fragmentation sensitivity (N=1), replay",
+func figScatter(res *Results) LineFigure {
+	f := LineFigure{Name: "fig5-fragmentation-replay", Title: "Fragmentation sensitivity (N=1), replay",
 		XLabel: "fraction of non-zero pages scattered", YLabel: "end-to-end latency (ms)"}
 	for _, fn := range functionsOf(res) {
-		panel := linePanel{Title: fn}
+		panel := LinePanel{Title: fn}
 		for _, p := range policiesIn(res, ExpScatter, replay.Policies()) {
-			s := lineSeries{Name: p}
+			s := LineSeries{Name: p}
 			for _, frac := range scatterFractions(res) {
 				if v := metric(selectScatter(res, fn, p, frac), MetricE2EMs); v.Valid() {
 					s.X, s.Y = append(s.X, frac), append(s.Y, v)
@@ -117,7 +117,7 @@ func figScatter(res *Results) lineFigure {
 }
 
 // scatterTable gives figure 5's latencies with the bytes each policy read.
-func scatterTable(w io.Writer, res *Results, f lineFigure) {
+func scatterTable(w io.Writer, res *Results, f LineFigure) {
 	fracs := scatterFractions(res)
 	head := []string{"function", "policy"}
 	for _, x := range fracs {

@@ -213,15 +213,15 @@ func (s *Server) serve(w http.ResponseWriter, req *http.Request) {
 
 func (s *Server) metrics(w http.ResponseWriter) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	warm, busy := 0, 0
 	for _, f := range s.fns {
 		warm, busy = warm+f.warm, busy+f.busy
 	}
-	s.mu.Unlock()
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	fmt.Fprintf(w, "# HELP snapbpf_instances Instances by state.\n# TYPE snapbpf_instances gauge\n")
 	fmt.Fprintf(w, "snapbpf_instances{state=\"warm\"} %d\nsnapbpf_instances{state=\"busy\"} %d\n", warm, busy)
-	fmt.Fprintf(w, "# TYPE snapbpf_memory_budget_used_bytes gauge\nsnapbpf_memory_budget_used_bytes %d\n", (warm+busy)*64<<20)
+	fmt.Fprintf(w, "# TYPE snapbpf_memory_used_bytes gauge\nsnapbpf_memory_used_bytes{kind=\"cache\"} %d\nsnapbpf_memory_used_bytes{kind=\"private\"} %d\n", len(s.fns)*32<<20, (warm+busy)*16<<20)
 	fmt.Fprintf(w, "# TYPE snapbpf_invocations_total counter\nsnapbpf_invocations_total{outcome=\"ok\"} %d\n", s.invokes.Load())
 }
 
