@@ -44,13 +44,13 @@ func (s *slowInvoker) Invoke(ctx context.Context, name string, _ []byte) (*serve
 }
 
 // TestOpenLoop: arrivals 20 ms apart are each sent on time although every
-// request takes 300 ms: the sender never waits for an answer.
+// request takes 500 ms: the sender never waits for an answer.
 func TestOpenLoop(t *testing.T) {
 	var trace []Arrival
 	for i := range 20 {
 		trace = append(trace, Arrival{At: time.Duration(i) * 20 * time.Millisecond, Function: "a", Input: "1"})
 	}
-	inv := &slowInvoker{delay: 300 * time.Millisecond}
+	inv := &slowInvoker{delay: 500 * time.Millisecond}
 	reqs, elapsed, err := Run(context.Background(), inv, trace, RunOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -59,11 +59,11 @@ func TestOpenLoop(t *testing.T) {
 		t.Fatalf("%d requests, at most %d at once: the load waited for answers", len(reqs), inv.top.Load())
 	}
 	for _, r := range reqs {
-		if r.Lag > 100*time.Millisecond || r.Outcome != OutcomeOK || r.LatencyMs < 300 {
+		if r.Lag > 250*time.Millisecond || r.Outcome != OutcomeOK || r.LatencyMs < 500 {
 			t.Errorf("request %+v", r)
 		}
 	}
-	// Sequential would take 6 s; open loop 0.38 s plus scheduling.
+	// Sequential would take 10 s; open loop 0.88 s plus scheduling.
 	if elapsed > 3*time.Second {
 		t.Errorf("took %s", elapsed)
 	}
@@ -156,7 +156,8 @@ func TestLoadEndToEnd(t *testing.T) {
 		t.Fatalf("samples %+v", r.Samples)
 	}
 	last := r.Samples[len(r.Samples)-1]
-	if last.Metrics["snapbpf_instances"] < 2 || last.Metrics[`snapbpf_instances{state="warm"}`] < 2 {
+	// The last sample is taken after every request has finished.
+	if last.Metrics["snapbpf_instances"] < 2 || last.Metrics[`snapbpf_instances{state="warm"}`] != last.Metrics["snapbpf_instances"] {
 		t.Errorf("metrics not sampled: %v (%s)", last.Metrics, last.MetricsError)
 	}
 	inputs := strings.Join(srv.Inputs("f1"), "")

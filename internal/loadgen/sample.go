@@ -48,8 +48,9 @@ type Sampler struct {
 	Interval time.Duration
 }
 
-// Run samples at once and then every interval until ctx is done, and
-// returns the samples, their times counted from start.
+// Run samples at once, then every interval, and once more when ctx is
+// done (the state the run left), and returns the samples, their times
+// counted from start.
 func (s Sampler) Run(ctx context.Context, start time.Time) []Sample {
 	iv := s.Interval
 	if iv <= 0 {
@@ -62,7 +63,7 @@ func (s Sampler) Run(ctx context.Context, start time.Time) []Sample {
 		out = append(out, s.sample(ctx, start))
 		select {
 		case <-ctx.Done():
-			return out
+			return append(out, s.sample(context.WithoutCancel(ctx), start))
 		case <-t.C:
 		}
 	}

@@ -105,7 +105,7 @@ func TestCompare(t *testing.T) {
 		if pol == "broken" {
 			return nil, nil, errors.New("no such policy")
 		}
-		delay := 30 * time.Millisecond
+		delay := 80 * time.Millisecond
 		if pol == "snapbpf" {
 			delay = 5 * time.Millisecond
 		}

@@ -141,11 +141,24 @@ func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 // checked serves a request and checks the response against the OpenAPI
 // description before sending it.
 func (s *Server) checked(w http.ResponseWriter, req *http.Request) {
+	// Keep the body (up to a little over the bound) to check the request.
+	body, _ := io.ReadAll(io.LimitReader(req.Body, maxBody+1))
+	req.Body = io.NopCloser(bytes.NewReader(body))
 	rec := &recorder{header: http.Header{}, status: http.StatusOK}
 	s.serve(rec, req)
 	if route, params, err := s.router.FindRoute(req); err == nil {
+		reqIn := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}}
+		// A request the fake accepted must be one the description allows
+		// (tests send bad ones on purpose, which the fake refuses).
+		if rec.status < 300 {
+			req.Body = io.NopCloser(bytes.NewReader(body))
+			if err := openapi3filter.ValidateRequest(context.Background(), reqIn); err != nil {
+				s.t.Errorf("servetest: %s %s was accepted, but api/openapi.yaml does not allow it: %v", req.Method, req.URL.Path, err)
+			}
+		}
 		in := &openapi3filter.ResponseValidationInput{
-			RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},
+			RequestValidationInput: reqIn,
 			Status:                 rec.status,
 			Header:                 rec.header,
 			Body:                   io.NopCloser(bytes.NewReader(rec.body.Bytes())),
