@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/zeroscan"
 )
@@ -67,7 +68,7 @@ warms the cache for a following restore; --cold drops the file's cached pages fi
 
 func printZeroscan(cmd *cobra.Command, r zeroscanReport) {
 	w := cmd.OutOrStdout()
-	mib := func(pages int64) float64 { return float64(pages*zeroscan.PageSize) / (1 << 20) }
+	mib := func(n int64) float64 { return float64(n*pages.Size) / (1 << 20) }
 	fmt.Fprintf(w, "%s (%s, %d MiB guest, free pages %s)\n", r.Snapshot, r.Function, r.MemMiB, r.FreePages)
 	fmt.Fprintf(w, "holes (free page reporting): %.1f MiB; data: %.1f MiB\n",
 		float64(r.MemHoleBytes)/(1<<20), float64(r.MemDataBytes)/(1<<20))

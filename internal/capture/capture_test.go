@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/readahead"
 )
 
@@ -35,7 +36,7 @@ func TestRecordCommandExact(t *testing.T) {
 	needRoot(t)
 	path := dataFile(t, 256*mib)
 	const k = 500
-	touched := randomPages(1, k, 256*mib/pageSize)
+	touched := randomPages(1, k, 256*mib/pages.Size)
 	for _, tc := range []struct{ name, madv string }{
 		{"no-madvise", ""},
 		// QEMU advises guest RAM MADV_HUGEPAGE; without the seccomp
@@ -192,8 +193,8 @@ func TestHoles(t *testing.T) {
 		buf[i] = byte(i%251 + 1)
 	}
 	for _, e := range data {
-		n := (e.end - e.start) * pageSize
-		if _, err := f.WriteAt(buf[:n], int64(e.start*pageSize)); err != nil {
+		n := (e.end - e.start) * pages.Size
+		if _, err := f.WriteAt(buf[:n], int64(e.start*pages.Size)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -202,7 +203,7 @@ func TestHoles(t *testing.T) {
 	}
 	f.Close()
 
-	touched := randomPages(3, 400, size/pageSize)
+	touched := randomPages(3, 400, size/pages.Size)
 	var inData, inHoles []uint64
 	for _, p := range touched {
 		if slices.ContainsFunc(data, func(e extent) bool { return p >= e.start && p < e.end }) {
@@ -253,7 +254,7 @@ func TestLostCounted(t *testing.T) {
 	}
 	const k = 1000
 	// MADV_RANDOM: exactly one insertion per touched page.
-	runChild(t, childArgv(t, path, randomPages(5, k, 16*mib/pageSize), "random", ""))
+	runChild(t, childArgv(t, path, randomPages(5, k, 16*mib/pages.Size), "random", ""))
 	close(r.hold)
 	c, err := r.Stop()
 	if !errors.Is(err, ErrLostEvents) {
@@ -271,7 +272,7 @@ func TestMincoreFallback(t *testing.T) {
 	needRoot(t) // DropCache needs no root, but the comparison below does not hold on tmpfs
 	path := dataFile(t, 256*mib)
 	const k = 500
-	touched := randomPages(1, k, 256*mib/pageSize)
+	touched := randomPages(1, k, 256*mib/pages.Size)
 	c, err := RecordCommand(context.Background(), path, childArgv(t, path, touched, "", ""), CommandOptions{Method: MethodMincore})
 	if err != nil {
 		t.Fatal(err)
@@ -354,7 +355,7 @@ func TestRecordCommandOwnTree(t *testing.T) {
 	needRoot(t)
 	path := dataFile(t, 256*mib)
 	const k = 300
-	touched := randomPages(2, k, 128*mib/pageSize) // the first half
+	touched := randomPages(2, k, 128*mib/pages.Size) // the first half
 	// sh forks the child (a command follows it), so the pages come from a
 	// descendant of the recorded command, not the command itself.
 	argv := append([]string{"/bin/sh", "-c", `"$@"; sleep 1`, "sh"}, childArgv(t, path, touched, "", "")...)
@@ -378,7 +379,7 @@ func TestRecordCommandOwnTree(t *testing.T) {
 		t.Errorf("captured %d pages for %d touched: more than 5%% extra (readahead?)", len(got), k)
 	}
 	for _, p := range got {
-		if p >= 128*mib/pageSize {
+		if p >= 128*mib/pages.Size {
 			t.Fatalf("captured page %d, in the half only the foreign reader read", p)
 		}
 	}

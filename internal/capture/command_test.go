@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
@@ -216,7 +217,7 @@ func gone(pid int, d time.Duration) bool {
 func TestRecordOpenAfterWindow(t *testing.T) {
 	needRoot(t)
 	path := dataFile(t, 64*mib)
-	touched := randomPages(3, 100, 64*mib/pageSize)
+	touched := randomPages(3, 100, 64*mib/pages.Size)
 	argv := append([]string{"/bin/sh", "-c", `sleep 0.5; exec "$@"`, "sh"}, childArgv(t, path, touched, "", "")...)
 	c, err := RecordCommand(context.Background(), path, argv, CommandOptions{ReadaheadWindow: 100 * time.Millisecond})
 	if err != nil {

@@ -2,18 +2,16 @@ package capture
 
 import (
 	"fmt"
-	"os"
 	"sort"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
 // extent is a run of pages [start, end).
 type extent struct{ start, end uint64 }
-
-var pageSize = uint64(os.Getpagesize())
 
 // dataExtents returns the pages of path that hold data, per SEEK_DATA and
 // SEEK_HOLE. A page that is partly data counts as data.
@@ -24,8 +22,8 @@ func dataExtents(path string) ([]extent, error) {
 	}
 	var out []extent
 	for _, d := range data {
-		start := uint64(d.Off) / pageSize
-		end := (uint64(d.Off+d.Len) + pageSize - 1) / pageSize
+		start := uint64(d.Off) / pages.Size
+		end := (uint64(d.Off+d.Len) + pages.Size - 1) / pages.Size
 		if n := len(out); n > 0 && out[n-1].end >= start {
 			out[n-1].end = max(out[n-1].end, end)
 		} else {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/readahead"
 	"golang.org/x/sys/unix"
 )
@@ -24,7 +25,7 @@ func TestMeasureOpenRace(t *testing.T) {
 	needRoot(t)
 	path := dataFile(t, 256*mib)
 	const k = 500
-	touched := randomPages(1, k, 256*mib/pageSize)
+	touched := randomPages(1, k, 256*mib/pages.Size)
 	for run := range 3 {
 		if _, err := dropCache(path); err != nil {
 			t.Fatal(err)
@@ -63,7 +64,7 @@ func TestCaptureOverhead(t *testing.T) {
 	}
 	needRoot(t)
 	path := dataFile(t, 256*mib)
-	touched := randomPages(11, 20000, 256*mib/pageSize)
+	touched := randomPages(11, 20000, 256*mib/pages.Size)
 	result := t.TempDir() + "/ns"
 	argv := childArgv(t, path, touched, "random", result)
 	// BPF run-time statistics, only while this fd is open.

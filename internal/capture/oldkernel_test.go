@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // debianBTF holds the types the program reads, cut from the BTF of Debian
@@ -199,7 +201,7 @@ func TestOlderKernels(t *testing.T) {
 			if err := r.Start(); err != nil {
 				t.Fatal(err)
 			}
-			want := sorted(randomPages(11, 200, 16*mib/pageSize))
+			want := sorted(randomPages(11, 200, 16*mib/pages.Size))
 			runChild(t, childArgv(t, path, want, "random", ""))
 			c, err := r.Stop()
 			if err != nil {

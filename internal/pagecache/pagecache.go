@@ -10,10 +10,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-)
 
-// PageSize is the page cache's granularity here.
-const PageSize = 4096
+	"github.com/snapbpf/snapbpf/internal/pages"
+)
 
 // Residency returns mincore's vector for the whole file: bit 0 of byte i
 // says whether page i is cached. It maps the file read-only and shared,
@@ -29,7 +28,7 @@ func Residency(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("page cache of %s: %w", path, err)
 	}
-	vec := make([]byte, (st.Size()+PageSize-1)/PageSize)
+	vec := make([]byte, (st.Size()+pages.Size-1)/pages.Size)
 	const chunk = 1 << 30
 	for off := int64(0); off < st.Size(); off += chunk {
 		n := min(chunk, st.Size()-off)
@@ -37,7 +36,7 @@ func Residency(path string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("page cache of %s: mmap: %w", path, err)
 		}
-		err = mincore(m, vec[off/PageSize:(off+n+PageSize-1)/PageSize])
+		err = mincore(m, vec[off/pages.Size:(off+n+pages.Size-1)/pages.Size])
 		unix.Munmap(m)
 		if err != nil {
 			return nil, fmt.Errorf("page cache of %s: mincore: %w", path, err)

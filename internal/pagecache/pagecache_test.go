@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 func TestDropWarmCached(t *testing.T) {
@@ -14,16 +16,16 @@ func TestDropWarmCached(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "f")
-	const pages = 256
-	if err := os.WriteFile(path, make([]byte, pages*PageSize), 0o644); err != nil {
+	const nPages = 256
+	if err := os.WriteFile(path, make([]byte, nPages*pages.Size), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	left, err := Drop(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if left > pages/10 {
-		t.Fatalf("after Drop %d of %d pages still cached", left, pages)
+	if left > nPages/10 {
+		t.Fatalf("after Drop %d of %d pages still cached", left, nPages)
 	}
 	if err := Warm(path); err != nil {
 		t.Fatal(err)
@@ -32,11 +34,11 @@ func TestDropWarmCached(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != pages {
-		t.Fatalf("after Warm %d of %d pages cached", n, pages)
+	if n != nPages {
+		t.Fatalf("after Warm %d of %d pages cached", n, nPages)
 	}
 	vec, err := Residency(path)
-	if err != nil || len(vec) != pages {
+	if err != nil || len(vec) != nPages {
 		t.Fatalf("Residency: %d entries, %v", len(vec), err)
 	}
 	if _, err := Drop(filepath.Join(dir, "missing")); err == nil {

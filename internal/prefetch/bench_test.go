@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -72,13 +73,13 @@ func workloads() []workload {
 // that is mostly small (geometric, mean 6 pages) and sometimes a jump
 // anywhere, which is how a guest's touched pages sit in its memory, then
 // shuffles them (first-touch order is not offset order).
-func clusteredSet(seed uint64, size int64, pages, extents int) []wset.Extent {
+func clusteredSet(seed uint64, size int64, nPages, extents int) []wset.Extent {
 	r := rand.New(rand.NewPCG(seed, 2))
-	filePages := uint64(size / wset.PageSize)
+	filePages := uint64(size / pages.Size)
 	var b wset.Builder
 	p := uint64(0)
-	for b.Pages() < int64(pages) {
-		n := 1 + r.Uint64N(2*uint64(pages/extents)-1)
+	for b.Pages() < int64(nPages) {
+		n := 1 + r.Uint64N(2*uint64(nPages/extents)-1)
 		if r.IntN(10) < 8 {
 			p += 1 + uint64(r.ExpFloat64()*6)
 		} else {

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -109,7 +110,7 @@ func residentPages(tb testing.TB, path string) residency {
 		tb.Fatal(err)
 	}
 	defer unix.Munmap(m)
-	vec := make([]byte, (st.Size()+wset.PageSize-1)/wset.PageSize)
+	vec := make([]byte, (st.Size()+pages.Size-1)/pages.Size)
 	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
 		tb.Fatalf("mincore: %v", e)
 	}
@@ -122,12 +123,12 @@ func residentPages(tb testing.TB, path string) residency {
 
 // randomSet picks n pages in k extents spread at random over a file of
 // size bytes, in random (first-touch-like) order, disjoint.
-func randomSet(seed uint64, size int64, pages, extents int) []wset.Extent {
+func randomSet(seed uint64, size int64, nPages, extents int) []wset.Extent {
 	r := rand.New(rand.NewPCG(seed, 1))
 	var b wset.Builder
-	filePages := uint64(size / wset.PageSize)
-	per := max(1, pages/extents)
-	for b.Pages() < int64(pages) {
+	filePages := uint64(size / pages.Size)
+	per := max(1, nPages/extents)
+	for b.Pages() < int64(nPages) {
 		n := 1 + r.Uint64N(uint64(2*per-1))
 		p := r.Uint64N(filePages - n)
 		b.Add(p, n)

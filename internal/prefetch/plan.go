@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -47,7 +48,7 @@ func byFirstTouch(reqs []request, extents []wset.Extent) []request {
 	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(extents[a].Page, extents[b].Page) })
 	rank := make([]int, len(reqs))
 	for i, r := range reqs {
-		first, end := uint64(r.off)/wset.PageSize, uint64(r.end()+wset.PageSize-1)/wset.PageSize
+		first, end := uint64(r.off)/pages.Size, uint64(r.end()+pages.Size-1)/pages.Size
 		k, _ := slices.BinarySearchFunc(idx, first, func(j int, p uint64) int {
 			// The first extent (by page) that ends after the request's first page.
 			if extents[j].End() <= p {
@@ -88,7 +89,7 @@ func toRequests(f *os.File, plan []wset.Extent, size int64) ([]request, int64, e
 	var reqs []request
 	var planned, kept int64
 	seg := dataCursor{fd: int(f.Fd()), size: size}
-	filePages := uint64(size+wset.PageSize-1) / wset.PageSize
+	filePages := uint64(size+pages.Size-1) / pages.Size
 	for _, e := range plan {
 		if e.Page >= filePages {
 			break // plans are sorted: the rest is past the end too
@@ -97,8 +98,8 @@ func toRequests(f *os.File, plan []wset.Extent, size int64) ([]request, int64, e
 		if e.N < filePages-e.Page { // compared this way so Page+N cannot wrap
 			endPage = e.Page + e.N
 		}
-		off := int64(e.Page) * wset.PageSize
-		end := min(int64(endPage)*wset.PageSize, size)
+		off := int64(e.Page) * pages.Size
+		end := min(int64(endPage)*pages.Size, size)
 		planned += end - off
 		for off < end {
 			d, h, err := seg.next(off)
@@ -122,11 +123,11 @@ func toRequests(f *os.File, plan []wset.Extent, size int64) ([]request, int64, e
 func pageRequests(plan []wset.Extent, size int64) []request {
 	var reqs []request
 	for _, e := range plan {
-		off := int64(e.Page) * wset.PageSize
+		off := int64(e.Page) * pages.Size
 		if off >= size {
 			break // plans are sorted: the rest is past the end too
 		}
-		reqs = append(reqs, request{off: off, len: min(int64(e.End())*wset.PageSize, size) - off})
+		reqs = append(reqs, request{off: off, len: min(int64(e.End())*pages.Size, size) - off})
 	}
 	return reqs
 }
@@ -176,8 +177,8 @@ func (c *dataCursor) next(off int64) (d, h int64, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("SEEK_HOLE at %d: %w", d, err)
 	}
-	d = d / wset.PageSize * wset.PageSize
-	h = min(c.size, (h+wset.PageSize-1)/wset.PageSize*wset.PageSize)
+	d = d / pages.Size * pages.Size
+	h = min(c.size, (h+pages.Size-1)/pages.Size*pages.Size)
 	c.data, c.hole, c.valid = d, h, true
 	return max(d, off), h, nil
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -48,7 +49,7 @@ func TestSplit(t *testing.T) {
 }
 
 func TestToRequestsCutsHoles(t *testing.T) {
-	const P = wset.PageSize
+	const P = pages.Size
 	// Data everywhere except pages [16, 32) and [64, 128).
 	path := memFile(t, 256*P, request{16 * P, 16 * P}, request{64 * P, 64 * P})
 	f := openT(t, path)
@@ -79,16 +80,16 @@ func TestToRequestsCutsHoles(t *testing.T) {
 }
 
 func TestMaxRequestBytes(t *testing.T) {
-	path := memFile(t, wset.PageSize)
+	path := memFile(t, pages.Size)
 	got := maxRequestBytes(openT(t, path))
-	if got < fallbackRequestBytes || got%wset.PageSize != 0 {
+	if got < fallbackRequestBytes || got%pages.Size != 0 {
 		t.Fatalf("maxRequestBytes = %d", got)
 	}
 	t.Logf("one readahead call reads at most %d KiB here", got>>10)
 }
 
 func TestByFirstTouch(t *testing.T) {
-	const P = wset.PageSize
+	const P = pages.Size
 	// First-touch order: pages 100+4, then 0+2, then 50+1, then 3+1.
 	extents := []wset.Extent{ex(100, 4), ex(0, 2), ex(50, 1), ex(3, 1)}
 	// Ascending requests as the plan makes them: 0-4 merged (holds the
@@ -105,7 +106,7 @@ func TestByFirstTouch(t *testing.T) {
 // plan's rules on a real file with a hole: merged across the gap, the
 // hole cut out, split at the request limit, in first-touch or file order.
 func TestRequests(t *testing.T) {
-	const P = wset.PageSize
+	const P = pages.Size
 	path := memFile(t, 1<<20, request{32 * P, 16 * P}) // pages 32-47 a hole
 	touch := []wset.Extent{ex(100, 1), ex(30, 20), ex(0, 2), ex(4, 3)}
 	o := Options{MaxRequestBytes: 8 * P}

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -146,7 +147,7 @@ func dataRequests(f *os.File, size int64, extents []wset.Extent, o Options) (req
 	if maxLen <= 0 {
 		maxLen = maxRequestBytes(f)
 	}
-	maxLen = min(max(maxLen, wset.PageSize)/wset.PageSize*wset.PageSize, maxRequestCap)
+	maxLen = min(max(maxLen, pages.Size)/pages.Size*pages.Size, maxRequestCap)
 	reqs, holes, err = toRequests(f, Plan(extents, gap), size)
 	if err != nil {
 		return nil, 0, 0, err
@@ -282,7 +283,7 @@ func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64
 		return err
 	}
 	j.mu.Lock()
-	j.stats.Pages, j.stats.Extents = pages(exact), int64(len(extents))
+	j.stats.Pages, j.stats.Extents = wset.PageCount(exact), int64(len(extents))
 	j.stats.Requests, j.stats.Bytes, j.stats.HoleBytesSkipped = int64(len(reqs)), bytes, holes
 	j.stats.GapBytes = bytes - wsData
 	j.stats.ZeroBytes = zeroBytes
@@ -303,14 +304,6 @@ func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64
 		return waitResident(ctx, f, size, reqs)
 	}
 	return nil
-}
-
-func pages(ext []wset.Extent) int64 {
-	var n uint64
-	for _, e := range ext {
-		n += e.N
-	}
-	return int64(n)
 }
 
 // dataBytes is how many bytes of a sorted, disjoint plan are file data.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/wset"
 	"golang.org/x/sys/unix"
 )
@@ -30,7 +31,7 @@ func openT(tb testing.TB, path string) *os.File {
 // merging chose to read.
 func TestEnginesMakeExactlyTheSetResident(t *testing.T) {
 	const size = 256 << 20
-	const P = wset.PageSize
+	const P = pages.Size
 	holes := []request{{10 << 20, 4 << 20}, {100 << 20, 64 << 10}}
 	path := memFile(t, size, holes...)
 	ext := randomSet(1, size, 8000, 800)
@@ -100,14 +101,14 @@ func TestLongExtentComesInWhole(t *testing.T) {
 	for _, name := range Engines() {
 		t.Run(name, func(t *testing.T) {
 			dropCache(t, path)
-			if _, err := Prefetch(context.Background(), path, []wset.Extent{{Page: 0, N: size / wset.PageSize}}, Options{Engine: name}); err != nil {
+			if _, err := Prefetch(context.Background(), path, []wset.Extent{{Page: 0, N: size / pages.Size}}, Options{Engine: name}); err != nil {
 				t.Fatal(err)
 			}
 			// A request cut short by one readahead call would leave most of
 			// the 64 MiB out; the host's DAMON pageout evicts a few freshly
 			// read pages now and then (seen: 22 of 16384 under pread), which
 			// the 1% allows.
-			if n, all := residentPages(t, path).count(), size/wset.PageSize; n < all-all/100 {
+			if n, all := residentPages(t, path).count(), size/pages.Size; n < all-all/100 {
 				t.Fatalf("%d of %d pages resident", n, all)
 			}
 		})
@@ -119,7 +120,7 @@ func TestCancel(t *testing.T) {
 	path := memFile(t, size)
 	// Every other page: many small requests that cannot merge.
 	var ext []wset.Extent
-	for p := uint64(0); p < size/wset.PageSize; p += 2 {
+	for p := uint64(0); p < size/pages.Size; p += 2 {
 		ext = append(ext, wset.Extent{Page: p, N: 1})
 	}
 	for _, name := range Engines() {
@@ -152,7 +153,7 @@ func TestStartErrors(t *testing.T) {
 	if _, err := Start(context.Background(), "/nonexistent/mem", nil, Options{}); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing file: %v", err)
 	}
-	path := memFile(t, wset.PageSize)
+	path := memFile(t, pages.Size)
 	if _, err := Start(context.Background(), path, nil, Options{Engine: "telepathy"}); err == nil {
 		t.Fatal("unknown engine accepted")
 	}
@@ -169,14 +170,14 @@ func TestWaitResidentRepairsSkippedReadahead(t *testing.T) {
 	const size = 16 << 20
 	path := memFile(t, size)
 	f := openT(t, path)
-	reqs := []request{{0, 1 << 20}, {4 << 20, 2 << 20}, {size - wset.PageSize, wset.PageSize}}
+	reqs := []request{{0, 1 << 20}, {4 << 20, 2 << 20}, {size - pages.Size, pages.Size}}
 	if err := waitResident(context.Background(), f, size, reqs); err != nil {
 		t.Fatal(err)
 	}
 	res := residentPages(t, path)
 	want := 0
 	for _, r := range reqs {
-		for p := r.off / wset.PageSize; p < r.end()/wset.PageSize; p++ {
+		for p := r.off / pages.Size; p < r.end()/pages.Size; p++ {
 			if !res[p] {
 				t.Fatalf("page %d not resident", p)
 			}
@@ -194,7 +195,7 @@ func TestWaitResidentRepairsSkippedReadahead(t *testing.T) {
 // allocated: a hole is filled with zeroes in the page cache only).
 func TestZeroFillsTouchedHoles(t *testing.T) {
 	const size = 64 << 20
-	const P = wset.PageSize
+	const P = pages.Size
 	hole := request{16 << 20, 8 << 20}
 	path := memFile(t, size, hole)
 	blocks := func() int64 {
@@ -251,11 +252,11 @@ func TestTouchPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	const off, n = 1 << 20, 64
-	if err := touchPages(m[off : off+n*wset.PageSize]); err != nil {
+	if err := touchPages(m[off : off+n*pages.Size]); err != nil {
 		t.Fatal(err)
 	}
 	res := residentPages(t, path)
-	for p := off / wset.PageSize; p < off/wset.PageSize+n; p++ {
+	for p := off / pages.Size; p < off/pages.Size+n; p++ {
 		if !res[p] {
 			t.Fatalf("page %d not resident", p)
 		}

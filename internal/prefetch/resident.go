@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snapbpf/snapbpf/internal/wset"
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // waitResident returns once every request's pages are in f's page cache
@@ -47,7 +47,7 @@ func waitResident(ctx context.Context, f *os.File, size int64, reqs []request) e
 		// a fault of its own below; ask for them again in one call first.
 		// cachestat counts pages in the cache whether or not their read
 		// has completed, so it tells skipped pages from pending ones.
-		if cached(fd, r) < (r.len+wset.PageSize-1)/wset.PageSize {
+		if cached(fd, r) < (r.len+pages.Size-1)/pages.Size {
 			_ = unix.Fadvise(fd, r.off, r.len, unix.FADV_WILLNEED)
 		}
 		err := populate(m[r.off:r.end()])
@@ -70,7 +70,7 @@ func populateRead(b []byte) error { return unix.Madvise(b, unix.MADV_POPULATE_RE
 // MADV_POPULATE_READ does, one fault per page. Atomic loads, so the
 // compiler cannot drop them.
 func touchPages(b []byte) error {
-	for i := 0; i < len(b); i += wset.PageSize {
+	for i := 0; i < len(b); i += pages.Size {
 		atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[i])))
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/trace"
 )
 
@@ -57,8 +58,8 @@ func calibrate(mem string, events []trace.Event) (trace.StallModel, error) {
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	read := func(p uint64) { atomic.LoadUint32((*uint32)(unsafe.Pointer(&m[p*trace.PageSize]))) }
-	write := func(p uint64) { atomic.AddUint32((*uint32)(unsafe.Pointer(&m[p*trace.PageSize])), 0) }
+	read := func(p uint64) { atomic.LoadUint32((*uint32)(unsafe.Pointer(&m[p*pages.Size]))) }
+	write := func(p uint64) { atomic.AddUint32((*uint32)(unsafe.Pointer(&m[p*pages.Size])), 0) }
 	out := trace.StallModel{
 		MajorNs: medianTouch(data, read),
 		HoleNs:  medianTouch(holes, read),

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/snapbpf/snapbpf/internal/capture"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/wset"
@@ -90,7 +91,7 @@ func checkInData(t *testing.T, mem string, set *wset.Set) {
 		t.Fatal(err)
 	}
 	inData := func(p uint64) bool {
-		off := int64(p) * wset.PageSize
+		off := int64(p) * pages.Size
 		lo, hi := 0, len(data)
 		for lo < hi { // first extent ending after off
 			m := (lo + hi) / 2
@@ -100,7 +101,7 @@ func checkInData(t *testing.T, mem string, set *wset.Set) {
 				hi = m
 			}
 		}
-		return lo < len(data) && data[lo].Off <= off && off+wset.PageSize <= data[lo].Off+data[lo].Len
+		return lo < len(data) && data[lo].Off <= off && off+pages.Size <= data[lo].Off+data[lo].Len
 	}
 	var holes int
 	for _, e := range set.Extents {
@@ -134,7 +135,7 @@ func TestZeroFillRemovesHoleFaults(t *testing.T) {
 	}
 	// alloc writes dataMiB of fresh memory: the guest takes it from free
 	// pages, which reporting made holes.
-	if min := int64(dataMiB << 20 / wset.PageSize); set.ZeroPages() < min {
+	if min := int64(dataMiB << 20 / pages.Size); set.ZeroPages() < min {
 		t.Fatalf("working set lists %d touched hole pages, want at least the %d pages alloc fills", set.ZeroPages(), min)
 	}
 	checkInData(t, f.dir.MemPath(), set)
@@ -143,7 +144,7 @@ func TestZeroFillRemovesHoleFaults(t *testing.T) {
 	sb, st := restoreWith(t, f, policy.SnapBPF, 1, 1)
 	t.Logf("nora: %d major faults; snapbpf: %d major faults, prefetch %d bytes + %d zero-filled",
 		nora[0].MajorFaults, sb[0].MajorFaults, st.Bytes, st.ZeroBytes)
-	if st.ZeroBytes != set.ZeroPages()*wset.PageSize {
+	if st.ZeroBytes != set.ZeroPages()*pages.Size {
 		t.Errorf("prefetch zero-filled %d bytes, want the set's %d zero pages", st.ZeroBytes, set.ZeroPages())
 	}
 	if nora[0].MajorFaults < set.ZeroPages() {

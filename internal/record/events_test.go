@@ -4,12 +4,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/trace"
 )
 
 func TestBuildEvents(t *testing.T) {
-	g := guestRAM{base: 0x10000000, lo: 0x10000000, hi: 0x10000000 + 100*trace.PageSize}
-	addr := func(p uint64) uint64 { return g.base + p*trace.PageSize + 123 }
+	g := guestRAM{base: 0x10000000, lo: 0x10000000, hi: 0x10000000 + 100*pages.Size}
+	addr := func(p uint64) uint64 { return g.base + p*pages.Size + 123 }
 	raws := []rawFault{
 		{TimeNs: 1000, Addr: addr(5), Kind: faultUser},                         // read
 		{TimeNs: 1100, Addr: 0x500000, Kind: faultUser},                        // not guest RAM
@@ -56,7 +57,7 @@ func TestParseMaps(t *testing.T) {
 	if g.base != 0x7f0000200000 || g.lo != 0x7f0000200000 || g.hi != 0x7f0008200000 {
 		t.Errorf("guest RAM %+v", g)
 	}
-	if p, ok := g.page(0x7f0004200000 + 3*trace.PageSize); !ok || p != 0x4000+3 {
+	if p, ok := g.page(0x7f0004200000 + 3*pages.Size); !ok || p != 0x4000+3 {
 		t.Errorf("page %d %v", p, ok)
 	}
 	bad := maps + "7f0010000000-7f0010001000 rw-p 00000000 fe:01 4242 /snap/mem\n"

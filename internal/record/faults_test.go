@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 
 	"github.com/snapbpf/snapbpf/internal/trace"
@@ -25,8 +26,8 @@ func TestTracerSeesFirstTouches(t *testing.T) {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	const pages = 64
-	if _, err := f.Write(make([]byte, pages*trace.PageSize)); err != nil {
+	const nPages = 64
+	if _, err := f.Write(make([]byte, nPages*pages.Size)); err != nil {
 		t.Fatal(err)
 	}
 	// Cold, as a trace is recorded: a cached file's large folios would be
@@ -37,7 +38,7 @@ func TestTracerSeesFirstTouches(t *testing.T) {
 	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
 		t.Fatal(err)
 	}
-	m, err := unix.Mmap(int(f.Fd()), 0, pages*trace.PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
+	m, err := unix.Mmap(int(f.Fd()), 0, nPages*pages.Size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,11 +60,11 @@ func TestTracerSeesFirstTouches(t *testing.T) {
 	// Atomic loads, so the compiler keeps them.
 	load := func(off int) { atomic.LoadUint32((*uint32)(unsafe.Pointer(&m[off]))) }
 	start := monotonicNs()
-	load(3 * trace.PageSize)
-	m[10*trace.PageSize] = 1
-	load(20*trace.PageSize + 4)
-	atomic.AddUint32((*uint32)(unsafe.Pointer(&m[3*trace.PageSize])), 0)
-	load(3*trace.PageSize + 4) // no fault: mapped and written
+	load(3 * pages.Size)
+	m[10*pages.Size] = 1
+	load(20*pages.Size + 4)
+	atomic.AddUint32((*uint32)(unsafe.Pointer(&m[3*pages.Size])), 0)
+	load(3*pages.Size + 4) // no fault: mapped and written
 	end := monotonicNs()
 	runtime.UnlockOSThread()
 	raws, lost, err := tr.stop()

@@ -17,7 +17,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/majfault"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
-	"github.com/snapbpf/snapbpf/internal/trace"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/tracepoint"
 
 	"github.com/snapbpf/snapbpf/internal/testenv"
@@ -112,9 +112,9 @@ func unmountTracing(t *testing.T) {
 func coldFile(t *testing.T, dir, name string, n int) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
-	buf := make([]byte, n*trace.PageSize)
+	buf := make([]byte, n*pages.Size)
 	for i := range buf {
-		buf[i] = byte(i/trace.PageSize + 1)
+		buf[i] = byte(i/pages.Size + 1)
 	}
 	if err := os.WriteFile(path, buf, 0o644); err != nil {
 		t.Fatal(err)
@@ -134,7 +134,7 @@ func coldMapping(t *testing.T, dir, name string, n int) []byte {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	m, err := unix.Mmap(int(f.Fd()), 0, n*trace.PageSize, unix.PROT_READ, unix.MAP_PRIVATE)
+	m, err := unix.Mmap(int(f.Fd()), 0, n*pages.Size, unix.PROT_READ, unix.MAP_PRIVATE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +145,9 @@ func coldMapping(t *testing.T, dir, name string, n int) []byte {
 	return m
 }
 
-func touch(m []byte, pages ...int) {
-	for _, p := range pages {
-		atomic.LoadUint32((*uint32)(unsafe.Pointer(&m[p*trace.PageSize])))
+func touch(m []byte, idx ...int) {
+	for _, p := range idx {
+		atomic.LoadUint32((*uint32)(unsafe.Pointer(&m[p*pages.Size])))
 	}
 }
 
@@ -155,8 +155,8 @@ func touch(m []byte, pages ...int) {
 // every page it read is captured, and its open of the file is seen (the
 // sys_exit hook).
 func captureWithoutTracefs(t *testing.T, dir string) {
-	const pages = 64
-	path := coldFile(t, dir, "capture", pages)
+	const nPages = 64
+	path := coldFile(t, dir, "capture", nPages)
 	r, err := capture.NewRecorder([]string{path})
 	if err != nil {
 		t.Fatalf("capture: %v", err)
@@ -176,8 +176,8 @@ func captureWithoutTracefs(t *testing.T, dir string) {
 	got := capture.Pages(c, 0)
 	slices.Sort(got)
 	got = slices.Compact(got)
-	if len(got) != pages {
-		t.Errorf("captured %d distinct pages of %d read", len(got), pages)
+	if len(got) != nPages {
+		t.Errorf("captured %d distinct pages of %d read", len(got), nPages)
 	}
 	if len(c.Opens) == 0 {
 		t.Error("no open of the file seen (sys_exit)")
@@ -206,7 +206,7 @@ func faultsWithoutTracefs(t *testing.T, dir string) {
 	var got []int
 	for _, r := range raws {
 		if r.Kind == faultUser && r.Addr >= base && r.Addr < base+uint64(len(m)) {
-			got = append(got, int((r.Addr-base)/trace.PageSize))
+			got = append(got, int((r.Addr-base)/pages.Size))
 		}
 	}
 	got = slices.Compact(got)

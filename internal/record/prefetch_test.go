@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/wset"
@@ -84,7 +85,7 @@ func TestPrefetchMakesWorkingSetResident(t *testing.T) {
 			if st.Bytes < ws.Bytes() {
 				t.Errorf("prefetched %d bytes, less than the working set's %d", st.Bytes, ws.Bytes())
 			}
-			return st.Bytes / wset.PageSize
+			return st.Bytes / pages.Size
 		})
 	})
 
@@ -107,7 +108,7 @@ func TestPrefetchMakesWorkingSetResident(t *testing.T) {
 				if st.Bytes != ws.Bytes()+st.GapBytes {
 					t.Errorf("stats: %d bytes asked, want the set's %d plus %d of gaps", st.Bytes, ws.Bytes(), st.GapBytes)
 				}
-				return ws.Pages() + st.GapBytes/wset.PageSize
+				return ws.Pages() + st.GapBytes/pages.Size
 			})
 		})
 	}

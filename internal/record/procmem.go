@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snapbpf/snapbpf/internal/trace"
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // guestRAM is where a process maps a memory file: the address of the
@@ -27,7 +27,7 @@ func (g guestRAM) page(addr uint64) (uint64, bool) {
 	if addr < g.lo || addr >= g.hi {
 		return 0, false
 	}
-	return (addr - g.base) / trace.PageSize, true
+	return (addr - g.base) / pages.Size, true
 }
 
 // findGuestRAM reads /proc/PID/maps for the mappings of the file at path.
@@ -108,20 +108,20 @@ func presentPages(pid int, g guestRAM) ([]uint64, error) {
 	const chunk = 1 << 16 // entries per read
 	buf := make([]byte, 8*chunk)
 	for addr := g.lo; addr < g.hi; {
-		n := min(uint64(chunk), (g.hi-addr)/trace.PageSize)
+		n := min(uint64(chunk), (g.hi-addr)/pages.Size)
 		if n == 0 {
 			break
 		}
 		b := buf[:8*n]
-		if _, err := f.ReadAt(b, int64(addr/trace.PageSize*8)); err != nil {
+		if _, err := f.ReadAt(b, int64(addr/pages.Size*8)); err != nil {
 			return nil, fmt.Errorf("read pagemap of %d: %w", pid, err)
 		}
 		for i := uint64(0); i < n; i++ {
 			if binary.LittleEndian.Uint64(b[8*i:])&(3<<62) != 0 {
-				out = append(out, (addr-g.base)/trace.PageSize+i)
+				out = append(out, (addr-g.base)/pages.Size+i)
 			}
 		}
-		addr += n * trace.PageSize
+		addr += n * pages.Size
 	}
 	return out, nil
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/restore"
@@ -463,14 +464,14 @@ func widen(set *wset.Set, around []wset.Extent, margin uint64, data []snapshot.E
 		// Data ranges are page-aligned on the filesystems we punch holes
 		// on; a partial page counts as data.
 		i, _ := slices.BinarySearchFunc(data, lo, func(d snapshot.Extent, p uint64) int {
-			if uint64(d.Off+d.Len) <= p*wset.PageSize {
+			if uint64(d.Off+d.Len) <= p*pages.Size {
 				return -1
 			}
 			return 1
 		})
-		for ; i < len(data) && uint64(data[i].Off) < hi*wset.PageSize; i++ {
-			first := max(lo, uint64(data[i].Off)/wset.PageSize)
-			end := min(hi, (uint64(data[i].Off+data[i].Len)+wset.PageSize-1)/wset.PageSize)
+		for ; i < len(data) && uint64(data[i].Off) < hi*pages.Size; i++ {
+			first := max(lo, uint64(data[i].Off)/pages.Size)
+			end := min(hi, (uint64(data[i].Off+data[i].Len)+pages.Size-1)/pages.Size)
 			if end > first {
 				take = append(take, outside(wset.Extent{Page: first, N: end - first}, have)...)
 			}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
@@ -190,7 +191,7 @@ func monotonicNs() uint64 {
 // out of the page cache, so each of them read its page from storage.
 func markHoles(data []snapshot.Extent, events []trace.Event) {
 	for i := range events {
-		off := int64(events[i].Page) * trace.PageSize
+		off := int64(events[i].Page) * pages.Size
 		// The first extent ending after off decides.
 		j, _ := slices.BinarySearchFunc(data, off, func(e snapshot.Extent, off int64) int {
 			if e.Off+e.Len <= off {

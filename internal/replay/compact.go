@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -97,7 +98,7 @@ func writeCompact(path, mem string, meta compactMeta) error {
 	if err != nil {
 		return fmt.Errorf("compact file: %w", err)
 	}
-	dataOff := (int64(compactFixed+len(mb)) + pageSize - 1) / pageSize * pageSize
+	dataOff := (int64(compactFixed+len(mb)) + pages.Size - 1) / pages.Size * pages.Size
 	hdr := make([]byte, dataOff)
 	copy(hdr, compactMagic)
 	le := binary.LittleEndian
@@ -127,7 +128,7 @@ func writeCompact(path, mem string, meta compactMeta) error {
 	}
 	buf := make([]byte, 1<<20)
 	for _, r := range meta.Regions {
-		off, n := int64(r.Start)*pageSize, int64(r.N)*pageSize
+		off, n := int64(r.Start)*pages.Size, int64(r.N)*pages.Size
 		for n > 0 {
 			b := buf[:min(int64(len(buf)), n)]
 			if _, err := src.ReadAt(b, off); err != nil && !(errors.Is(err, io.EOF)) {
@@ -182,7 +183,7 @@ func openCompact(path, kind string, mem wset.Identity) (*compactFile, error) {
 		return nil, bad("format version %d, this build reads %d", le.Uint32(hdr[8:]), compactVersion)
 	}
 	dataOff, metaLen := int64(le.Uint64(hdr[16:])), le.Uint64(hdr[24:])
-	if metaLen > maxCompactMeta || dataOff%pageSize != 0 || dataOff < compactFixed+int64(metaLen) || dataOff > st.Size() {
+	if metaLen > maxCompactMeta || dataOff%pages.Size != 0 || dataOff < compactFixed+int64(metaLen) || dataOff > st.Size() {
 		return nil, bad("metadata of %d bytes, data at %d, file of %d", metaLen, dataOff, st.Size())
 	}
 	mb := make([]byte, metaLen)
@@ -205,9 +206,9 @@ func openCompact(path, kind string, mem wset.Identity) (*compactFile, error) {
 	if c.meta.Layers != nil && len(c.meta.Layers) != len(c.meta.Regions) {
 		return nil, bad("%d layers for %d regions", len(c.meta.Layers), len(c.meta.Regions))
 	}
-	memPages := uint64(mem.Size+pageSize-1) / pageSize
+	memPages := uint64(mem.Size+pages.Size-1) / pages.Size
 	seen := newBitmap(memPages)
-	var pages uint64
+	var total uint64
 	off := dataOff
 	for i, r := range c.meta.Regions {
 		if r.N == 0 || r.Start >= memPages || r.N > memPages-r.Start {
@@ -220,11 +221,11 @@ func openCompact(path, kind string, mem wset.Identity) (*compactFile, error) {
 			seen.set(p)
 		}
 		c.fileOff = append(c.fileOff, off)
-		off += int64(r.N) * pageSize
-		pages += r.N
+		off += int64(r.N) * pages.Size
+		total += r.N
 	}
-	if pages != c.meta.Pages || off != st.Size() {
-		return nil, bad("%d pages in regions, %d in metadata, file of %d bytes for data at %d (truncated?)", pages, c.meta.Pages, st.Size(), dataOff)
+	if total != c.meta.Pages || off != st.Size() {
+		return nil, bad("%d pages in regions, %d in metadata, file of %d bytes for data at %d (truncated?)", total, c.meta.Pages, st.Size(), dataOff)
 	}
 	return c, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 )
 
@@ -67,7 +68,7 @@ func (p *faasnapPolicy) prepare(ctx context.Context, e *env) (*PrepareReport, er
 	}
 	rep.WorkingSetExtents = len(regions)
 	rep.CompactFile = p.path
-	rep.CompactBytes = rep.WorkingSetPages * pageSize
+	rep.CompactBytes = rep.WorkingSetPages * pages.Size
 	return rep, nil
 }
 
@@ -144,7 +145,7 @@ func newResidencyScanner(f *os.File, size int64) (*residencyScanner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("faasnap scanner: map: %w", err)
 	}
-	n := (size + pageSize - 1) / pageSize
+	n := (size + pages.Size - 1) / pages.Size
 	return &residencyScanner{m: m, vec: make([]byte, n), layers: make([]uint32, n)}, nil
 }
 
@@ -263,7 +264,7 @@ func (p *faasnapPolicy) newVM(ctx context.Context, e *env) (vm, error) {
 	}
 	defer memf.Close()
 	for _, r := range p.overlay {
-		if err := v.g.mapFixed(int64(r.Start)*pageSize, int64(r.N)*pageSize, memf, int64(r.Start)*pageSize); err != nil {
+		if err := v.g.mapFixed(int64(r.Start)*pages.Size, int64(r.N)*pages.Size, memf, int64(r.Start)*pages.Size); err != nil {
 			return fail(err)
 		}
 	}
@@ -273,7 +274,7 @@ func (p *faasnapPolicy) newVM(ctx context.Context, e *env) (vm, error) {
 	}
 	defer lsf.Close()
 	for i, r := range p.cf.meta.Regions {
-		if err := v.g.mapFixed(int64(r.Start)*pageSize, int64(r.N)*pageSize, lsf, p.cf.fileOff[i]); err != nil {
+		if err := v.g.mapFixed(int64(r.Start)*pages.Size, int64(r.N)*pages.Size, lsf, p.cf.fileOff[i]); err != nil {
 			return fail(err)
 		}
 	}
@@ -328,7 +329,7 @@ func startLoader(cf *compactFile) (*loader, error) {
 	}
 	l.done.Go(func() {
 		var acc byte
-		for off := cf.dataOff; off < int64(len(l.m)) && !l.stop.Load(); off += pageSize {
+		for off := cf.dataOff; off < int64(len(l.m)) && !l.stop.Load(); off += pages.Size {
 			acc += l.m[off]
 		}
 		sink.Add(uint32(acc))

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/trace"
 	"github.com/snapbpf/snapbpf/internal/wset"
 
@@ -42,8 +43,8 @@ func newSynthMem(t *testing.T) *synthMem {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	m := &synthMem{path: filepath.Join(dir, "mem"), size: synthMiB << 20}
-	m.pages = uint64(m.size / pageSize)
-	const perMiB = (1 << 20) / pageSize
+	m.pages = uint64(m.size / pages.Size)
+	const perMiB = (1 << 20) / pages.Size
 	m.hole = func(p uint64) bool { return (p/perMiB)%4 == 3 }
 	m.zero = func(p uint64) bool { return !m.hole(p) && p%8 == 5 }
 	f, err := os.Create(m.path)
@@ -65,7 +66,7 @@ func newSynthMem(t *testing.T) *synthMem {
 		}
 		for p := uint64(0); p < perMiB; p++ {
 			if m.zero(mib*perMiB + p) {
-				clear(chunk[p*pageSize : (p+1)*pageSize])
+				clear(chunk[p*pages.Size : (p+1)*pages.Size])
 			}
 		}
 		if _, err := f.WriteAt(chunk, int64(mib)<<20); err != nil {

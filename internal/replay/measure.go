@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // threadFaults returns the calling thread's minor and major faults.
@@ -99,7 +101,7 @@ func cachedBytes(path string) (int64, error) {
 	var cs unix.Cachestat_t
 	r := unix.CachestatRange{Off: 0, Len: 0} // Len 0: to the end
 	if err := unix.Cachestat(uint(f.Fd()), &r, &cs, 0); err == nil {
-		return int64(cs.Cache) * pageSize, nil
+		return int64(cs.Cache) * pages.Size, nil
 	}
 	st, err := f.Stat()
 	if err != nil || st.Size() == 0 {
@@ -110,7 +112,7 @@ func cachedBytes(path string) (int64, error) {
 		return 0, fmt.Errorf("page cache of %s: %w", path, err)
 	}
 	defer unix.Munmap(m)
-	vec := make([]byte, (st.Size()+pageSize-1)/pageSize)
+	vec := make([]byte, (st.Size()+pages.Size-1)/pages.Size)
 	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
 		return 0, fmt.Errorf("page cache of %s: mincore: %w", path, errno)
 	}
@@ -118,7 +120,7 @@ func cachedBytes(path string) (int64, error) {
 	for _, v := range vec {
 		n += int64(v & 1)
 	}
-	return n * pageSize, nil
+	return n * pages.Size, nil
 }
 
 // dropCache evicts a file's clean, unmapped pages (a cold start for it).
@@ -133,5 +135,3 @@ func dropCache(path string) error {
 	}
 	return nil
 }
-
-const pageSize = 4096

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -125,7 +126,7 @@ func (p *pageCachePolicy) mapGuest(g *guestMem, f *os.File, size int64) error {
 		return err
 	}
 	for _, r := range p.data {
-		off, n := int64(r.Start)*pageSize, min(int64(r.N)*pageSize, size-int64(r.Start)*pageSize)
+		off, n := int64(r.Start)*pages.Size, min(int64(r.N)*pages.Size, size-int64(r.Start)*pages.Size)
 		if err := g.mapFixed(off, n, f, off); err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/trace"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -54,7 +55,7 @@ func TestScatter(t *testing.T) {
 			nz.set(p)
 		}
 	}
-	tr := &trace.Trace{Meta: trace.Meta{Mem: wset.Identity{Size: 1000 * pageSize}}}
+	tr := &trace.Trace{Meta: trace.Meta{Mem: wset.Identity{Size: 1000 * pages.Size}}}
 	for i, p := range []uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12} {
 		tr.Events = append(tr.Events, trace.Event{TimeNs: int64(i), Page: p, Op: trace.OpRead})
 	}

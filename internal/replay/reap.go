@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/replay/uffd"
 )
@@ -31,15 +32,15 @@ type reapPolicy struct {
 
 func (p *reapPolicy) prepare(ctx context.Context, e *env) (*PrepareReport, error) {
 	rep := &PrepareReport{}
-	pages, err := p.record(ctx, e, rep)
+	touched, err := p.record(ctx, e, rep)
 	if err != nil {
 		return nil, err
 	}
 	// The working set in guest-offset order, merged into contiguous
 	// regions, packed into its own file.
-	slices.Sort(pages)
+	slices.Sort(touched)
 	var regions []pageRun
-	for _, pg := range pages {
+	for _, pg := range touched {
 		if k := len(regions); k > 0 && regions[k-1].end() == pg {
 			regions[k-1].N++
 			continue
@@ -54,8 +55,8 @@ func (p *reapPolicy) prepare(ctx context.Context, e *env) (*PrepareReport, error
 		return nil, err
 	}
 	rep.CompactWriteMs = ms(time.Since(t))
-	rep.WorkingSetPages, rep.WorkingSetExtents = int64(len(pages)), len(regions)
-	rep.CompactFile, rep.CompactBytes = p.path, int64(len(pages))*pageSize
+	rep.WorkingSetPages, rep.WorkingSetExtents = int64(len(touched)), len(regions)
+	rep.CompactFile, rep.CompactBytes = p.path, int64(len(touched))*pages.Size
 	return rep, nil
 }
 
@@ -169,7 +170,7 @@ func (w *wsBuffer) free() {
 // bypassing the page cache as vHive's REAP does (O_DIRECT where the file
 // system allows it).
 func readWorkingSet(cf *compactFile) (*wsBuffer, error) {
-	n := int(cf.meta.Pages) * pageSize
+	n := int(cf.meta.Pages) * pages.Size
 	w := &wsBuffer{}
 	if n == 0 {
 		return w, nil
@@ -264,13 +265,13 @@ func newUffdVM(e *env, logPage func(uint64)) (_ *uffdVM, retErr error) {
 	base, src := v.g.addr(0), uintptr(unsafe.Pointer(&v.src[0]))
 	v.h, err = uffd.Serve(v.u, func(addr uintptr, _ bool) error {
 		off := addr - base
-		_, err := v.u.Copy(addr, src+off, pageSize, false)
+		_, err := v.u.Copy(addr, src+off, pages.Size, false)
 		if errors.Is(err, uffd.ErrExist) {
 			// Installed meanwhile: only the waiter needs waking.
-			return v.u.Wake(addr, pageSize)
+			return v.u.Wake(addr, pages.Size)
 		}
 		if err == nil && logPage != nil {
-			logPage(uint64(off / pageSize))
+			logPage(uint64(off / pages.Size))
 		}
 		return err
 	})
@@ -294,13 +295,13 @@ func (v *uffdVM) install(cf *compactFile, buf *wsBuffer) error {
 	base := v.g.addr(0)
 	var off uintptr
 	for _, r := range cf.meta.Regions {
-		dst, n := base+uintptr(r.Start)*pageSize, uintptr(r.N)*pageSize
+		dst, n := base+uintptr(r.Start)*pages.Size, uintptr(r.N)*pages.Size
 		src := uintptr(unsafe.Pointer(&buf.b[off]))
 		for done := uintptr(0); done < n; {
 			k, err := v.u.Copy(dst+done, src+done, n-done, true)
 			done += k
 			if errors.Is(err, uffd.ErrExist) {
-				done += pageSize // served on demand meanwhile; skip it
+				done += pages.Size // served on demand meanwhile; skip it
 				continue
 			}
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
 )
 
@@ -65,7 +66,7 @@ func TestPolicyShapes(t *testing.T) {
 	for _, p := range Policies() {
 		reps[p] = runPolicy(t, m, tr, p, 1, func(o *Options) { o.VMMStart = 20 * time.Millisecond })
 	}
-	if got := reps[policy.NoRA].ReadBytes; got > (data+64)*pageSize {
+	if got := reps[policy.NoRA].ReadBytes; got > (data+64)*pages.Size {
 		t.Errorf("nora read %d bytes for %d touched data pages", got, data)
 	}
 	if reps[policy.SnapBPF].StallMs >= reps[policy.NoRA].StallMs {
@@ -78,8 +79,8 @@ func TestPolicyShapes(t *testing.T) {
 	if reap.UffdFaults != 0 {
 		t.Errorf("reap served %.0f faults on demand replaying its own record trace", reap.UffdFaults)
 	}
-	if reap.AnonBytes != touched*pageSize {
-		t.Errorf("reap anonymous memory %d, want every touched page (%d)", reap.AnonBytes, touched*pageSize)
+	if reap.AnonBytes != touched*pages.Size {
+		t.Errorf("reap anonymous memory %d, want every touched page (%d)", reap.AnonBytes, touched*pages.Size)
 	}
 	fs := reps[FaaSnap]
 	if fs.Runs[0].VMs[0].Mappings < 3 {
@@ -105,7 +106,7 @@ func TestREAPConcurrentMemoryGrows(t *testing.T) {
 	// do depends on the timing of 1 or 4 VMs, not on per-VM copies.
 	noRA := func(o *Options) { o.SnapBPFNoReadahead = true }
 	s1, s4 := runPolicy(t, m, tr, policy.SnapBPF, 1, noRA), runPolicy(t, m, tr, policy.SnapBPF, 4, noRA)
-	if c1, c4 := s1.PageCache[m.path], s4.PageCache[m.path]; c4 > c1+64*pageSize {
+	if c1, c4 := s1.PageCache[m.path], s4.PageCache[m.path]; c4 > c1+64*pages.Size {
 		t.Errorf("snapbpf: page cache %d bytes for 4 VMs, %d for 1", c4, c1)
 	}
 }
@@ -185,7 +186,7 @@ func TestCompactFileRefused(t *testing.T) {
 	if _, err := openCompact(path, kindREAP, env(a).id); !errors.Is(err, ErrCompactCorrupt) {
 		t.Errorf("flipped byte: %v, want ErrCompactCorrupt", err)
 	}
-	if err := os.WriteFile(path, data[:len(data)-pageSize], 0o644); err != nil {
+	if err := os.WriteFile(path, data[:len(data)-pages.Size], 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := openCompact(path, kindREAP, env(a).id); !errors.Is(err, ErrCompactCorrupt) {

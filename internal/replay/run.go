@@ -38,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
@@ -112,9 +113,9 @@ func (e *env) dataPages() (*bitmap, error) {
 		if err != nil {
 			return nil, fmt.Errorf("data extents of %s: %w", e.mem, err)
 		}
-		b := newBitmap(uint64(e.size+pageSize-1) / pageSize)
+		b := newBitmap(uint64(e.size+pages.Size-1) / pages.Size)
 		for _, x := range ext {
-			for p := x.Off / pageSize; p < (x.Off+x.Len+pageSize-1)/pageSize; p++ {
+			for p := x.Off / pages.Size; p < (x.Off+x.Len+pages.Size-1)/pages.Size; p++ {
 				b.set(uint64(p))
 			}
 		}
@@ -330,16 +331,16 @@ func runOnce(ctx context.Context, e *env, pol policyImpl) (_ *RunResult, retErr 
 		r.TotalBytes += c
 	}
 	if e.opts.Verify {
-		pages := pagesOf(e.trace)
+		touched := pagesOf(e.trace)
 		for i, v := range vms {
-			bad, memSum, fileSum, err := verify(v.memory().bytes(), e.mem, pages)
+			bad, memSum, fileSum, err := verify(v.memory().bytes(), e.mem, touched)
 			if err != nil {
 				return nil, err
 			}
 			res[i].Mismatches, res[i].Digest = bad, memSum
 			r.FileDigest = fileSum
 			r.Mismatches += bad
-			r.VerifiedPages += int64(len(pages))
+			r.VerifiedPages += int64(len(touched))
 		}
 	}
 	for _, v := range res {
@@ -393,19 +394,19 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 // verify compares the touched pages of guest memory with the memory file,
 // page by page, and returns SHA-256 digests of both (the pages in the
 // order given).
-func verify(mem []byte, path string, pages []uint64) (bad int64, memSum, fileSum string, err error) {
+func verify(mem []byte, path string, touched []uint64) (bad int64, memSum, fileSum string, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, "", "", fmt.Errorf("verify: %w", err)
 	}
 	defer f.Close()
 	hm, hf := sha256.New(), sha256.New()
-	buf := make([]byte, pageSize)
-	for _, p := range pages {
-		if _, err := f.ReadAt(buf, int64(p)*pageSize); err != nil {
+	buf := make([]byte, pages.Size)
+	for _, p := range touched {
+		if _, err := f.ReadAt(buf, int64(p)*pages.Size); err != nil {
 			return bad, "", "", fmt.Errorf("verify: read %s page %d: %w", path, p, err)
 		}
-		got := mem[p*pageSize : (p+1)*pageSize]
+		got := mem[p*pages.Size : (p+1)*pages.Size]
 		if !bytes.Equal(got, buf) {
 			bad++
 		}

@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // replayStats are one replay's measurements.
@@ -88,7 +90,7 @@ func replay(mem []byte, s schedule, mode string, blockSignals bool) replayStats 
 			compute(last, time.Duration(p.gapNs))
 		}
 		t := time.Now()
-		off := p.page * pageSize
+		off := p.page * pages.Size
 		if p.write {
 			// Adding 0 atomically is a write the compiler cannot drop
 			// that leaves the page's bytes as they were.

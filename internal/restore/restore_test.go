@@ -14,6 +14,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
@@ -223,8 +224,8 @@ func TestRunPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Policy != policy.SnapBPF || !res.Readahead || res.Prefetch.Bytes != 24*wset.PageSize {
-		t.Errorf("snapbpf: policy %s, readahead %v, prefetched %d bytes; want snapbpf, true, %d", res.Policy, res.Readahead, res.Prefetch.Bytes, 24*wset.PageSize)
+	if res.Policy != policy.SnapBPF || !res.Readahead || res.Prefetch.Bytes != 24*pages.Size {
+		t.Errorf("snapbpf: policy %s, readahead %v, prefetched %d bytes; want snapbpf, true, %d", res.Policy, res.Readahead, res.Prefetch.Bytes, 24*pages.Size)
 	}
 	n := len(d.Machines())
 	for _, c := range []Config{
@@ -260,8 +261,8 @@ func TestRunColdWarm(t *testing.T) {
 	if _, err := Run(context.Background(), d, dir, Config{Policy: policy.Lazy, Input: 1, Warm: true}); err != nil {
 		t.Fatal(err)
 	}
-	if n := cached(); n != fakeMemMiB<<20/wset.PageSize {
-		t.Errorf("after a warm restore %d pages cached, want all %d", n, fakeMemMiB<<20/wset.PageSize)
+	if n := cached(); n != fakeMemMiB<<20/pages.Size {
+		t.Errorf("after a warm restore %d pages cached, want all %d", n, fakeMemMiB<<20/pages.Size)
 	}
 	if _, err := Run(context.Background(), d, dir, Config{Policy: policy.Lazy, Input: 1, Cold: true}); err != nil {
 		t.Fatal(err)

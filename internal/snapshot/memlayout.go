@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/zeroscan"
 	"golang.org/x/sys/unix"
 )
@@ -149,7 +150,7 @@ func PunchZeroPages(path string) (int64, error) {
 	defer f.Close()
 	var punched int64
 	for _, r := range zs.ZeroRuns {
-		off, n := r.Start*zeroscan.PageSize, r.Pages*zeroscan.PageSize
+		off, n := r.Start*pages.Size, r.Pages*pages.Size
 		if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n); err != nil {
 			if errors.Is(err, unix.EOPNOTSUPP) {
 				return punched, fmt.Errorf("%s: %w", path, ErrNoPunch)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -165,7 +166,7 @@ func (t *Trace) Validate() error {
 	if size <= 0 || size > wset.MaxMemSize {
 		return fmt.Errorf("memory file size %d out of range (1..%d)", size, int64(wset.MaxMemSize))
 	}
-	pages := uint64(size+PageSize-1) / PageSize
+	pages := uint64(size+pages.Size-1) / pages.Size
 	state := make(map[uint64]Op, len(t.Events))
 	late := false
 	for i, e := range t.Events {

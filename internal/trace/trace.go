@@ -20,9 +20,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
-// PageSize is the unit of a trace: guest and host page.
-const PageSize = 4096
-
 // Op is what a touch did.
 type Op uint8
 

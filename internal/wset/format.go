@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 	"math"
 	"time"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // The file layout, little-endian:
@@ -62,7 +64,7 @@ func (s *Set) MarshalBinary() ([]byte, error) {
 		}
 	}
 	p := make([]byte, 0, 64+len(s.Source)+len(s.Mem.SnapshotID)+len(s.Mem.Fingerprint)+4*len(s.Extents)+2*len(s.Counts))
-	p = binary.AppendUvarint(p, PageSize)
+	p = binary.AppendUvarint(p, pages.Size)
 	p = binary.AppendUvarint(p, uint64(s.Mem.Size))
 	p = appendString(p, s.Mem.SnapshotID)
 	p = appendString(p, s.Mem.Fingerprint)
@@ -129,8 +131,8 @@ func (s *Set) UnmarshalBinary(data []byte) error {
 
 func decodePayload(p []byte, version int) (*Set, error) {
 	d := decoder{buf: p}
-	if ps := d.uvarint("page size"); d.err == nil && ps != PageSize {
-		return nil, fmt.Errorf("page size %d, this host uses %d", ps, PageSize)
+	if ps := d.uvarint("page size"); d.err == nil && ps != pages.Size {
+		return nil, fmt.Errorf("page size %d, this host uses %d", ps, pages.Size)
 	}
 	s := &Set{}
 	size := d.uvarint("memory size")

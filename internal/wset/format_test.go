@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 func sampleSet() *Set {
@@ -74,7 +76,7 @@ func TestWriteRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Source != "second" || got.Pages() != s.Pages() || got.Bytes() != s.Pages()*PageSize {
+	if got.Source != "second" || got.Pages() != s.Pages() || got.Bytes() != s.Pages()*pages.Size {
 		t.Fatalf("read back %+v", got)
 	}
 }

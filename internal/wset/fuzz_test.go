@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"testing"
 	"time"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // FuzzRead feeds arbitrary bytes to the decoder: it must never panic, and
@@ -11,8 +13,8 @@ import (
 // second input, read as extents, checks that valid sets built from fuzz
 // data round-trip too.
 func FuzzRead(f *testing.F) {
-	counted := &Set{Mem: Identity{Size: 3 * PageSize}, Extents: []Extent{{2, 1}, {0, 2}}, Inputs: 2, Counts: []CountRun{{1, 2}, {2, 1}}}
-	for _, s := range []*Set{sampleSet(), {}, {Mem: Identity{Size: 3 * PageSize}, Extents: []Extent{{2, 1}, {0, 2}}}, counted} {
+	counted := &Set{Mem: Identity{Size: 3 * pages.Size}, Extents: []Extent{{2, 1}, {0, 2}}, Inputs: 2, Counts: []CountRun{{1, 2}, {2, 1}}}
+	for _, s := range []*Set{sampleSet(), {}, {Mem: Identity{Size: 3 * pages.Size}, Extents: []Extent{{2, 1}, {0, 2}}}, counted} {
 		b, err := s.MarshalBinary()
 		if err != nil {
 			f.Fatal(err)
@@ -84,7 +86,7 @@ func setFromBytes(b []byte) *Set {
 		}
 	}
 	return &Set{
-		Mem:     Identity{Size: max(0, int64(end)*PageSize-int64(len(b))), SnapshotID: string(b), Fingerprint: "x"},
+		Mem:     Identity{Size: max(0, int64(end)*pages.Size-int64(len(b))), SnapshotID: string(b), Fingerprint: "x"},
 		Extents: ext,
 		Zero:    zext,
 		Created: time.Unix(1_700_000_000, int64(end)),

@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // Identity names the memory file a working set was recorded on.
@@ -124,16 +126,16 @@ func IdentifyFile(path, snapshotID string) (Identity, error) {
 // sampleOffsets spreads fingerprintSamples page-aligned offsets over a file
 // of the given size, first and last page included, without repeats.
 func sampleOffsets(size int64) []int64 {
-	pages := (size + PageSize - 1) / PageSize
-	if pages == 0 {
+	n := (size + pages.Size - 1) / pages.Size
+	if n == 0 {
 		return nil
 	}
 	var offs []int64
 	last := int64(-1)
 	for i := int64(0); i < fingerprintSamples; i++ {
-		p := i * (pages - 1) / (fingerprintSamples - 1)
+		p := i * (n - 1) / (fingerprintSamples - 1)
 		if p != last {
-			offs = append(offs, p*PageSize)
+			offs = append(offs, p*pages.Size)
 			last = p
 		}
 	}
@@ -185,11 +187,11 @@ func readSamples(f *os.File, direct bool, offs []int64) ([][]byte, error) {
 	return out, errors.Join(errs...)
 }
 
-// alignedBlock returns a PageSize buffer aligned for O_DIRECT.
+// alignedBlock returns a pages.Size buffer aligned for O_DIRECT.
 func alignedBlock() []byte {
-	raw := make([]byte, 2*PageSize)
-	skip := (PageSize - int(uintptr(unsafe.Pointer(&raw[0]))%PageSize)) % PageSize
-	return raw[skip : skip+PageSize]
+	raw := make([]byte, 2*pages.Size)
+	skip := (pages.Size - int(uintptr(unsafe.Pointer(&raw[0]))%pages.Size)) % pages.Size
+	return raw[skip : skip+pages.Size]
 }
 
 // readSample reads the block at off into buf. A buffered read drops the
@@ -207,13 +209,13 @@ func readSample(f *os.File, direct bool, buf []byte, off int64) (int, error) {
 		}
 		// Some file systems accept O_DIRECT at open but not on read.
 	}
-	cached := cachedPages(f, off, PageSize) > 0
+	cached := cachedPages(f, off, pages.Size) > 0
 	n, err := f.ReadAt(buf, off)
 	if n == 0 && err != nil {
 		return 0, err
 	}
 	if !cached {
-		_ = unix.Fadvise(int(f.Fd()), off, PageSize, unix.FADV_DONTNEED)
+		_ = unix.Fadvise(int(f.Fd()), off, pages.Size, unix.FADV_DONTNEED)
 	}
 	return n, nil
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // writeFile writes size bytes of seeded random data to a new file in dir,
@@ -221,7 +223,7 @@ func TestReadSampleBufferedDropsWhatItRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf := alignedBlock()
-	for _, off := range []int64{0, 8 * PageSize} { // 0 is where readahead starts a window
+	for _, off := range []int64{0, 8 * pages.Size} { // 0 is where readahead starts a window
 		if _, err := readSample(f, false, buf, off); err != nil {
 			t.Fatal(err)
 		}

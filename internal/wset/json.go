@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // MarshalJSON writes an extent as [first_page, n_pages].
@@ -58,7 +60,7 @@ func (s *Set) Summary() Summary {
 	}
 	return Summary{
 		Version:     s.Version,
-		PageSize:    PageSize,
+		PageSize:    pages.Size,
 		Mem:         s.Mem,
 		Created:     s.Created,
 		Source:      s.Source,

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"slices"
 	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 func TestShowJSON(t *testing.T) {
@@ -21,7 +23,7 @@ func TestShowJSON(t *testing.T) {
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatalf("%s: %v", b, err)
 	}
-	if got.Pages != 322 || got.Bytes != 322*PageSize || got.Mem != s.Mem {
+	if got.Pages != 322 || got.Bytes != 322*pages.Size || got.Mem != s.Mem {
 		t.Fatalf("summary %s", b)
 	}
 	var want [][2]uint64

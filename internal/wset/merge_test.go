@@ -5,10 +5,12 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 func TestMerge(t *testing.T) {
-	mem := Identity{Size: 1000 * PageSize, Fingerprint: "s64:f"}
+	mem := Identity{Size: 1000 * pages.Size, Fingerprint: "s64:f"}
 	set := func(ext ...Extent) *Set { return &Set{Mem: mem, Extents: ext} }
 	tests := []struct {
 		name   string
@@ -53,8 +55,8 @@ func TestMerge(t *testing.T) {
 }
 
 func TestMergeRefuses(t *testing.T) {
-	a := &Set{Mem: Identity{Size: 100 * PageSize, SnapshotID: "a"}, Extents: []Extent{{1, 1}}}
-	b := &Set{Mem: Identity{Size: 100 * PageSize, SnapshotID: "b"}, Extents: []Extent{{1, 1}}}
+	a := &Set{Mem: Identity{Size: 100 * pages.Size, SnapshotID: "a"}, Extents: []Extent{{1, 1}}}
+	b := &Set{Mem: Identity{Size: 100 * pages.Size, SnapshotID: "b"}, Extents: []Extent{{1, 1}}}
 	if _, _, err := Merge(a, b); !errors.Is(err, ErrMismatch) {
 		t.Fatalf("merge across snapshots: %v", err)
 	}
@@ -68,8 +70,8 @@ func TestMergeRefuses(t *testing.T) {
 }
 
 func TestMergeFillsIdentity(t *testing.T) {
-	old := &Set{Mem: Identity{Size: 10 * PageSize}, Extents: []Extent{{1, 1}}}
-	newer := &Set{Mem: Identity{Size: 10 * PageSize, SnapshotID: "s", Fingerprint: "f"}, Extents: []Extent{{2, 1}}}
+	old := &Set{Mem: Identity{Size: 10 * pages.Size}, Extents: []Extent{{1, 1}}}
+	newer := &Set{Mem: Identity{Size: 10 * pages.Size, SnapshotID: "s", Fingerprint: "f"}, Extents: []Extent{{2, 1}}}
 	u, _, err := Merge(old, newer)
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +101,7 @@ func TestMergeUnitesZeroExtents(t *testing.T) {
 // TestMergeCounts: the union counts, per page, the recordings that touched
 // it; sets with counts bring theirs.
 func TestMergeCounts(t *testing.T) {
-	mem := Identity{Size: 100 * PageSize, SnapshotID: "s"}
+	mem := Identity{Size: 100 * pages.Size, SnapshotID: "s"}
 	a := &Set{Mem: mem, Extents: []Extent{{10, 4}, {0, 2}}}
 	b := &Set{Mem: mem, Extents: []Extent{{12, 4}, {50, 1}}}
 	c := &Set{Mem: mem, Extents: []Extent{{0, 1}, {13, 1}}}

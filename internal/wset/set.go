@@ -12,11 +12,9 @@ import (
 	"fmt"
 	"slices"
 	"time"
-)
 
-// PageSize is the unit of a working set: the host page size on the
-// platforms snapbpf supports, and the unit of the page cache it describes.
-const PageSize = 4096
+	"github.com/snapbpf/snapbpf/internal/pages"
+)
 
 // MaxMemSize bounds the memory file a working set may describe (1 TiB). It
 // keeps a corrupt or hostile file from making the tools allocate for an
@@ -158,7 +156,7 @@ func PageCount(ext []Extent) int64 {
 }
 
 // Bytes is the size of the set's pages in bytes.
-func (s *Set) Bytes() int64 { return s.Pages() * PageSize }
+func (s *Set) Bytes() int64 { return s.Pages() * pages.Size }
 
 // FromPages turns page indexes in first-touch order into extents in
 // first-touch order. A page that directly follows the previous extent
@@ -191,7 +189,7 @@ func (b *Builder) Add(page, n uint64) {
 	}
 	// Pages past the largest memory file cannot be real; dropping them
 	// keeps the bookkeeping bounded whatever a caller passes.
-	const maxPages = MaxMemSize / PageSize
+	const maxPages = MaxMemSize / pages.Size
 	if page >= maxPages {
 		return
 	}
@@ -222,7 +220,7 @@ func (s *Set) validate() error {
 	if s.Mem.Size < 0 || s.Mem.Size > MaxMemSize {
 		return fmt.Errorf("memory file size %d out of range (0..%d)", s.Mem.Size, int64(MaxMemSize))
 	}
-	filePages := (uint64(s.Mem.Size) + PageSize - 1) / PageSize
+	filePages := (uint64(s.Mem.Size) + pages.Size - 1) / pages.Size
 	all := slices.Concat(s.Extents, s.Zero)
 	for i, e := range all {
 		if e.N == 0 {

@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 func TestFromPages(t *testing.T) {
@@ -49,8 +51,8 @@ func TestBuilderFolios(t *testing.T) {
 func TestBuilderBeyondMaxIgnored(t *testing.T) {
 	var b Builder
 	b.Add(^uint64(0)-1, 10)
-	b.Add(MaxMemSize/PageSize-1, 5)
-	want := []Extent{{MaxMemSize/PageSize - 1, 1}}
+	b.Add(MaxMemSize/pages.Size-1, 5)
+	want := []Extent{{MaxMemSize/pages.Size - 1, 1}}
 	if got := b.Extents(); !slices.Equal(got, want) {
 		t.Fatalf("extents = %v, want %v", got, want)
 	}
@@ -97,7 +99,7 @@ func TestPageSetModel(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	mem := Identity{Size: 10 * PageSize}
+	mem := Identity{Size: 10 * pages.Size}
 	tests := []struct {
 		name string
 		ext  []Extent

@@ -18,10 +18,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// PageSize is the scan granularity: the guest's page size.
-const PageSize = 4096
+	"github.com/snapbpf/snapbpf/internal/pages"
+)
 
 // MergeGapPages is FaaSnap's merge threshold: a zero gap shorter than this
 // many pages between two non-zero regions is mapped from the file along
@@ -108,7 +107,7 @@ func File(path string, o Options) (*Result, error) {
 		gap = MergeGapPages
 	}
 	size := fi.Size()
-	r := &Result{Path: path, Size: size, Pages: (size + PageSize - 1) / PageSize, MergeGap: gap, Cold: o.Cold}
+	r := &Result{Path: path, Size: size, Pages: (size + pages.Size - 1) / pages.Size, MergeGap: gap, Cold: o.Cold}
 	m := merger{gap: int64(gap), keep: o.KeepRegions, keepZero: o.KeepZeroRuns, lastNonZero: -1}
 	buf := make([]byte, chunkSize)
 	start := time.Now()
@@ -116,24 +115,24 @@ func File(path string, o Options) (*Result, error) {
 	// next is the first page not yet classified.
 	var next int64
 	for next < r.Pages {
-		data, err := unix.Seek(fd, next*PageSize, unix.SEEK_DATA)
+		data, err := unix.Seek(fd, next*pages.Size, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
 			break // only a hole from here to the end
 		}
 		if err != nil {
-			return nil, fmt.Errorf("zero scan %s: SEEK_DATA at %d: %w", path, next*PageSize, err)
+			return nil, fmt.Errorf("zero scan %s: SEEK_DATA at %d: %w", path, next*pages.Size, err)
 		}
 		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
 		if err != nil {
 			return nil, fmt.Errorf("zero scan %s: SEEK_HOLE at %d: %w", path, data, err)
 		}
 		// Whole pages: a block-granular extent may start or end inside one.
-		first := max(data/PageSize, next)
-		end := min((hole+PageSize-1)/PageSize, r.Pages)
+		first := max(data/pages.Size, next)
+		end := min((hole+pages.Size-1)/pages.Size, r.Pages)
 		if end <= first {
 			// SEEK_DATA answered an offset at or past next, so this
 			// cannot happen; guard against looping on a strange file system.
-			return nil, fmt.Errorf("zero scan %s: SEEK_DATA at %d answered data %d, hole %d", path, next*PageSize, data, hole)
+			return nil, fmt.Errorf("zero scan %s: SEEK_DATA at %d answered data %d, hole %d", path, next*pages.Size, data, hole)
 		}
 		r.HolePages += first - next
 		if err := scanExtent(f, first, end, size, buf, r, &m); err != nil {
@@ -154,16 +153,16 @@ func File(path string, o Options) (*Result, error) {
 // scanExtent reads pages [first, end) and classifies each.
 func scanExtent(f *os.File, first, end, size int64, buf []byte, r *Result, m *merger) error {
 	for p := first; p < end; {
-		n := min(int64(len(buf)/PageSize), end-p)
-		want := min(n*PageSize, size-p*PageSize)
-		got, err := f.ReadAt(buf[:want], p*PageSize)
+		n := min(int64(len(buf)/pages.Size), end-p)
+		want := min(n*pages.Size, size-p*pages.Size)
+		got, err := f.ReadAt(buf[:want], p*pages.Size)
 		if err != nil && !(errors.Is(err, io.EOF) && int64(got) == want) {
-			return fmt.Errorf("read %d bytes at %d: %w", want, p*PageSize, err)
+			return fmt.Errorf("read %d bytes at %d: %w", want, p*pages.Size, err)
 		}
 		r.ReadBytes += int64(got)
 		for i := int64(0); i < n; i++ {
-			lo := i * PageSize
-			hi := min(lo+PageSize, want)
+			lo := i * pages.Size
+			hi := min(lo+pages.Size, want)
 			r.DataPages++
 			// bytes.Equal is the runtime's vectorised memequal: here
 			// about 6x faster than comparing 8-byte words in a Go loop
@@ -181,7 +180,7 @@ func scanExtent(f *os.File, first, end, size int64, buf []byte, r *Result, m *me
 	return nil
 }
 
-var zeroPage [PageSize]byte
+var zeroPage [pages.Size]byte
 
 // merger builds non-zero regions from the non-zero pages in increasing
 // order, merging the FaaSnap way.

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // writeLayout creates a file from a page map: 'N' a page with a non-zero
@@ -23,25 +25,25 @@ func writeLayout(t testing.TB, layout string, tail int) string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	size := int64(len(layout)) * PageSize
+	size := int64(len(layout)) * pages.Size
 	if tail > 0 {
-		size -= PageSize - int64(tail)
+		size -= pages.Size - int64(tail)
 	}
 	if err := f.Truncate(size); err != nil {
 		t.Fatal(err)
 	}
-	page := make([]byte, PageSize)
+	page := make([]byte, pages.Size)
 	for i, c := range layout {
 		if c == '.' {
 			continue
 		}
 		clear(page)
-		n := min(int64(PageSize), size-int64(i)*PageSize)
+		n := min(int64(pages.Size), size-int64(i)*pages.Size)
 		if c == 'N' {
 			// The last byte, so a compare that stops early misses it.
 			page[n-1] = byte(i%255 + 1)
 		}
-		if _, err := f.WriteAt(page[:n], int64(i)*PageSize); err != nil {
+		if _, err := f.WriteAt(page[:n], int64(i)*pages.Size); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -60,7 +62,7 @@ func needHoles(t *testing.T) {
 	if err := unix.Stat(path, &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Blocks*512 != 2*PageSize {
+	if st.Blocks*512 != 2*pages.Size {
 		t.Skipf("%s keeps %d bytes for 2 data pages: no page-granular holes here", os.TempDir(), st.Blocks*512)
 	}
 }
@@ -106,7 +108,7 @@ func TestFile(t *testing.T) {
 			if got.HolePages+got.DataPages != got.Pages || got.ZeroPages+got.NonZeroPages != got.DataPages {
 				t.Errorf("counts do not add up: %+v", counts(*got))
 			}
-			if got.ReadBytes > got.DataPages*PageSize {
+			if got.ReadBytes > got.DataPages*pages.Size {
 				t.Errorf("read %d bytes for %d data pages", got.ReadBytes, got.DataPages)
 			}
 		})
@@ -122,7 +124,7 @@ func counts(r Result) [8]int64 {
 // file bigger than several chunks, against a page-by-page reference.
 func TestFileAcrossChunks(t *testing.T) {
 	needHoles(t)
-	perChunk := chunkSize / PageSize
+	perChunk := chunkSize / pages.Size
 	b := []byte(strings.Repeat(".", 3*perChunk+77))
 	fill := func(from, n int, c byte) {
 		for i := from; i < from+n; i++ {
@@ -148,8 +150,8 @@ func TestFileAcrossChunks(t *testing.T) {
 	if !slices.Equal(got.Regions, want.Regions) {
 		t.Errorf("regions %v, want %v", got.Regions, want.Regions)
 	}
-	if got.ReadBytes != got.DataPages*PageSize {
-		t.Errorf("read %d bytes, want %d (data pages only)", got.ReadBytes, got.DataPages*PageSize)
+	if got.ReadBytes != got.DataPages*pages.Size {
+		t.Errorf("read %d bytes, want %d (data pages only)", got.ReadBytes, got.DataPages*pages.Size)
 	}
 }
 
@@ -225,8 +227,8 @@ func BenchmarkZeroPage(b *testing.B) {
 	b.Run("bytes.Equal", func(b *testing.B) {
 		b.SetBytes(chunkSize)
 		for b.Loop() {
-			for lo := 0; lo < len(buf); lo += PageSize {
-				if !bytes.Equal(buf[lo:lo+PageSize], zeroPage[:]) {
+			for lo := 0; lo < len(buf); lo += pages.Size {
+				if !bytes.Equal(buf[lo:lo+pages.Size], zeroPage[:]) {
 					b.Fatal("not zero")
 				}
 			}
@@ -235,8 +237,8 @@ func BenchmarkZeroPage(b *testing.B) {
 	b.Run("words", func(b *testing.B) {
 		b.SetBytes(chunkSize)
 		for b.Loop() {
-			for lo := 0; lo < len(buf); lo += PageSize {
-				if !isZeroWords(buf[lo : lo+PageSize]) {
+			for lo := 0; lo < len(buf); lo += pages.Size {
+				if !isZeroWords(buf[lo : lo+pages.Size]) {
 					b.Fatal("not zero")
 				}
 			}
@@ -247,7 +249,7 @@ func BenchmarkZeroPage(b *testing.B) {
 // BenchmarkFile scans a 64 MiB all-data file from the page cache.
 func BenchmarkFile(b *testing.B) {
 	path := writeLayout(b, strings.Repeat("ZZZN", 4096), 0)
-	b.SetBytes(4096 * 4 * PageSize)
+	b.SetBytes(4096 * 4 * pages.Size)
 	for b.Loop() {
 		if _, err := File(path, Options{}); err != nil {
 			b.Fatal(err)
