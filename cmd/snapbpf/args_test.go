@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -32,7 +33,7 @@ func TestBadArguments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	set := &wset.Set{Mem: id, Extents: []wset.Extent{{Page: 0, N: 1}}}
+	set := &wset.Set{Mem: id, Extents: []pages.Extent{{Page: 0, N: 1}}}
 	wsPath := filepath.Join(dir, "other.ws")
 	if err := wset.Write(wsPath, set); err != nil {
 		t.Fatal(err)

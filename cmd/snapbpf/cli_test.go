@@ -12,6 +12,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/bench"
 	"github.com/snapbpf/snapbpf/internal/functions"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/record"
 	"github.com/snapbpf/snapbpf/internal/replay"
 	"github.com/snapbpf/snapbpf/internal/wset"
@@ -112,7 +113,7 @@ func TestFunctionsJSON(t *testing.T) {
 }
 
 // writeSet writes a working set of mem with the given extents.
-func writeSet(t *testing.T, mem, path string, ext ...wset.Extent) {
+func writeSet(t *testing.T, mem, path string, ext ...pages.Extent) {
 	t.Helper()
 	id, err := wset.IdentifyFile(mem, "")
 	if err != nil {
@@ -130,8 +131,8 @@ func TestWSMergeJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := filepath.Join(dir, "a.ws"), filepath.Join(dir, "b.ws")
-	writeSet(t, mem, a, wset.Extent{Page: 0, N: 4})
-	writeSet(t, mem, b, wset.Extent{Page: 2, N: 4})
+	writeSet(t, mem, a, pages.Extent{Page: 0, N: 4})
+	writeSet(t, mem, b, pages.Extent{Page: 2, N: 4})
 	for _, common := range []bool{false, true} {
 		out := filepath.Join(dir, "m.ws")
 		args := []string{"ws", "merge", "--json", "--out", out, a, b}

@@ -5,6 +5,7 @@
 package pages
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -28,6 +29,24 @@ type Extent struct {
 
 // End is the page index just past the extent.
 func (e Extent) End() uint64 { return e.Page + e.N }
+
+// MarshalJSON writes an extent as [first_page, n_pages].
+func (e Extent) MarshalJSON() ([]byte, error) {
+	return fmt.Appendf(nil, "[%d,%d]", e.Page, e.N), nil
+}
+
+// UnmarshalJSON reads an extent written by MarshalJSON.
+func (e *Extent) UnmarshalJSON(b []byte) error {
+	var pair []uint64
+	if err := json.Unmarshal(b, &pair); err != nil {
+		return fmt.Errorf("extent: %w", err)
+	}
+	if len(pair) != 2 {
+		return fmt.Errorf("extent: want [first_page, n_pages], got %d numbers", len(pair))
+	}
+	e.Page, e.N = pair[0], pair[1]
+	return nil
+}
 
 // Data returns the runs of pages of the file at path that hold data, in
 // order, merged where they touch. A page that is partly data counts as data;

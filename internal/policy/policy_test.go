@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -11,7 +12,7 @@ import (
 // TestForFile: each policy takes what it needs and refuses the rest, and
 // says whether it keeps readahead and QEMU's hugepage advice.
 func TestForFile(t *testing.T) {
-	set := &wset.Set{Extents: []wset.Extent{{Page: 0, N: 4}}}
+	set := &wset.Set{Extents: []pages.Extent{{Page: 0, N: 4}}}
 	for _, tc := range []struct {
 		name      string
 		ws        *wset.Set

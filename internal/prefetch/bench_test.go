@@ -58,14 +58,14 @@ func benchFile(tb testing.TB) string {
 
 type workload struct {
 	name string
-	ext  []wset.Extent
+	ext  []pages.Extent
 }
 
 func workloads() []workload {
 	return []workload{
 		{"frag", randomSet(42, benchSize, 20000, 2000)},
 		{"clustered", clusteredSet(42, benchSize, 20000, 2000)},
-		{"contig", []wset.Extent{{Page: 25600, N: 20000}}},
+		{"contig", []pages.Extent{{Page: 25600, N: 20000}}},
 	}
 }
 
@@ -73,7 +73,7 @@ func workloads() []workload {
 // that is mostly small (geometric, mean 6 pages) and sometimes a jump
 // anywhere, which is how a guest's touched pages sit in its memory, then
 // shuffles them (first-touch order is not offset order).
-func clusteredSet(seed uint64, size int64, nPages, extents int) []wset.Extent {
+func clusteredSet(seed uint64, size int64, nPages, extents int) []pages.Extent {
 	r := rand.New(rand.NewPCG(seed, 2))
 	filePages := uint64(size / pages.Size)
 	var b wset.Builder

@@ -123,7 +123,7 @@ func residentPages(tb testing.TB, path string) residency {
 
 // randomSet picks n pages in k extents spread at random over a file of
 // size bytes, in random (first-touch-like) order, disjoint.
-func randomSet(seed uint64, size int64, nPages, extents int) []wset.Extent {
+func randomSet(seed uint64, size int64, nPages, extents int) []pages.Extent {
 	r := rand.New(rand.NewPCG(seed, 1))
 	var b wset.Builder
 	filePages := uint64(size / pages.Size)

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snapbpf/snapbpf/internal/wset"
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // TestMeasure prints the tables behind DefaultEngine, the engines' default
@@ -152,7 +152,7 @@ func measure(t *testing.T, path string, reps int, title string, cfgs []config) {
 // fioReplay has fio read exactly the requests the prefetch would issue
 // (read_iolog), buffered with io_uring at depth 32, and returns its run
 // time (fio reports whole milliseconds).
-func fioReplay(t *testing.T, path string, ext []wset.Extent, gap int) time.Duration {
+func fioReplay(t *testing.T, path string, ext []pages.Extent, gap int) time.Duration {
 	t.Helper()
 	f := openT(t, path)
 	st, _ := f.Stat()

@@ -10,16 +10,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snapbpf/snapbpf/internal/pages"
-	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
 // Plan orders extents by offset and merges those that overlap, touch, or
 // are separated by at most gap pages: the device then sees a few large
 // ascending requests instead of many small scattered ones, at the cost of
 // reading the gaps.
-func Plan(extents []wset.Extent, gap uint64) []wset.Extent {
+func Plan(extents []pages.Extent, gap uint64) []pages.Extent {
 	s := slices.Clone(extents)
-	slices.SortFunc(s, func(a, b wset.Extent) int { return cmp.Compare(a.Page, b.Page) })
+	slices.SortFunc(s, func(a, b pages.Extent) int { return cmp.Compare(a.Page, b.Page) })
 	out := s[:0]
 	for _, e := range s {
 		if e.N == 0 {
@@ -40,7 +39,7 @@ func Plan(extents []wset.Extent, gap uint64) []wset.Extent {
 // are the merged, ascending plan cut up); only the order they are issued
 // in changes, so that a guest that starts before the prefetch has finished
 // finds what it touches first already requested.
-func byFirstTouch(reqs []request, extents []wset.Extent) []request {
+func byFirstTouch(reqs []request, extents []pages.Extent) []request {
 	idx := make([]int, len(extents))
 	for i := range idx {
 		idx[i] = i
@@ -85,7 +84,7 @@ func (r request) end() int64 { return r.off + r.len }
 // file; a shorter file is not an error here) and holes are cut out, since a
 // hole needs no I/O and reading it would only fill the cache with zeroes.
 // It returns the requests and the bytes of holes it left out.
-func toRequests(f *os.File, plan []wset.Extent, size int64) ([]request, int64, error) {
+func toRequests(f *os.File, plan []pages.Extent, size int64) ([]request, int64, error) {
 	var reqs []request
 	var planned, kept int64
 	seg := dataCursor{fd: int(f.Fd()), size: size}
@@ -120,7 +119,7 @@ func toRequests(f *os.File, plan []wset.Extent, size int64) ([]request, int64, e
 
 // pageRequests turns a plan into byte ranges as they are, cut at the end of
 // the file.
-func pageRequests(plan []wset.Extent, size int64) []request {
+func pageRequests(plan []pages.Extent, size int64) []request {
 	var reqs []request
 	for _, e := range plan {
 		off := int64(e.Page) * pages.Size

@@ -5,23 +5,22 @@ import (
 	"testing"
 
 	"github.com/snapbpf/snapbpf/internal/pages"
-	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
 func TestPlan(t *testing.T) {
 	tests := []struct {
 		name string
-		in   []wset.Extent
+		in   []pages.Extent
 		gap  uint64
-		want []wset.Extent
+		want []pages.Extent
 	}{
-		{"empty", nil, 4, []wset.Extent{}},
-		{"sorted", []wset.Extent{ex(10, 1), ex(0, 2), ex(5, 1)}, 0, []wset.Extent{ex(0, 2), ex(5, 1), ex(10, 1)}},
-		{"touching merge at gap 0", []wset.Extent{ex(3, 2), ex(0, 3)}, 0, []wset.Extent{ex(0, 5)}},
-		{"overlap merges", []wset.Extent{ex(0, 10), ex(2, 3), ex(8, 4)}, 0, []wset.Extent{ex(0, 12)}},
-		{"gap within threshold", []wset.Extent{ex(0, 2), ex(4, 1)}, 2, []wset.Extent{ex(0, 5)}},
-		{"gap over threshold", []wset.Extent{ex(0, 2), ex(5, 1)}, 2, []wset.Extent{ex(0, 2), ex(5, 1)}},
-		{"empty extents dropped", []wset.Extent{ex(7, 0), ex(1, 1)}, 0, []wset.Extent{ex(1, 1)}},
+		{"empty", nil, 4, []pages.Extent{}},
+		{"sorted", []pages.Extent{ex(10, 1), ex(0, 2), ex(5, 1)}, 0, []pages.Extent{ex(0, 2), ex(5, 1), ex(10, 1)}},
+		{"touching merge at gap 0", []pages.Extent{ex(3, 2), ex(0, 3)}, 0, []pages.Extent{ex(0, 5)}},
+		{"overlap merges", []pages.Extent{ex(0, 10), ex(2, 3), ex(8, 4)}, 0, []pages.Extent{ex(0, 12)}},
+		{"gap within threshold", []pages.Extent{ex(0, 2), ex(4, 1)}, 2, []pages.Extent{ex(0, 5)}},
+		{"gap over threshold", []pages.Extent{ex(0, 2), ex(5, 1)}, 2, []pages.Extent{ex(0, 2), ex(5, 1)}},
+		{"empty extents dropped", []pages.Extent{ex(7, 0), ex(1, 1)}, 0, []pages.Extent{ex(1, 1)}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -38,7 +37,7 @@ func TestPlan(t *testing.T) {
 }
 
 // ex is an extent literal that go vet accepts across packages.
-func ex(page, n uint64) wset.Extent { return wset.Extent{Page: page, N: n} }
+func ex(page, n uint64) pages.Extent { return pages.Extent{Page: page, N: n} }
 
 func TestSplit(t *testing.T) {
 	got := split([]request{{0, 10}, {20, 3}, {30, 8}}, 4)
@@ -55,16 +54,16 @@ func TestToRequestsCutsHoles(t *testing.T) {
 	f := openT(t, path)
 	tests := []struct {
 		name  string
-		plan  []wset.Extent
+		plan  []pages.Extent
 		want  []request
 		holes int64
 	}{
-		{"all data", []wset.Extent{ex(0, 8), ex(40, 2)}, []request{{0, 8 * P}, {40 * P, 2 * P}}, 0},
-		{"spans a hole", []wset.Extent{ex(10, 30)}, []request{{10 * P, 6 * P}, {32 * P, 8 * P}}, 16 * P},
-		{"inside a hole", []wset.Extent{ex(70, 5)}, nil, 5 * P},
-		{"several in one segment", []wset.Extent{ex(130, 1), ex(140, 1), ex(150, 1)}, []request{{130 * P, P}, {140 * P, P}, {150 * P, P}}, 0},
-		{"past the end", []wset.Extent{ex(250, 100)}, []request{{250 * P, 6 * P}}, 0},
-		{"wraps", []wset.Extent{ex(255, ^uint64(0))}, []request{{255 * P, P}}, 0},
+		{"all data", []pages.Extent{ex(0, 8), ex(40, 2)}, []request{{0, 8 * P}, {40 * P, 2 * P}}, 0},
+		{"spans a hole", []pages.Extent{ex(10, 30)}, []request{{10 * P, 6 * P}, {32 * P, 8 * P}}, 16 * P},
+		{"inside a hole", []pages.Extent{ex(70, 5)}, nil, 5 * P},
+		{"several in one segment", []pages.Extent{ex(130, 1), ex(140, 1), ex(150, 1)}, []request{{130 * P, P}, {140 * P, P}, {150 * P, P}}, 0},
+		{"past the end", []pages.Extent{ex(250, 100)}, []request{{250 * P, 6 * P}}, 0},
+		{"wraps", []pages.Extent{ex(255, ^uint64(0))}, []request{{255 * P, P}}, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,7 +90,7 @@ func TestMaxRequestBytes(t *testing.T) {
 func TestByFirstTouch(t *testing.T) {
 	const P = pages.Size
 	// First-touch order: pages 100+4, then 0+2, then 50+1, then 3+1.
-	extents := []wset.Extent{ex(100, 4), ex(0, 2), ex(50, 1), ex(3, 1)}
+	extents := []pages.Extent{ex(100, 4), ex(0, 2), ex(50, 1), ex(3, 1)}
 	// Ascending requests as the plan makes them: 0-4 merged (holds the
 	// extents touched second and fourth), 50, 100-104.
 	reqs := []request{{0, 4 * P}, {50 * P, P}, {100 * P, 4 * P}, {200 * P, P}}
@@ -108,7 +107,7 @@ func TestByFirstTouch(t *testing.T) {
 func TestRequests(t *testing.T) {
 	const P = pages.Size
 	path := memFile(t, 1<<20, request{32 * P, 16 * P}) // pages 32-47 a hole
-	touch := []wset.Extent{ex(100, 1), ex(30, 20), ex(0, 2), ex(4, 3)}
+	touch := []pages.Extent{ex(100, 1), ex(30, 20), ex(0, 2), ex(4, 3)}
 	o := Options{MaxRequestBytes: 8 * P}
 	want := []Request{{100 * P, P}, {30 * P, 2 * P}, {48 * P, 2 * P}, {0, 7 * P}}
 	if got, err := Requests(path, touch, o); err != nil || !slices.Equal(got, want) {

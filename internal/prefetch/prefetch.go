@@ -62,7 +62,7 @@ type Options struct {
 	// a hole with zeroes without any I/O, so they cost CPU and page cache
 	// but no storage bandwidth, and the workload's first touch of each then
 	// finds it cached instead of taking a major fault.
-	Zero []wset.Extent
+	Zero []pages.Extent
 }
 
 // Stats describe a prefetch. Byte counts are of the file; durations run
@@ -109,7 +109,7 @@ type Job struct {
 // Start begins prefetching extents of file and returns at once; the plan
 // and the I/O proceed in the background. Cancelling ctx stops issuing new
 // requests (reads already issued still complete into the cache).
-func Start(ctx context.Context, file string, extents []wset.Extent, o Options) (*Job, error) {
+func Start(ctx context.Context, file string, extents []pages.Extent, o Options) (*Job, error) {
 	t0 := time.Now()
 	name := o.Engine
 	if name == "" {
@@ -136,7 +136,7 @@ func Start(ctx context.Context, file string, extents []wset.Extent, o Options) (
 // dataRequests are the reads of extents' data in f, merged across o's gap,
 // holes cut out, split at the longest request one call reads, in issue
 // order. It also returns the bytes of holes left out and that length.
-func dataRequests(f *os.File, size int64, extents []wset.Extent, o Options) (reqs []request, holes, maxLen int64, err error) {
+func dataRequests(f *os.File, size int64, extents []pages.Extent, o Options) (reqs []request, holes, maxLen int64, err error) {
 	gap := uint64(DefaultGapPages)
 	if o.GapPages > 0 {
 		gap = uint64(o.GapPages)
@@ -166,7 +166,7 @@ type Request struct{ Off, Len int64 }
 // data, in its order, with o's gap, request length and order applied as
 // Start applies them (o.Zero's fills read nothing and are left out): to
 // replay the same I/O with another tool.
-func Requests(file string, extents []wset.Extent, o Options) ([]Request, error) {
+func Requests(file string, extents []pages.Extent, o Options) ([]Request, error) {
 	f, size, err := openSized(file)
 	if err != nil {
 		return nil, err
@@ -198,7 +198,7 @@ func openSized(file string) (*os.File, int64, error) {
 }
 
 // Prefetch runs a prefetch to completion.
-func Prefetch(ctx context.Context, file string, extents []wset.Extent, o Options) (Stats, error) {
+func Prefetch(ctx context.Context, file string, extents []pages.Extent, o Options) (Stats, error) {
 	j, err := Start(ctx, file, extents, o)
 	if err != nil {
 		return Stats{}, err
@@ -232,7 +232,7 @@ func (j *Job) Wait() (Stats, error) {
 	return j.stats, j.err
 }
 
-func (j *Job) run(ctx context.Context, t0 time.Time, f *os.File, size int64, extents []wset.Extent, eng engine, workers int, o Options) {
+func (j *Job) run(ctx context.Context, t0 time.Time, f *os.File, size int64, extents []pages.Extent, eng engine, workers int, o Options) {
 	var issueOnce sync.Once
 	markIssued := func() {
 		issueOnce.Do(func() {
@@ -255,7 +255,7 @@ func (j *Job) run(ctx context.Context, t0 time.Time, f *os.File, size int64, ext
 	close(j.done)
 }
 
-func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64, extents []wset.Extent, eng engine, workers int, o Options, issued func()) error {
+func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64, extents []pages.Extent, eng engine, workers int, o Options, issued func()) error {
 	reqs, holes, maxLen, err := dataRequests(f, size, extents, o)
 	if err != nil {
 		return err
@@ -307,7 +307,7 @@ func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64
 }
 
 // dataBytes is how many bytes of a sorted, disjoint plan are file data.
-func dataBytes(f *os.File, plan []wset.Extent, size int64) (int64, error) {
+func dataBytes(f *os.File, plan []pages.Extent, size int64) (int64, error) {
 	reqs, _, err := toRequests(f, plan, size)
 	var n int64
 	for _, r := range reqs {

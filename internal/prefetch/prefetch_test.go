@@ -37,7 +37,7 @@ func TestEnginesMakeExactlyTheSetResident(t *testing.T) {
 	ext := randomSet(1, size, 8000, 800)
 	// A working set can hold hole pages (the guest read a free page):
 	// they must be skipped, not read.
-	ext = append(ext, wset.Extent{Page: (10 << 20) / P, N: 100}, wset.Extent{Page: (100<<20)/P - 2, N: 20})
+	ext = append(ext, pages.Extent{Page: (10 << 20) / P, N: 100}, pages.Extent{Page: (100<<20)/P - 2, N: 20})
 	var b wset.Builder
 	for _, e := range ext {
 		b.Add(e.Page, e.N)
@@ -101,7 +101,7 @@ func TestLongExtentComesInWhole(t *testing.T) {
 	for _, name := range Engines() {
 		t.Run(name, func(t *testing.T) {
 			dropCache(t, path)
-			if _, err := Prefetch(context.Background(), path, []wset.Extent{{Page: 0, N: size / pages.Size}}, Options{Engine: name}); err != nil {
+			if _, err := Prefetch(context.Background(), path, []pages.Extent{{Page: 0, N: size / pages.Size}}, Options{Engine: name}); err != nil {
 				t.Fatal(err)
 			}
 			// A request cut short by one readahead call would leave most of
@@ -119,9 +119,9 @@ func TestCancel(t *testing.T) {
 	const size = 256 << 20
 	path := memFile(t, size)
 	// Every other page: many small requests that cannot merge.
-	var ext []wset.Extent
+	var ext []pages.Extent
 	for p := uint64(0); p < size/pages.Size; p += 2 {
-		ext = append(ext, wset.Extent{Page: p, N: 1})
+		ext = append(ext, pages.Extent{Page: p, N: 1})
 	}
 	for _, name := range Engines() {
 		t.Run(name, func(t *testing.T) {
@@ -206,8 +206,8 @@ func TestZeroFillsTouchedHoles(t *testing.T) {
 		return st.Sys().(*syscall.Stat_t).Blocks
 	}
 	before := blocks()
-	data := []wset.Extent{{Page: 10, N: 5}, {Page: 9000, N: 3}}
-	zero := []wset.Extent{{Page: (16 << 20) / P, N: 300}, {Page: (20 << 20) / P, N: 1}}
+	data := []pages.Extent{{Page: 10, N: 5}, {Page: 9000, N: 3}}
+	zero := []pages.Extent{{Page: (16 << 20) / P, N: 300}, {Page: (20 << 20) / P, N: 1}}
 	for _, name := range Engines() {
 		t.Run(name, func(t *testing.T) {
 			dropCache(t, path)

@@ -296,7 +296,7 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldC
 	// another pace than one that faults on every page.
 	var (
 		set     *wset.Set
-		refined []wset.Extent
+		refined []pages.Extent
 		warned  = map[string]bool{}
 	)
 	for i := range runs {
@@ -404,7 +404,7 @@ func (a attributed) VMMStarted(ctx context.Context, pid int) error {
 // extend adds to set the pages of got that the prefetch plan of set did not
 // bring in (data beyond plan, holes beyond set.Zero), after set's own, and
 // returns the data pages it added and how many holes.
-func extend(set, got *wset.Set, plan []wset.Extent) (added []wset.Extent, zero int64) {
+func extend(set, got *wset.Set, plan []pages.Extent) (added []pages.Extent, zero int64) {
 	var data, holes wset.Builder
 	for _, e := range set.Extents {
 		data.Add(e.Page, e.N)
@@ -434,13 +434,13 @@ func extend(set, got *wset.Set, plan []wset.Extent) (added []wset.Extent, zero i
 // added. A region is a run of found extents less than 2*margin pages apart;
 // each is taken whole, widened by margin on both sides, those with the most
 // found pages first, while the pages it adds fit in budget.
-func widen(set *wset.Set, around []wset.Extent, margin uint64, data []snapshot.Extent, budget int64) int64 {
+func widen(set *wset.Set, around []pages.Extent, margin uint64, data []snapshot.Extent, budget int64) int64 {
 	type region struct {
 		lo, hi uint64 // pages [lo, hi)
 		found  uint64
 	}
 	var regions []region
-	for _, e := range slices.SortedFunc(slices.Values(around), func(a, b wset.Extent) int { return cmp.Compare(a.Page, b.Page) }) {
+	for _, e := range slices.SortedFunc(slices.Values(around), func(a, b pages.Extent) int { return cmp.Compare(a.Page, b.Page) }) {
 		if k := len(regions); k > 0 && e.Page < regions[k-1].hi+2*margin {
 			regions[k-1].hi = max(regions[k-1].hi, e.End())
 			regions[k-1].found += e.N
@@ -450,7 +450,7 @@ func widen(set *wset.Set, around []wset.Extent, margin uint64, data []snapshot.E
 	}
 	slices.SortStableFunc(regions, func(a, b region) int { return cmp.Compare(b.found, a.found) })
 
-	have := slices.SortedFunc(slices.Values(set.Extents), func(a, b wset.Extent) int { return cmp.Compare(a.Page, b.Page) })
+	have := slices.SortedFunc(slices.Values(set.Extents), func(a, b pages.Extent) int { return cmp.Compare(a.Page, b.Page) })
 	var (
 		b     wset.Builder
 		added int64
@@ -460,7 +460,7 @@ func widen(set *wset.Set, around []wset.Extent, margin uint64, data []snapshot.E
 	}
 	for _, r := range regions {
 		lo, hi := r.lo-min(r.lo, margin), r.hi+margin
-		var take []wset.Extent
+		var take []pages.Extent
 		// Data ranges are page-aligned on the filesystems we punch holes
 		// on; a partial page counts as data.
 		i, _ := slices.BinarySearchFunc(data, lo, func(d snapshot.Extent, p uint64) int {
@@ -473,7 +473,7 @@ func widen(set *wset.Set, around []wset.Extent, margin uint64, data []snapshot.E
 			first := max(lo, uint64(data[i].Off)/pages.Size)
 			end := min(hi, (uint64(data[i].Off+data[i].Len)+pages.Size-1)/pages.Size)
 			if end > first {
-				take = append(take, outside(wset.Extent{Page: first, N: end - first}, have)...)
+				take = append(take, outside(pages.Extent{Page: first, N: end - first}, have)...)
 			}
 		}
 		n := wset.PageCount(take)
@@ -491,9 +491,9 @@ func widen(set *wset.Set, around []wset.Extent, margin uint64, data []snapshot.E
 
 // outside returns the parts of e that no extent of plan (sorted by page,
 // disjoint) covers.
-func outside(e wset.Extent, plan []wset.Extent) []wset.Extent {
-	var out []wset.Extent
-	i, _ := slices.BinarySearchFunc(plan, e.Page, func(x wset.Extent, p uint64) int {
+func outside(e pages.Extent, plan []pages.Extent) []pages.Extent {
+	var out []pages.Extent
+	i, _ := slices.BinarySearchFunc(plan, e.Page, func(x pages.Extent, p uint64) int {
 		if x.End() <= p {
 			return -1
 		}
@@ -502,12 +502,12 @@ func outside(e wset.Extent, plan []wset.Extent) []wset.Extent {
 	p := e.Page
 	for ; i < len(plan) && plan[i].Page < e.End(); i++ {
 		if plan[i].Page > p {
-			out = append(out, wset.Extent{Page: p, N: plan[i].Page - p})
+			out = append(out, pages.Extent{Page: p, N: plan[i].Page - p})
 		}
 		p = max(p, plan[i].End())
 	}
 	if p < e.End() {
-		out = append(out, wset.Extent{Page: p, N: e.End() - p})
+		out = append(out, pages.Extent{Page: p, N: e.End() - p})
 	}
 	return out
 }

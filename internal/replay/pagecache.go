@@ -28,8 +28,8 @@ type pageCachePolicy struct {
 	holesAnon bool
 	data      []pageRun
 
-	extents []wset.Extent
-	zero    []wset.Extent // touched holes, filled with zeroes (no I/O)
+	extents []pages.Extent
+	zero    []pages.Extent // touched holes, filled with zeroes (no I/O)
 	job     *prefetch.Job
 	pstats  *prefetch.Stats
 }

@@ -209,7 +209,7 @@ func TestRunPolicies(t *testing.T) {
 		t.Fatal(err)
 	}
 	ws := filepath.Join(t.TempDir(), "test.ws")
-	if err := wset.Write(ws, &wset.Set{Mem: id, Extents: []wset.Extent{{Page: 0, N: 16}, {Page: 64, N: 8}}}); err != nil {
+	if err := wset.Write(ws, &wset.Set{Mem: id, Extents: []pages.Extent{{Page: 0, N: 16}, {Page: 64, N: 8}}}); err != nil {
 		t.Fatal(err)
 	}
 	d := fakeDriver(nil)

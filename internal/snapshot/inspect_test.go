@@ -8,13 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
 // addSet stores a working set recorded on the file identified by id.
 func addSet(t *testing.T, d *Dir, name string, id wset.Identity) {
 	t.Helper()
-	set := &wset.Set{Mem: id, Extents: []wset.Extent{{Page: 0, N: 1}}}
+	set := &wset.Set{Mem: id, Extents: []pages.Extent{{Page: 0, N: 1}}}
 	data, err := set.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)

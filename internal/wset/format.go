@@ -172,7 +172,7 @@ func decodePayload(p []byte, version int) (*Set, error) {
 // appendExtents encodes a page count, an extent count and the extents,
 // each as the signed distance of its first page from the end of the
 // previous one and its length.
-func appendExtents(p []byte, ext []Extent) []byte {
+func appendExtents(p []byte, ext []pages.Extent) []byte {
 	p = binary.AppendUvarint(p, uint64(PageCount(ext)))
 	p = binary.AppendUvarint(p, uint64(len(ext)))
 	var prevEnd uint64
@@ -187,8 +187,8 @@ func appendExtents(p []byte, ext []Extent) []byte {
 }
 
 // extents decodes what appendExtents wrote and checks the page count.
-func (d *decoder) extents(what string) ([]Extent, error) {
-	pages := d.uvarint(what + " page count")
+func (d *decoder) extents(what string) ([]pages.Extent, error) {
+	want := d.uvarint(what + " page count")
 	n := d.uvarint(what + " count")
 	if d.err != nil {
 		return nil, d.err
@@ -196,9 +196,9 @@ func (d *decoder) extents(what string) ([]Extent, error) {
 	if n > uint64(len(d.buf)/minExtentSize) {
 		return nil, fmt.Errorf("%s count %d does not fit in %d bytes", what, n, len(d.buf))
 	}
-	var out []Extent // nil when empty, as a Builder leaves it
+	var out []pages.Extent // nil when empty, as a Builder leaves it
 	if n > 0 {
-		out = make([]Extent, 0, n)
+		out = make([]pages.Extent, 0, n)
 	}
 	var prevEnd, total uint64
 	for i := uint64(0); i < n; i++ {
@@ -207,13 +207,13 @@ func (d *decoder) extents(what string) ([]Extent, error) {
 		if d.err != nil {
 			return nil, d.err
 		}
-		e := Extent{Page: prevEnd + uint64(delta), N: length}
+		e := pages.Extent{Page: prevEnd + uint64(delta), N: length}
 		out = append(out, e)
 		prevEnd = e.End()
 		total += length
 	}
-	if total != pages {
-		return nil, fmt.Errorf("summary says %d %s pages, extents hold %d", pages, what, total)
+	if total != want {
+		return nil, fmt.Errorf("summary says %d %s pages, extents hold %d", want, what, total)
 	}
 	return out, nil
 }

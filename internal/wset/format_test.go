@@ -17,7 +17,7 @@ import (
 func sampleSet() *Set {
 	return &Set{
 		Mem:     Identity{Size: 512 << 20, SnapshotID: "pyaes-20261125", Fingerprint: "s64:0123456789abcdef0123456789abcdef"},
-		Extents: []Extent{{1000, 16}, {3, 2}, {131071, 1}, {5000, 300}, {0, 3}},
+		Extents: []pages.Extent{{Page: 1000, N: 16}, {Page: 3, N: 2}, {Page: 131071, N: 1}, {Page: 5000, N: 300}, {Page: 0, N: 3}},
 		Created: time.Date(2026, 11, 25, 10, 0, 0, 123, time.UTC),
 		Source:  "record: pyaes input=1",
 	}
@@ -40,7 +40,7 @@ func equalSets(a, b *Set) bool {
 }
 
 func TestRoundTrip(t *testing.T) {
-	for _, s := range []*Set{sampleSet(), {Mem: Identity{Size: 0}}, {Mem: Identity{Size: 4097}, Extents: []Extent{{1, 1}}}} {
+	for _, s := range []*Set{sampleSet(), {Mem: Identity{Size: 0}}, {Mem: Identity{Size: 4097}, Extents: []pages.Extent{{Page: 1, N: 1}}}} {
 		data, err := s.MarshalBinary()
 		if err != nil {
 			t.Fatal(err)
@@ -83,7 +83,7 @@ func TestWriteRead(t *testing.T) {
 
 func TestWriteRefusesInvalid(t *testing.T) {
 	s := sampleSet()
-	s.Extents = append(s.Extents, Extent{1001, 1}) // overlaps {1000,16}
+	s.Extents = append(s.Extents, pages.Extent{Page: 1001, N: 1}) // overlaps {1000,16}
 	if err := Write(filepath.Join(t.TempDir(), "ws"), s); err == nil || !strings.Contains(err.Error(), "overlap") {
 		t.Fatalf("Write of overlapping extents: %v", err)
 	}
@@ -159,7 +159,7 @@ func TestReadMissingFile(t *testing.T) {
 
 func TestZeroExtentsRoundTrip(t *testing.T) {
 	s := sampleSet()
-	s.Zero = []Extent{{20000, 64}, {19000, 1}}
+	s.Zero = []pages.Extent{{Page: 20000, N: 64}, {Page: 19000, N: 1}}
 	b, err := s.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +174,7 @@ func TestZeroExtentsRoundTrip(t *testing.T) {
 	}
 
 	// A zero extent may not share a page with the working set.
-	s.Zero = append(s.Zero, Extent{1010, 2})
+	s.Zero = append(s.Zero, pages.Extent{Page: 1010, N: 2})
 	if _, err := s.MarshalBinary(); err == nil || !strings.Contains(err.Error(), "zero extent 2") {
 		t.Fatalf("zero extent overlapping extent 0: %v", err)
 	}
@@ -207,7 +207,7 @@ func TestReadsVersion1(t *testing.T) {
 // counts once.
 func TestReadsVersion2(t *testing.T) {
 	s := sampleSet()
-	s.Zero = []Extent{{20000, 64}}
+	s.Zero = []pages.Extent{{Page: 20000, N: 64}}
 	b, err := s.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)

@@ -13,8 +13,8 @@ import (
 // second input, read as extents, checks that valid sets built from fuzz
 // data round-trip too.
 func FuzzRead(f *testing.F) {
-	counted := &Set{Mem: Identity{Size: 3 * pages.Size}, Extents: []Extent{{2, 1}, {0, 2}}, Inputs: 2, Counts: []CountRun{{1, 2}, {2, 1}}}
-	for _, s := range []*Set{sampleSet(), {}, {Mem: Identity{Size: 3 * pages.Size}, Extents: []Extent{{2, 1}, {0, 2}}}, counted} {
+	counted := &Set{Mem: Identity{Size: 3 * pages.Size}, Extents: []pages.Extent{{Page: 2, N: 1}, {Page: 0, N: 2}}, Inputs: 2, Counts: []CountRun{{1, 2}, {2, 1}}}
+	for _, s := range []*Set{sampleSet(), {}, {Mem: Identity{Size: 3 * pages.Size}, Extents: []pages.Extent{{Page: 2, N: 1}, {Page: 0, N: 2}}}, counted} {
 		b, err := s.MarshalBinary()
 		if err != nil {
 			f.Fatal(err)
@@ -74,7 +74,7 @@ func setFromBytes(b []byte) *Set {
 		}
 		b = b[3:]
 	}
-	var ext, zext []Extent
+	var ext, zext []pages.Extent
 	var end uint64
 	for i, e := range bld.Extents() {
 		end = max(end, e.End())

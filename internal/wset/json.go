@@ -2,29 +2,10 @@ package wset
 
 import (
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/pages"
 )
-
-// MarshalJSON writes an extent as [first_page, n_pages].
-func (e Extent) MarshalJSON() ([]byte, error) {
-	return fmt.Appendf(nil, "[%d,%d]", e.Page, e.N), nil
-}
-
-// UnmarshalJSON reads an extent written by MarshalJSON.
-func (e *Extent) UnmarshalJSON(b []byte) error {
-	var pair []uint64
-	if err := json.Unmarshal(b, &pair); err != nil {
-		return fmt.Errorf("extent: %w", err)
-	}
-	if len(pair) != 2 {
-		return fmt.Errorf("extent: want [first_page, n_pages], got %d numbers", len(pair))
-	}
-	e.Page, e.N = pair[0], pair[1]
-	return nil
-}
 
 // Summary is what `snapbpf ws show --json` prints.
 type Summary struct {
@@ -37,10 +18,10 @@ type Summary struct {
 	Bytes       int64     `json:"bytes"`
 	ExtentCount int       `json:"extent_count"`
 	// Extents are [first_page, n_pages] in first-touch order.
-	Extents []Extent `json:"extents"`
+	Extents []pages.Extent `json:"extents"`
 	// ZeroPages and ZeroExtents are the touched holes (Set.Zero).
-	ZeroPages   int64    `json:"zero_pages"`
-	ZeroExtents []Extent `json:"zero_extents"`
+	ZeroPages   int64          `json:"zero_pages"`
+	ZeroExtents []pages.Extent `json:"zero_extents"`
 	// Recordings is how many recordings (inputs) the set unites, and
 	// Counts how many pages each number of them touched, the most shared
 	// first; a set without counts is one recording.
@@ -53,10 +34,10 @@ func (s *Set) Summary() Summary {
 	// [] rather than null for scripts.
 	ext, zero := s.Extents, s.Zero
 	if ext == nil {
-		ext = []Extent{}
+		ext = []pages.Extent{}
 	}
 	if zero == nil {
-		zero = []Extent{}
+		zero = []pages.Extent{}
 	}
 	return Summary{
 		Version:     s.Version,

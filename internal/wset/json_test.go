@@ -45,8 +45,8 @@ func TestShowJSON(t *testing.T) {
 }
 
 func TestExtentJSON(t *testing.T) {
-	var e Extent
-	if err := json.Unmarshal([]byte("[12, 3]"), &e); err != nil || e != (Extent{12, 3}) {
+	var e pages.Extent
+	if err := json.Unmarshal([]byte("[12, 3]"), &e); err != nil || e != (pages.Extent{Page: 12, N: 3}) {
 		t.Fatalf("%v %v", e, err)
 	}
 	if err := json.Unmarshal([]byte("[1]"), &e); err == nil {

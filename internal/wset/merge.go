@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // Merge unites working sets recorded on the same memory file with
@@ -92,10 +94,10 @@ func Merge(sets ...*Set) (union, common *Set, err error) {
 
 // inOrder returns the parts of ext (any order, disjoint) that keep (sorted
 // by page, disjoint) covers, in ext's order.
-func inOrder(ext, keep []Extent) []Extent {
-	var out []Extent
+func inOrder(ext, keep []pages.Extent) []pages.Extent {
+	var out []pages.Extent
 	for _, e := range ext {
-		i, _ := slices.BinarySearchFunc(keep, e.Page, func(k Extent, p uint64) int {
+		i, _ := slices.BinarySearchFunc(keep, e.Page, func(k pages.Extent, p uint64) int {
 			if k.End() <= p {
 				return -1
 			}
@@ -106,7 +108,7 @@ func inOrder(ext, keep []Extent) []Extent {
 			if k := len(out); k > 0 && out[k-1].End() == lo {
 				out[k-1].N += hi - lo
 			} else {
-				out = append(out, Extent{Page: lo, N: hi - lo})
+				out = append(out, pages.Extent{Page: lo, N: hi - lo})
 			}
 		}
 	}
@@ -115,13 +117,13 @@ func inOrder(ext, keep []Extent) []Extent {
 
 // intersect returns the pages both a and b hold; both are sorted by page
 // and disjoint, and so is the result.
-func intersect(a, b []Extent) []Extent {
-	var out []Extent
+func intersect(a, b []pages.Extent) []pages.Extent {
+	var out []pages.Extent
 	for i, j := 0, 0; i < len(a) && j < len(b); {
 		lo := max(a[i].Page, b[j].Page)
 		hi := min(a[i].End(), b[j].End())
 		if lo < hi {
-			out = append(out, Extent{Page: lo, N: hi - lo})
+			out = append(out, pages.Extent{Page: lo, N: hi - lo})
 		}
 		if a[i].End() < b[j].End() {
 			i++

@@ -11,26 +11,26 @@ import (
 
 func TestMerge(t *testing.T) {
 	mem := Identity{Size: 1000 * pages.Size, Fingerprint: "s64:f"}
-	set := func(ext ...Extent) *Set { return &Set{Mem: mem, Extents: ext} }
+	set := func(ext ...pages.Extent) *Set { return &Set{Mem: mem, Extents: ext} }
 	tests := []struct {
 		name   string
 		sets   []*Set
-		want   []Extent
-		common []Extent
+		want   []pages.Extent
+		common []pages.Extent
 	}{
-		{"one", []*Set{set(Extent{5, 3}, Extent{1, 1})}, []Extent{{5, 3}, {1, 1}}, []Extent{{5, 3}, {1, 1}}},
-		{"identical", []*Set{set(Extent{5, 3}), set(Extent{5, 3})}, []Extent{{5, 3}}, []Extent{{5, 3}}},
-		{"disjoint", []*Set{set(Extent{10, 2}), set(Extent{0, 2})}, []Extent{{10, 2}, {0, 2}}, nil},
+		{"one", []*Set{set(pages.Extent{Page: 5, N: 3}, pages.Extent{Page: 1, N: 1})}, []pages.Extent{{Page: 5, N: 3}, {Page: 1, N: 1}}, []pages.Extent{{Page: 5, N: 3}, {Page: 1, N: 1}}},
+		{"identical", []*Set{set(pages.Extent{Page: 5, N: 3}), set(pages.Extent{Page: 5, N: 3})}, []pages.Extent{{Page: 5, N: 3}}, []pages.Extent{{Page: 5, N: 3}}},
+		{"disjoint", []*Set{set(pages.Extent{Page: 10, N: 2}), set(pages.Extent{Page: 0, N: 2})}, []pages.Extent{{Page: 10, N: 2}, {Page: 0, N: 2}}, nil},
 		{
 			"first order kept, new pages of later sets appended",
 			[]*Set{
-				set(Extent{100, 10}, Extent{0, 5}),
-				set(Extent{3, 4}, Extent{105, 10}, Extent{50, 1}),
-				set(Extent{50, 1}, Extent{104, 2}, Extent{4, 1}, Extent{900, 1}),
+				set(pages.Extent{Page: 100, N: 10}, pages.Extent{Page: 0, N: 5}),
+				set(pages.Extent{Page: 3, N: 4}, pages.Extent{Page: 105, N: 10}, pages.Extent{Page: 50, N: 1}),
+				set(pages.Extent{Page: 50, N: 1}, pages.Extent{Page: 104, N: 2}, pages.Extent{Page: 4, N: 1}, pages.Extent{Page: 900, N: 1}),
 			},
-			[]Extent{{100, 10}, {0, 7}, {110, 5}, {50, 1}, {900, 1}}, // 5,6 extend 0..4
+			[]pages.Extent{{Page: 100, N: 10}, {Page: 0, N: 7}, {Page: 110, N: 5}, {Page: 50, N: 1}, {Page: 900, N: 1}}, // 5,6 extend 0..4
 			// 4 and 105 are in all three; the first set's order.
-			[]Extent{{105, 1}, {4, 1}},
+			[]pages.Extent{{Page: 105, N: 1}, {Page: 4, N: 1}},
 		},
 	}
 	for _, tc := range tests {
@@ -55,23 +55,23 @@ func TestMerge(t *testing.T) {
 }
 
 func TestMergeRefuses(t *testing.T) {
-	a := &Set{Mem: Identity{Size: 100 * pages.Size, SnapshotID: "a"}, Extents: []Extent{{1, 1}}}
-	b := &Set{Mem: Identity{Size: 100 * pages.Size, SnapshotID: "b"}, Extents: []Extent{{1, 1}}}
+	a := &Set{Mem: Identity{Size: 100 * pages.Size, SnapshotID: "a"}, Extents: []pages.Extent{{Page: 1, N: 1}}}
+	b := &Set{Mem: Identity{Size: 100 * pages.Size, SnapshotID: "b"}, Extents: []pages.Extent{{Page: 1, N: 1}}}
 	if _, _, err := Merge(a, b); !errors.Is(err, ErrMismatch) {
 		t.Fatalf("merge across snapshots: %v", err)
 	}
 	if _, _, err := Merge(); err == nil {
 		t.Fatal("merge of nothing")
 	}
-	bad := &Set{Mem: a.Mem, Extents: []Extent{{1, 2}, {2, 1}}}
+	bad := &Set{Mem: a.Mem, Extents: []pages.Extent{{Page: 1, N: 2}, {Page: 2, N: 1}}}
 	if _, _, err := Merge(a, bad); err == nil {
 		t.Fatal("merge of an invalid set")
 	}
 }
 
 func TestMergeFillsIdentity(t *testing.T) {
-	old := &Set{Mem: Identity{Size: 10 * pages.Size}, Extents: []Extent{{1, 1}}}
-	newer := &Set{Mem: Identity{Size: 10 * pages.Size, SnapshotID: "s", Fingerprint: "f"}, Extents: []Extent{{2, 1}}}
+	old := &Set{Mem: Identity{Size: 10 * pages.Size}, Extents: []pages.Extent{{Page: 1, N: 1}}}
+	newer := &Set{Mem: Identity{Size: 10 * pages.Size, SnapshotID: "s", Fingerprint: "f"}, Extents: []pages.Extent{{Page: 2, N: 1}}}
 	u, _, err := Merge(old, newer)
 	if err != nil {
 		t.Fatal(err)
@@ -83,17 +83,17 @@ func TestMergeFillsIdentity(t *testing.T) {
 
 func TestMergeUnitesZeroExtents(t *testing.T) {
 	id := Identity{Size: 1 << 20}
-	a := &Set{Mem: id, Extents: []Extent{{0, 4}}, Zero: []Extent{{100, 2}}}
-	b := &Set{Mem: id, Extents: []Extent{{2, 4}}, Zero: []Extent{{101, 3}, {50, 1}}}
+	a := &Set{Mem: id, Extents: []pages.Extent{{Page: 0, N: 4}}, Zero: []pages.Extent{{Page: 100, N: 2}}}
+	b := &Set{Mem: id, Extents: []pages.Extent{{Page: 2, N: 4}}, Zero: []pages.Extent{{Page: 101, N: 3}, {Page: 50, N: 1}}}
 	u, common, err := Merge(a, b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Extent{{100, 4}, {50, 1}}
+	want := []pages.Extent{{Page: 100, N: 4}, {Page: 50, N: 1}}
 	if !slices.Equal(u.Zero, want) || u.ZeroPages() != 5 {
 		t.Fatalf("zero extents %v, want %v", u.Zero, want)
 	}
-	if want := []Extent{{101, 1}}; !slices.Equal(common.Zero, want) || !slices.Equal(common.Extents, []Extent{{2, 2}}) {
+	if want := []pages.Extent{{Page: 101, N: 1}}; !slices.Equal(common.Zero, want) || !slices.Equal(common.Extents, []pages.Extent{{Page: 2, N: 2}}) {
 		t.Fatalf("common %v zero %v, want [2+2] zero %v", common.Extents, common.Zero, want)
 	}
 }
@@ -102,9 +102,9 @@ func TestMergeUnitesZeroExtents(t *testing.T) {
 // it; sets with counts bring theirs.
 func TestMergeCounts(t *testing.T) {
 	mem := Identity{Size: 100 * pages.Size, SnapshotID: "s"}
-	a := &Set{Mem: mem, Extents: []Extent{{10, 4}, {0, 2}}}
-	b := &Set{Mem: mem, Extents: []Extent{{12, 4}, {50, 1}}}
-	c := &Set{Mem: mem, Extents: []Extent{{0, 1}, {13, 1}}}
+	a := &Set{Mem: mem, Extents: []pages.Extent{{Page: 10, N: 4}, {Page: 0, N: 2}}}
+	b := &Set{Mem: mem, Extents: []pages.Extent{{Page: 12, N: 4}, {Page: 50, N: 1}}}
+	c := &Set{Mem: mem, Extents: []pages.Extent{{Page: 0, N: 1}, {Page: 13, N: 1}}}
 	u, _, err := Merge(a, b, c)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func TestMergeCounts(t *testing.T) {
 		t.Fatalf("union of 3: inputs %d, counts %v, want 3, %v", u.Inputs, got, want)
 	}
 	// First-touch order stays the issue order: a's pages, then the rest.
-	if wantExt := []Extent{{10, 4}, {0, 2}, {14, 2}, {50, 1}}; !reflect.DeepEqual(u.Extents, wantExt) {
+	if wantExt := []pages.Extent{{Page: 10, N: 4}, {Page: 0, N: 2}, {Page: 14, N: 2}, {Page: 50, N: 1}}; !reflect.DeepEqual(u.Extents, wantExt) {
 		t.Fatalf("union extents %v, want %v", u.Extents, wantExt)
 	}
 	if sum := u.CountSummary(); !reflect.DeepEqual(sum, []CountPages{{3, 1}, {2, 2}, {1, 6}}) {

@@ -21,15 +21,6 @@ import (
 // absurd span; microVM memory files are far smaller.
 const MaxMemSize = 1 << 40
 
-// Extent is a run of N pages starting at page index Page of the memory file.
-type Extent struct {
-	Page uint64
-	N    uint64
-}
-
-// End is the page index just past the extent.
-func (e Extent) End() uint64 { return e.Page + e.N }
-
 // Set is a working set.
 type Set struct {
 	// Version is the format version the set was read with; Write always
@@ -39,13 +30,13 @@ type Set struct {
 	Mem Identity
 	// Extents are the touched pages in first-touch order. No page appears
 	// twice.
-	Extents []Extent
+	Extents []pages.Extent
 	// Zero are touched pages that were holes of the memory file: they hold
 	// zeroes and cost no I/O, so they are not part of the working set, but
 	// prefetch fills them into the page cache so that the first touch
 	// does not fault the page in. First-touch order; disjoint from
 	// Extents.
-	Zero []Extent
+	Zero []pages.Extent
 	// Inputs is how many recordings (inputs) the set unites, when it
 	// counts them (format version 3): 0 for a set without counts, read
 	// from an older file or made by hand, whose pages count once each.
@@ -147,7 +138,7 @@ func (s *Set) Pages() int64 { return PageCount(s.Extents) }
 func (s *Set) ZeroPages() int64 { return PageCount(s.Zero) }
 
 // PageCount is the number of pages in ext.
-func PageCount(ext []Extent) int64 {
+func PageCount(ext []pages.Extent) int64 {
 	var n uint64
 	for _, e := range ext {
 		n += e.N
@@ -161,7 +152,7 @@ func (s *Set) Bytes() int64 { return s.Pages() * pages.Size }
 // FromPages turns page indexes in first-touch order into extents in
 // first-touch order. A page that directly follows the previous extent
 // extends it; a page seen before is dropped (its first touch counts).
-func FromPages(pages []uint64) []Extent {
+func FromPages(pages []uint64) []pages.Extent {
 	var b Builder
 	for _, p := range pages {
 		b.Add(p, 1)
@@ -174,7 +165,7 @@ func FromPages(pages []uint64) []Extent {
 // not single pages, are the natural input.
 type Builder struct {
 	seen    *pageSet
-	extents []Extent
+	extents []pages.Extent
 }
 
 // Add records that pages [page, page+n) were touched now. Pages touched
@@ -203,12 +194,12 @@ func (b *Builder) appendRun(p, n uint64) {
 		b.extents[k-1].N += n
 		return
 	}
-	b.extents = append(b.extents, Extent{Page: p, N: n})
+	b.extents = append(b.extents, pages.Extent{Page: p, N: n})
 }
 
 // Extents returns the extents collected so far, in first-touch order.
-func (b *Builder) Extents() []Extent {
-	return append([]Extent(nil), b.extents...)
+func (b *Builder) Extents() []pages.Extent {
+	return append([]pages.Extent(nil), b.extents...)
 }
 
 // Pages is the number of distinct pages added so far.
@@ -276,7 +267,7 @@ func (s *Set) extentName(i int) string {
 }
 
 // overlap reports two extents that share a page, if any.
-func overlap(ext []Extent) (i, j int, ok bool) {
+func overlap(ext []pages.Extent) (i, j int, ok bool) {
 	idx := sortedIndex(ext)
 	for k := 1; k < len(idx); k++ {
 		a, b := idx[k-1], idx[k]
@@ -288,7 +279,7 @@ func overlap(ext []Extent) (i, j int, ok bool) {
 }
 
 // sortedIndex returns the indexes of ext ordered by page.
-func sortedIndex(ext []Extent) []int {
+func sortedIndex(ext []pages.Extent) []int {
 	idx := make([]int, len(ext))
 	for i := range idx {
 		idx[i] = i
@@ -298,8 +289,8 @@ func sortedIndex(ext []Extent) []int {
 }
 
 // sorted returns a copy of ext ordered by page.
-func sorted(ext []Extent) []Extent {
+func sorted(ext []pages.Extent) []pages.Extent {
 	out := slices.Clone(ext)
-	slices.SortFunc(out, func(a, b Extent) int { return cmp.Compare(a.Page, b.Page) })
+	slices.SortFunc(out, func(a, b pages.Extent) int { return cmp.Compare(a.Page, b.Page) })
 	return out
 }

@@ -12,16 +12,16 @@ func TestFromPages(t *testing.T) {
 	tests := []struct {
 		name  string
 		pages []uint64
-		want  []Extent
+		want  []pages.Extent
 	}{
 		{"empty", nil, nil},
-		{"one", []uint64{7}, []Extent{{7, 1}}},
-		{"ascending run", []uint64{3, 4, 5}, []Extent{{3, 3}}},
-		{"descending is not a run", []uint64{5, 4, 3}, []Extent{{5, 1}, {4, 1}, {3, 1}}},
-		{"first touch order kept", []uint64{100, 101, 2, 3, 50}, []Extent{{100, 2}, {2, 2}, {50, 1}}},
-		{"repeat dropped", []uint64{1, 2, 1, 3}, []Extent{{1, 3}}},
-		{"repeat does not break a run", []uint64{10, 11, 10, 12}, []Extent{{10, 3}}},
-		{"later page already seen", []uint64{5, 3, 4, 5, 6}, []Extent{{5, 1}, {3, 2}, {6, 1}}},
+		{"one", []uint64{7}, []pages.Extent{{Page: 7, N: 1}}},
+		{"ascending run", []uint64{3, 4, 5}, []pages.Extent{{Page: 3, N: 3}}},
+		{"descending is not a run", []uint64{5, 4, 3}, []pages.Extent{{Page: 5, N: 1}, {Page: 4, N: 1}, {Page: 3, N: 1}}},
+		{"first touch order kept", []uint64{100, 101, 2, 3, 50}, []pages.Extent{{Page: 100, N: 2}, {Page: 2, N: 2}, {Page: 50, N: 1}}},
+		{"repeat dropped", []uint64{1, 2, 1, 3}, []pages.Extent{{Page: 1, N: 3}}},
+		{"repeat does not break a run", []uint64{10, 11, 10, 12}, []pages.Extent{{Page: 10, N: 3}}},
+		{"later page already seen", []uint64{5, 3, 4, 5, 6}, []pages.Extent{{Page: 5, N: 1}, {Page: 3, N: 2}, {Page: 6, N: 1}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -39,7 +39,7 @@ func TestBuilderFolios(t *testing.T) {
 	b.Add(1020, 8)  // overlaps its end: only 1024..1027 are new, and extend it
 	b.Add(0, 0)     // nothing
 	b.Add(10, 2)
-	want := []Extent{{512, 516}, {10, 2}}
+	want := []pages.Extent{{Page: 512, N: 516}, {Page: 10, N: 2}}
 	if got := b.Extents(); !slices.Equal(got, want) {
 		t.Fatalf("extents = %v, want %v", got, want)
 	}
@@ -52,7 +52,7 @@ func TestBuilderBeyondMaxIgnored(t *testing.T) {
 	var b Builder
 	b.Add(^uint64(0)-1, 10)
 	b.Add(MaxMemSize/pages.Size-1, 5)
-	want := []Extent{{MaxMemSize/pages.Size - 1, 1}}
+	want := []pages.Extent{{Page: MaxMemSize/pages.Size - 1, N: 1}}
 	if got := b.Extents(); !slices.Equal(got, want) {
 		t.Fatalf("extents = %v, want %v", got, want)
 	}
@@ -102,17 +102,17 @@ func TestValidate(t *testing.T) {
 	mem := Identity{Size: 10 * pages.Size}
 	tests := []struct {
 		name string
-		ext  []Extent
+		ext  []pages.Extent
 		ok   bool
 	}{
 		{"empty set", nil, true},
-		{"whole file", []Extent{{0, 10}}, true},
-		{"empty extent", []Extent{{1, 0}}, false},
-		{"past the end", []Extent{{9, 2}}, false},
-		{"start past the end", []Extent{{10, 1}}, false},
-		{"overlap", []Extent{{0, 3}, {5, 1}, {2, 1}}, false},
-		{"touching is fine", []Extent{{3, 2}, {0, 3}}, true},
-		{"huge length wraps", []Extent{{2, ^uint64(0)}}, false},
+		{"whole file", []pages.Extent{{Page: 0, N: 10}}, true},
+		{"empty extent", []pages.Extent{{Page: 1, N: 0}}, false},
+		{"past the end", []pages.Extent{{Page: 9, N: 2}}, false},
+		{"start past the end", []pages.Extent{{Page: 10, N: 1}}, false},
+		{"overlap", []pages.Extent{{Page: 0, N: 3}, {Page: 5, N: 1}, {Page: 2, N: 1}}, false},
+		{"touching is fine", []pages.Extent{{Page: 3, N: 2}, {Page: 0, N: 3}}, true},
+		{"huge length wraps", []pages.Extent{{Page: 2, N: ^uint64(0)}}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
