@@ -139,7 +139,7 @@ func TestLargeFolios(t *testing.T) {
 	}
 	var cached []uint64
 	for _, r := range runs {
-		for p := r.start; p < r.end; p++ {
+		for p := r.Page; p < r.End(); p++ {
 			cached = append(cached, p)
 		}
 	}
@@ -187,14 +187,14 @@ func TestHoles(t *testing.T) {
 	if err := f.Truncate(size); err != nil {
 		t.Fatal(err)
 	}
-	data := []extent{{1024, 2048}, {5120, 5376}, {10240, 12288}} // pages
+	data := []pages.Extent{{Page: 1024, N: 1024}, {Page: 5120, N: 256}, {Page: 10240, N: 2048}} // pages
 	buf := make([]byte, 8*mib)
 	for i := range buf {
 		buf[i] = byte(i%251 + 1)
 	}
 	for _, e := range data {
-		n := (e.end - e.start) * pages.Size
-		if _, err := f.WriteAt(buf[:n], int64(e.start*pages.Size)); err != nil {
+		n := e.N * pages.Size
+		if _, err := f.WriteAt(buf[:n], int64(e.Page*pages.Size)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -206,7 +206,7 @@ func TestHoles(t *testing.T) {
 	touched := randomPages(3, 400, size/pages.Size)
 	var inData, inHoles []uint64
 	for _, p := range touched {
-		if slices.ContainsFunc(data, func(e extent) bool { return p >= e.start && p < e.end }) {
+		if slices.ContainsFunc(data, func(e pages.Extent) bool { return p >= e.Page && p < e.End() }) {
 			inData = append(inData, p)
 		} else {
 			inHoles = append(inHoles, p)
@@ -219,7 +219,7 @@ func TestHoles(t *testing.T) {
 	got := Pages(c, 0)
 	t.Logf("touched %d in data, %d in holes; captured %d, dropped %d hole pages", len(inData), len(inHoles), len(got), c.HolePagesDropped)
 	for _, p := range got {
-		if !slices.ContainsFunc(data, func(e extent) bool { return p >= e.start && p < e.end }) {
+		if !slices.ContainsFunc(data, func(e pages.Extent) bool { return p >= e.Page && p < e.End() }) {
 			t.Errorf("page %d is in a hole", p)
 		}
 	}

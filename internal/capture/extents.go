@@ -1,47 +1,21 @@
 package capture
 
 import (
-	"fmt"
-	"sort"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
-	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
-// extent is a run of pages [start, end).
-type extent struct{ start, end uint64 }
-
-// dataExtents returns the pages of path that hold data, per SEEK_DATA and
-// SEEK_HOLE. A page that is partly data counts as data.
-func dataExtents(path string) ([]extent, error) {
-	data, err := snapshot.DataExtents(path)
-	if err != nil {
-		return nil, fmt.Errorf("data extents of %s: %w", path, err)
-	}
-	var out []extent
-	for _, d := range data {
-		start := uint64(d.Off) / pages.Size
-		end := (uint64(d.Off+d.Len) + pages.Size - 1) / pages.Size
-		if n := len(out); n > 0 && out[n-1].end >= start {
-			out[n-1].end = max(out[n-1].end, end)
-		} else {
-			out = append(out, extent{start, end})
-		}
-	}
-	return out, nil
-}
-
 // intersect returns the pages in both a and b (both sorted, disjoint).
-func intersect(a, b []extent) []extent {
-	var out []extent
+func intersect(a, b []pages.Extent) []pages.Extent {
+	var out []pages.Extent
 	for i, j := 0, 0; i < len(a) && j < len(b); {
-		lo, hi := max(a[i].start, b[j].start), min(a[i].end, b[j].end)
+		lo, hi := max(a[i].Page, b[j].Page), min(a[i].End(), b[j].End())
 		if lo < hi {
-			out = append(out, extent{lo, hi})
+			out = append(out, pages.Extent{Page: lo, N: hi - lo})
 		}
-		if a[i].end < b[j].end {
+		if a[i].End() < b[j].End() {
 			i++
 		} else {
 			j++
@@ -52,7 +26,7 @@ func intersect(a, b []extent) []extent {
 
 // clip splits accs into the parts that lie in data (sorted, disjoint) and
 // the parts that lie in holes, cutting an access that straddles both.
-func clip(accs []Access, data []extent) (inData, inHoles []Access) {
+func clip(accs []Access, data []pages.Extent) (inData, inHoles []Access) {
 	piece := func(dst []Access, a Access, lo, hi uint64) []Access {
 		if lo >= hi {
 			return dst
@@ -63,9 +37,9 @@ func clip(accs []Access, data []extent) (inData, inHoles []Access) {
 	for _, a := range accs {
 		lo, hi := a.Page, a.Page+uint64(a.NPages)
 		// First extent that ends after lo.
-		i := sort.Search(len(data), func(i int) bool { return data[i].end > lo })
-		for ; i < len(data) && data[i].start < hi; i++ {
-			s, e := max(lo, data[i].start), min(hi, data[i].end)
+		i, _ := pages.Search(data, lo)
+		for ; i < len(data) && data[i].Page < hi; i++ {
+			s, e := max(lo, data[i].Page), min(hi, data[i].End())
 			inHoles = piece(inHoles, a, lo, s)
 			inData = piece(inData, a, s, e)
 			lo = e
@@ -76,12 +50,12 @@ func clip(accs []Access, data []extent) (inData, inHoles []Access) {
 }
 
 // resident returns the runs of path's pages that are in the page cache.
-func resident(path string) ([]extent, uint64, error) {
+func resident(path string) ([]pages.Extent, uint64, error) {
 	vec, err := pagecache.Residency(path)
 	if err != nil {
 		return nil, 0, err
 	}
-	var runs []extent
+	var runs []pages.Extent
 	var n uint64
 	for i, v := range vec {
 		if v&1 == 0 {
@@ -89,10 +63,10 @@ func resident(path string) ([]extent, uint64, error) {
 		}
 		n++
 		p := uint64(i)
-		if k := len(runs); k > 0 && runs[k-1].end == p {
-			runs[k-1].end++
+		if k := len(runs); k > 0 && runs[k-1].End() == p {
+			runs[k-1].N++
 		} else {
-			runs = append(runs, extent{p, p + 1})
+			runs = append(runs, pages.Extent{Page: p, N: 1})
 		}
 	}
 	return runs, n, nil
@@ -101,12 +75,12 @@ func resident(path string) ([]extent, uint64, error) {
 // settledResident is resident once readahead I/O has finished: mincore
 // counts a page only when its read has completed, so right after a run it
 // can miss readahead still in flight.
-func settledResident(path string) ([]extent, uint64, error) {
+func settledResident(path string) ([]pages.Extent, uint64, error) {
 	runs, n, err := resident(path)
 	for i := 0; err == nil && i < 40; i++ {
 		time.Sleep(25 * time.Millisecond)
 		var m uint64
-		var again []extent
+		var again []pages.Extent
 		again, m, err = resident(path)
 		if m == n {
 			break

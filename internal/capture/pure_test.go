@@ -3,6 +3,8 @@ package capture
 import (
 	"slices"
 	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 func TestPages(t *testing.T) {
@@ -30,13 +32,13 @@ func TestPages(t *testing.T) {
 func TestIntersect(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		a, b []extent
-		want []extent
+		a, b []pages.Extent
+		want []pages.Extent
 	}{
-		{"same", []extent{{0, 10}}, []extent{{0, 10}}, []extent{{0, 10}}},
-		{"disjoint", []extent{{0, 5}}, []extent{{5, 10}}, nil},
-		{"overlap", []extent{{0, 6}, {8, 20}}, []extent{{4, 10}, {15, 30}}, []extent{{4, 6}, {8, 10}, {15, 20}}},
-		{"empty", nil, []extent{{0, 1}}, nil},
+		{"same", []pages.Extent{{Page: 0, N: 10}}, []pages.Extent{{Page: 0, N: 10}}, []pages.Extent{{Page: 0, N: 10}}},
+		{"disjoint", []pages.Extent{{Page: 0, N: 5}}, []pages.Extent{{Page: 5, N: 5}}, nil},
+		{"overlap", []pages.Extent{{Page: 0, N: 6}, {Page: 8, N: 12}}, []pages.Extent{{Page: 4, N: 6}, {Page: 15, N: 15}}, []pages.Extent{{Page: 4, N: 2}, {Page: 8, N: 2}, {Page: 15, N: 5}}},
+		{"empty", nil, []pages.Extent{{Page: 0, N: 1}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := intersect(tc.a, tc.b); !slices.Equal(got, tc.want) {
@@ -47,7 +49,7 @@ func TestIntersect(t *testing.T) {
 }
 
 func TestClip(t *testing.T) {
-	data := []extent{{4, 8}, {12, 14}}
+	data := []pages.Extent{{Page: 4, N: 4}, {Page: 12, N: 2}}
 	for _, tc := range []struct {
 		name  string
 		in    []Access
@@ -71,7 +73,7 @@ func TestClip(t *testing.T) {
 }
 
 func TestRunAccesses(t *testing.T) {
-	got := runAccesses(extent{5, 5 + 1<<30 + 3})
+	got := runAccesses(pages.Extent{Page: 5, N: 1<<30 + 3})
 	want := []Access{{Page: 5, NPages: 1 << 30}, {Page: 5 + 1<<30, NPages: 3}}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/seccomp"
 	"time"
 
@@ -257,7 +258,7 @@ type mincoreSession struct {
 	file      string
 	f         File
 	cached    uint64
-	dataStart []extent
+	dataStart []pages.Extent
 }
 
 func startMincore(file string) (*mincoreSession, error) {
@@ -269,7 +270,7 @@ func startMincore(file string) (*mincoreSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	dataStart, err := dataExtents(file)
+	dataStart, err := pages.Data(file)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +282,7 @@ func (s *mincoreSession) Stop() (*Capture, error) {
 	if err != nil {
 		return nil, err
 	}
-	dataNow, err := dataExtents(s.file)
+	dataNow, err := pages.Data(s.file)
 	if err != nil {
 		return nil, err
 	}
@@ -304,10 +305,10 @@ func (s *mincoreSession) Close() error { return nil }
 func (s *mincoreSession) Attribute(int) {}
 
 // runAccesses splits a run of pages into Accesses (NPages is 32-bit).
-func runAccesses(r extent) []Access {
+func runAccesses(r pages.Extent) []Access {
 	var out []Access
-	for p := r.start; p < r.end; {
-		n := min(r.end-p, 1<<30)
+	for p := r.Page; p < r.End(); {
+		n := min(r.End()-p, 1<<30)
 		out = append(out, Access{Page: p, NPages: uint32(n)})
 		p += n
 	}

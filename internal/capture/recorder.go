@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/snapbpf/snapbpf/internal/owner"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/tracepoint"
 )
 
@@ -79,7 +80,7 @@ type Recorder struct {
 	hold      chan struct{} // tests: the reader waits for it to close
 	done      chan struct{} // reader exited
 	readErr   error
-	dataStart [][]extent
+	dataStart [][]pages.Extent
 	resident  uint64
 	started   bool
 	closed    bool
@@ -120,7 +121,7 @@ func (r *Recorder) Start() error {
 		return errors.New("capture: recorder already started")
 	}
 	for i, path := range r.files {
-		d, err := dataExtents(path.Path)
+		d, err := pages.Data(path.Path)
 		if err != nil {
 			return err
 		}
@@ -366,7 +367,7 @@ func (r *Recorder) dropHoles(c *Capture) error {
 	}
 	var kept, holes []Access
 	for i, f := range r.files {
-		now, err := dataExtents(f.Path)
+		now, err := pages.Data(f.Path)
 		if err != nil {
 			return err
 		}

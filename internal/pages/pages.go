@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,6 +47,13 @@ func (e *Extent) UnmarshalJSON(b []byte) error {
 	}
 	e.Page, e.N = pair[0], pair[1]
 	return nil
+}
+
+// Search returns the index of the first of sorted, disjoint extents that
+// ends after page p, and whether that extent holds p.
+func Search(sorted []Extent, p uint64) (int, bool) {
+	i := sort.Search(len(sorted), func(i int) bool { return sorted[i].End() > p })
+	return i, i < len(sorted) && sorted[i].Page <= p
 }
 
 // Data returns the runs of pages of the file at path that hold data, in

@@ -2,12 +2,10 @@ package prefetch
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
 
-	"golang.org/x/sys/unix"
 
 	"github.com/snapbpf/snapbpf/internal/pages"
 )
@@ -87,8 +85,11 @@ func (r request) end() int64 { return r.off + r.len }
 func toRequests(f *os.File, plan []pages.Extent, size int64) ([]request, int64, error) {
 	var reqs []request
 	var planned, kept int64
-	seg := dataCursor{fd: int(f.Fd()), size: size}
-	filePages := uint64(size+pages.Size-1) / pages.Size
+	seg, err := pages.NewDataCursor(f)
+	if err != nil {
+		return nil, 0, err
+	}
+	filePages := pages.Count(size)
 	for _, e := range plan {
 		if e.Page >= filePages {
 			break // plans are sorted: the rest is past the end too
@@ -97,21 +98,21 @@ func toRequests(f *os.File, plan []pages.Extent, size int64) ([]request, int64, 
 		if e.N < filePages-e.Page { // compared this way so Page+N cannot wrap
 			endPage = e.Page + e.N
 		}
-		off := int64(e.Page) * pages.Size
-		end := min(int64(endPage)*pages.Size, size)
-		planned += end - off
-		for off < end {
-			d, h, err := seg.next(off)
+		planned += min(int64(endPage)*pages.Size, size) - int64(e.Page)*pages.Size
+		for p := e.Page; p < endPage; {
+			d, err := seg.Next(p)
 			if err != nil {
 				return nil, 0, fmt.Errorf("find data in %s: %w", f.Name(), err)
 			}
-			if d >= end {
+			if d.N == 0 || d.Page >= endPage {
 				break
 			}
-			r := request{off: d, len: min(h, end) - d}
+			hi := min(d.End(), endPage)
+			off := int64(d.Page) * pages.Size
+			r := request{off: off, len: min(int64(hi)*pages.Size, size) - off}
 			kept += r.len
 			reqs = appendMerged(reqs, r)
-			off = r.end()
+			p = hi
 		}
 	}
 	return reqs, planned - kept, nil
@@ -137,49 +138,6 @@ func appendMerged(reqs []request, r request) []request {
 		return reqs
 	}
 	return append(reqs, r)
-}
-
-// dataCursor walks a file's data segments with SEEK_DATA/SEEK_HOLE for
-// ascending offsets, remembering the last segment so a run of requests in
-// one segment costs no system calls.
-type dataCursor struct {
-	fd         int
-	size       int64
-	data, hole int64 // last segment found: [data, hole)
-	valid      bool
-}
-
-// next returns the data segment [d, h) that holds off or comes after it;
-// d >= size means there is no more data. Offsets are page aligned outwards,
-// so a partly written page is read whole.
-func (c *dataCursor) next(off int64) (d, h int64, err error) {
-	if c.valid && off >= c.data && off < c.hole {
-		return off, c.hole, nil
-	}
-	if c.valid && off < c.data {
-		return c.data, c.hole, nil
-	}
-	d, err = unix.Seek(c.fd, off, unix.SEEK_DATA)
-	if errors.Is(err, unix.ENXIO) {
-		c.data, c.hole, c.valid = c.size, c.size, true
-		return c.size, c.size, nil
-	}
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-		// No hole support: treat everything as data.
-		c.data, c.hole, c.valid = 0, c.size, true
-		return off, c.size, nil
-	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("SEEK_DATA at %d: %w", off, err)
-	}
-	h, err = unix.Seek(c.fd, d, unix.SEEK_HOLE)
-	if err != nil {
-		return 0, 0, fmt.Errorf("SEEK_HOLE at %d: %w", d, err)
-	}
-	d = d / pages.Size * pages.Size
-	h = min(c.size, (h+pages.Size-1)/pages.Size*pages.Size)
-	c.data, c.hole, c.valid = d, h, true
-	return max(d, off), h, nil
 }
 
 // split cuts requests longer than max bytes, so no request exceeds what

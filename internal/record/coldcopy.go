@@ -4,11 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // coldCopy is a private, byte-identical copy of a memory file, out of the
@@ -63,15 +64,16 @@ func newColdCopy(mem, dir string) (_ *coldCopy, retErr error) {
 			dst.Close()
 		}
 	}()
-	data, err := snapshot.DataExtents(mem)
+	data, err := pages.Data(mem)
 	if err != nil {
 		return nil, fmt.Errorf("private copy of %s: %w", mem, err)
 	}
 	var copied int64
 	for _, e := range data {
 		// Same offsets in both files: what is not written stays a hole.
-		off, dstOff := e.Off, e.Off
-		for end := e.Off + e.Len; off < end; {
+		off := int64(e.Page) * pages.Size
+		dstOff := off
+		for end := min(int64(e.End())*pages.Size, fi.Size()); off < end; {
 			n, err := unix.CopyFileRange(int(src.Fd()), &off, fd, &dstOff, int(min(end-off, 1<<30)), 0)
 			if err != nil {
 				return nil, fmt.Errorf("private copy of %s: copy bytes %d-%d: %w (is there free space on its filesystem?)", mem, off, end, err)
@@ -96,41 +98,15 @@ func newColdCopy(mem, dir string) (_ *coldCopy, retErr error) {
 	c := &coldCopy{File: dst, Path: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd), DataBytes: copied}
 	// The recorded offsets are only the file's if the copy has its
 	// layout: same data ranges, same holes.
-	got, err := snapshot.DataExtents(c.Path)
+	got, err := pages.Data(c.Path)
 	if err != nil {
 		return nil, fmt.Errorf("private copy of %s: %w", mem, err)
 	}
-	if !sameLayout(data, got) {
+	if !slices.Equal(data, got) {
 		return nil, fmt.Errorf("private copy of %s: its data ranges differ from the file's (%d ranges, file %d): the filesystem did not keep holes", mem, len(got), len(data))
 	}
 	c.Took = time.Since(start)
 	return c, nil
-}
-
-// sameLayout reports whether two files' data ranges cover the same pages.
-// Filesystems may merge or split adjacent ranges, so compare the pages.
-func sameLayout(a, b []snapshot.Extent) bool {
-	norm := func(ext []snapshot.Extent) []snapshot.Extent {
-		var out []snapshot.Extent
-		for _, e := range ext {
-			if k := len(out); k > 0 && out[k-1].Off+out[k-1].Len == e.Off {
-				out[k-1].Len += e.Len
-				continue
-			}
-			out = append(out, e)
-		}
-		return out
-	}
-	x, y := norm(a), norm(b)
-	if len(x) != len(y) {
-		return false
-	}
-	for i := range x {
-		if x[i] != y[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Close removes the copy (its last reference).

@@ -86,23 +86,11 @@ func TestRecordRestoreCycle(t *testing.T) {
 // noise.
 func checkInData(t *testing.T, mem string, set *wset.Set) {
 	t.Helper()
-	data, err := snapshot.DataExtents(mem)
+	data, err := pages.Data(mem)
 	if err != nil {
 		t.Fatal(err)
 	}
-	inData := func(p uint64) bool {
-		off := int64(p) * pages.Size
-		lo, hi := 0, len(data)
-		for lo < hi { // first extent ending after off
-			m := (lo + hi) / 2
-			if data[m].Off+data[m].Len <= off {
-				lo = m + 1
-			} else {
-				hi = m
-			}
-		}
-		return lo < len(data) && data[lo].Off <= off && off+pages.Size <= data[lo].Off+data[lo].Len
-	}
+	inData := func(p uint64) bool { _, in := pages.Search(data, p); return in }
 	var holes int
 	for _, e := range set.Extents {
 		for p := e.Page; p < e.End(); p++ {

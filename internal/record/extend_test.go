@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/snapbpf/snapbpf/internal/pages"
-	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -52,8 +51,7 @@ func TestWiden(t *testing.T) {
 	own := slices.Concat([]pages.Extent{{Page: 1000, N: 202}}, A, B, C, D)
 	set := &wset.Set{Extents: slices.Clone(own)}
 	// Holes at pages 50-59 and 598-599.
-	pg := func(p int64) int64 { return p * pages.Size }
-	data := []snapshot.Extent{{Off: 0, Len: pg(50)}, {Off: pg(60), Len: pg(538)}, {Off: pg(600), Len: pg(1400)}}
+	data := []pages.Extent{{Page: 0, N: 50}, {Page: 60, N: 538}, {Page: 600, N: 1400}}
 	n := widen(set, slices.Concat(D, B, A, C), margin, data, 21)
 	// C found the most (3 pages): 597-606 less the holes and C itself.
 	// Then A (2): 37-48 less A. D, found after A, would take 9 more pages

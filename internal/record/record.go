@@ -348,7 +348,7 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldC
 	if runs > 1 {
 		margin := o.margin()
 		if margin > 0 && len(refined) > 0 {
-			data, err := snapshot.DataExtents(dir.MemPath())
+			data, err := pages.Data(dir.MemPath())
 			if err != nil {
 				return nil, fmt.Errorf("record: %w", err)
 			}
@@ -429,12 +429,12 @@ func extend(set, got *wset.Set, plan []pages.Extent) (added []pages.Extent, zero
 }
 
 // widen adds to set, after its own pages, the data pages of the memory file
-// (data: its data byte ranges, in order) around the regions where the
+// (data: its data pages, in order) around the regions where the
 // refining runs found pages (around, in any order), and returns how many it
 // added. A region is a run of found extents less than 2*margin pages apart;
 // each is taken whole, widened by margin on both sides, those with the most
 // found pages first, while the pages it adds fit in budget.
-func widen(set *wset.Set, around []pages.Extent, margin uint64, data []snapshot.Extent, budget int64) int64 {
+func widen(set *wset.Set, around []pages.Extent, margin uint64, data []pages.Extent, budget int64) int64 {
 	type region struct {
 		lo, hi uint64 // pages [lo, hi)
 		found  uint64
@@ -461,17 +461,9 @@ func widen(set *wset.Set, around []pages.Extent, margin uint64, data []snapshot.
 	for _, r := range regions {
 		lo, hi := r.lo-min(r.lo, margin), r.hi+margin
 		var take []pages.Extent
-		// Data ranges are page-aligned on the filesystems we punch holes
-		// on; a partial page counts as data.
-		i, _ := slices.BinarySearchFunc(data, lo, func(d snapshot.Extent, p uint64) int {
-			if uint64(d.Off+d.Len) <= p*pages.Size {
-				return -1
-			}
-			return 1
-		})
-		for ; i < len(data) && uint64(data[i].Off) < hi*pages.Size; i++ {
-			first := max(lo, uint64(data[i].Off)/pages.Size)
-			end := min(hi, (uint64(data[i].Off+data[i].Len)+pages.Size-1)/pages.Size)
+		i, _ := pages.Search(data, lo)
+		for ; i < len(data) && data[i].Page < hi; i++ {
+			first, end := max(lo, data[i].Page), min(hi, data[i].End())
 			if end > first {
 				take = append(take, outside(pages.Extent{Page: first, N: end - first}, have)...)
 			}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -51,7 +50,7 @@ func Trace(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o TraceOptions)
 	}
 	// Holes as they are before the run: a hole page read by a fault is in
 	// the page cache afterwards, and some file systems then call it data.
-	data, err := snapshot.DataExtents(mem)
+	data, err := pages.Data(mem)
 	if err != nil {
 		return nil, nil, fmt.Errorf("trace: holes of %s: %w", mem, err)
 	}
@@ -189,18 +188,10 @@ func monotonicNs() uint64 {
 // markHoles flags events on pages outside the data extents as holes, and
 // first touches of data pages as major: the recording starts with the file
 // out of the page cache, so each of them read its page from storage.
-func markHoles(data []snapshot.Extent, events []trace.Event) {
+func markHoles(data []pages.Extent, events []trace.Event) {
 	for i := range events {
-		off := int64(events[i].Page) * pages.Size
-		// The first extent ending after off decides.
-		j, _ := slices.BinarySearchFunc(data, off, func(e snapshot.Extent, off int64) int {
-			if e.Off+e.Len <= off {
-				return -1
-			}
-			return 1
-		})
-		switch {
-		case j == len(data) || data[j].Off > off:
+		switch _, in := pages.Search(data, events[i].Page); {
+		case !in:
 			events[i].Flags |= trace.FlagHole
 		case events[i].Op != trace.OpUpgrade && events[i].Flags&trace.FlagPreexisting == 0:
 			events[i].Flags |= trace.FlagMajor

@@ -41,7 +41,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
-	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/trace"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -109,14 +108,14 @@ func (e *env) nonZero() (*bitmap, error) {
 // dataPages is the memory file's pages that are not holes.
 func (e *env) dataPages() (*bitmap, error) {
 	if e.data == nil {
-		ext, err := snapshot.DataExtents(e.mem)
+		ext, err := pages.Data(e.mem)
 		if err != nil {
-			return nil, fmt.Errorf("data extents of %s: %w", e.mem, err)
+			return nil, err
 		}
-		b := newBitmap(uint64(e.size+pages.Size-1) / pages.Size)
+		b := newBitmap(pages.Count(e.size))
 		for _, x := range ext {
-			for p := x.Off / pages.Size; p < (x.Off+x.Len+pages.Size-1)/pages.Size; p++ {
-				b.set(uint64(p))
+			for p := x.Page; p < x.End(); p++ {
+				b.set(p)
 			}
 		}
 		e.data = b

@@ -316,6 +316,6 @@ func syncAndLayout(path string) (size, data, holes int64, err error) {
 	if err := f.Sync(); err != nil {
 		return 0, 0, 0, err
 	}
-	data, holes, err = layout(f, fi.Size())
+	data, holes, err = MemLayout(path)
 	return fi.Size(), data, holes, err
 }

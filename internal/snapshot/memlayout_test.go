@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 func TestMemLayout(t *testing.T) {
@@ -16,12 +18,12 @@ func TestMemLayout(t *testing.T) {
 		name   string
 		writes []int64 // offsets of one-page writes into a sparse file of size
 		size   int64
-		want   []Extent
+		want   []pages.Extent
 	}{
 		{"all holes", nil, size, nil},
-		{"two pages", []int64{0, 8 << 20}, size, []Extent{{0, page}, {8 << 20, page}}},
-		{"last page", []int64{size - page}, size, []Extent{{size - page, page}}},
-		{"adjacent pages merge", []int64{page, 2 * page}, size, []Extent{{page, 2 * page}}},
+		{"two pages", []int64{0, 8 << 20}, size, []pages.Extent{{Page: 0, N: 1}, {Page: 8 << 20 / page, N: 1}}},
+		{"last page", []int64{size - page}, size, []pages.Extent{{Page: size/page - 1, N: 1}}},
+		{"adjacent pages merge", []int64{page, 2 * page}, size, []pages.Extent{{Page: 1, N: 2}}},
 		{"empty file", nil, 0, nil},
 	}
 	for _, tt := range tests {
@@ -51,7 +53,7 @@ func TestMemLayout(t *testing.T) {
 			if tt.size > 0 && holes == 0 {
 				t.Skip("filesystem does not report holes")
 			}
-			ext, err := DataExtents(p)
+			ext, err := pages.Data(p)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +62,7 @@ func TestMemLayout(t *testing.T) {
 			}
 			var sum int64
 			for _, e := range tt.want {
-				sum += e.Len
+				sum += int64(e.N) * page
 			}
 			if data != sum {
 				t.Errorf("data %d, want %d", data, sum)
@@ -121,14 +123,14 @@ func TestPunchZeroPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const pages = 2048 // 8 MiB: more than one read buffer
-	want := make([]byte, pages*P)
+	const nPages = 2048 // 8 MiB: more than one read buffer
+	want := make([]byte, nPages*P)
 	zero := map[int]bool{}
-	for p := range pages {
+	for p := range nPages {
 		switch {
 		case p >= 1000 && p < 1100: // left a hole: never written
 			continue
-		case p%7 == 0 || (p >= 1500 && p < 1600) || p == pages-1:
+		case p%7 == 0 || (p >= 1500 && p < 1600) || p == nPages-1:
 			zero[p] = true
 		case p == 3:
 			want[(p+1)*P-1] = 1 // zero but for its last byte
@@ -152,19 +154,12 @@ func TestPunchZeroPages(t *testing.T) {
 	if n != int64(len(zero)) {
 		t.Errorf("punched %d pages, want the %d zero pages", n, len(zero))
 	}
-	data, err := DataExtents(path)
+	data, err := pages.Data(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	isData := func(p int) bool {
-		for _, e := range data {
-			if int64(p*P) >= e.Off && int64(p*P) < e.Off+e.Len {
-				return true
-			}
-		}
-		return false
-	}
-	for p := range pages {
+	isData := func(p int) bool { _, in := pages.Search(data, uint64(p)); return in }
+	for p := range nPages {
 		hole := zero[p] || (p >= 1000 && p < 1100)
 		if isData(p) == hole {
 			t.Fatalf("page %d: data %v, want hole %v", p, isData(p), hole)

@@ -4,16 +4,13 @@
 // memory. snapbpf gets its holes from the guest instead (free page
 // reporting at snapshot time); this package is the comparison.
 //
-// Holes are skipped with SEEK_DATA/SEEK_HOLE, so a sparse file costs only
-// its data; data is read sequentially in large chunks into one reused
-// buffer and each 4 KiB page is compared with a zero page.
+// The reading is pages.Scan: holes are skipped (SEEK_DATA/SEEK_HOLE), so a
+// sparse file costs only its data, read sequentially in large chunks, each
+// page compared with a zero page; this package builds FaaSnap's regions.
 package zeroscan
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
@@ -28,10 +25,6 @@ import (
 // reading a few zero pages.
 const MergeGapPages = 32
 
-// chunkSize is the read size: large sequential reads keep the device's
-// queue full and the syscall count low.
-const chunkSize = 4 << 20
-
 // Options tune a scan.
 type Options struct {
 	// Cold evicts the file's clean cached pages first (fadvise DONTNEED),
@@ -41,8 +34,6 @@ type Options struct {
 	MergeGapPages int
 	// KeepRegions keeps the merged regions in Result.Regions.
 	KeepRegions bool
-	// KeepZeroRuns keeps the runs of zero data pages in Result.ZeroRuns.
-	KeepZeroRuns bool
 }
 
 // Region is a run of pages, in page numbers of the file.
@@ -72,11 +63,9 @@ type Result struct {
 	MergedPages   int64    `json:"merged_pages"`
 	MergeGap      int      `json:"merge_gap_pages"`
 	Regions       []Region `json:"regions,omitempty"`
-	// ZeroRuns are the maximal runs of zero data pages (Options.KeepZeroRuns).
-	ZeroRuns  []Region `json:"zero_runs,omitempty"`
-	ReadBytes int64    `json:"read_bytes"`
-	Cold      bool     `json:"cold"`
-	ElapsedMs float64  `json:"elapsed_ms"`
+	ReadBytes     int64    `json:"read_bytes"`
+	Cold          bool     `json:"cold"`
+	ElapsedMs     float64  `json:"elapsed_ms"`
 }
 
 // File scans the file at path.
@@ -107,87 +96,33 @@ func File(path string, o Options) (*Result, error) {
 		gap = MergeGapPages
 	}
 	size := fi.Size()
-	r := &Result{Path: path, Size: size, Pages: (size + pages.Size - 1) / pages.Size, MergeGap: gap, Cold: o.Cold}
-	m := merger{gap: int64(gap), keep: o.KeepRegions, keepZero: o.KeepZeroRuns, lastNonZero: -1}
-	buf := make([]byte, chunkSize)
+	r := &Result{Path: path, Size: size, Pages: int64(pages.Count(size)), MergeGap: gap, Cold: o.Cold}
+	m := merger{gap: int64(gap), keep: o.KeepRegions, lastNonZero: -1}
 	start := time.Now()
-
-	// next is the first page not yet classified.
-	var next int64
-	for next < r.Pages {
-		data, err := unix.Seek(fd, next*pages.Size, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break // only a hole from here to the end
+	r.ReadBytes, err = pages.Scan(f, func(p uint64, zero bool) {
+		r.DataPages++
+		if zero {
+			r.ZeroPages++
+			return
 		}
-		if err != nil {
-			return nil, fmt.Errorf("zero scan %s: SEEK_DATA at %d: %w", path, next*pages.Size, err)
-		}
-		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
-		if err != nil {
-			return nil, fmt.Errorf("zero scan %s: SEEK_HOLE at %d: %w", path, data, err)
-		}
-		// Whole pages: a block-granular extent may start or end inside one.
-		first := max(data/pages.Size, next)
-		end := min((hole+pages.Size-1)/pages.Size, r.Pages)
-		if end <= first {
-			// SEEK_DATA answered an offset at or past next, so this
-			// cannot happen; guard against looping on a strange file system.
-			return nil, fmt.Errorf("zero scan %s: SEEK_DATA at %d answered data %d, hole %d", path, next*pages.Size, data, hole)
-		}
-		r.HolePages += first - next
-		if err := scanExtent(f, first, end, size, buf, r, &m); err != nil {
-			return nil, fmt.Errorf("zero scan %s: %w", path, err)
-		}
-		next = end
+		r.NonZeroPages++
+		m.nonZero(int64(p))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("zero scan %s: %w", path, err)
 	}
-	if next < r.Pages {
-		r.HolePages += r.Pages - next
-	}
+	r.HolePages = r.Pages - r.DataPages
 	m.finish()
 	r.RawRegions, r.MergedRegions, r.MergedPages, r.Regions = m.raw, m.merged, m.mergedPages, m.regions
-	r.ZeroRuns = m.zeroRuns
 	r.ElapsedMs = float64(time.Since(start).Microseconds()) / 1000
 	return r, nil
 }
 
-// scanExtent reads pages [first, end) and classifies each.
-func scanExtent(f *os.File, first, end, size int64, buf []byte, r *Result, m *merger) error {
-	for p := first; p < end; {
-		n := min(int64(len(buf)/pages.Size), end-p)
-		want := min(n*pages.Size, size-p*pages.Size)
-		got, err := f.ReadAt(buf[:want], p*pages.Size)
-		if err != nil && !(errors.Is(err, io.EOF) && int64(got) == want) {
-			return fmt.Errorf("read %d bytes at %d: %w", want, p*pages.Size, err)
-		}
-		r.ReadBytes += int64(got)
-		for i := int64(0); i < n; i++ {
-			lo := i * pages.Size
-			hi := min(lo+pages.Size, want)
-			r.DataPages++
-			// bytes.Equal is the runtime's vectorised memequal: here
-			// about 6x faster than comparing 8-byte words in a Go loop
-			// (BenchmarkZeroPage).
-			if bytes.Equal(buf[lo:hi], zeroPage[:hi-lo]) {
-				r.ZeroPages++
-				m.zero(p + i)
-				continue
-			}
-			r.NonZeroPages++
-			m.nonZero(p + i)
-		}
-		p += n
-	}
-	return nil
-}
-
-var zeroPage [pages.Size]byte
-
 // merger builds non-zero regions from the non-zero pages in increasing
 // order, merging the FaaSnap way.
 type merger struct {
-	gap      int64
-	keep     bool
-	keepZero bool
+	gap  int64
+	keep bool
 
 	lastNonZero int64 // -1 before the first
 	raw         int64
@@ -195,19 +130,6 @@ type merger struct {
 	merged      int64
 	mergedPages int64
 	regions     []Region
-	zeroRuns    []Region
-}
-
-// zero records zero data page p (pages come in increasing order).
-func (m *merger) zero(p int64) {
-	if !m.keepZero {
-		return
-	}
-	if k := len(m.zeroRuns) - 1; k >= 0 && m.zeroRuns[k].Start+m.zeroRuns[k].Pages == p {
-		m.zeroRuns[k].Pages++
-		return
-	}
-	m.zeroRuns = append(m.zeroRuns, Region{Start: p, Pages: 1})
 }
 
 func (m *merger) nonZero(p int64) {

@@ -14,6 +14,11 @@ import (
 	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
+// chunkSize is pages.Scan's read size, which the tests cross.
+const chunkSize = 4 << 20
+
+var zeroPage [pages.Size]byte
+
 // writeLayout creates a file from a page map: 'N' a page with a non-zero
 // byte, 'Z' a page of written zero bytes (allocated data), '.' a hole.
 // tail, if positive, cuts the last page to that many bytes.
