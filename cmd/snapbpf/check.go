@@ -115,7 +115,7 @@ func checkHost(ctx context.Context, home string) *checkReport {
 	}
 
 	if err := capture.Supported(); errors.Is(err, capture.ErrNoPrivilege) {
-		add("bpf capture", checkFail, "record, trace", err.Error()) // names the mincore fallback
+		add("bpf capture", checkFail, "record, trace", hint(err).Error())
 	} else if err != nil {
 		add("bpf capture", checkFail, "record, trace", fmt.Sprintf("%v; record --method mincore works without BPF (and includes readahead)", err))
 	} else {

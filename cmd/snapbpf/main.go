@@ -20,7 +20,7 @@ func main() {
 		if errors.Is(err, context.Canceled) {
 			err = errors.New("interrupted; everything started was stopped")
 		}
-		fmt.Fprintf(os.Stderr, "snapbpf: %v\n", err)
+		fmt.Fprintf(os.Stderr, "snapbpf: %v\n", hint(err))
 		os.Exit(1)
 	}
 }

@@ -63,6 +63,10 @@ type Recording struct {
 	Extents int     `json:"extents"`
 }
 
+// ErrOtherResults is wrapped by the errors of results a bench cannot
+// resume: another format, or another configuration.
+var ErrOtherResults = errors.New("results of another bench")
+
 // recordMs is the time all recordings of p took.
 func (p Preparation) recordMs() float64 {
 	var t float64
@@ -141,7 +145,7 @@ func Load(path string) (*Results, error) {
 		return nil, fmt.Errorf("parse %s: %w", path, err)
 	}
 	if r.Format != resultsFormat {
-		return nil, fmt.Errorf("%s: results format %d, this snapbpf reads %d: use another --out", path, r.Format, resultsFormat)
+		return nil, fmt.Errorf("%s: %w: results format %d, this snapbpf reads %d", path, ErrOtherResults, r.Format, resultsFormat)
 	}
 	return &r, nil
 }
@@ -230,8 +234,8 @@ func compatible(old, c Config) error {
 		return nil // new results
 	}
 	if old.Input != c.Input || old.otherInput() != c.otherInput() || old.DataMiB != c.DataMiB {
-		return fmt.Errorf("these results were measured with input %d, other input %d and data size %d MiB (0: defaults), not %d, %d and %d: use another --out",
-			old.Input, old.otherInput(), old.DataMiB, c.Input, c.otherInput(), c.DataMiB)
+		return fmt.Errorf("%w: these were measured with input %d, other input %d and data size %d MiB (0: defaults), not %d, %d and %d",
+			ErrOtherResults, old.Input, old.otherInput(), old.DataMiB, c.Input, c.otherInput(), c.DataMiB)
 	}
 	return nil
 }

@@ -162,7 +162,7 @@ func TestResumeRefusesOtherSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Input = 7
-	if _, err := fakeBench(t, cfg, fake).run(context.Background()); err == nil || !strings.Contains(err.Error(), "another --out") {
+	if _, err := fakeBench(t, cfg, fake).run(context.Background()); !errors.Is(err, ErrOtherResults) {
 		t.Errorf("mixing inputs: err = %v", err)
 	}
 }

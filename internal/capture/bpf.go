@@ -78,7 +78,7 @@ func (r *Recorder) load(o options) (retErr error) {
 
 func privilegeError(what string, err error) error {
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return fmt.Errorf("%s: %w (%w); run as root, or use --method mincore, which includes readahead", what, ErrNoPrivilege, err)
+		return fmt.Errorf("%s: %w (%w)", what, ErrNoPrivilege, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/readahead"
 )
@@ -95,7 +96,7 @@ func assertCovers(t *testing.T, got, want []uint64) {
 func TestLargeFolios(t *testing.T) {
 	needRoot(t)
 	path := dataFile(t, 64*mib)
-	if _, err := dropCache(path); err != nil {
+	if _, err := pagecache.Drop(path); err != nil {
 		t.Fatal(err)
 	}
 	r, err := NewRecorder([]string{path})
@@ -133,7 +134,7 @@ func TestLargeFolios(t *testing.T) {
 	if len(hist) == 1 && hist[1] > 0 {
 		t.Skip("no large folios on this filesystem/kernel")
 	}
-	runs, n, err := settledResident(path)
+	runs, n, err := pagecache.SettledResident(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +241,7 @@ func TestHoles(t *testing.T) {
 func TestLostCounted(t *testing.T) {
 	needRoot(t)
 	path := dataFile(t, 16*mib)
-	if _, err := dropCache(path); err != nil {
+	if _, err := pagecache.Drop(path); err != nil {
 		t.Fatal(err)
 	}
 	r, err := NewRecorder([]string{path}, WithRingBuffer(os.Getpagesize()))
@@ -334,7 +335,8 @@ func TestNoPrivilege(t *testing.T) {
 	}
 	msg := string(out)
 	t.Logf("unprivileged: %s", strings.TrimSpace(msg))
-	for _, want := range []string{"needs root/CAP_BPF", "--method mincore"} {
+	// The CLI adds what to do instead (cmd/snapbpf's hint).
+	for _, want := range []string{"needs root/CAP_BPF"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not say %q", msg, want)
 		}

@@ -1,11 +1,6 @@
 package capture
 
-import (
-	"time"
-
-	"github.com/snapbpf/snapbpf/internal/pagecache"
-	"github.com/snapbpf/snapbpf/internal/pages"
-)
+import "github.com/snapbpf/snapbpf/internal/pages"
 
 // intersect returns the pages in both a and b (both sorted, disjoint).
 func intersect(a, b []pages.Extent) []pages.Extent {
@@ -47,54 +42,6 @@ func clip(accs []Access, data []pages.Extent) (inData, inHoles []Access) {
 		inHoles = piece(inHoles, a, lo, hi)
 	}
 	return inData, inHoles
-}
-
-// resident returns the runs of path's pages that are in the page cache.
-func resident(path string) ([]pages.Extent, uint64, error) {
-	vec, err := pagecache.Residency(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	var runs []pages.Extent
-	var n uint64
-	for i, v := range vec {
-		if v&1 == 0 {
-			continue
-		}
-		n++
-		p := uint64(i)
-		if k := len(runs); k > 0 && runs[k-1].End() == p {
-			runs[k-1].N++
-		} else {
-			runs = append(runs, pages.Extent{Page: p, N: 1})
-		}
-	}
-	return runs, n, nil
-}
-
-// settledResident is resident once readahead I/O has finished: mincore
-// counts a page only when its read has completed, so right after a run it
-// can miss readahead still in flight.
-func settledResident(path string) ([]pages.Extent, uint64, error) {
-	runs, n, err := resident(path)
-	for i := 0; err == nil && i < 40; i++ {
-		time.Sleep(25 * time.Millisecond)
-		var m uint64
-		var again []pages.Extent
-		again, m, err = resident(path)
-		if m == n {
-			break
-		}
-		runs, n = again, m
-	}
-	return runs, n, err
-}
-
-// dropCache evicts path's cached pages and returns how many stayed cached:
-// pages a recording cannot see.
-func dropCache(path string) (uint64, error) {
-	n, err := pagecache.Drop(path)
-	return uint64(n), err
 }
 
 // countPages is the number of pages accs cover, repeats included.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/readahead"
 	"golang.org/x/sys/unix"
@@ -27,7 +28,7 @@ func TestMeasureOpenRace(t *testing.T) {
 	const k = 500
 	touched := randomPages(1, k, 256*mib/pages.Size)
 	for run := range 3 {
-		if _, err := dropCache(path); err != nil {
+		if _, err := pagecache.Drop(path); err != nil {
 			t.Fatal(err)
 		}
 		r, err := NewRecorder([]string{path})
@@ -74,7 +75,7 @@ func TestCaptureOverhead(t *testing.T) {
 	var progTime time.Duration
 	var progRuns uint64
 	run := func(record bool) time.Duration {
-		if _, err := dropCache(path); err != nil {
+		if _, err := pagecache.Drop(path); err != nil {
 			t.Fatal(err)
 		}
 		var r *Recorder

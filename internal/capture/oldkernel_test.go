@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
@@ -190,7 +191,7 @@ func TestOlderKernels(t *testing.T) {
 				t.Fatal("the kernel types hold the readahead tracepoint")
 			}
 			path := dataFile(t, 16*mib)
-			if _, err := dropCache(path); err != nil {
+			if _, err := pagecache.Drop(path); err != nil {
 				t.Fatal(err)
 			}
 			r, err := NewRecorder([]string{path}, func(o *options) { o.kernelTypes = kt })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/seccomp"
 	"time"
@@ -86,7 +87,7 @@ type CommandOptions struct {
 const DefaultReadaheadWindow = 2 * time.Second
 
 func recordEBPF(ctx context.Context, file string, argv []string, window time.Duration) (c *Capture, retErr error) {
-	resident, err := dropCache(file)
+	resident, err := pagecache.Drop(file)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +133,7 @@ func recordEBPF(ctx context.Context, file string, argv []string, window time.Dur
 
 	c, err = rec.Stop()
 	if c != nil {
-		c.ResidentAtStart = resident
+		c.ResidentAtStart = uint64(resident)
 		c.DeviceReadaheadOff = w.Lowered()
 		select {
 		case <-w.Expired():
@@ -262,7 +263,7 @@ type mincoreSession struct {
 }
 
 func startMincore(file string) (*mincoreSession, error) {
-	cached, err := dropCache(file)
+	cached, err := pagecache.Drop(file)
 	if err != nil {
 		return nil, err
 	}
@@ -274,11 +275,11 @@ func startMincore(file string) (*mincoreSession, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &mincoreSession{file: file, f: f, cached: cached, dataStart: dataStart}, nil
+	return &mincoreSession{file: file, f: f, cached: uint64(cached), dataStart: dataStart}, nil
 }
 
 func (s *mincoreSession) Stop() (*Capture, error) {
-	runs, _, err := settledResident(s.file)
+	runs, _, err := pagecache.SettledResident(s.file)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/snapbpf/snapbpf/internal/owner"
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/tracepoint"
 )
@@ -126,7 +127,7 @@ func (r *Recorder) Start() error {
 			return err
 		}
 		r.dataStart = append(r.dataStart, d)
-		_, n, err := resident(path.Path)
+		_, n, err := pagecache.Resident(path.Path)
 		if err != nil {
 			return err
 		}

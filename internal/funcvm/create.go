@@ -49,6 +49,10 @@ type CreateStats struct {
 	GuestZeroedMiB int64 `json:"guest_zeroed_mib"`
 }
 
+// ErrGuestModules is wrapped by the error of a snapshot whose guest could
+// not load its kernel modules (free page reporting needs them).
+var ErrGuestModules = errors.New("guest could not load its modules")
+
 // CreateSnapshot boots img, initialises the function, optionally has the
 // guest report its free pages, pauses and saves the device state, and
 // publishes the snapshot directory atomically.
@@ -66,7 +70,7 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		o.FreePages = snapshot.FreePagesReport
 	}
 	if o.FreePages != snapshot.FreePagesReport && o.FreePages != snapshot.FreePagesNone {
-		return nil, st, fmt.Errorf("--free-pages=%q: want %q or %q", o.FreePages, snapshot.FreePagesReport, snapshot.FreePagesNone)
+		return nil, st, fmt.Errorf("free pages %q: want %q or %q", o.FreePages, snapshot.FreePagesReport, snapshot.FreePagesNone)
 	}
 	version, err := d.Version(ctx)
 	if err != nil {
@@ -123,7 +127,7 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 	st.BootMs = ms(time.Since(start))
 	st.GuestUptime = ready.Info["uptime_ms"]
 	if e := ready.Info["modules_error"]; e != "" && report {
-		return nil, st, fmt.Errorf("guest could not load its modules, so it cannot report free pages: %s (use --free-pages=none to snapshot without)", e)
+		return nil, st, fmt.Errorf("%w, so it cannot report free pages: %s (a snapshot with free pages %q needs none)", ErrGuestModules, e, snapshot.FreePagesNone)
 	}
 
 	logf("initialising %s", o.Function)

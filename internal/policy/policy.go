@@ -78,7 +78,7 @@ func New(name string, dir *snapshot.Dir, wsPath string, o Options) (*Policy, err
 		case errors.Is(err, fs.ErrNotExist) && !explicit:
 			return nil, fmt.Errorf("policy snapbpf: the snapshot has no working set yet; record one first with snapbpf record --snapshot %s: %w", dir.Path, err)
 		case errors.Is(err, fs.ErrNotExist):
-			return nil, fmt.Errorf("policy snapbpf: working set %s does not exist: check --ws, or record one with snapbpf record: %w", wsPath, err)
+			return nil, fmt.Errorf("policy snapbpf: working set %s does not exist: %w", wsPath, err)
 		}
 		return nil, fmt.Errorf("policy snapbpf: %w", err)
 	}

@@ -6,10 +6,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -62,17 +62,13 @@ func writeRandom(path string, size int64, holes []request) error {
 // cannot be dropped yet, so it tries again for a while.
 func dropCache(tb testing.TB, path string) {
 	tb.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	n := 0
+	var n int64
 	for range 200 {
-		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		var err error
+		if n, err = pagecache.Drop(path); err != nil {
 			tb.Fatal(err)
 		}
-		if n = residentPages(tb, path).count(); n == 0 {
+		if n == 0 {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -96,23 +92,9 @@ func (r residency) count() int {
 
 func residentPages(tb testing.TB, path string) residency {
 	tb.Helper()
-	f, err := os.Open(path)
+	vec, err := pagecache.Residency(path)
 	if err != nil {
 		tb.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	if st.Size() == 0 {
-		return nil
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (st.Size()+pages.Size-1)/pages.Size)
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		tb.Fatalf("mincore: %v", e)
 	}
 	out := make(residency, len(vec))
 	for i, v := range vec {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"slices"
 
-
 	"github.com/snapbpf/snapbpf/internal/pages"
 )
 

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
@@ -47,7 +48,8 @@ func waitResident(ctx context.Context, f *os.File, size int64, reqs []request) e
 		// a fault of its own below; ask for them again in one call first.
 		// cachestat counts pages in the cache whether or not their read
 		// has completed, so it tells skipped pages from pending ones.
-		if cached(fd, r) < (r.len+pages.Size-1)/pages.Size {
+		// Without cachestat count them all, so nothing is re-issued.
+		if n, err := pagecache.CachedIn(f, r.off, r.len); err == nil && n < (r.len+pages.Size-1)/pages.Size {
 			_ = unix.Fadvise(fd, r.off, r.len, unix.FADV_WILLNEED)
 		}
 		err := populate(m[r.off:r.end()])
@@ -74,15 +76,4 @@ func touchPages(b []byte) error {
 		atomic.LoadUint32((*uint32)(unsafe.Pointer(&b[i])))
 	}
 	return nil
-}
-
-// cached counts r's pages in the page cache, up to date or not; if
-// cachestat(2) is missing it reports them all, so nothing is re-issued.
-func cached(fd int, r request) int64 {
-	var cs unix.Cachestat_t
-	cr := unix.CachestatRange{Off: uint64(r.off), Len: uint64(r.len)}
-	if err := unix.Cachestat(uint(fd), &cr, &cs, 0); err != nil {
-		return r.len
-	}
-	return int64(cs.Cache)
 }

@@ -9,9 +9,10 @@ import (
 	"strconv"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 )
 
 // With childEnv set, the test binary is the workload: a process that maps
@@ -123,15 +124,9 @@ func dataFile(t *testing.T, size int) string {
 
 func dropCache(t *testing.T, path string) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
+	if n, err := pagecache.Drop(path); err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-	if n := residentPages(t, path); n != 0 {
+	} else if n != 0 {
 		t.Fatalf("%d pages still cached after DONTNEED", n)
 	}
 }
@@ -139,28 +134,9 @@ func dropCache(t *testing.T, path string) {
 // residentPages counts path's cached pages with mincore(2).
 func residentPages(t *testing.T, path string) int {
 	t.Helper()
-	f, err := os.Open(path)
+	n, err := pagecache.Cached(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(mem)
-	vec := make([]byte, (len(mem)+os.Getpagesize()-1)/os.Getpagesize())
-	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&vec[0])))
-	if e != 0 {
-		t.Fatal(e)
-	}
-	n := 0
-	for _, v := range vec {
-		n += int(v & 1)
-	}
-	return n
+	return int(n)
 }

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/trace"
 )
@@ -44,7 +45,7 @@ func calibrate(mem string, events []trace.Event) (trace.StallModel, error) {
 	if err != nil {
 		return trace.StallModel{}, fmt.Errorf("calibrate: %w", err)
 	}
-	drop := func() { _ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED) }
+	drop := func() { _ = pagecache.Evict(f, 0, 0) }
 	drop()
 	defer drop()
 	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)

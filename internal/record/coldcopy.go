@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
@@ -92,8 +93,8 @@ func newColdCopy(mem, dir string) (_ *coldCopy, retErr error) {
 	if err := unix.Fsync(fd); err != nil {
 		return nil, fmt.Errorf("private copy of %s: fsync: %w", mem, err)
 	}
-	if err := unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED); err != nil {
-		return nil, fmt.Errorf("private copy of %s: drop its cache: %w", mem, err)
+	if err := pagecache.Evict(dst, 0, 0); err != nil {
+		return nil, fmt.Errorf("private copy of %s: %w", mem, err)
 	}
 	c := &coldCopy{File: dst, Path: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd), DataBytes: copied}
 	// The recorded offsets are only the file's if the copy has its

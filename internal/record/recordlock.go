@@ -55,7 +55,7 @@ func lockRecording(ctx context.Context, dir *snapshot.Dir, noWait bool, log io.W
 		holder := lockHolder(f)
 		if noWait {
 			f.Close()
-			return nil, fmt.Errorf("record %s: %w (%s); wait for it, or run without --no-wait to wait", dir.Path, ErrBusy, holder)
+			return nil, fmt.Errorf("record %s: %w (%s)", dir.Path, ErrBusy, holder)
 		}
 		if !waited {
 			waited = true

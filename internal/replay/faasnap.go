@@ -10,10 +10,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 )
@@ -78,7 +78,7 @@ func (p *faasnapPolicy) prepare(ctx context.Context, e *env) (*PrepareReport, er
 // seen resident in scan k gets layer k. Readahead is part of what it sees,
 // as in FaaSnap, unless Options.FaaSnapRecordNoRA.
 func (p *faasnapPolicy) record(ctx context.Context, e *env, rep *PrepareReport) ([]uint32, int, error) {
-	if err := dropCache(e.mem); err != nil {
+	if _, err := pagecache.Drop(e.mem); err != nil {
 		return nil, 0, err
 	}
 	g, err := reserveGuestMem(e.size)
@@ -134,24 +134,24 @@ func (p *faasnapPolicy) record(ctx context.Context, e *env, rep *PrepareReport) 
 
 // residencyScanner assigns mincore layers to a file's pages.
 type residencyScanner struct {
-	m      []byte
+	m      *pagecache.Mapping
 	vec    []byte
 	layers []uint32
 	scans  int
 }
 
 func newResidencyScanner(f *os.File, size int64) (*residencyScanner, error) {
-	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	m, err := pagecache.Map(f, 0, size)
 	if err != nil {
-		return nil, fmt.Errorf("faasnap scanner: map: %w", err)
+		return nil, fmt.Errorf("faasnap scanner: %w", err)
 	}
-	n := (size + pages.Size - 1) / pages.Size
+	n := m.Pages()
 	return &residencyScanner{m: m, vec: make([]byte, n), layers: make([]uint32, n)}, nil
 }
 
 func (s *residencyScanner) scan() error {
-	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&s.m[0])), uintptr(len(s.m)), uintptr(unsafe.Pointer(&s.vec[0]))); errno != 0 {
-		return fmt.Errorf("faasnap scanner: mincore: %w", errno)
+	if err := s.m.Residency(s.vec); err != nil {
+		return fmt.Errorf("faasnap scanner: %w", err)
 	}
 	s.scans++
 	fresh := false
@@ -183,7 +183,7 @@ func (s *residencyScanner) run(interval time.Duration, stop <-chan struct{}) err
 	}
 }
 
-func (s *residencyScanner) close() { unix.Munmap(s.m) }
+func (s *residencyScanner) close() { s.m.Close() }
 
 // faasnapRegions builds the loading-set regions FaaSnap's way: runs of
 // pages that were resident in the record run and are non-zero, merged

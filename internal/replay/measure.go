@@ -6,11 +6,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // threadFaults returns the calling thread's minor and major faults.
@@ -88,50 +85,4 @@ func anonBytes(ranges []addrRange) ([]int64, error) {
 		}
 	}
 	return out, sc.Err()
-}
-
-// cachedBytes is how much of the file at path is in the page cache:
-// cachestat(2), or mincore(2) where the kernel lacks it.
-func cachedBytes(path string) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("page cache of %s: %w", path, err)
-	}
-	defer f.Close()
-	var cs unix.Cachestat_t
-	r := unix.CachestatRange{Off: 0, Len: 0} // Len 0: to the end
-	if err := unix.Cachestat(uint(f.Fd()), &r, &cs, 0); err == nil {
-		return int64(cs.Cache) * pages.Size, nil
-	}
-	st, err := f.Stat()
-	if err != nil || st.Size() == 0 {
-		return 0, err
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return 0, fmt.Errorf("page cache of %s: %w", path, err)
-	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (st.Size()+pages.Size-1)/pages.Size)
-	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
-		return 0, fmt.Errorf("page cache of %s: mincore: %w", path, errno)
-	}
-	var n int64
-	for _, v := range vec {
-		n += int64(v & 1)
-	}
-	return n * pages.Size, nil
-}
-
-// dropCache evicts a file's clean, unmapped pages (a cold start for it).
-func dropCache(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("drop cache: %w", err)
-	}
-	defer f.Close()
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		return fmt.Errorf("drop cache of %s: %w", path, err)
-	}
-	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/replay/uffd"
@@ -65,7 +66,7 @@ func (p *reapPolicy) prepare(ctx context.Context, e *env) (*PrepareReport, error
 // UFFDIO_COPY from a private mapping of the (cold) memory file and logs
 // its page. It returns the logged pages.
 func (p *reapPolicy) record(ctx context.Context, e *env, rep *PrepareReport) ([]uint64, error) {
-	if err := dropCache(e.mem); err != nil {
+	if _, err := pagecache.Drop(e.mem); err != nil {
 		return nil, err
 	}
 	var mu sync.Mutex

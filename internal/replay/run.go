@@ -38,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
@@ -243,7 +244,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 // replays the schedule in each.
 func runOnce(ctx context.Context, e *env, pol policyImpl) (_ *RunResult, retErr error) {
 	for _, f := range pol.files(e) {
-		if err := dropCache(f); err != nil {
+		if _, err := pagecache.Drop(f); err != nil {
 			return nil, err
 		}
 	}
@@ -322,12 +323,12 @@ func runOnce(ctx context.Context, e *env, pol policyImpl) (_ *RunResult, retErr 
 	}
 	r.TotalBytes = r.AnonBytes
 	for _, f := range pol.files(e) {
-		c, err := cachedBytes(f)
+		n, err := pagecache.Cached(f)
 		if err != nil {
 			return nil, err
 		}
-		r.PageCache[f] = c
-		r.TotalBytes += c
+		r.PageCache[f] = n * pages.Size
+		r.TotalBytes += n * pages.Size
 	}
 	if e.opts.Verify {
 		touched := pagesOf(e.trace)

@@ -38,7 +38,7 @@ func TestMajorFaultsUnderSignals(t *testing.T) {
 			s.steps = append(s.steps, step{page: p})
 		}
 	}
-	if err := dropCache(m.path); err != nil {
+	if _, err := pagecache.Drop(m.path); err != nil {
 		t.Fatal(err)
 	}
 	// A page fadvise could not drop (another CPU's LRU batch held it) is

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
@@ -209,25 +210,18 @@ func readSample(f *os.File, direct bool, buf []byte, off int64) (int, error) {
 		}
 		// Some file systems accept O_DIRECT at open but not on read.
 	}
-	cached := cachedPages(f, off, pages.Size) > 0
+	// Without cachestat(2) count the block as cached, so nothing that
+	// might have been cached is dropped.
+	cached, err := pagecache.CachedIn(f, off, pages.Size)
+	if err != nil {
+		cached = 1
+	}
 	n, err := f.ReadAt(buf, off)
 	if n == 0 && err != nil {
 		return 0, err
 	}
-	if !cached {
-		_ = unix.Fadvise(int(f.Fd()), off, pages.Size, unix.FADV_DONTNEED)
+	if cached == 0 {
+		_ = pagecache.Evict(f, off, pages.Size)
 	}
 	return n, nil
-}
-
-// cachedPages counts pages of [off, off+n) in the page cache; on kernels
-// without cachestat(2) it answers 1 so nothing is dropped that might have
-// been cached.
-func cachedPages(f *os.File, off, n int64) uint64 {
-	var cs unix.Cachestat_t
-	r := unix.CachestatRange{Off: uint64(off), Len: uint64(n)}
-	if err := unix.Cachestat(uint(f.Fd()), &r, &cs, 0); err != nil {
-		return 1
-	}
-	return cs.Cache
 }

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
@@ -63,11 +64,11 @@ func cached(t *testing.T, path string) uint64 {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var cs unix.Cachestat_t
-	if err := unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{}, &cs, 0); err != nil {
+	n, err := pagecache.CachedIn(f, 0, 0)
+	if err != nil {
 		t.Skipf("no cachestat(2): %v", err)
 	}
-	return cs.Cache
+	return uint64(n)
 }
 
 func dropCache(t *testing.T, path string) {
@@ -77,7 +78,7 @@ func dropCache(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+	if err := pagecache.Evict(f, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 }

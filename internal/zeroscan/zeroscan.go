@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
@@ -84,8 +85,8 @@ func File(path string, o Options) (*Result, error) {
 	}
 	fd := int(f.Fd())
 	if o.Cold {
-		if err := unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED); err != nil {
-			return nil, fmt.Errorf("zero scan %s: drop cached pages: %w", path, err)
+		if err := pagecache.Evict(f, 0, 0); err != nil {
+			return nil, fmt.Errorf("zero scan: %w", err)
 		}
 	}
 	// Only reads the kernel's readahead can help with: ask for more of it.
