@@ -93,30 +93,9 @@ func Restore(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RestoreOpti
 	if o.Count <= 0 {
 		o.Count = 1
 	}
-	if o.Cold && o.Warm {
-		return nil, errors.New("restore: cold and warm at once")
-	}
-	mem := o.memPath(dir)
-	if o.Cold {
-		if _, err := pagecache.Drop(mem); err != nil {
-			return nil, err
-		}
-	}
-	if o.Warm {
-		if err := pagecache.Warm(mem); err != nil {
-			return nil, err
-		}
-	}
-	cfg := restoreConfig(dir, o.Accel)
-	if o.MemPath != "" {
-		cfg.MemPath, cfg.MemFile = o.MemPath, o.MemFile
-	}
-	start := time.Now()
-	if o.Hooks != nil {
-		o.Hooks.Configure(&cfg)
-		if err := o.Hooks.Begin(ctx); err != nil {
-			return nil, err
-		}
+	cfg, start, err := prepare(ctx, dir, o)
+	if err != nil {
+		return nil, err
 	}
 	results := make([]VMResult, o.Count)
 	var wg sync.WaitGroup
@@ -138,6 +117,59 @@ func Restore(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RestoreOpti
 	return results, errors.Join(errs...)
 }
 
+// StartClone restores one clone of the snapshot as Restore does, up to the
+// invocation: the VMM started under o's hooks, the device state loaded,
+// the guest resumed and given fresh entropy. The clone stays running for
+// Clone.Invoke, once or many times (a service's warm instance), until
+// Clone.Close. o.Count must be 0 or 1.
+func StartClone(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RestoreOptions) (*Clone, error) {
+	if o.Count > 1 {
+		return nil, fmt.Errorf("start clone: count %d: StartClone starts one clone", o.Count)
+	}
+	cfg, start, err := prepare(ctx, dir, o)
+	if err != nil {
+		return nil, err
+	}
+	c, r := resumeClone(ctx, d, dir, cfg, o, start)
+	if r.Error != "" {
+		return nil, errors.New(r.Error)
+	}
+	return c, nil
+}
+
+// prepare is what a restore does once before its clones: the page cache
+// as o asks, the VMM configuration, the hooks' Configure and Begin. start
+// is when the restore began, which every clone's end-to-end time counts
+// from.
+func prepare(ctx context.Context, dir *snapshot.Dir, o RestoreOptions) (cfg vmm.Config, start time.Time, err error) {
+	if o.Cold && o.Warm {
+		return cfg, start, errors.New("restore: cold and warm at once")
+	}
+	mem := o.memPath(dir)
+	if o.Cold {
+		if _, err := pagecache.Drop(mem); err != nil {
+			return cfg, start, err
+		}
+	}
+	if o.Warm {
+		if err := pagecache.Warm(mem); err != nil {
+			return cfg, start, err
+		}
+	}
+	cfg = restoreConfig(dir, o.Accel)
+	if o.MemPath != "" {
+		cfg.MemPath, cfg.MemFile = o.MemPath, o.MemFile
+	}
+	start = time.Now()
+	if o.Hooks != nil {
+		o.Hooks.Configure(&cfg)
+		if err := o.Hooks.Begin(ctx); err != nil {
+			return cfg, start, err
+		}
+	}
+	return cfg, start, nil
+}
+
 // restoreConfig is the VM configuration that restores dir: the device
 // set must match the one the snapshot was taken with.
 func restoreConfig(dir *snapshot.Dir, accel string) vmm.Config {
@@ -150,12 +182,40 @@ func restoreConfig(dir *snapshot.Dir, accel string) vmm.Config {
 	}
 }
 
-// restoreOne restores and invokes one clone. Its end-to-end time counts
-// from start, the restore call, which includes the policy's Begin.
-func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Config, o RestoreOptions, start time.Time) (r VMResult) {
-	fail := func(err error) VMResult {
-		r.Error = err.Error()
+// restoreOne restores, invokes and stops one clone. Its end-to-end time
+// counts from start, the restore call, which includes the policy's Begin.
+func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Config, o RestoreOptions, start time.Time) VMResult {
+	c, r := resumeClone(ctx, d, dir, cfg, o, start)
+	if c == nil {
 		return r
+	}
+	defer c.Close()
+	r, _ = c.Invoke(ctx, o.Input, o.Expected)
+	return r
+}
+
+// Clone is a restored function VM, resumed and reseeded, ready to invoke.
+type Clone struct {
+	vm     *VM
+	mem    string
+	faults memFaults
+	// restore holds the restore's timings until the first invocation,
+	// which reports them with its own.
+	restore VMResult
+	resumed time.Time
+	start   time.Time
+	invoked bool
+	close   sync.Once
+	err     error
+}
+
+// resumeClone starts one clone's VMM, loads the state, resumes it and gives
+// it entropy. On failure the clone is nil, its VMM stopped, and r says what
+// failed and how far the restore got.
+func resumeClone(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Config, o RestoreOptions, start time.Time) (_ *Clone, r VMResult) {
+	fail := func(err error) (*Clone, VMResult) {
+		r.Error = err.Error()
+		return nil, r
 	}
 	timeouts := o.Timeouts.orDefaults()
 	t := time.Now()
@@ -165,16 +225,20 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 	if err != nil {
 		return fail(err)
 	}
-	vm := newVM(m, timeouts)
-	defer vm.Close(context.Background())
+	c := &Clone{vm: newVM(m, timeouts), mem: cfg.MemPath, start: start}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
 	r.VMMStartMs = ms(time.Since(t))
 	if o.Hooks != nil {
 		if err := o.Hooks.VMMStarted(sctx, m.PID()); err != nil {
 			return fail(err)
 		}
 	}
-	faults := memFileFaults(m.PID(), cfg.MemPath)
-	defer faults.Close()
+	c.faults = memFileFaults(m.PID(), cfg.MemPath)
 
 	t = time.Now()
 	state, err := dir.OpenState()
@@ -188,35 +252,81 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 	}
 	r.StateLoadMs = ms(time.Since(t))
 
-	t = time.Now()
-	if err := vm.Resume(ctx); err != nil {
+	c.resumed = time.Now()
+	if err := c.vm.Resume(ctx); err != nil {
 		return fail(err)
 	}
-	if err := vm.Reseed(ctx); err != nil {
+	if err := c.vm.Reseed(ctx); err != nil {
 		return fail(err)
 	}
-	res, err := vm.Invoke(ctx, o.Input)
+	ok = true
+	c.restore = r
+	return c, r
+}
+
+// PID is the clone's VMM process.
+func (c *Clone) PID() int { return c.vm.M.PID() }
+
+// Exited is closed when the clone's VMM has exited.
+func (c *Clone) Exited() <-chan struct{} { return c.vm.M.Exited() }
+
+// Invoke runs the function once on input and checks its checksum against
+// expected (empty: no check). The first invocation's result is the
+// restore's: its timings count from the restore call and its counters
+// (faults, reads, memory) are the VMM's since it started. A later one
+// reports only the invocation: E2EMs and ResumeToResultMs are the call,
+// GuestFnMs the function. The error is set, and r.Error, when the call
+// failed or the result is wrong; after a failed call (a timeout, a crash)
+// the clone is unusable and should be closed.
+func (c *Clone) Invoke(ctx context.Context, input uint64, expected string) (r VMResult, err error) {
+	first := !c.invoked
+	c.invoked = true
+	t := time.Now()
+	if first {
+		r, t = c.restore, c.resumed
+	}
+	res, err := c.vm.Invoke(ctx, input)
 	if err != nil {
-		return fail(err)
+		r.Error = err.Error()
+		return r, err
 	}
 	r.ResumeToResultMs = ms(time.Since(t))
 	r.GuestFnMs = float64(res.FnNs) / 1e6
 	r.Checksum = res.Checksum
-	r.ResultOK = o.Expected == "" || res.Checksum == o.Expected
-	r.E2EMs = ms(time.Since(start))
+	r.ResultOK = expected == "" || res.Checksum == expected
+	if first {
+		r.E2EMs = ms(time.Since(c.start))
+		c.measure(&r)
+	} else {
+		r.E2EMs = r.ResumeToResultMs
+	}
+	if !r.ResultOK {
+		r.Error = fmt.Sprintf("checksum %s, want %s: the restored guest computed a wrong result", res.Checksum, expected)
+		return r, errors.New(r.Error)
+	}
+	return r, nil
+}
 
-	// Measure before the VMM exits and its counters vanish.
-	pid := m.PID()
+// measure reads the VMM's counters into r, before the VMM exits and they
+// vanish.
+func (c *Clone) measure(r *VMResult) {
+	pid := c.vm.M.PID()
 	// The memory file's count first: the VMM keeps running, and a fault
 	// between the two reads must not make it exceed the process's.
-	r.MemFileMajorFaults = faults.inside()
+	r.MemFileMajorFaults = c.faults.inside()
 	r.MinorFaults, r.MajorFaults, _ = procFaults(pid)
 	r.MemFileReadBytes, _ = procReadBytes(pid)
-	r.GuestTouchedB, r.GuestPrivateB, _ = mappingUsage(pid, cfg.MemPath)
-	if !r.ResultOK {
-		r.Error = fmt.Sprintf("checksum %s, want %s: the restored guest computed a wrong result", res.Checksum, o.Expected)
-	}
-	return r
+	r.GuestTouchedB, r.GuestPrivateB, _ = mappingUsage(pid, c.mem)
+}
+
+// Close stops the clone's VMM and frees what it holds; safe to call more
+// than once.
+func (c *Clone) Close() error {
+	c.close.Do(func() {
+		c.faults.Close()
+		c.err = c.vm.Close(context.Background())
+	})
+	return c.err
 }
 
 // memFaults counts a VMM's major faults on its memory file mapping; a

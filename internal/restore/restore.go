@@ -98,23 +98,38 @@ func (r *Result) HostFnMs() float64 { return float64(r.HostFn.Microseconds()) / 
 // clone's result, and the error joins the failures of single clones with
 // the prefetch's.
 func Run(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, c Config) (*Result, error) {
-	h := c.Hooks
-	if h == nil {
-		p, err := policy.New(c.Policy, dir, c.WorkingSet, c.PolicyOptions)
-		if err != nil {
-			return nil, fmt.Errorf("restore %s: %w", dir.Path, err)
-		}
-		h = p
+	h, err := c.hooks(dir)
+	if err != nil {
+		return nil, err
 	}
 	res, err := run(ctx, d, dir, c, h)
-	pst, ferr := h.Finish()
-	if ferr != nil {
-		err = errors.Join(err, fmt.Errorf("restore %s: policy %s: %w", dir.Path, h.Name(), ferr))
-	}
+	pst, ferr := finish(dir, h)
+	err = errors.Join(err, ferr)
 	if res != nil {
 		res.Prefetch = pst
 	}
 	return res, err
+}
+
+// hooks are c's policy, prepared for dir.
+func (c Config) hooks(dir *snapshot.Dir) (Hooks, error) {
+	if c.Hooks != nil {
+		return c.Hooks, nil
+	}
+	p, err := policy.New(c.Policy, dir, c.WorkingSet, c.PolicyOptions)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", dir.Path, err)
+	}
+	return p, nil
+}
+
+// finish ends h's prefetch, naming the restore in its error.
+func finish(dir *snapshot.Dir, h Hooks) (policy.PrefetchStats, error) {
+	pst, err := h.Finish()
+	if err != nil {
+		err = fmt.Errorf("restore %s: policy %s: %w", dir.Path, h.Name(), err)
+	}
+	return pst, err
 }
 
 // run is Run once the policy's hooks are ready, up to its Finish.
@@ -128,10 +143,7 @@ func run(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, c Config, h Hooks
 			return nil, fmt.Errorf("restore %s: the expected result: %w", dir.Path, err)
 		}
 	}
-	vms, err := funcvm.Restore(ctx, d, dir, funcvm.RestoreOptions{
-		Input: c.Input, Count: c.Count, Cold: c.Cold, Warm: c.Warm, Expected: res.Expected,
-		Accel: c.Accel, Log: c.Log, Hooks: h, Timeouts: c.Timeouts, MemPath: c.MemPath, MemFile: c.MemFile,
-	})
+	vms, err := funcvm.Restore(ctx, d, dir, c.restoreOptions(h, res.Expected))
 	if err != nil {
 		err = fmt.Errorf("restore %s: %w", dir.Path, err)
 	}
@@ -140,4 +152,12 @@ func run(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, c Config, h Hooks
 	}
 	res.VMs = vms
 	return res, err
+}
+
+// restoreOptions are funcvm's options for c under hooks h.
+func (c Config) restoreOptions(h Hooks, expected string) funcvm.RestoreOptions {
+	return funcvm.RestoreOptions{
+		Input: c.Input, Count: c.Count, Cold: c.Cold, Warm: c.Warm, Expected: expected,
+		Accel: c.Accel, Log: c.Log, Hooks: h, Timeouts: c.Timeouts, MemPath: c.MemPath, MemFile: c.MemFile,
+	}
 }
