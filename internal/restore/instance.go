@@ -17,10 +17,10 @@ import (
 // Run (policy, hooks around the VMM, state load, resume, entropy); each
 // Invoke runs the function once more. One invocation at a time.
 type Instance struct {
-	dir      *snapshot.Dir
-	hooks    Hooks
-	clone    *funcvm.Clone
-	noCheck  bool
+	dir     *snapshot.Dir
+	hooks   Hooks
+	clone   *funcvm.Clone
+	noCheck bool
 
 	mu       sync.Mutex
 	finished bool
