@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/serve"
+)
+
+// serveHome is where the service keeps its registry, snapshots and socket.
+func serveHome() string { return filepath.Join(homeDir(), "serve") }
+
+func newServeCmd() *cobra.Command {
+	var (
+		cfg                   serve.Config
+		socket, listen, token string
+		budgetMiB             int64
+		drain                 time.Duration
+		agentPath, inputs     string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the node service: an HTTP/JSON API to register and invoke functions",
+		Long: `serve runs the node service a serverless platform puts in front of traffic.
+It listens on a unix socket (mode 0600; --socket) and, with --listen and
+--token-file, on TCP with a bearer token. Functions registered through
+POST /v1/functions get a snapshot and a working set in the background;
+POST /v1/functions/NAME/invoke runs one on a warm instance or restores one
+cold under the snapbpf policy. Each function has at most --max-instances
+instances; an invocation waits up to --queue-timeout for one, then gets 429.
+With --memory-budget the page cache of the functions' memory files plus
+their instances' private memory is measured before each cold start, and idle
+instances are evicted least recently used first. Registered functions
+persist under $SNAPBPF_HOME/serve; a restart ends the VMMs a killed service
+left and serves them again. SIGTERM drains in-flight invocations for up to
+--drain-timeout. GET /metrics is Prometheus text. See api/openapi.yaml.`,
+		Annotations: rootOnly("it runs QEMU, loads eBPF and prefetches into the page cache"),
+		Args:        cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if listen != "" && token == "" {
+				return errors.New("serve --listen needs --token-file: TCP is served only with a bearer token")
+			}
+			var tok string
+			if token != "" {
+				var err error
+				if tok, err = serve.ReadToken(token); err != nil {
+					return err
+				}
+			}
+			if agentPath == "" {
+				var err error
+				if agentPath, err = findAgent(); err != nil {
+					return err
+				}
+			}
+			for _, in := range strings.Split(inputs, ",") {
+				n, err := strconv.ParseUint(strings.TrimSpace(in), 10, 64)
+				if err != nil || n == 0 {
+					return fmt.Errorf("--record-inputs %q: want input seeds, comma-separated", inputs)
+				}
+				cfg.RecordInputs = append(cfg.RecordInputs, n)
+			}
+			d := vmmDriver()
+			cfg.Home, cfg.Driver = serveHome(), d
+			cfg.Builder = &serve.NodeBuilder{Driver: d, ImageDir: defaultImageDir(), AgentPath: agentPath}
+			cfg.MemoryBudget = budgetMiB << 20
+			return runServe(cmd.Context(), cfg, socket, listen, tok, drain)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&socket, "socket", filepath.Join(serveHome(), "snapbpf.sock"), "unix socket to serve on (mode 0600)")
+	f.StringVar(&listen, "listen", "", "also serve on this TCP address (e.g. 127.0.0.1:8080); needs --token-file")
+	f.StringVar(&token, "token-file", "", "file holding the bearer token TCP clients must send (mode 0600)")
+	f.Int64Var(&budgetMiB, "memory-budget", 0, "host memory the functions may use, in MiB: page cache of their memory files plus their instances' private memory (0: no budget)")
+	f.IntVar(&cfg.MaxInstances, "max-instances", 4, "instances per function, warm and busy")
+	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "end a warm instance unused this long")
+	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", 30*time.Second, "how long an invocation waits for an instance before 429")
+	f.DurationVar(&cfg.InvokeTimeout, "invoke-timeout", 2*time.Minute, "how long a guest may take for one invocation before 504 (the instance is replaced)")
+	f.DurationVar(&drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight invocations may take to finish")
+	f.StringVar(&cfg.Policy, "policy", policy.SnapBPF, "restore policy of cold starts: lazy, nora or snapbpf")
+	f.StringVar(&agentPath, "agent", "", "guest agent binary the image is built from (default: snapbpf-agent beside snapbpf)")
+	f.StringVar(&inputs, "record-inputs", "1", "inputs a new function's working set is recorded on, comma-separated")
+	f.Int64Var(&cfg.Rerecord.MissFaults, "rerecord-faults", 32, "a cold restore with more memory-file faults than this missed its working set (-1: never re-record)")
+	f.IntVar(&cfg.Rerecord.After, "rerecord-after", 3, "re-record a working set after this many missing cold restores in a row")
+	checkFlags(cmd, func() error {
+		switch {
+		case budgetMiB < 0:
+			return fmt.Errorf("--memory-budget %d: want MiB, or 0 for none", budgetMiB)
+		case cfg.MaxInstances < 1:
+			return fmt.Errorf("--max-instances %d: want at least 1", cfg.MaxInstances)
+		case cfg.IdleTimeout <= 0 || cfg.QueueTimeout <= 0 || cfg.InvokeTimeout <= 0 || drain <= 0:
+			return errors.New("--idle-timeout, --queue-timeout, --invoke-timeout and --drain-timeout: want positive durations")
+		case cfg.Rerecord.After < 1:
+			return fmt.Errorf("--rerecord-after %d: want at least 1", cfg.Rerecord.After)
+		}
+		for _, p := range policy.Names() {
+			if p == cfg.Policy {
+				return nil
+			}
+		}
+		return fmt.Errorf("--policy %q: want one of %v", cfg.Policy, policy.Names())
+	})
+	return cmd
+}
+
+// runServe serves until ctx ends (SIGTERM, SIGINT), then drains.
+func runServe(ctx context.Context, cfg serve.Config, socket, listen, token string, drain time.Duration) error {
+	s, err := serve.New(cfg)
+	if err != nil {
+		return err
+	}
+	var servers []*http.Server
+	errc := make(chan error, 2)
+	start := func(l net.Listener, h http.Handler) {
+		srv := serve.HTTPServer(h)
+		servers = append(servers, srv)
+		go func() {
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	ul, err := serve.ListenUnix(socket)
+	if err != nil {
+		s.Close()
+		return err
+	}
+	start(ul, s.Handler())
+	if listen != "" {
+		tl, err := net.Listen("tcp", listen)
+		if err != nil {
+			ul.Close()
+			s.Close()
+			return fmt.Errorf("serve --listen %s: %w", listen, err)
+		}
+		start(tl, serve.RequireToken(s.Handler(), token))
+	}
+	slog.Info("serve: listening", "socket", socket, "tcp", listen, "home", cfg.Home, "policy", cfg.Policy, "memory_budget_mib", cfg.MemoryBudget>>20)
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		slog.Error("serve: HTTP server failed", "err", err)
+	}
+	s.Drain()
+	dctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	for _, srv := range servers {
+		if serr := srv.Shutdown(dctx); serr != nil {
+			slog.Warn("serve: drain deadline passed; ending the invocations still running", "err", serr)
+			srv.Close()
+		}
+	}
+	cerr := s.Close()
+	slog.Info("serve: stopped")
+	return errors.Join(err, cerr)
+}

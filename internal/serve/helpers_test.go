@@ -1,0 +1,215 @@
+package serve
+
+// Fast tests of the service on the fake VMM of package vmmtest (the real
+// agent in-process), over real HTTP on a unix socket: no root, no QEMU.
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/vmm/vmmtest"
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+// The fake guests run linpack on 1 MiB: milliseconds per call.
+const (
+	fakeFunction = "linpack"
+	fakeDataMiB  = 1
+	fakeMemMiB   = 4
+)
+
+// fakeBuilder makes snapshots on the fake VMM and "records" a fixed
+// working set of the first pages; gate, if set, holds each step until it
+// is closed or receives.
+type fakeBuilder struct {
+	gate chan struct{}
+
+	mu      sync.Mutex
+	records [][]uint64 // inputs of each Record, merge marked by a leading 0
+	fail    error
+}
+
+func (b *fakeBuilder) wait(ctx context.Context) error {
+	if b.gate == nil {
+		return nil
+	}
+	select {
+	case <-b.gate:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *fakeBuilder) Snapshot(ctx context.Context, f Function, out string) error {
+	if err := b.wait(ctx); err != nil {
+		return err
+	}
+	dir, _, err := funcvm.CreateSnapshot(ctx, &vmmtest.Driver{}, vmmtest.Image(), funcvm.CreateOptions{
+		Function: f.Function, DataMiB: f.DataMiB, MemMiB: f.MemMiB, Out: out, Replace: true, FreePages: snapshot.FreePagesNone,
+	})
+	if err != nil {
+		return err
+	}
+	return dir.Close()
+}
+
+func (b *fakeBuilder) Record(ctx context.Context, dir *snapshot.Dir, inputs []uint64, merge bool) error {
+	if err := b.wait(ctx); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	rec := inputs
+	if merge {
+		rec = append([]uint64{0}, inputs...)
+	}
+	b.records = append(b.records, rec)
+	fail := b.fail
+	b.mu.Unlock()
+	if fail != nil {
+		return fail
+	}
+	id, err := wset.IdentifyFile(dir.MemPath(), dir.Manifest.ID)
+	if err != nil {
+		return err
+	}
+	pages := uint64(16)
+	if merge {
+		pages = 32
+	}
+	set := &wset.Set{Mem: id, Extents: []wset.Extent{{Page: 0, N: pages}}}
+	b2, err := set.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return dir.AddFile(policy.WorkingSetFile, func(w io.Writer) error {
+		_, err := w.Write(b2)
+		return err
+	})
+}
+
+// testService is a Server on the fake VMM behind a unix socket.
+type testService struct {
+	t      *testing.T
+	s      *Server
+	d      *vmmtest.Driver
+	b      *fakeBuilder
+	home   string
+	sock   string
+	client *http.Client
+	srv    *http.Server
+}
+
+// startService starts a service in home (a new one if empty) with cfg's
+// limits.
+func startService(t *testing.T, home string, cfg Config, b *fakeBuilder) *testService {
+	t.Helper()
+	if home == "" {
+		home = t.TempDir()
+	}
+	if b == nil {
+		b = &fakeBuilder{}
+	}
+	d := &vmmtest.Driver{Function: fakeFunction, DataMiB: fakeDataMiB}
+	cfg.Home, cfg.Driver, cfg.Builder = home, d, b
+	cfg.MinGuestMiB = func(string, int) int { return fakeMemMiB }
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(home, "s.sock")
+	l, err := ListenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := HTTPServer(s.Handler())
+	go srv.Serve(l)
+	ts := &testService{t: t, s: s, d: d, b: b, home: home, sock: sock, srv: srv,
+		client: &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}},
+	}
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+// stop closes the service and checks it left no fake VM running.
+func (ts *testService) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ts.srv.Shutdown(ctx)
+	ts.s.Close()
+	for _, m := range ts.d.Running() {
+		ts.t.Errorf("fake VM %d still running after the service closed", m.Index())
+	}
+}
+
+// do sends a request and returns the status, the body and the response.
+func (ts *testService) do(method, path, body string) (int, []byte, *http.Response) {
+	ts.t.Helper()
+	req, err := http.NewRequest(method, "http://snapbpf"+path, strings.NewReader(body))
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, resp
+}
+
+// create registers a fake function and waits until it is ready.
+func (ts *testService) create(name string) Function {
+	ts.t.Helper()
+	code, body, _ := ts.do("POST", "/v1/functions", `{"name":"`+name+`","function":"linpack","runtime":"go","memory_mib":4,"data_mib":1}`)
+	if code != http.StatusAccepted {
+		ts.t.Fatalf("create %s: %d %s", name, code, body)
+	}
+	return ts.waitState(name, StateReady)
+}
+
+// waitState polls function name until it is in state want.
+func (ts *testService) waitState(name, want string) Function {
+	ts.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body, _ := ts.do("GET", "/v1/functions/"+name, "")
+		var f Function
+		if code == http.StatusOK {
+			json.Unmarshal(body, &f)
+			if f.State == want {
+				return f
+			}
+		}
+		if time.Now().After(deadline) {
+			ts.t.Fatalf("function %s: %d %s; want state %s", name, code, body, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// errorBody checks that body is {"error": "..."} containing want.
+func errorBody(t *testing.T, body []byte, want string) {
+	t.Helper()
+	var e struct{ Error string }
+	if err := json.Unmarshal(body, &e); err != nil || e.Error == "" {
+		t.Errorf("body %s: want {\"error\": ...}", body)
+		return
+	}
+	if !strings.Contains(e.Error, want) {
+		t.Errorf("error %q: want it to say %q", e.Error, want)
+	}
+}

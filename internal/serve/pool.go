@@ -1,0 +1,281 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/snapbpf/snapbpf/internal/restore"
+)
+
+// pool is one function's instances: warm ones waiting for an invocation,
+// busy ones running one, and slots taken by cold starts in progress. Its
+// state is guarded by Server.mu, which every pool shares: the budget and
+// the eviction look across pools.
+type pool struct {
+	s *Server
+	e *entry
+
+	idle     []*instance // least recently used first
+	busy     int         // instances running an invocation
+	starting int         // cold starts in progress
+	closed   bool
+}
+
+// instance is a warm or busy restored clone.
+type instance struct {
+	*restore.Instance
+	lastUsed time.Time
+	pid      int
+	rec      int // its vmmRecords id
+}
+
+// Errors of acquire.
+var (
+	errQueueTimeout = errors.New("queue deadline passed")
+	errDraining     = errors.New("the service is draining")
+	errGone         = errors.New("the function was deleted")
+)
+
+// counts are the pool's instances for the API.
+func (p *pool) counts() Instances {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	return Instances{Warm: len(p.idle), Busy: p.busy + p.starting}
+}
+
+// notify wakes every queued invocation; call with s.mu held.
+func (s *Server) notify() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// acquire returns a warm instance, or nil and a reserved slot for a cold
+// start (which the caller must fill with started or give back with
+// abandon). It waits while the function is at its instance limit, or the
+// host at its memory budget with no idle instance left to evict, until
+// deadline (errQueueTimeout) or ctx ends.
+func (p *pool) acquire(ctx context.Context, deadline time.Time) (*instance, error) {
+	s := p.s
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	over := s.budget.over()
+	for {
+		s.mu.Lock()
+		switch {
+		case s.draining:
+			s.mu.Unlock()
+			return nil, errDraining
+		case p.closed:
+			s.mu.Unlock()
+			return nil, errGone
+		}
+		if n := len(p.idle); n > 0 {
+			// The most recently used: it is likeliest to be warm in the
+			// host's caches, and the others age out.
+			in := p.idle[n-1]
+			p.idle = p.idle[:n-1]
+			p.busy++
+			s.mu.Unlock()
+			return in, nil
+		}
+		if p.busy+p.starting < s.cfg.MaxInstances {
+			if !over {
+				p.starting++
+				s.mu.Unlock()
+				return nil, nil
+			}
+			if v := s.lru(); v != nil {
+				s.mu.Unlock()
+				s.evict(*v, "memory budget")
+				over = s.budget.over()
+				continue
+			}
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		if over {
+			s.metrics.budgetWaits.Inc()
+		}
+		select {
+		case <-ch:
+			over = s.budget.over()
+		case <-timer.C:
+			return nil, errQueueTimeout
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// started turns a slot reserved by acquire into a busy instance.
+func (p *pool) started(ri *restore.Instance) *instance {
+	s := p.s
+	in := &instance{Instance: ri, pid: ri.PID(), rec: s.vmms.add(ri.PID())}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p.starting--
+	p.busy++
+	return in
+}
+
+// abandon gives back a slot reserved by acquire whose cold start failed.
+func (p *pool) abandon() {
+	s := p.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p.starting--
+	s.notify()
+}
+
+// release returns a busy instance after an invocation: warm again if ok,
+// otherwise (the guest hung, crashed or answered wrong) it is ended and
+// the next invocation restores a new one.
+func (p *pool) release(in *instance, ok bool) {
+	s := p.s
+	s.mu.Lock()
+	p.busy--
+	keep := ok && !p.closed && !s.draining
+	if keep {
+		in.lastUsed = time.Now()
+		p.idle = append(p.idle, in)
+	}
+	s.notify()
+	s.mu.Unlock()
+	if !keep {
+		s.end(in, p, "replaced after a failed invocation")
+		return
+	}
+	// A VMM that dies while warm must not be handed out.
+	go func() {
+		select {
+		case <-in.Exited():
+			if p.take(in) {
+				slog.Warn("serve: a warm instance's VMM exited", "function", p.e.name, "pid", in.pid)
+				s.end(in, p, "exited while warm")
+			}
+		case <-s.ctx.Done():
+		}
+	}()
+}
+
+// take removes in from the idle list if it is there.
+func (p *pool) take(in *instance) bool {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	for i, x := range p.idle {
+		if x == in {
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// end stops an instance no pool holds any more.
+func (s *Server) end(in *instance, p *pool, why string) {
+	if err := in.Close(); err != nil {
+		slog.Debug("serve: instance close", "function", p.e.name, "pid", in.pid, "err", err)
+	}
+	s.vmms.forget(in.rec)
+	s.metrics.instanceEnds.WithLabelValues(why).Inc()
+	slog.Debug("serve: instance ended", "function", p.e.name, "pid", in.pid, "why", why)
+	s.mu.Lock()
+	s.notify()
+	s.mu.Unlock()
+}
+
+// evict ends an idle instance to free memory, if it is still idle.
+func (s *Server) evict(v victim, why string) {
+	if !v.p.take(v.in) {
+		return
+	}
+	slog.Info("serve: evicting an idle instance", "function", v.p.e.name, "pid", v.in.pid, "idle", time.Since(v.in.lastUsed).Round(time.Millisecond), "why", why)
+	s.metrics.evictions.Inc()
+	s.end(v.in, v.p, "evicted")
+}
+
+// victim is an idle instance that may be evicted.
+type victim struct {
+	p  *pool
+	in *instance
+}
+
+// lru is the least recently used idle instance of any pool; call with
+// s.mu held.
+func (s *Server) lru() *victim {
+	var v *victim
+	for _, e := range s.reg.all() {
+		p := e.pool
+		if len(p.idle) > 0 && (v == nil || p.idle[0].lastUsed.Before(v.in.lastUsed)) {
+			v = &victim{p: p, in: p.idle[0]}
+		}
+	}
+	return v
+}
+
+// close ends the pool's idle instances and makes every later acquire fail;
+// busy instances end when their invocation returns.
+func (p *pool) close() {
+	s := p.s
+	s.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	s.notify()
+	s.mu.Unlock()
+	for _, in := range idle {
+		s.end(in, p, "function deleted or service stopped")
+	}
+}
+
+// reapIdle ends instances idle longer than the idle timeout.
+func (s *Server) reapIdle() {
+	defer s.wg.Done()
+	tick := time.NewTicker(min(s.cfg.IdleTimeout/4, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var old []victim
+		s.mu.Lock()
+		for _, e := range s.reg.all() {
+			for _, in := range e.pool.idle {
+				if time.Since(in.lastUsed) > s.cfg.IdleTimeout {
+					old = append(old, victim{e.pool, in})
+				}
+			}
+		}
+		s.mu.Unlock()
+		for _, v := range old {
+			if v.p.take(v.in) {
+				s.end(v.in, v.p, "idle timeout")
+			}
+		}
+	}
+}
+
+// String names an instance in logs.
+func (in *instance) String() string { return fmt.Sprintf("instance pid %d", in.pid) }
+
+// wait waits until the pool's busy instances and cold starts have ended
+// (after close, each ends when its invocation returns, bounded by the
+// restore and invoke timeouts).
+func (p *pool) wait() {
+	s := p.s
+	for {
+		s.mu.Lock()
+		n := p.busy + p.starting
+		ch := s.changed
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		<-ch
+	}
+}

@@ -1,0 +1,421 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/snapbpf/snapbpf/internal/functions"
+	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/vmm"
+	"github.com/snapbpf/snapbpf/internal/wset"
+)
+
+// Config configures a Server. Zero fields take the defaults named.
+type Config struct {
+	// Home holds the registry, the snapshots and the service's pidfile
+	// ($SNAPBPF_HOME/serve).
+	Home    string
+	Driver  vmm.Driver
+	Builder Builder
+	// Policy is the restore policy of cold starts (policy.SnapBPF).
+	Policy string
+	// MaxInstances bounds each function's instances, warm and busy (4).
+	MaxInstances int
+	// IdleTimeout ends a warm instance unused this long (5 min).
+	IdleTimeout time.Duration
+	// QueueTimeout is how long an invocation waits for an instance
+	// before 429 (30 s).
+	QueueTimeout time.Duration
+	// InvokeTimeout bounds one invocation in the guest (2 min): past it
+	// the answer is 504 and the instance is replaced.
+	InvokeTimeout time.Duration
+	// VMMTimeout bounds each VMM step of a restore (funcvm.VMMTimeout).
+	VMMTimeout time.Duration
+	// MemoryBudget, if positive, bounds the host memory the functions
+	// use, in bytes: the page cache of their memory files plus their
+	// instances' private memory, both measured.
+	MemoryBudget int64
+	// RecordInputs are the inputs a new function's working set is
+	// recorded on ([1]).
+	RecordInputs []uint64
+	// Rerecord is when a working set is re-recorded.
+	Rerecord RerecordConfig
+	// NoCheck skips checking each result against the function run on
+	// the host.
+	NoCheck bool
+	// MinGuestMiB is the least guest RAM a function needs
+	// (functions.MinGuestMiB); tests of tiny fake guests replace it.
+	MinGuestMiB func(fn string, dataMiB int) int
+}
+
+func (c *Config) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.Policy == "" {
+		c.Policy = policy.SnapBPF
+	}
+	if c.MaxInstances <= 0 {
+		c.MaxInstances = 4
+	}
+	def(&c.IdleTimeout, 5*time.Minute)
+	def(&c.QueueTimeout, 30*time.Second)
+	def(&c.InvokeTimeout, 2*time.Minute)
+	def(&c.VMMTimeout, funcvm.VMMTimeout)
+	if len(c.RecordInputs) == 0 {
+		c.RecordInputs = []uint64{1}
+	}
+	c.Rerecord.defaults()
+	if c.MinGuestMiB == nil {
+		c.MinGuestMiB = func(fn string, dataMiB int) int {
+			return functions.MinGuestMiB(fn, functions.Options{DataMiB: dataMiB})
+		}
+	}
+}
+
+// Server is the service: the registry, the instances, the API.
+type Server struct {
+	cfg     Config
+	reg     *registry
+	vmms    *vmmRecords
+	metrics *metrics
+	budget  *budget
+
+	// ctx ends every background job and in-flight invocation at Close.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// mu guards the pools' state; changed is closed and replaced
+	// whenever an instance or a budget slot frees up, to wake queued
+	// invocations.
+	mu      sync.Mutex
+	changed chan struct{}
+	// draining refuses new invocations (503).
+	draining bool
+}
+
+// New opens the service's home, ends the VMMs a previous service left,
+// loads the registry and resumes the creations it was doing. The caller
+// serves its Handler and calls Close.
+func New(cfg Config) (*Server, error) {
+	cfg.defaults()
+	if cfg.Home == "" || cfg.Driver == nil || cfg.Builder == nil {
+		return nil, errors.New("serve: Config needs Home, Driver and Builder")
+	}
+	if err := os.MkdirAll(cfg.Home, 0o700); err != nil {
+		return nil, fmt.Errorf("serve: home %s: %w", cfg.Home, err)
+	}
+	reg, err := newRegistry(cfg.Home)
+	if err != nil {
+		return nil, err
+	}
+	vmms, err := openVMMRecords(cfg.Home)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, reg: reg, vmms: vmms, changed: make(chan struct{})}
+	s.metrics = newMetrics(s)
+	s.budget = &budget{s: s}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	fns, err := reg.load()
+	if err != nil {
+		return nil, err
+	}
+	reg.orphanSnapshots()
+	for _, f := range fns {
+		e := s.add(f)
+		switch f.State {
+		case StateReady:
+			s.open(e)
+		case StateCreating, StateRecording:
+			slog.Info("serve: resuming the creation a previous service began", "function", f.Name, "state", f.State)
+			s.startCreate(e)
+		}
+	}
+	s.wg.Add(1)
+	go s.reapIdle()
+	return s, nil
+}
+
+// add registers f in memory, with its pool.
+func (s *Server) add(f Function) *entry {
+	e := s.newEntry(f)
+	s.reg.mu.Lock()
+	s.reg.entries[f.Name] = e
+	s.reg.mu.Unlock()
+	return e
+}
+
+// newEntry is f with an empty pool and no background work.
+func (s *Server) newEntry(f Function) *entry {
+	e := &entry{name: f.Name, f: f, done: make(chan struct{})}
+	close(e.done)
+	e.pool = &pool{s: s, e: e}
+	return e
+}
+
+// errConflict and errNotFound map to 409 and 404.
+var (
+	errConflict = errors.New("conflict")
+	errNotFound = errors.New("not found")
+)
+
+// Create registers a function and starts making its snapshot and working
+// set in the background.
+func (s *Server) Create(req CreateRequest) (Function, error) {
+	if err := req.validate(s.cfg.MinGuestMiB); err != nil {
+		return Function{}, err
+	}
+	f := Function{
+		Name: req.Name, Function: req.Function, Runtime: req.Runtime, MemMiB: req.MemMiB, DataMiB: req.DataMiB,
+		State: StateCreating, Progress: Progress{Step: "queued", Total: 3},
+	}
+	s.reg.mu.Lock()
+	if old := s.reg.entries[req.Name]; old != nil {
+		s.reg.mu.Unlock()
+		if old.deleting {
+			return Function{}, fmt.Errorf("%w: function %s is being deleted; create it again once DELETE has returned", errConflict, req.Name)
+		}
+		return Function{}, fmt.Errorf("%w: function %s exists; delete it first to create it anew", errConflict, req.Name)
+	}
+	e := s.newEntry(f)
+	s.reg.entries[f.Name] = e
+	// Persisted before the 202, under the registry lock, so that a
+	// concurrent delete of the name waits for a record to delete.
+	e.mu.Lock()
+	err := s.reg.save(e)
+	e.mu.Unlock()
+	if err != nil {
+		delete(s.reg.entries, f.Name)
+		s.reg.mu.Unlock()
+		return Function{}, err
+	}
+	s.reg.mu.Unlock()
+	slog.Info("serve: function registered", "function", f.Name, "runs", f.Function, "memory_mib", f.MemMiB, "data_mib", f.DataMiB)
+	s.startCreate(e)
+	return e.view(), nil
+}
+
+// startCreate runs e's creation in the background from the state it is
+// in: creating makes the snapshot, recording the working set.
+func (s *Server) startCreate(e *entry) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	done := make(chan struct{})
+	e.mu.Lock()
+	e.cancel, e.done = cancel, done
+	e.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(done)
+		defer cancel()
+		err := s.create(ctx, e)
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			// Deleted, or the service stops: a restart resumes it.
+			slog.Info("serve: creation stopped", "function", e.name, "err", err)
+			return
+		}
+		slog.Error("serve: creation failed", "function", e.name, "err", err)
+		s.reg.update(e, func(f *Function) {
+			f.State, f.Error = StateFailed, err.Error()
+		})
+	}()
+}
+
+// create makes e's snapshot (state creating) and records its working set
+// (state recording), then opens it for restores (state ready).
+func (s *Server) create(ctx context.Context, e *entry) error {
+	path := s.reg.snapshotPath(e.name)
+	e.mu.Lock()
+	f := e.f
+	e.mu.Unlock()
+	if f.State == StateCreating {
+		if err := s.reg.update(e, func(f *Function) { f.Progress = Progress{Step: "snapshot", Done: 0, Total: 3} }); err != nil {
+			return err
+		}
+		t := time.Now()
+		if err := s.cfg.Builder.Snapshot(ctx, f, path); err != nil {
+			return fmt.Errorf("snapshot: %w", err)
+		}
+		s.metrics.createSeconds.WithLabelValues("snapshot").Observe(time.Since(t).Seconds())
+		if err := s.reg.update(e, func(f *Function) {
+			f.State, f.Progress = StateRecording, Progress{Step: "record", Done: 1, Total: 3}
+		}); err != nil {
+			return err
+		}
+	}
+	dir, err := snapshot.Open(path)
+	if err != nil {
+		return fmt.Errorf("the snapshot fails validation: %w", err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			dir.Close()
+		}
+	}()
+	t := time.Now()
+	if err := s.cfg.Builder.Record(ctx, dir, s.cfg.RecordInputs, false); err != nil {
+		return fmt.Errorf("record the working set: %w", err)
+	}
+	s.metrics.createSeconds.WithLabelValues("record").Observe(time.Since(t).Seconds())
+	ws, err := wset.Read(dir.File(policy.WorkingSetFile))
+	if err != nil {
+		return err
+	}
+	// The snapshot is open before the state says ready, so that an
+	// invocation that sees ready finds it.
+	keep = true
+	e.mu.Lock()
+	e.dir = dir
+	e.mu.Unlock()
+	now := time.Now().UTC().Truncate(time.Second)
+	if err := s.reg.update(e, func(f *Function) {
+		f.State, f.Progress, f.Error = StateReady, Progress{Step: "ready", Done: 3, Total: 3}, ""
+		f.SnapshotID, f.WSetPages, f.RecordedAt = dir.Manifest.ID, ws.Pages(), &now
+	}); err != nil {
+		return err
+	}
+	slog.Info("serve: function ready", "function", e.name, "snapshot", dir.Manifest.ID, "wset_pages", ws.Pages())
+	return nil
+}
+
+// open validates a ready function's snapshot and keeps it open for
+// restores; a snapshot that fails marks the function failed, never
+// restored.
+func (s *Server) open(e *entry) {
+	dir, err := snapshot.Open(s.reg.snapshotPath(e.name))
+	if err == nil {
+		_, err = wset.Read(dir.File(policy.WorkingSetFile))
+		if err != nil {
+			dir.Close()
+		}
+	}
+	if err != nil {
+		slog.Error("serve: the snapshot of a ready function fails validation; the function is marked failed", "function", e.name, "err", err)
+		s.reg.update(e, func(f *Function) {
+			f.State, f.Error = StateFailed, fmt.Sprintf("the snapshot fails validation: %v (delete and create the function again)", err)
+		})
+		return
+	}
+	e.mu.Lock()
+	e.dir = dir
+	e.mu.Unlock()
+}
+
+// Get returns function name.
+func (s *Server) Get(name string) (Function, error) {
+	e := s.reg.get(name)
+	if e == nil {
+		return Function{}, fmt.Errorf("%w: no function %s (list them with GET /v1/functions)", errNotFound, name)
+	}
+	return e.view(), nil
+}
+
+// List returns every function, by name.
+func (s *Server) List() []Function {
+	var out []Function
+	for _, e := range s.reg.all() {
+		out = append(out, e.view())
+	}
+	sortFunctions(out)
+	return out
+}
+
+// Delete stops function name's background work and instances and removes
+// it with its snapshot. A create of the name meanwhile answers 409.
+func (s *Server) Delete(name string) error {
+	s.reg.mu.Lock()
+	e := s.reg.entries[name]
+	switch {
+	case e == nil:
+		s.reg.mu.Unlock()
+		return fmt.Errorf("%w: no function %s", errNotFound, name)
+	case e.deleting:
+		s.reg.mu.Unlock()
+		return fmt.Errorf("%w: function %s is being deleted already", errConflict, name)
+	}
+	e.deleting = true
+	s.reg.mu.Unlock()
+
+	e.mu.Lock()
+	cancel, done := e.cancel, e.done
+	e.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	<-done
+	e.pool.close()
+	e.pool.wait()
+	e.mu.Lock()
+	if e.dir != nil {
+		e.dir.Close()
+		e.dir = nil
+	}
+	e.mu.Unlock()
+	err := s.reg.remove(name)
+	s.reg.mu.Lock()
+	if err != nil {
+		e.deleting = false // still registered: a retry can finish it
+	} else {
+		delete(s.reg.entries, name)
+	}
+	s.reg.mu.Unlock()
+	if err == nil {
+		slog.Info("serve: function deleted", "function", name)
+	}
+	return err
+}
+
+// Drain refuses new invocations (503) and lets those in flight finish;
+// queued ones are refused too. Call it on SIGTERM before shutting the HTTP
+// servers down, and Close after them.
+func (s *Server) Drain() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.draining {
+		slog.Info("serve: draining: new invocations are refused, those in flight finish")
+	}
+	s.draining = true
+	s.notify()
+}
+
+// Close ends the background work and every instance. Drain first to let
+// in-flight invocations finish.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	s.cancel()
+	for _, e := range s.reg.all() {
+		e.pool.close()
+	}
+	// Cancelled, the invocations in flight end at once and stop their
+	// instances; wait for that, so no VMM outlives the service.
+	for _, e := range s.reg.all() {
+		e.pool.wait()
+	}
+	s.wg.Wait()
+	for _, e := range s.reg.all() {
+		e.mu.Lock()
+		if e.dir != nil {
+			e.dir.Close()
+			e.dir = nil
+		}
+		e.mu.Unlock()
+	}
+	return s.vmms.close()
+}
