@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,13 @@ type NodeBuilder struct {
 	// ImageDir is the guest image; AgentPath, the agent binary it is
 	// built from when ImageDir holds none or an older one.
 	ImageDir, AgentPath string
+	// Image, if set, is the guest image, built already.
+	Image *guest.Image
+	// RecordRuns is each recording's restores (record.DefaultRuns).
+	RecordRuns int
+	// FreePages is the snapshots' free-page mode
+	// (snapshot.FreePagesReport).
+	FreePages string
 
 	mu  sync.Mutex
 	img *guest.Image
@@ -38,6 +46,9 @@ type NodeBuilder struct {
 func (b *NodeBuilder) image(ctx context.Context) (*guest.Image, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.Image != nil {
+		return b.Image, nil
+	}
 	if b.img != nil {
 		return b.img, nil
 	}
@@ -57,7 +68,7 @@ func (b *NodeBuilder) Snapshot(ctx context.Context, f Function, out string) erro
 	}
 	dir, st, err := funcvm.CreateSnapshot(ctx, b.Driver, img, funcvm.CreateOptions{
 		Function: f.Function, DataMiB: f.DataMiB, MemMiB: f.MemMiB, Out: out, Replace: true,
-		FreePages: snapshot.FreePagesReport,
+		FreePages: cmp.Or(b.FreePages, snapshot.FreePagesReport),
 	})
 	if err != nil {
 		return err
@@ -68,7 +79,7 @@ func (b *NodeBuilder) Snapshot(ctx context.Context, f Function, out string) erro
 
 // Record implements Builder.
 func (b *NodeBuilder) Record(ctx context.Context, dir *snapshot.Dir, inputs []uint64, merge bool) error {
-	o := record.Options{Merge: merge}
+	o := record.Options{Merge: merge, Runs: b.RecordRuns}
 	m := dir.Manifest
 	for _, in := range inputs {
 		want, err := funcvm.Expect(m.Function, m.FunctionOptions["data_mib"], in)

@@ -6,6 +6,7 @@ package serve
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -213,3 +214,7 @@ func errorBody(t *testing.T, body []byte, want string) {
 		t.Errorf("error %q: want it to say %q", e.Error, want)
 	}
 }
+
+func readBody(resp *http.Response) ([]byte, error) { return io.ReadAll(resp.Body) }
+
+func itoa(n int) string { return fmt.Sprint(n) }

@@ -471,3 +471,42 @@ func TestRerecordOnMisses(t *testing.T) {
 	}
 	ts.invoke("drift", "9", "cold")
 }
+
+// TestDrain: once draining (SIGTERM), new invocations get 503 while the
+// one in flight finishes with its result; HTTP shutdown then waits for it.
+func TestDrain(t *testing.T) {
+	ts := startService(t, "", Config{}, nil)
+	ts.create("d")
+	gate := make(chan struct{})
+	ts.d.Faults = func(_ *vmmtest.Machine, op vmmtest.Op) error {
+		if op == vmmtest.OpLoadState {
+			<-gate
+		}
+		return nil
+	}
+	inflight := make(chan int)
+	go func() {
+		code, _, _ := ts.do("POST", "/v1/functions/d/invoke", "1")
+		inflight <- code
+	}()
+	time.Sleep(50 * time.Millisecond)
+	ts.s.Drain()
+	code, body, _ := ts.do("POST", "/v1/functions/d/invoke", "2")
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("invocation while draining: %d %s, want 503", code, body)
+	}
+	shut := make(chan error)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- ts.srv.Shutdown(ctx)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	close(gate)
+	if c := <-inflight; c != http.StatusOK {
+		t.Errorf("in-flight invocation: %d, want 200", c)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
