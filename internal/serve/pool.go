@@ -114,6 +114,7 @@ func (p *pool) acquire(ctx context.Context, deadline time.Time) (*instance, erro
 func (p *pool) started(ri *restore.Instance) *instance {
 	s := p.s
 	in := &instance{Instance: ri, pid: ri.PID(), rec: s.vmms.add(ri.PID())}
+	go p.watch(in)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.starting--
@@ -146,19 +147,21 @@ func (p *pool) release(in *instance, ok bool) {
 	s.mu.Unlock()
 	if !keep {
 		s.end(in, p, "replaced after a failed invocation")
-		return
 	}
-	// A VMM that dies while warm must not be handed out.
-	go func() {
-		select {
-		case <-in.Exited():
-			if p.take(in) {
-				slog.Warn("serve: a warm instance's VMM exited", "function", p.e.name, "pid", in.pid)
-				s.end(in, p, "exited while warm")
-			}
-		case <-s.ctx.Done():
+}
+
+// watch drops in from the idle list if its VMM exits while warm, so it is
+// never handed out (a busy one's invocation fails and replaces it).
+func (p *pool) watch(in *instance) {
+	s := p.s
+	select {
+	case <-in.Exited():
+		if p.take(in) {
+			slog.Warn("serve: a warm instance's VMM exited", "function", p.e.name, "pid", in.pid)
+			s.end(in, p, "exited while warm")
 		}
-	}()
+	case <-s.ctx.Done():
+	}
 }
 
 // take removes in from the idle list if it is there.
