@@ -134,7 +134,7 @@ func startService(t *testing.T, home string, cfg Config, b *fakeBuilder) *testSe
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := HTTPServer(s.Handler())
+	srv := HTTPServer(contract(t, s.Handler()))
 	go srv.Serve(l)
 	ts := &testService{t: t, s: s, d: d, b: b, home: home, sock: sock, srv: srv,
 		client: &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
