@@ -16,6 +16,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/serve"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
 // serveHome is where the service keeps its registry, snapshots and socket.
@@ -28,6 +29,8 @@ func newServeCmd() *cobra.Command {
 		budgetMiB             int64
 		drain                 time.Duration
 		agentPath, inputs     string
+		recordRuns            int
+		freePages             string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -73,7 +76,7 @@ left and serves them again. SIGTERM drains in-flight invocations for up to
 			}
 			d := vmmDriver()
 			cfg.Home, cfg.Driver = serveHome(), d
-			cfg.Builder = &serve.NodeBuilder{Driver: d, ImageDir: defaultImageDir(), AgentPath: agentPath}
+			cfg.Builder = &serve.NodeBuilder{Driver: d, ImageDir: defaultImageDir(), AgentPath: agentPath, RecordRuns: recordRuns, FreePages: freePages}
 			cfg.MemoryBudget = budgetMiB << 20
 			return runServe(cmd.Context(), cfg, socket, listen, tok, drain)
 		},
@@ -93,8 +96,18 @@ left and serves them again. SIGTERM drains in-flight invocations for up to
 	f.StringVar(&inputs, "record-inputs", "1", "inputs a new function's working set is recorded on, comma-separated")
 	f.Int64Var(&cfg.Rerecord.MissFaults, "rerecord-faults", 32, "a cold restore with more memory-file faults than this missed its working set (-1: never re-record)")
 	f.IntVar(&cfg.Rerecord.After, "rerecord-after", 3, "re-record a working set after this many missing cold restores in a row")
+	// For tests that need a function ready fast: fewer recording runs, no
+	// free page reporting (which waits for the guest to report).
+	f.IntVar(&recordRuns, "record-runs", 0, "restores per recording (default: record's)")
+	f.StringVar(&freePages, "free-pages", snapshot.FreePagesReport, "free guest pages at snapshot time: report or none")
+	f.MarkHidden("record-runs")
+	f.MarkHidden("free-pages")
 	checkFlags(cmd, func() error {
 		switch {
+		case freePages != snapshot.FreePagesReport && freePages != snapshot.FreePagesNone:
+			return fmt.Errorf("--free-pages %q: want %s or %s", freePages, snapshot.FreePagesReport, snapshot.FreePagesNone)
+		case recordRuns < 0:
+			return fmt.Errorf("--record-runs %d: want 1 or more, or 0 for the default", recordRuns)
 		case budgetMiB < 0:
 			return fmt.Errorf("--memory-budget %d: want MiB, or 0 for none", budgetMiB)
 		case cfg.MaxInstances < 1:

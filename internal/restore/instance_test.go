@@ -94,3 +94,19 @@ func TestStartFailures(t *testing.T) {
 	inst.Close()
 	noLeaks(t, d)
 }
+
+// TestInstanceWrongResult: a guest whose result differs from the host's
+// fails the invocation, naming both checksums.
+func TestInstanceWrongResult(t *testing.T) {
+	dir := fakeSnapshot(t)
+	d := &vmmtest.Driver{Function: fakeFunction, DataMiB: fakeDataMiB + 1} // other data: other results
+	inst, err := Start(context.Background(), d, dir, Config{Hooks: &logHooks{log: &vmmtest.Log{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	inv, err := inst.Invoke(context.Background(), 1)
+	if err == nil || !strings.Contains(err.Error(), "wrong result") || inv.VM.ResultOK {
+		t.Errorf("invocation %+v, error %v: want a wrong result reported", inv.VM, err)
+	}
+}
