@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/pages"
 )
 
 // budget measures the host memory the functions use: the page cache of
@@ -75,7 +76,7 @@ func (b *budget) measure() Usage {
 			slog.Debug("serve: budget: page cache", "function", e.name, "err", err)
 			continue
 		}
-		u.PageCacheBytes += n * pagecache.PageSize
+		u.PageCacheBytes += n * pages.Size
 	}
 	for _, pid := range b.s.vmms.pids() {
 		n, err := privateBytes(pid)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm/vmmtest"
@@ -85,11 +86,11 @@ func (b *fakeBuilder) Record(ctx context.Context, dir *snapshot.Dir, inputs []ui
 	if err != nil {
 		return err
 	}
-	pages := uint64(16)
+	npages := uint64(16)
 	if merge {
-		pages = 32
+		npages = 32
 	}
-	set := &wset.Set{Mem: id, Extents: []wset.Extent{{Page: 0, N: pages}}}
+	set := &wset.Set{Mem: id, Extents: []pages.Extent{{Page: 0, N: npages}}}
 	b2, err := set.MarshalBinary()
 	if err != nil {
 		return err
@@ -102,7 +103,7 @@ func (b *fakeBuilder) Record(ctx context.Context, dir *snapshot.Dir, inputs []ui
 
 // testService is a Server on the fake VMM behind a unix socket.
 type testService struct {
-	t      *testing.T
+	t      testing.TB
 	s      *Server
 	d      *vmmtest.Driver
 	b      *fakeBuilder
@@ -114,7 +115,7 @@ type testService struct {
 
 // startService starts a service in home (a new one if empty) with cfg's
 // limits.
-func startService(t *testing.T, home string, cfg Config, b *fakeBuilder) *testService {
+func startService(t testing.TB, home string, cfg Config, b *fakeBuilder) *testService {
 	t.Helper()
 	if home == "" {
 		home = t.TempDir()
@@ -134,7 +135,11 @@ func startService(t *testing.T, home string, cfg Config, b *fakeBuilder) *testSe
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := HTTPServer(contract(t, s.Handler()))
+	h := s.Handler()
+	if tt, ok := t.(*testing.T); ok {
+		h = contract(tt, h)
+	}
+	srv := HTTPServer(h)
 	go srv.Serve(l)
 	ts := &testService{t: t, s: s, d: d, b: b, home: home, sock: sock, srv: srv,
 		client: &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
