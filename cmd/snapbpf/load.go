@@ -55,8 +55,9 @@ of cold starts (X-Snapbpf-Start), queueing (X-Snapbpf-Queue-Ms), rejections
 (429) and errors, and host memory (/proc/meminfo) and the service's metrics
 sampled each second; --out F.json writes everything and F.svg/F.png plots it.
 
---compare lazy,snapbpf starts snapbpf serve --policy P once per policy (on its
-default socket, with the same SNAPBPF_HOME, so the functions are the same),
+--compare lazy,snapbpf starts snapbpf serve --policy P once per policy (on
+--socket or the default one, with the same SNAPBPF_HOME, so the functions are
+the same),
 replays the same arrival trace against each, stops it, and prints a table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLoad(cmd, &lf) },
@@ -83,8 +84,8 @@ replays the same arrival trace against each, stops it, and prints a table.`,
 				return fmt.Errorf("--compare %s: unknown policy; want names from %s", p, strings.Join(policy.Names(), ", "))
 			}
 		}
-		if len(lf.compare) > 0 && (lf.sf.url != "" || lf.sf.socket != "") {
-			return errors.New("--compare starts its own snapbpf serve on the default socket: leave out --socket and --url")
+		if len(lf.compare) > 0 && lf.sf.url != "" {
+			return errors.New("--compare starts its own snapbpf serve on a unix socket (--socket, or the default): leave out --url")
 		}
 		if lf.out != "" {
 			if err := checkOutput("--out", lf.out); err != nil {
@@ -180,7 +181,7 @@ func (s *serveStarter) start(ctx context.Context, pol string) (loadgen.Target, f
 	}
 	if c.Health(ctx) == nil {
 		c.Close()
-		return nil, nil, fmt.Errorf("a snapbpf serve already answers on %s: stop it first (--compare starts its own, one per policy)", defaultServeSocket())
+		return nil, nil, fmt.Errorf("a snapbpf serve already answers on %s: stop it first (--compare starts its own, one per policy)", s.socket())
 	}
 	if s.lf.coldBetween {
 		s.dropCaches()
@@ -190,7 +191,7 @@ func (s *serveStarter) start(ctx context.Context, pol string) (loadgen.Target, f
 		c.Close()
 		return nil, nil, fmt.Errorf("finding snapbpf's own binary: %w", err)
 	}
-	argv := append([]string{exe, "serve", "--policy", pol}, s.lf.serveArgs...)
+	argv := append([]string{exe, "serve", "--policy", pol, "--socket", s.socket()}, s.lf.serveArgs...)
 	logPath := filepath.Join(os.TempDir(), fmt.Sprintf("snapbpf-load-serve-%s-%d.log", pol, os.Getpid()))
 	if s.lf.out != "" {
 		logPath = strings.TrimSuffix(s.lf.out, ".json") + "-serve-" + pol + ".log"
@@ -224,6 +225,14 @@ func (s *serveStarter) start(ctx context.Context, pol string) (loadgen.Target, f
 		}
 	}
 	return c, stop, nil
+}
+
+// socket is where the started service listens.
+func (s *serveStarter) socket() string {
+	if s.lf.sf.socket != "" {
+		return s.lf.sf.socket
+	}
+	return defaultServeSocket()
 }
 
 // dropCaches evicts the memory files of the service's snapshots from the

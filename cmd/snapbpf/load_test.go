@@ -99,7 +99,8 @@ func TestLoadErrors(t *testing.T) {
 		{[]string{"load", sock, "--functions=f1", "--skew=-1"}, "skew -1"},
 		{[]string{"load", sock, "--functions=f1", "--duration=0s"}, "duration 0s"},
 		{[]string{"load", sock, "--functions=f1", "--compare=lazy,fast"}, "--compare fast: unknown policy"},
-		{[]string{"load", sock, "--functions=f1", "--compare=lazy,snapbpf"}, "leave out --socket and --url"},
+		{[]string{"load", "--url=http://127.0.0.1:1", "--functions=f1", "--compare=lazy,snapbpf"}, "leave out --url"},
+		{[]string{"load", sock, "--functions=f1", "--compare=lazy,snapbpf"}, "a snapbpf serve already answers on " + srv.Socket},
 		{[]string{"load", sock, "--functions=f1", "--out=/nonexistent/x.json"}, "create the directory first"},
 		{[]string{"load", "--socket=" + filepath.Join(t.TempDir(), "none.sock"), "--functions=f1"}, "cannot reach snapbpf serve"},
 	} {
