@@ -56,9 +56,9 @@ of cold starts (X-Snapbpf-Start), queueing (X-Snapbpf-Queue-Ms), rejections
 sampled each second; --out F.json writes everything and F.svg/F.png plots it.
 
 --compare lazy,snapbpf starts snapbpf serve --policy P once per policy (on
---socket or the default one, with the same SNAPBPF_HOME, so the functions are
-the same),
-replays the same arrival trace against each, stops it, and prints a table.`,
+--socket or the default one, with the same SNAPBPF_HOME, so the functions
+are the same), replays the same arrival trace against each, stops it, and
+prints a table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLoad(cmd, &lf) },
 	}
