@@ -68,7 +68,10 @@ func Run(ctx context.Context, inv Invoker, trace []Arrival, opts RunOptions) ([]
 	}
 	reqCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	reqs := make([]Request, len(trace))
+	// Each goroutine writes its own element; the slice header is not
+	// touched while they run.
+	results := make([]Request, len(trace))
+	n := len(trace)
 	var wg sync.WaitGroup
 	var sent, done atomic.Int64
 	start := time.Now()
@@ -88,7 +91,7 @@ func Run(ctx context.Context, inv Invoker, trace []Arrival, opts RunOptions) ([]
 			}
 		}
 		if err != nil {
-			reqs = reqs[:i]
+			n = i
 			break
 		}
 		wg.Add(1)
@@ -96,7 +99,7 @@ func Run(ctx context.Context, inv Invoker, trace []Arrival, opts RunOptions) ([]
 		go func() {
 			defer wg.Done()
 			defer done.Add(1)
-			reqs[i] = send(reqCtx, inv, a, start, opts.Timeout)
+			results[i] = send(reqCtx, inv, a, start, opts.Timeout)
 		}()
 	}
 	// Requests still running get Drain, then are cancelled.
@@ -108,10 +111,11 @@ func Run(ctx context.Context, inv Invoker, trace []Arrival, opts RunOptions) ([]
 		cancel()
 		<-finished
 	}
+	elapsed := time.Since(start)
 	if err != nil {
-		return reqs, time.Since(start), fmt.Errorf("load interrupted after %d of %d arrivals: %w", len(reqs), len(trace), err)
+		return results[:n], elapsed, fmt.Errorf("load interrupted after %d of %d arrivals: %w", n, len(trace), err)
 	}
-	return reqs, time.Since(start), nil
+	return results, elapsed, nil
 }
 
 // send sends one arrival and classifies what came back.

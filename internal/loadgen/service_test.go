@@ -55,11 +55,12 @@ func TestStartService(t *testing.T) {
 	for _, tc := range []struct {
 		name, env string
 		wantStart string
+		grace     time.Duration
 		wantStop  string
 	}{
-		{"clean", "", "", ""},
-		{"ignores SIGTERM", "LOADGEN_TEST_IGNORE_TERM=1", "", "killed"},
-		{"exits", "LOADGEN_TEST_EXIT=1", "exited before it was ready", ""},
+		{"clean", "", "", 10 * time.Second, ""},
+		{"ignores SIGTERM", "LOADGEN_TEST_IGNORE_TERM=1", "", 300 * time.Millisecond, "killed"},
+		{"exits", "LOADGEN_TEST_EXIT=1", "exited before it was ready", 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sock := filepath.Join(t.TempDir(), "s.sock")
@@ -80,7 +81,7 @@ func TestStartService(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = p.Stop(300 * time.Millisecond)
+			err = p.Stop(tc.grace)
 			if (tc.wantStop == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantStop)) {
 				t.Errorf("stop: %v, want %q", err, tc.wantStop)
 			}
