@@ -49,7 +49,7 @@ func newDemoCmd() *cobra.Command {
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			log := progress(cmd)
+			log := logger(cmd)
 			// The recording, minutes in, needs the snapshot on a disk
 			// filesystem; say so before the image and snapshot are built.
 			where, err := existingAncestor(outDir)
@@ -68,7 +68,7 @@ func newDemoCmd() *cobra.Command {
 				return err
 			}
 			snapPath := filepath.Join(outDir, fn)
-			logf(log, "creating snapshot %s", snapPath)
+			log.Info("demo: creating snapshot", "path", snapPath)
 			dir, st, err := funcvm.CreateSnapshot(ctx, vmmDriver(), img, funcvm.CreateOptions{
 				Function: fn, MemMiB: functions.MinGuestMiB(fn, functions.Options{}), Out: snapPath, Replace: true,
 				FreePages: snapshot.FreePagesReport, Log: log,
@@ -76,12 +76,12 @@ func newDemoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			logf(log, "snapshot: boot %.0f ms, init %.0f ms, total %.1f s", st.BootMs, st.InitMs, st.TotalMs/1000)
+			log.Info("demo: snapshot created", "boot_ms", st.BootMs, "init_ms", st.InitMs, "total_ms", st.TotalMs)
 			if !asJSON {
 				fmt.Fprint(cmd.OutOrStdout(), dir.Describe().String())
 			}
 
-			logf(log, "recording the working set (input %d)", input)
+			log.Info("demo: recording the working set", "input", input)
 			if _, err := recordSnapshot(cmd, dir.Path, []uint64{input}, record.Options{}); err != nil {
 				return err
 			}
@@ -89,8 +89,8 @@ func newDemoCmd() *cobra.Command {
 			rows := map[string][]vmReport{}
 			for i := 0; i < runs; i++ {
 				for _, m := range demoModes {
-					logf(log, "restore %s %d/%d", m.name, i+1, runs)
-					rep, err := runRestore(ctx, dir.Path, restore.Config{Policy: m.policy, Input: input, Count: 1, Cold: m.cold, Warm: m.warm})
+					log.Info("demo: restore", "mode", m.name, "round", i+1, "rounds", runs)
+					rep, err := runRestore(ctx, dir.Path, restore.Config{Policy: m.policy, Input: input, Count: 1, Cold: m.cold, Warm: m.warm, Log: log})
 					if err != nil {
 						return err
 					}

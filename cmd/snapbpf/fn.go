@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,7 +105,7 @@ func newFnCreateCmd(sf *serveFlags) *cobra.Command {
 			if wait {
 				ctx, cancel := context.WithTimeout(ctx, timeout)
 				defer cancel()
-				f, err = c.Wait(ctx, req.Name, interval, showProgress(progress(cmd)))
+				f, err = c.Wait(ctx, req.Name, interval, showProgress(logger(cmd)))
 				if err != nil {
 					return fmt.Errorf("fn create %s --wait: %w", req.Name, err)
 				}
@@ -134,7 +135,7 @@ func newFnCreateCmd(sf *serveFlags) *cobra.Command {
 
 // showProgress returns a callback that prints a line each time a
 // function's state or progress changes.
-func showProgress(w io.Writer) func(serveclient.Function) {
+func showProgress(log *slog.Logger) func(serveclient.Function) {
 	var last string
 	return func(f serveclient.Function) {
 		line := f.State
@@ -145,7 +146,7 @@ func showProgress(w io.Writer) func(serveclient.Function) {
 			}
 		}
 		if line != last {
-			logf(w, "%s %s", f.Name, line)
+			log.Info("fn: state", "name", f.Name, "state", line)
 			last = line
 		}
 	}
@@ -325,8 +326,8 @@ func newFnInvokeCmd(sf *serveFlags) *cobra.Command {
 			if len(inv.Result) > 0 && inv.Result[len(inv.Result)-1] != '\n' {
 				fmt.Fprintln(out)
 			}
-			logf(progress(cmd), "%s: %s start, restore %.1f ms, prefetch %.1f MiB, queue %.1f ms, service %.1f ms, client %.1f ms",
-				args[0], inv.Start, inv.RestoreMs, float64(inv.PrefetchBytes)/(1<<20), inv.QueueMs, inv.TotalMs, clientMs)
+			logger(cmd).Info("fn invoke", "name", args[0], "start", inv.Start, "restore_ms", inv.RestoreMs, "prefetch_mib", float64(inv.PrefetchBytes)/(1<<20),
+				"queue_ms", inv.QueueMs, "service_ms", inv.TotalMs, "client_ms", clientMs)
 			return nil
 		},
 	}

@@ -42,7 +42,7 @@ func TestFnCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "aes1 ready: snapshot snap-aes1, working set 4242 pages") {
 		t.Errorf("create --wait: %q, %v", out, err)
 	}
-	if !strings.Contains(errOut, "aes1 recording: record 1/8") || !strings.Contains(errOut, "aes1 ready") {
+	if !strings.Contains(errOut, `name=aes1 state="recording: record 1/8"`) || !strings.Contains(errOut, `name=aes1 state="ready`) {
 		t.Errorf("create --wait shows no progress: %q", errOut)
 	}
 
@@ -66,7 +66,7 @@ func TestFnCommands(t *testing.T) {
 	}
 
 	out, errOut, err = runOut("fn", "invoke", "bert1", "--input=4", sock)
-	if err != nil || strings.TrimSpace(out) != `{"checksum":"sum-4","guest_fn_ms":2}` || !strings.Contains(errOut, "cold start, restore 20.0 ms, prefetch 9.0 MiB") {
+	if err != nil || strings.TrimSpace(out) != `{"checksum":"sum-4","guest_fn_ms":2}` || !strings.Contains(errOut, "start=cold restore_ms=20 prefetch_mib=9") {
 		t.Errorf("invoke: %q %q, %v", out, errOut, err)
 	}
 	var inv invokeOutput

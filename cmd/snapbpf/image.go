@@ -27,9 +27,7 @@ func newImageCmd() *cobra.Command {
 				}
 				o.AgentPath = p
 			}
-			if !asJSON {
-				o.Log = progress(cmd)
-			}
+			o.Log = logger(cmd)
 			img, err := guest.Build(cmd.Context(), o)
 			if err != nil {
 				return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -113,13 +114,13 @@ func runLoad(cmd *cobra.Command, lf *loadFlags) error {
 	if err != nil {
 		return err
 	}
-	w := progress(cmd)
-	logf(w, "load: %d arrivals over %s (%.2f/s, skew %g, seed %d) to %s", len(trace), cfg.Duration, cfg.Rate, cfg.Skew, cfg.Seed, strings.Join(cfg.Functions, ", "))
+	w := logger(cmd)
+	w.Info("load: arrivals", "arrivals", len(trace), "duration", cfg.Duration, "rate_per_s", cfg.Rate, "skew", cfg.Skew, "seed", cfg.Seed, "functions", strings.Join(cfg.Functions, ","))
 	ticks := 0
 	ro := loadgen.RunOptions{Timeout: lf.timeout, Progress: func(sent, done, total int) {
 		// Called each second; a line every ten.
 		if ticks++; ticks%10 == 0 {
-			logf(w, "load: %d/%d sent, %d answered", sent, total, done)
+			w.Info("load: progress", "sent", sent, "total", total, "answered", done)
 		}
 	}}
 	var out loadOutput
@@ -140,7 +141,7 @@ func runLoad(cmd *cobra.Command, lf *loadFlags) error {
 	} else {
 		s := &serveStarter{lf: lf, log: w}
 		out.Runs, err = loadgen.Compare(ctx, cfg, trace, lf.compare, s.start, loadgen.CompareOptions{Run: ro,
-			Progress: func(p string) { logf(w, "load: policy %s: starting snapbpf serve --policy %s", p, p) }})
+			Progress: func(p string) { w.Info("load: starting snapbpf serve", "policy", p) }})
 		if err != nil {
 			return err
 		}
@@ -153,7 +154,7 @@ func runLoad(cmd *cobra.Command, lf *loadFlags) error {
 		if err := atomicfile.Write(lf.out, 0o644, func(f io.Writer) error { return writeJSON(f, out) }); err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
-		logf(w, "load: wrote %s and %s", lf.out, strings.Join(out.Plots, ", "))
+		w.Info("load: wrote", "out", lf.out, "plots", strings.Join(out.Plots, ","))
 	}
 	if lf.asJSON {
 		return writeJSON(cmd.OutOrStdout(), out)
@@ -171,7 +172,7 @@ func runLoad(cmd *cobra.Command, lf *loadFlags) error {
 // serveStarter starts snapbpf serve under one policy for --compare.
 type serveStarter struct {
 	lf  *loadFlags
-	log io.Writer
+	log *slog.Logger
 }
 
 func (s *serveStarter) start(ctx context.Context, pol string) (loadgen.Target, func() error, error) {
@@ -201,7 +202,7 @@ func (s *serveStarter) start(ctx context.Context, pol string) (loadgen.Target, f
 		c.Close()
 		return nil, nil, fmt.Errorf("service log: %w", err)
 	}
-	logf(s.log, "load: %s (log %s)", strings.Join(argv[1:], " "), logPath)
+	s.log.Info("load: starting the service", "argv", strings.Join(argv[1:], " "), "log", logPath)
 	p, err := loadgen.StartService(ctx, argv, os.Environ(), logFile, c.Health, s.lf.readyTimeout)
 	if err != nil {
 		logFile.Close()
@@ -241,8 +242,8 @@ func (s *serveStarter) dropCaches() {
 	files, _ := filepath.Glob(filepath.Join(homeDir(), "serve", "snapshots", "*", "mem"))
 	for _, f := range files {
 		if _, err := pagecache.Drop(f); err != nil {
-			logf(s.log, "load: %v", err)
+			s.log.Warn("load: evicting a memory file", "err", err)
 		}
 	}
-	logf(s.log, "load: %d memory files evicted from the page cache", len(files))
+	s.log.Info("load: memory files evicted from the page cache", "files", len(files))
 }

@@ -50,7 +50,7 @@ func TestLoadCommand(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, stdout)
 		}
 	}
-	if !strings.Contains(stderr, "seed 5") || !strings.Contains(stderr, "wrote "+out) {
+	if !strings.Contains(stderr, "seed=5") || !strings.Contains(stderr, "out="+out) {
 		t.Errorf("stderr: %s", stderr)
 	}
 	var file loadOutput

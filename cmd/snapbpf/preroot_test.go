@@ -38,6 +38,9 @@ func TestArgumentErrorsBeforeRootCheck(t *testing.T) {
 		want []string // substrings of the error
 	}{
 		{"restore concurrency 0", []string{"restore", "--snapshot", dir, "--concurrency", "0"}, []string{"--concurrency 0"}},
+		{"log level unknown", []string{"--log-level", "loud", "restore", "--snapshot", dir}, []string{`--log-level "loud"`, "debug, info"}},
+		{"log format unknown", []string{"restore", "--snapshot", dir, "--log-format", "xml"}, []string{`--log-format "xml"`, "text or json"}},
+		{"verbose against log level", []string{"restore", "--snapshot", dir, "-v", "--log-level", "error"}, []string{"--verbose", "--log-level error"}},
 		{"restore count (alias) 0", []string{"restore", "--snapshot", dir, "--count", "0"}, []string{"--concurrency 0"}},
 		{"restore concurrency not a number", []string{"restore", "--snapshot", dir, "--concurrency", "many"}, []string{`invalid argument "many"`, "--concurrency"}},
 		{"restore unknown flag", []string{"restore", "--snapshot", dir, "--colder"}, []string{"unknown flag: --colder"}},

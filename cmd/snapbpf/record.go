@@ -214,20 +214,21 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o record
 		}
 		o.Inputs = append(o.Inputs, record.Input{Seed: seed, Expected: want})
 	}
-	_, rep, err := record.Snapshot(cmd.Context(), vmmDriver(), dir, o, progress(cmd))
+	o.Log = logger(cmd)
+	_, rep, err := record.Snapshot(cmd.Context(), vmmDriver(), dir, o)
 	if err != nil {
 		return nil, err
 	}
-	refined := ""
+	attrs := []any{"function", m.Function, "pages", rep.Pages, "mib", fmt.Sprintf("%.1f", float64(rep.Bytes)/(1<<20)), "extents", rep.Extents,
+		"touched_holes", rep.ZeroPages, "method", rep.Method, "lost_events", rep.Lost, "foreign_pages", rep.ForeignPages,
+		"first_e2e_ms", rep.VM.E2EMs, "copy_ms", rep.CopyMs, "record_ms", rep.RecordMs, "path", rep.Path}
 	if rep.Runs > 1 {
-		refined = fmt.Sprintf("; %d added by runs 2-%d, %d around them", rep.RefinedPages, rep.Runs, rep.MarginPages)
+		attrs = append(attrs, "refined_pages", rep.RefinedPages, "runs", rep.Runs, "margin_pages", rep.MarginPages)
 	}
-	inputs := ""
 	if len(rep.Inputs) > 1 {
-		inputs = fmt.Sprintf(" for inputs %v (pages each: %v)", rep.Inputs, rep.InputPages)
+		attrs = append(attrs, "inputs", rep.Inputs, "input_pages", rep.InputPages)
 	}
-	fmt.Fprintf(progress(cmd), "recorded %s%s: %d pages (%.1f MiB%s) in %d extents and %d touched holes, method %s, %d lost events, %d pages of other processes left out; first invoke e2e %.0f ms; private copy of the memory file %.0f ms, recording %.1f s; stored in %s\n",
-		m.Function, inputs, rep.Pages, float64(rep.Bytes)/(1<<20), refined, rep.Extents, rep.ZeroPages, rep.Method, rep.Lost, rep.ForeignPages, rep.VM.E2EMs, rep.CopyMs, rep.RecordMs/1000, rep.Path)
+	logger(cmd).Info("record: recorded", attrs...)
 	return rep, nil
 }
 
@@ -275,7 +276,7 @@ func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions
 	}
 	if runErr != nil && !errors.Is(runErr, capture.ErrLostEvents) {
 		// The command failed: say so, but keep what it touched.
-		fmt.Fprintf(progress(cmd), "warning: %v\n", runErr)
+		logger(cmd).Warn("record: the command failed; keeping what it touched", "err", runErr)
 	} else if runErr != nil {
 		return nil, runErr
 	}
@@ -285,21 +286,21 @@ func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions
 	}
 	set := c.WorkingSet(0, id, fmt.Sprintf("record --mem %s method=%s: %v", mem, c.Method, argv))
 	if c.ForeignPages > 0 {
-		fmt.Fprintf(progress(cmd), "note: left out %d pages that %d processes outside the command's process tree brought into %s's cache meanwhile\n", c.ForeignPages, c.ForeignProcesses, mem)
+		logger(cmd).Info("record: left out pages that processes outside the command's process tree brought into the cache meanwhile", "pages", c.ForeignPages, "processes", c.ForeignProcesses, "mem", mem)
 	}
 	if c.UnattributedPages > 0 {
-		fmt.Fprintf(progress(cmd), "warning: %d of those pages came from processes that exited before they could be traced to the command: a short-lived child of the command would be one\n", c.UnattributedPages)
+		logger(cmd).Warn("record: some of those pages came from processes that exited before they could be traced to the command: a short-lived child of the command would be one", "pages", c.UnattributedPages)
 	}
 	if err := wset.Write(out, set); err != nil {
 		return nil, err
 	}
 	if c.Method == capture.MethodMincore {
-		fmt.Fprintf(progress(cmd), "note: this capture (%s) includes readahead, not only the pages the command touched\n", c.Method)
+		logger(cmd).Info("record: this capture includes readahead, not only the pages the command touched", "method", c.Method)
 	}
 	for _, w := range c.Warnings() {
-		fmt.Fprintf(progress(cmd), "warning: %s\n", w)
+		logger(cmd).Warn("record: capture limit", "warning", w)
 	}
-	fmt.Fprintf(progress(cmd), "wrote %s: %d pages in %d extents\n", out, set.Pages(), len(set.Extents))
+	logger(cmd).Info("record: wrote working set", "path", out, "pages", set.Pages(), "extents", len(set.Extents))
 	sum := set.Summary()
 	return &recordReport{Mode: "command", Out: out, Method: c.Method, IncludesReadahead: c.IncludesReadahead,
 		Pages: sum.Pages, Bytes: sum.Bytes, Extents: sum.ExtentCount, ZeroPages: sum.ZeroPages, Lost: c.Lost,

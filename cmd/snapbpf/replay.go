@@ -122,11 +122,11 @@ func runReplays(cmd *cobra.Command, snapDir, tracePath, policies string, o repla
 	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
 	}
-	o.Mem, o.SnapshotID, o.Trace, o.Log = dir.MemPath(), dir.Manifest.ID, t, progress(cmd)
+	o.Mem, o.SnapshotID, o.Trace, o.Log = dir.MemPath(), dir.Manifest.ID, t, logger(cmd)
 	var reps []*replay.Report
 	for _, name := range names {
 		o.Policy = name
-		logf(progress(cmd), "replaying %s under %s (VMs: %d, rounds: %d)", tracePath, o.Policy, max(o.Concurrency, 1), max(o.Runs, 1))
+		logger(cmd).Info("replay: replaying", "trace", tracePath, "policy", o.Policy, "vms", max(o.Concurrency, 1), "rounds", max(o.Runs, 1))
 		rep, err := replay.Run(cmd.Context(), o)
 		if err != nil {
 			return reps, err

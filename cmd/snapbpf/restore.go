@@ -54,6 +54,7 @@ func newRestoreCmd() *cobra.Command {
 		Annotations: rootOnly("it runs QEMU and controls readahead of the memory file"),
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			c.Log = logger(cmd)
 			rep, err := runRestore(cmd.Context(), snapDir, c)
 			// Stopped by a signal, the clones measured nothing: the
 			// error says so, a table would only show zeroes.

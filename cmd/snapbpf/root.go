@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,6 +31,7 @@ func defaultImageDir() string { return filepath.Join(homeDir(), "image") }
 var euid = os.Geteuid
 
 func newRootCmd() *cobra.Command {
+	var lf logFlags
 	root := &cobra.Command{
 		Use:           "snapbpf",
 		Short:         "Fast microVM snapshot restore with eBPF working-set capture and page-cache prefetch",
@@ -47,13 +49,20 @@ func newRootCmd() *cobra.Command {
 			if err := cmd.ValidateFlagGroups(); err != nil {
 				return err
 			}
+			l, err := lf.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			cmd.SetContext(context.WithValue(cmd.Context(), loggerKey{}, l))
+			setDefaultLogger(l)
 			if why, ok := cmd.Annotations[needsRoot]; ok && euid() != 0 {
 				return fmt.Errorf("snapbpf %s needs root (%s): run it as root, e.g. with sudo", cmd.Name(), why)
 			}
-			repairReadahead()
+			repairReadahead(l)
 			return nil
 		},
 	}
+	lf.register(root.PersistentFlags())
 	root.AddCommand(newImageCmd(), newSnapshotCmd(), newRestoreCmd(), newRecordCmd(), newWSCmd(), newPrefetchCmd(), newDemoCmd(), newFunctionsCmd(), newBenchCmd(), newTraceCmd(), newReplayCmd(), newCheckCmd(), newVersionCmd(), newFnCmd(), newLoadCmd(), newServeCmd())
 	return root
 }
@@ -69,13 +78,13 @@ var startupRepair struct {
 // holds past its deadline). Every command does it first, whatever it is,
 // so a disk is not left slow until the next restore happens to need it.
 // Only root can change read_ahead_kb, so other users leave it to root.
-func repairReadahead() {
+func repairReadahead(log *slog.Logger) {
 	if euid() != 0 {
 		return
 	}
 	found, err := readahead.Repair()
 	if err != nil {
-		slog.Error("readahead: repair of a window left by another snapbpf process failed", "err", err)
+		log.Error("readahead: repair of a window left by another snapbpf process failed", "err", err)
 	}
 	startupRepair.found, startupRepair.err = found, err
 }
@@ -115,16 +124,6 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// progress returns where progress lines go: stderr, so stdout stays
-// parseable under --json.
-func progress(cmd *cobra.Command) io.Writer { return cmd.ErrOrStderr() }
-
-func logf(w io.Writer, format string, a ...any) {
-	if w != nil {
-		fmt.Fprintf(w, format+"\n", a...)
-	}
 }
 
 // checkMemFile fails before any work when the --mem file is missing or not

@@ -38,7 +38,7 @@ func newSnapshotCreateCmd() *cobra.Command {
 			if o.MemMiB == 0 {
 				o.MemMiB = functions.MinGuestMiB(o.Function, functions.Options{DataMiB: o.DataMiB})
 			}
-			o.Log = progress(cmd)
+			o.Log = logger(cmd)
 			dir, st, err := funcvm.CreateSnapshot(cmd.Context(), vmmDriver(), img, o)
 			if err != nil {
 				return err
@@ -154,7 +154,7 @@ func removeLeftovers(cmd *cobra.Command, path string) error {
 	removed, err := snapshot.RemoveLeftovers(path)
 	runs, rerr := qemu.CleanRunDirs(runDir())
 	for _, p := range append(removed, runs...) {
-		logf(progress(cmd), "removed %s", p)
+		logger(cmd).Info("removed", "path", p)
 	}
 	return errors.Join(err, rerr)
 }

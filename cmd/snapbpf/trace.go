@@ -110,7 +110,7 @@ func recordTrace(cmd *cobra.Command, snapDir, out string, o record.TraceOptions)
 	if err != nil {
 		return nil, err
 	}
-	o.Log = nil
+	o.Log = logger(cmd)
 	t, vm, err := record.Trace(cmd.Context(), vmmDriver(), dir, o)
 	if err != nil {
 		return nil, err
@@ -122,7 +122,7 @@ func recordTrace(cmd *cobra.Command, snapDir, out string, o record.TraceOptions)
 	if t.Meta.CapturedPages >= 0 {
 		data := s.Pages - s.HolePages
 		if int64(data) != t.Meta.CapturedPages {
-			fmt.Fprintf(progress(cmd), "note: the trace has %d data pages, the page-cache capture saw %d\n", data, t.Meta.CapturedPages)
+			logger(cmd).Info("trace: data pages differ from the page-cache capture", "trace_pages", data, "captured_pages", t.Meta.CapturedPages)
 		}
 	}
 	return &traceReport{Out: out, Summary: s, VM: *vm}, nil

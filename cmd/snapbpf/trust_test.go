@@ -160,7 +160,7 @@ func TestInspectChecksWhatRestoreChecks(t *testing.T) {
 	if !strings.Contains(out, stale) {
 		t.Errorf("inspect does not mention the stale run directory %s:\n%s", stale, out)
 	}
-	if out, _ = run(context.Background(), "snapshot", "inspect", "--fix", d.Path); !strings.Contains(out, "removed "+stale) {
+	if out, _ = run(context.Background(), "snapshot", "inspect", "--fix", d.Path); !strings.Contains(out, "msg=removed path="+stale) {
 		t.Errorf("inspect --fix did not say it removed %s:\n%s", stale, out)
 	}
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {

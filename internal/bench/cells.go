@@ -24,7 +24,7 @@ func (b *bench) restore(ctx context.Context, d *snapshot.Dir, k Key, run *Run) e
 		name, ws = policy.SnapBPF, d.File(otherWSFile(b.cfg.otherInput()))
 	}
 	res, err := restore.Run(ctx, b.driver, d, restore.Config{
-		Policy: name, WorkingSet: ws, Input: b.cfg.Input, Count: k.N, Cold: !warm, Warm: warm, Accel: b.accel,
+		Policy: name, WorkingSet: ws, Input: b.cfg.Input, Count: k.N, Cold: !warm, Warm: warm, Accel: b.accel, Log: b.cfg.Log,
 	})
 	if res == nil {
 		return err

@@ -3,7 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"slices"
 
 	"github.com/snapbpf/snapbpf/internal/functions"
@@ -41,8 +41,8 @@ type Config struct {
 	Image *guest.Image `json:"-"`
 	// Driver starts the VMs; nil is a qemu.Driver with its defaults.
 	Driver *qemu.Driver `json:"-"`
-	// Log receives progress lines; nil discards them.
-	Log io.Writer `json:"-"`
+	// Log receives diagnostics; nil discards them.
+	Log *slog.Logger `json:"-"`
 }
 
 // Reduced is the set `make bench` runs: three functions of different

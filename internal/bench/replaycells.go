@@ -62,7 +62,7 @@ func (b *bench) loadTrace(ctx context.Context, d *snapshot.Dir) (t *trace.Trace,
 		b.traces[d.Manifest.ID] = t
 		return t, false, nil
 	}
-	logf(b.cfg.Log, "tracing %s on input %d into %s", d.Path, b.cfg.Input, path)
+	b.log().Info("bench: tracing", "snapshot", d.Path, "input", b.cfg.Input, "file", path)
 	m := d.Manifest
 	o := record.TraceOptions{Input: b.cfg.Input, Accel: b.accel, CrossCheck: false}
 	o.Expected, o.HostFn, err = funcvm.ExpectMedian(m.Function, m.FunctionOptions["data_mib"], b.cfg.Input, traceHostRuns)

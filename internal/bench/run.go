@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/logging"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/trace"
@@ -69,7 +70,7 @@ func Execute(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	b.measure = b.measureVM
 	b.machine = DetectMachine(ctx, b.driver, b.accel, cfg.SnapshotDir)
-	logf(cfg.Log, "machine: %s", b.machine)
+	b.log().Info("bench: machine", "machine", b.machine)
 	return b.run(ctx)
 }
 
@@ -92,7 +93,7 @@ func (b *bench) run(ctx context.Context) (*Results, error) {
 		}
 	}
 	if cur.Skipped > 0 {
-		logf(b.cfg.Log, "resuming: %d of %d cells are done", cur.Skipped, len(keys))
+		b.log().Info("bench: resuming", "done", cur.Skipped, "cells", len(keys))
 	}
 	runErr := b.runCells(ctx, keys, cur)
 	cur.End = time.Now().UTC()
@@ -105,7 +106,7 @@ func (b *bench) run(ctx context.Context) (*Results, error) {
 	if err := WriteReport(b.res, b.cfg.Out); err != nil {
 		return b.res, errors.Join(runErr, err)
 	}
-	logf(b.cfg.Log, "wrote %s, %s and the plots", b.path, filepath.Join(b.cfg.Out, ReportFile))
+	b.log().Info("bench: wrote results, report and plots", "results", b.path, "report", filepath.Join(b.cfg.Out, ReportFile))
 	return b.res, runErr
 }
 
@@ -129,7 +130,11 @@ func (b *bench) runCells(ctx context.Context, keys []Key, cur *Session) error {
 		if err := b.save(); err != nil {
 			return err
 		}
-		logf(b.cfg.Log, "[%d/%d] %s: %s", i+1, len(keys), k, describe(run))
+		if run.OK() {
+			b.log().Info("bench: cell", "cell", fmt.Sprintf("%d/%d", i+1, len(keys)), "key", k.String(), "result", describe(run))
+		} else {
+			b.log().Warn("bench: cell failed", "cell", fmt.Sprintf("%d/%d", i+1, len(keys)), "key", k.String(), "err", run.Error)
+		}
 	}
 	if cur.Failed > 0 {
 		return fmt.Errorf("bench: %d cells failed (kept in %s with their errors; run again to retry them)", cur.Failed, b.path)
@@ -206,10 +211,7 @@ func describe(r Run) string {
 	return s + fmt.Sprintf(", memory %.0f MiB", m[MetricTotalBytes]/(1<<20))
 }
 
-func logf(w io.Writer, format string, a ...any) {
-	if w != nil {
-		fmt.Fprintf(w, format+"\n", a...)
-	}
-}
+// log is where the bench's diagnostics go.
+func (b *bench) log() *slog.Logger { return logging.Or(b.cfg.Log) }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,7 +29,7 @@ func TestSmoke(t *testing.T) {
 	cfg.Out = t.TempDir()
 	cfg.SnapshotDir = filepath.Join(t.TempDir(), "snapshots")
 	cfg.Image = img
-	cfg.Log = testLog{t}
+	cfg.Log = testLog(t)
 	res, err := Execute(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -105,10 +106,5 @@ func TestSmoke(t *testing.T) {
 	}
 }
 
-// testLog sends progress lines to the test log.
-type testLog struct{ t *testing.T }
-
-func (l testLog) Write(p []byte) (int, error) {
-	l.t.Log(string(p[:len(p)-min(len(p), 1)]))
-	return len(p), nil
-}
+// testLog sends diagnostics to the test's output.
+func testLog(t *testing.T) *slog.Logger { return slog.New(slog.NewTextHandler(t.Output(), nil)) }

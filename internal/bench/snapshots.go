@@ -63,12 +63,12 @@ func (b *bench) snapshot(ctx context.Context, fn, mode string) (*snapshot.Dir, e
 	prep := Preparation{Function: fn, FreePages: mode, Start: time.Now().UTC()}
 	d, err := snapshot.Open(path)
 	if err != nil || !b.reusable(d, fn, mode) {
-		logf(b.cfg.Log, "creating snapshot %s (free pages %s)", path, mode)
+		b.log().Info("bench: creating snapshot", "path", path, "free_pages", mode)
 		t := time.Now()
 		mem := functions.MinGuestMiB(fn, functions.Options{DataMiB: b.cfg.DataMiB})
 		d, _, err = funcvm.CreateSnapshot(ctx, b.driver, b.cfg.Image, funcvm.CreateOptions{
 			Function: fn, DataMiB: b.cfg.DataMiB, MemMiB: mem, Out: path, Replace: true,
-			FreePages: mode, Accel: b.accel,
+			FreePages: mode, Accel: b.accel, Log: b.cfg.Log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("snapshot %s: %w", fn, err)
@@ -133,11 +133,11 @@ func (b *bench) record(ctx context.Context, d *snapshot.Dir, want Recording) (Re
 			return want, fmt.Errorf("record %s: %w", m.Function, err)
 		}
 	}
-	logf(b.cfg.Log, "recording a working set of %s on input %d into %s", d.Path, want.Input, want.File)
+	b.log().Info("bench: recording a working set", "snapshot", d.Path, "input", want.Input, "file", want.File)
 	t := time.Now()
 	set, _, err := record.Snapshot(ctx, b.driver, d, record.Options{
-		Input: want.Input, Expected: expected, Accel: b.accel,
-	}, b.cfg.Log)
+		Input: want.Input, Expected: expected, Accel: b.accel, Log: b.cfg.Log,
+	})
 	if err != nil {
 		return want, fmt.Errorf("record %s: %w", m.Function, err)
 	}

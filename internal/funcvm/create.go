@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/guest"
+	"github.com/snapbpf/snapbpf/internal/logging"
 	"github.com/snapbpf/snapbpf/internal/protocol"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
@@ -29,7 +30,8 @@ type CreateOptions struct {
 	// contiguous free 4 KiB pages are reported).
 	ReportOrder int
 	Accel       string
-	Log         io.Writer // progress; nil for none
+	// Log receives diagnostics; nil discards them.
+	Log *slog.Logger
 	// Timeouts bound each step; zero fields take the defaults.
 	Timeouts Timeouts
 }
@@ -58,11 +60,7 @@ var ErrGuestModules = errors.New("guest could not load its modules")
 // publishes the snapshot directory atomically.
 func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o CreateOptions) (_ *snapshot.Dir, _ CreateStats, retErr error) {
 	var st CreateStats
-	logf := func(format string, a ...any) {
-		if o.Log != nil {
-			fmt.Fprintf(o.Log, format+"\n", a...)
-		}
-	}
+	log := logging.Or(o.Log)
 	if o.MemMiB <= 0 {
 		return nil, st, fmt.Errorf("memory size %d MiB: must be positive", o.MemMiB)
 	}
@@ -105,7 +103,7 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		Accel: accel, FreePageReporting: report,
 	}
 	start := time.Now()
-	logf("booting %s guest (%s, %d MiB)", o.Function, accel, o.MemMiB)
+	log.Info("snapshot: booting guest", "function", o.Function, "accel", accel, "mem_mib", o.MemMiB)
 	t := o.Timeouts.orDefaults()
 	sctx, cancel := context.WithTimeout(ctx, t.VMM)
 	m, err := d.Start(sctx, cfg)
@@ -130,7 +128,7 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		return nil, st, fmt.Errorf("%w, so it cannot report free pages: %s (a snapshot with free pages %q needs none)", ErrGuestModules, e, snapshot.FreePagesNone)
 	}
 
-	logf("initialising %s", o.Function)
+	log.Info("snapshot: initialising function", "function", o.Function, "boot_ms", st.BootMs)
 	res, err := vm.call(ctx, t.Init, protocol.Message{Type: protocol.TypeInit, Function: o.Function, DataMiB: o.DataMiB})
 	if err != nil {
 		return nil, st, err
@@ -158,7 +156,7 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 			return nil, st, err
 		}
 		st.SettleMs = ms(time.Since(settleStart))
-		logf("free page reporting settled after %.0f ms: memory file holds %d MiB (the guest zeroed %d MiB of its %d MiB free)", st.SettleMs, alloc>>20, st.GuestZeroedMiB, st.GuestFreeMiB)
+		log.Info("snapshot: free page reporting settled", "settle_ms", st.SettleMs, "mem_file_mib", alloc>>20, "guest_zeroed_mib", st.GuestZeroedMiB, "guest_free_mib", st.GuestFreeMiB)
 	}
 
 	saveStart := time.Now()
@@ -183,11 +181,11 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		st.ZeroPunched, err = snapshot.PunchZeroPages(b.MemPath())
 		switch {
 		case errors.Is(err, snapshot.ErrNoPunch):
-			logf("warning: zero pages stay data: %v", err)
+			log.Warn("snapshot: zero pages stay data", "err", err)
 		case err != nil:
 			return nil, st, err
 		default:
-			logf("made %d zero pages (%d MiB) holes", st.ZeroPunched, st.ZeroPunched>>8)
+			log.Info("snapshot: made zero pages holes", "pages", st.ZeroPunched, "mib", st.ZeroPunched>>8)
 		}
 	} else {
 		// Without free page handling the file stores every guest page, as

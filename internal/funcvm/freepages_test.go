@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -102,7 +103,7 @@ func createReportingSnapshot(ctx context.Context, t *testing.T, img *guest.Image
 	var log bytes.Buffer
 	dir, st, err := CreateSnapshot(ctx, &qemu.Driver{}, img, CreateOptions{
 		Function: fpFunction, DataMiB: fpDataMiB, MemMiB: fpMemMiB, Out: filepath.Join(parent, fpFunction),
-		FreePages: snapshot.FreePagesReport, ReportOrder: 0, Log: &log,
+		FreePages: snapshot.FreePagesReport, ReportOrder: 0, Log: slog.New(slog.NewTextHandler(&log, nil)),
 	})
 	peak := stopWatch()
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,7 +74,7 @@ func createTestSnapshot(t *testing.T, img *guest.Image, fn string, dataMiB int) 
 	defer cancel()
 	var log bytes.Buffer
 	dir, st, err := CreateSnapshot(ctx, &qemu.Driver{}, img, CreateOptions{
-		Function: fn, DataMiB: dataMiB, MemMiB: 256, Out: out, FreePages: snapshot.FreePagesNone, Log: &log,
+		Function: fn, DataMiB: dataMiB, MemMiB: 256, Out: out, FreePages: snapshot.FreePagesNone, Log: slog.New(slog.NewTextHandler(&log, nil)),
 	})
 	if err != nil {
 		t.Fatalf("create %s snapshot: %v\n%s", fn, err, log.String())

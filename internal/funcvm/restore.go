@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/logging"
 	"github.com/snapbpf/snapbpf/internal/majfault"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
@@ -28,7 +29,8 @@ type RestoreOptions struct {
 	// check (callers compute it with Expect).
 	Expected string
 	Accel    string
-	Log      io.Writer
+	// Log receives diagnostics; nil discards them.
+	Log *slog.Logger
 	// Hooks let a restore policy act around each VMM start.
 	Hooks Hooks
 	// Timeouts bound each step; zero fields take the defaults.
@@ -105,6 +107,7 @@ func Restore(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o RestoreOpti
 			defer wg.Done()
 			results[i] = restoreOne(ctx, d, dir, cfg, o, start)
 			results[i].Index = i
+			logging.Or(o.Log).Debug("restore: clone done", "snapshot", dir.Path, "vm", i, "e2e_ms", results[i].E2EMs, "err", results[i].Error)
 		}()
 	}
 	wg.Wait()

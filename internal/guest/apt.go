@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,7 +31,7 @@ type aptPackage struct {
 // apt runs the apt tools. It is a struct so the logging and the "apt-get
 // update once" decision stay in one place.
 type apt struct {
-	logf    func(string, ...any)
+	log     *slog.Logger
 	updated bool
 }
 
@@ -60,7 +61,7 @@ func (a *apt) update(ctx context.Context, why string) error {
 		return nil
 	}
 	a.updated = true
-	a.logf("%s; running apt-get update", why)
+	a.log.Info("image: running apt-get update", "why", why)
 	if _, err := a.run(ctx, "", "apt-get", "update"); err != nil {
 		return fmt.Errorf("apt-get update (needs root): %w", err)
 	}
@@ -178,13 +179,13 @@ func (a *apt) fetch(ctx context.Context, cacheDir string, p *aptPackage) (string
 		}
 		switch p.SHA256 {
 		case "":
-			a.logf("reusing %s (apt gives no SHA256 to check it against)", dst)
+			a.log.Info("image: reusing cached package (apt gives no SHA256 to check it against)", "deb", dst)
 			return dst, sum, nil
 		case sum:
-			a.logf("reusing %s (sha256 matches apt)", dst)
+			a.log.Info("image: reusing cached package (sha256 matches apt)", "deb", dst)
 			return dst, sum, nil
 		}
-		a.logf("cached %s has sha256 %s, apt says %s; downloading again", dst, sum, p.SHA256)
+		a.log.Warn("image: cached package differs from apt; downloading again", "deb", dst, "sha256", sum, "apt_sha256", p.SHA256)
 	}
 	tmp, err := os.MkdirTemp(cacheDir, ".download-")
 	if err != nil {
@@ -194,7 +195,7 @@ func (a *apt) fetch(ctx context.Context, cacheDir string, p *aptPackage) (string
 	// apt drops to the _apt user to download, which cannot write to a
 	// root-only directory; running it as the caller avoids that (and its
 	// warning) and is what happens anyway after the warning.
-	a.logf("apt-get download %s=%s (%s bytes)", p.Name, p.Version, p.Size)
+	a.log.Info("image: apt-get download", "package", p.Name, "version", p.Version, "bytes", p.Size)
 	if _, err := a.run(ctx, tmp, "apt-get", "download", "-o", "APT::Sandbox::User=root", p.Name+"="+p.Version); err != nil {
 		return "", "", fmt.Errorf("download kernel package: %w", err)
 	}

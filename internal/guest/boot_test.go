@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"debug/elf"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,13 +25,8 @@ const (
 
 const bootTimeout = 60 * time.Second
 
-// testLog sends Build's progress lines to the test log.
-type testLog struct{ t *testing.T }
-
-func (l testLog) Write(p []byte) (int, error) {
-	l.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+// testLog sends Build's diagnostics to the test's output.
+func testLog(t *testing.T) *slog.Logger { return slog.New(slog.NewTextHandler(t.Output(), nil)) }
 
 // needBootTools skips unless the test can download the kernel package and
 // run QEMU.
@@ -129,7 +125,7 @@ func TestBuildAndBoot(t *testing.T) {
 	qemu := needBootTools(t)
 	agent := buildGuestInit(t)
 	out := filepath.Join(t.TempDir(), "image")
-	opts := BuildOptions{OutDir: out, AgentPath: agent, Log: testLog{t}}
+	opts := BuildOptions{OutDir: out, AgentPath: agent, Log: testLog(t)}
 
 	start := time.Now()
 	im, err := Build(context.Background(), opts)
@@ -178,7 +174,7 @@ func TestBuildAndBoot(t *testing.T) {
 		gz := opts
 		gz.OutDir = filepath.Join(t.TempDir(), "image")
 		gz.GzipInitramfs = true
-		gz.Log = testLog{t}
+		gz.Log = testLog(t)
 		gim, err := Build(context.Background(), gz)
 		if err != nil {
 			t.Fatal(err)
@@ -203,7 +199,7 @@ func TestBuildAndBoot(t *testing.T) {
 	t.Run("failed build keeps image", func(t *testing.T) {
 		bad := opts
 		bad.ExtraModules = []string{"snapbpf_no_such_module"}
-		bad.Log = testLog{t}
+		bad.Log = testLog(t)
 		if _, err := Build(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "snapbpf_no_such_module") {
 			t.Fatalf("Build with a missing module: %v", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snapbpf/snapbpf/internal/atomicfile"
+	"github.com/snapbpf/snapbpf/internal/logging"
 )
 
 // DefaultCacheDir holds downloaded kernel packages and their extracted trees.
@@ -42,8 +44,8 @@ type BuildOptions struct {
 	// the size but the boot slower under TCG, where decompression is
 	// emulated, so it is off by default.
 	GzipInitramfs bool
-	// Log receives progress lines; nil discards them.
-	Log io.Writer
+	// Log receives diagnostics; nil discards them.
+	Log *slog.Logger
 }
 
 // Build makes a guest image in o.OutDir from Debian's cloud kernel package
@@ -53,11 +55,7 @@ type BuildOptions struct {
 // in with one rename.
 func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 	start := time.Now()
-	logf := func(format string, args ...any) {
-		if o.Log != nil {
-			fmt.Fprintf(o.Log, format+"\n", args...)
-		}
-	}
+	log := logging.Or(o.Log)
 	if o.OutDir == "" {
 		return nil, errors.New("build guest image: no output directory")
 	}
@@ -79,13 +77,13 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 		return nil, fmt.Errorf("cache dir: %w", err)
 	}
 
-	a := &apt{logf: logf}
+	a := &apt{log: log}
 	pkgName := o.KernelPackage
 	if pkgName == "" {
 		if pkgName, err = a.resolveKernelPackage(ctx, DefaultKernelMeta); err != nil {
 			return nil, err
 		}
-		logf("%s depends on %s", DefaultKernelMeta, pkgName)
+		log.Info("image: kernel package", "meta", DefaultKernelMeta, "package", pkgName)
 	}
 	pkg, err := a.show(ctx, pkgName)
 	if err != nil {
@@ -95,7 +93,7 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	tree, err := ensureTree(ctx, o.CacheDir, deb, debSum, logf)
+	tree, err := ensureTree(ctx, o.CacheDir, deb, debSum, log)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +111,7 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 		return nil, err
 	}
 	want := append(append([]string(nil), GuestModules...), o.ExtraModules...)
-	mods, err := resolveModules(ctx, idx, version, want, OptionalGuestModules, logf)
+	mods, err := resolveModules(ctx, idx, version, want, OptionalGuestModules, log)
 	if err != nil {
 		return nil, fmt.Errorf("kernel package %s: %w", pkgName, err)
 	}
@@ -132,7 +130,7 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 			compressed++
 		}
 	}
-	logf("modules (load order): %s; %d of %d were compressed in the package", strings.Join(im.Modules, " "), compressed, len(mods))
+	log.Info("image: modules", "load_order", strings.Join(im.Modules, " "), "compressed", compressed, "total", len(mods))
 
 	initramfs, err := buildInitramfs(agent, mods, o.GzipInitramfs)
 	if err != nil {
@@ -146,14 +144,14 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 	im.setDir(outDir)
 
 	if old, err := Load(outDir); err == nil && old.sameContent(im) {
-		logf("%s is up to date (%s)", outDir, time.Since(start).Round(time.Millisecond))
+		log.Info("image: up to date", "dir", outDir, "elapsed", time.Since(start).Round(time.Millisecond))
 		return old, nil
 	}
 	if err := writeImage(outDir, im, kernel, initramfs); err != nil {
 		return nil, err
 	}
-	logf("guest image in %s: kernel %s (%d bytes), initramfs %d bytes, built in %s",
-		outDir, version, len(kernel), len(initramfs), time.Since(start).Round(time.Millisecond))
+	log.Info("image: built", "dir", outDir, "kernel", version, "kernel_bytes", len(kernel), "initramfs_bytes", len(initramfs),
+		"elapsed", time.Since(start).Round(time.Millisecond))
 	return im, nil
 }
 
@@ -182,7 +180,7 @@ func readAgent(p string) ([]byte, error) {
 // ensureTree returns the directory the .deb is extracted in, extracting it
 // first if needed. The directory name carries the package digest, and it
 // only ever appears complete (extracted elsewhere, then renamed).
-func ensureTree(ctx context.Context, cacheDir, deb, sum string, logf func(string, ...any)) (string, error) {
+func ensureTree(ctx context.Context, cacheDir, deb, sum string, log *slog.Logger) (string, error) {
 	tree := filepath.Join(cacheDir, strings.TrimSuffix(filepath.Base(deb), ".deb")+"-"+sum[:12])
 	if st, err := os.Stat(tree); err == nil && st.IsDir() {
 		return tree, nil
@@ -206,7 +204,7 @@ func ensureTree(ctx context.Context, cacheDir, deb, sum string, logf func(string
 		}
 		return "", fmt.Errorf("move extracted tree into cache: %w", err)
 	}
-	logf("extracted %s in %s", filepath.Base(deb), time.Since(start).Round(time.Millisecond))
+	log.Info("image: extracted kernel package", "deb", filepath.Base(deb), "elapsed", time.Since(start).Round(time.Millisecond))
 	return tree, nil
 }
 

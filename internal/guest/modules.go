@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -186,7 +187,7 @@ type resolvedModule struct {
 // modules that are built into the kernel are left out; optional ones that
 // the package lacks are skipped. version is checked against each module's
 // vermagic so a module from another build is never carried.
-func resolveModules(ctx context.Context, idx *moduleIndex, version string, want, optional []string, logf func(string, ...any)) ([]resolvedModule, error) {
+func resolveModules(ctx context.Context, idx *moduleIndex, version string, want, optional []string, log *slog.Logger) ([]resolvedModule, error) {
 	var out []resolvedModule
 	state := map[string]int{} // 1: in progress, 2: done
 	var visit func(name string, chain []string) error
@@ -199,7 +200,7 @@ func resolveModules(ctx context.Context, idx *moduleIndex, version string, want,
 		}
 		if idx.builtin[name] {
 			state[name] = 2
-			logf("module %s is built into the kernel", name)
+			log.Debug("image: module is built into the kernel", "module", name)
 			return nil
 		}
 		km := idx.files[name]
@@ -238,7 +239,7 @@ func resolveModules(ctx context.Context, idx *moduleIndex, version string, want,
 	for _, n := range optional {
 		n = canonicalModule(n)
 		if idx.files[n] == nil && !idx.builtin[n] {
-			logf("optional module %s is not in this kernel package; skipped", n)
+			log.Info("image: optional module is not in this kernel package; skipped", "module", n)
 			continue
 		}
 		if err := visit(n, nil); err != nil {

@@ -151,7 +151,7 @@ func TestResolveModules(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			idx := writeModuleTree(t, tc.mods, tc.builtin...)
-			got, err := resolveModules(context.Background(), idx, testVersion, tc.want, tc.opt, t.Logf)
+			got, err := resolveModules(context.Background(), idx, testVersion, tc.want, tc.opt, testLog(t))
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error = %v, want one containing %q", err, tc.err)

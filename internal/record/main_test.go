@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,7 +76,7 @@ func createSnapshotWith(t *testing.T, img *guest.Image, fn string, dataMiB int, 
 	defer cancel()
 	var log bytes.Buffer
 	dir, st, err := funcvm.CreateSnapshot(ctx, &qemu.Driver{}, img, funcvm.CreateOptions{
-		Function: fn, DataMiB: dataMiB, MemMiB: 256, Out: out, FreePages: freePages, Log: &log,
+		Function: fn, DataMiB: dataMiB, MemMiB: 256, Out: out, FreePages: freePages, Log: slog.New(slog.NewTextHandler(&log, nil)),
 	})
 	if err != nil {
 		t.Fatalf("create %s snapshot: %v\n%s", fn, err, log.String())
@@ -96,7 +97,7 @@ func recordRuns(t *testing.T, f fixture, method string, runs int) (*wset.Set, *R
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
-	set, rep, err := Snapshot(ctx, &qemu.Driver{}, f.dir, Options{Input: 1, Expected: f.want(t, 1), Method: method, Runs: runs}, &log)
+	set, rep, err := Snapshot(ctx, &qemu.Driver{}, f.dir, Options{Input: 1, Expected: f.want(t, 1), Method: method, Runs: runs, Log: slog.New(slog.NewTextHandler(&log, nil))})
 	if err != nil {
 		t.Fatalf("record %s (%s): %v\n%s", f.fn, method, err, log.String())
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/pages"
+	"github.com/snapbpf/snapbpf/internal/logging"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/restore"
@@ -57,6 +58,8 @@ type Options struct {
 	// NoWait fails the recording at once with ErrBusy if another
 	// recording of the snapshot runs, instead of waiting for it.
 	NoWait bool
+	// Log receives diagnostics; nil discards them.
+	Log *slog.Logger
 }
 
 // Input is one input a recording invokes the function on.
@@ -180,12 +183,10 @@ type Report struct {
 // they map a private copy of the memory file that starts cold and nobody
 // else reads (coldCopy), and capture keeps only their own insertions
 // (capture.Recorder.Attribute). Recordings of one snapshot take turns
-// (lockRecording). Progress goes to log (nil: nowhere).
-func Snapshot(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o Options, log io.Writer) (*wset.Set, *Report, error) {
+// (lockRecording). Progress goes to o.Log.
+func Snapshot(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o Options) (*wset.Set, *Report, error) {
 	start := time.Now()
-	if log == nil {
-		log = io.Discard
-	}
+	log := logging.Or(o.Log)
 	if o.Method == "" {
 		o.Method = capture.MethodEBPF
 	}
@@ -222,12 +223,12 @@ func Snapshot(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o Options, l
 	if testHookCopy != nil {
 		defer testHookCopy(cp.Path)() // before the copy goes
 	}
-	slog.Debug("record: private cold copy of the memory file", "mem", dir.MemPath(), "data_bytes", cp.DataBytes, "ms", rep.CopyMs)
+	log.Debug("record: private cold copy of the memory file", "mem", dir.MemPath(), "data_bytes", cp.DataBytes, "ms", rep.CopyMs)
 
 	var sets []*wset.Set
 	for _, in := range o.inputs() {
 		if len(o.inputs()) > 1 {
-			fmt.Fprintf(log, "input %d:\n", in.Seed)
+			log.Info("record: input", "input", in.Seed)
 		}
 		set, err := recordInput(ctx, d, dir, cp, id, in, o, rep, log)
 		if err != nil {
@@ -286,7 +287,7 @@ var testHookCopy func(path string) (end func())
 // snapshot mapping cp (the private copy), the first under nora, the rest
 // under snapbpf with the set so far, then the margin. It adds what it saw
 // to rep.
-func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCopy, id wset.Identity, in Input, o Options, rep *Report, log io.Writer) (*wset.Set, error) {
+func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCopy, id wset.Identity, in Input, o Options, rep *Report, log *slog.Logger) (*wset.Set, error) {
 	runs, mem := o.Runs, cp.Path
 	// The first run restores under nora and sees every page the guest
 	// touches. Each later run restores under snapbpf with the set so far,
@@ -317,7 +318,7 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldC
 		for _, w := range c.Warnings() {
 			if !warned[w] { // the kernel's limits, once for all runs
 				warned[w] = true
-				fmt.Fprintf(log, "warning: %s\n", w)
+				log.Warn("record: capture limit", "warning", w, "snapshot", dir.Path)
 			}
 		}
 		rep.Lost += c.Lost
@@ -325,7 +326,7 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldC
 		rep.ForeignPages += c.ForeignPages
 		rep.ForeignProcesses += c.ForeignProcesses
 		if c.ForeignPages > 0 {
-			fmt.Fprintf(log, "run %d: left out %d pages that %d other processes brought into the recorded file's cache\n", i+1, c.ForeignPages, c.ForeignProcesses)
+			log.Info("record: left out pages other processes brought into the recorded file's cache", "run", i+1, "pages", c.ForeignPages, "processes", c.ForeignProcesses)
 		}
 		if set == nil {
 			set = got
@@ -335,14 +336,14 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldC
 			rep.IncludesReadahead = rep.IncludesReadahead || c.IncludesReadahead
 			rep.HolePagesDropped += c.HolePagesDropped
 			if runs > 1 {
-				fmt.Fprintf(log, "run 1 of %d (nora): %d pages, %d touched holes, invoke e2e %.0f ms\n", runs, set.Pages(), set.ZeroPages(), vm.E2EMs)
+				log.Info("record: run", "run", 1, "runs", runs, "policy", policy.NoRA, "pages", set.Pages(), "touched_holes", set.ZeroPages(), "e2e_ms", vm.E2EMs)
 			}
 			continue
 		}
 		added, zero := extend(set, got, prefetch.Plan(set.Extents, prefetch.DefaultGapPages))
 		refined = append(refined, added...)
 		rep.RefinedZeroPages += zero
-		fmt.Fprintf(log, "run %d of %d (snapbpf): %d pages and %d touched holes beyond the prefetch, invoke e2e %.0f ms\n", i+1, runs, wset.PageCount(added), zero, vm.E2EMs)
+		log.Info("record: run", "run", i+1, "runs", runs, "policy", policy.SnapBPF, "pages_beyond_prefetch", wset.PageCount(added), "touched_holes_beyond_prefetch", zero, "e2e_ms", vm.E2EMs)
 	}
 	rep.RefinedPages += wset.PageCount(refined)
 	if runs > 1 {
@@ -373,7 +374,7 @@ func recordOnce(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCo
 	defer sess.Close()
 	res, err := restore.Run(ctx, d, dir, restore.Config{
 		Hooks: attributed{hooks, sess}, Input: in.Seed, Count: 1, Cold: true,
-		Expected: in.Expected, NoCheck: in.Expected == "", Accel: o.Accel, MemPath: mem, MemFile: cp.File,
+		Expected: in.Expected, NoCheck: in.Expected == "", Accel: o.Accel, MemPath: mem, MemFile: cp.File, Log: o.Log,
 	})
 	if err != nil {
 		return nil, nil, none, fmt.Errorf("record: %w", err)

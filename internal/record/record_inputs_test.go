@@ -3,6 +3,7 @@ package record
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -34,7 +35,8 @@ func TestRecordInputs(t *testing.T) {
 			o.Inputs = append(o.Inputs, Input{Seed: s, Expected: f.want(t, s)})
 		}
 		var log bytes.Buffer
-		set, rep, err := Snapshot(ctx, &qemu.Driver{}, f.dir, o, &log)
+		o.Log = slog.New(slog.NewTextHandler(&log, nil))
+		set, rep, err := Snapshot(ctx, &qemu.Driver{}, f.dir, o)
 		if err != nil {
 			t.Fatalf("record inputs %v: %v\n%s", seeds, err, log.String())
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -35,7 +36,7 @@ func TestRecordUnderLoad(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		var log bytes.Buffer
-		set, rep, err := Snapshot(ctx, &qemu.Driver{}, f.dir, Options{Input: 1, Expected: f.want(t, 1), Margin: -1}, &log)
+		set, rep, err := Snapshot(ctx, &qemu.Driver{}, f.dir, Options{Input: 1, Expected: f.want(t, 1), Margin: -1, Log: slog.New(slog.NewTextHandler(&log, nil))})
 		if err != nil {
 			t.Fatalf("record: %v\n%s", err, log.String())
 		}
@@ -150,7 +151,9 @@ func TestRecordingsSerialise(t *testing.T) {
 			}
 			var log bytes.Buffer
 			r := result{start: time.Now()}
-			_, _, r.err = Snapshot(ctx, &qemu.Driver{}, f.dir, o, &log)
+			mine := o
+			mine.Log = slog.New(slog.NewTextHandler(&log, nil))
+			_, _, r.err = Snapshot(ctx, &qemu.Driver{}, f.dir, mine)
 			r.end, r.log = time.Now(), log.String()
 			results[i] = r
 		}()
@@ -159,7 +162,7 @@ func TestRecordingsSerialise(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	no := o
 	no.NoWait = true
-	_, _, err = Snapshot(ctx, &qemu.Driver{}, f.dir, no, &bytes.Buffer{})
+	_, _, err = Snapshot(ctx, &qemu.Driver{}, f.dir, no)
 	if !errors.Is(err, ErrBusy) {
 		t.Errorf("record with NoWait beside another: %v, want ErrBusy", err)
 	} else {
@@ -172,7 +175,7 @@ func TestRecordingsSerialise(t *testing.T) {
 		}
 	}
 	first, second := results[0], results[1]
-	if !strings.Contains(second.log, "waiting for another recording of") {
+	if !strings.Contains(second.log, "waiting for another recording") {
 		t.Errorf("the second recording did not say it waited:\n%s", second.log)
 	}
 	if first.end.After(second.end) {
@@ -180,14 +183,14 @@ func TestRecordingsSerialise(t *testing.T) {
 	}
 
 	// A waiting recording gives up when its context ends.
-	unlock, err := lockRecording(ctx, f.dir, false, &bytes.Buffer{})
+	unlock, err := lockRecording(ctx, f.dir, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unlock()
 	short, stop := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer stop()
-	if _, _, err := Snapshot(short, &qemu.Driver{}, f.dir, o, &bytes.Buffer{}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, _, err := Snapshot(short, &qemu.Driver{}, f.dir, o); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("record while the lock is held, 300 ms timeout: %v, want context.DeadlineExceeded", err)
 	}
 }

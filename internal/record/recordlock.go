@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -33,7 +33,7 @@ const lockPoll = 200 * time.Millisecond
 // each would run its VMs beside the other's, on a busy host. If another
 // recording holds the lock, it says so on log and waits until ctx ends, or
 // with noWait fails at once.
-func lockRecording(ctx context.Context, dir *snapshot.Dir, noWait bool, log io.Writer) (unlock func(), err error) {
+func lockRecording(ctx context.Context, dir *snapshot.Dir, noWait bool, log *slog.Logger) (unlock func(), err error) {
 	path := dir.File(LockFile)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("record: lock %s: %w", path, err)
@@ -59,7 +59,7 @@ func lockRecording(ctx context.Context, dir *snapshot.Dir, noWait bool, log io.W
 		}
 		if !waited {
 			waited = true
-			fmt.Fprintf(log, "waiting for another recording of %s (%s)\n", dir.Path, holder)
+			log.Info("record: waiting for another recording", "snapshot", dir.Path, "holder", holder)
 		}
 		select {
 		case <-ctx.Done():

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,7 +32,8 @@ type TraceOptions struct {
 	// CrossCheck also runs the page-cache capture (package capture) and
 	// stores what it saw, to compare with the trace's pages.
 	CrossCheck bool
-	Log        io.Writer
+	// Log receives diagnostics; nil discards them.
+	Log *slog.Logger
 }
 
 // Trace restores one clone of dir with the memory file cold and readahead

@@ -3,6 +3,7 @@ package record
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,9 +13,8 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
-	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
-
 	"github.com/snapbpf/snapbpf/internal/testenv"
+	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
 // TestRecordVM records a trace of a real VM restore (json, a small
@@ -40,7 +40,7 @@ func TestRecordVM(t *testing.T) {
 	}
 	var log bytes.Buffer
 	snap, _, err := funcvm.CreateSnapshot(ctx, &qemu.Driver{}, img, funcvm.CreateOptions{
-		Function: "json", MemMiB: 160, Out: filepath.Join(dir, "snap"), FreePages: snapshot.FreePagesNone, Log: &log,
+		Function: "json", MemMiB: 160, Out: filepath.Join(dir, "snap"), FreePages: snapshot.FreePagesNone, Log: slog.New(slog.NewTextHandler(&log, nil)),
 	})
 	if err != nil {
 		t.Fatalf("create snapshot: %v\n%s", err, log.String())

@@ -1,7 +1,7 @@
 package replay
 
 import (
-	"io"
+	"log/slog"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/policy"
@@ -84,5 +84,6 @@ type Options struct {
 	// Verify compares every touched page of every VM with the memory
 	// file afterwards.
 	Verify bool
-	Log    io.Writer
+	// Log receives diagnostics; nil discards them.
+	Log *slog.Logger
 }

@@ -40,6 +40,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
+	"github.com/snapbpf/snapbpf/internal/logging"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/trace"
@@ -235,6 +236,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, fmt.Errorf("replay %s: run %d: %w", o.Policy, i+1, err)
 		}
 		rep.Runs = append(rep.Runs, *r)
+		logging.Or(o.Log).Debug("replay: run done", "policy", o.Policy, "run", i+1, "runs", o.Runs, "vms", o.Concurrency)
 	}
 	rep.summarise()
 	return rep, nil

@@ -9,7 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"os"
 	"time"
 
@@ -60,7 +60,8 @@ type Config struct {
 	Expected string
 	NoCheck  bool
 	Timeouts funcvm.Timeouts
-	Log      io.Writer
+	// Log receives diagnostics; nil discards them.
+	Log *slog.Logger
 	// MemPath and MemFile, if set, are the memory file the clones map
 	// instead of the snapshot's own (funcvm.RestoreOptions).
 	MemPath string

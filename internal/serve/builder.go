@@ -88,7 +88,7 @@ func (b *NodeBuilder) Record(ctx context.Context, dir *snapshot.Dir, inputs []ui
 		}
 		o.Inputs = append(o.Inputs, record.Input{Seed: in, Expected: want})
 	}
-	_, rep, err := record.Snapshot(ctx, b.Driver, dir, o, nil)
+	_, rep, err := record.Snapshot(ctx, b.Driver, dir, o)
 	if err != nil {
 		return err
 	}
