@@ -44,7 +44,7 @@ report.md gives both sets' expected times on the machine measured. Needs root
 			if full {
 				applyFull(cmd, &c)
 			}
-			c.Log = logger(cmd)
+			c.Log, c.Progress = logger(cmd), meter(cmd)
 			if reportOnly {
 				res, err := bench.Load(filepath.Join(c.Out, bench.ResultsFile))
 				if err != nil {
@@ -135,7 +135,7 @@ func benchImage(cmd *cobra.Command, imageDir, agentBin string) (*guest.Image, er
 		}
 		agentBin = p
 	}
-	return guest.Build(cmd.Context(), guest.BuildOptions{OutDir: imageDir, AgentPath: agentBin, Log: logger(cmd)})
+	return guest.Build(cmd.Context(), guest.BuildOptions{OutDir: imageDir, AgentPath: agentBin, Log: logger(cmd), Progress: meter(cmd)})
 }
 
 // benchSummary is bench's final summary, what bench --json prints.

@@ -63,7 +63,7 @@ func newDemoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			img, err := guest.Build(ctx, guest.BuildOptions{OutDir: defaultImageDir(), AgentPath: agent, Log: log})
+			img, err := guest.Build(ctx, guest.BuildOptions{OutDir: defaultImageDir(), AgentPath: agent, Log: log, Progress: meter(cmd)})
 			if err != nil {
 				return err
 			}
@@ -71,7 +71,7 @@ func newDemoCmd() *cobra.Command {
 			log.Info("demo: creating snapshot", "path", snapPath)
 			dir, st, err := funcvm.CreateSnapshot(ctx, vmmDriver(), img, funcvm.CreateOptions{
 				Function: fn, MemMiB: functions.MinGuestMiB(fn, functions.Options{}), Out: snapPath, Replace: true,
-				FreePages: snapshot.FreePagesReport, Log: log,
+				FreePages: snapshot.FreePagesReport, Log: log, Progress: meter(cmd),
 			})
 			if err != nil {
 				return err

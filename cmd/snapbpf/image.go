@@ -27,7 +27,7 @@ func newImageCmd() *cobra.Command {
 				}
 				o.AgentPath = p
 			}
-			o.Log = logger(cmd)
+			o.Log, o.Progress = logger(cmd), meter(cmd)
 			img, err := guest.Build(cmd.Context(), o)
 			if err != nil {
 				return err

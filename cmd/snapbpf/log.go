@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/snapbpf/snapbpf/internal/logging"
+	"github.com/snapbpf/snapbpf/internal/progress"
+	"github.com/snapbpf/snapbpf/internal/progress/terminal"
 )
 
 // logFlags are the global flags that shape the diagnostics logger. The
@@ -46,12 +48,28 @@ func (f *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	return l, nil
 }
 
+// output is where a command's diagnostics and progress go on stderr: on a
+// terminal, a progress bar that the log's lines pass around; otherwise
+// plain log lines for both.
+func (f *logFlags) output(stderr io.Writer) (*slog.Logger, progress.Meter, error) {
+	if terminal.IsTerminal(stderr) {
+		t := terminal.NewTerminal(stderr)
+		l, err := f.logger(t.Writer())
+		return l, t, err
+	}
+	l, err := f.logger(stderr)
+	return l, progress.Log(l), err
+}
+
 // setDefaultLogger makes the command's logger the process's default, for
 // the few packages that log without being handed a logger. main sets it;
 // tests, which run many commands in one process, leave it a no-op.
 var setDefaultLogger = func(*slog.Logger) {}
 
-type loggerKey struct{}
+type (
+	loggerKey struct{}
+	meterKey  struct{}
+)
 
 // logger is the command's diagnostics logger, built from the global flags
 // before the command runs.
@@ -61,4 +79,12 @@ func logger(cmd *cobra.Command) *slog.Logger {
 	}
 	// A command run without the root's pre-run hook (a test calling RunE).
 	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+}
+
+// meter is where the command's long jobs show their progress.
+func meter(cmd *cobra.Command) progress.Meter {
+	if m, ok := cmd.Context().Value(meterKey{}).(progress.Meter); ok {
+		return m
+	}
+	return progress.Log(logger(cmd))
 }

@@ -214,7 +214,7 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o record
 		}
 		o.Inputs = append(o.Inputs, record.Input{Seed: seed, Expected: want})
 	}
-	o.Log = logger(cmd)
+	o.Log, o.Progress = logger(cmd), meter(cmd)
 	_, rep, err := record.Snapshot(cmd.Context(), vmmDriver(), dir, o)
 	if err != nil {
 		return nil, err

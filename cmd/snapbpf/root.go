@@ -49,11 +49,12 @@ func newRootCmd() *cobra.Command {
 			if err := cmd.ValidateFlagGroups(); err != nil {
 				return err
 			}
-			l, err := lf.logger(cmd.ErrOrStderr())
+			l, m, err := lf.output(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			cmd.SetContext(context.WithValue(cmd.Context(), loggerKey{}, l))
+			ctx := context.WithValue(cmd.Context(), loggerKey{}, l)
+			cmd.SetContext(context.WithValue(ctx, meterKey{}, m))
 			setDefaultLogger(l)
 			if why, ok := cmd.Annotations[needsRoot]; ok && euid() != 0 {
 				return fmt.Errorf("snapbpf %s needs root (%s): run it as root, e.g. with sudo", cmd.Name(), why)

@@ -38,7 +38,7 @@ func newSnapshotCreateCmd() *cobra.Command {
 			if o.MemMiB == 0 {
 				o.MemMiB = functions.MinGuestMiB(o.Function, functions.Options{DataMiB: o.DataMiB})
 			}
-			o.Log = logger(cmd)
+			o.Log, o.Progress = logger(cmd), meter(cmd)
 			dir, st, err := funcvm.CreateSnapshot(cmd.Context(), vmmDriver(), img, o)
 			if err != nil {
 				return err

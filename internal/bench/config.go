@@ -8,6 +8,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/guest"
+	"github.com/snapbpf/snapbpf/internal/progress"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
@@ -43,6 +44,8 @@ type Config struct {
 	Driver *qemu.Driver `json:"-"`
 	// Log receives diagnostics; nil discards them.
 	Log *slog.Logger `json:"-"`
+	// Progress shows the cells as they are measured; nil shows nothing.
+	Progress progress.Meter `json:"-"`
 }
 
 // Reduced is the set `make bench` runs: three functions of different

@@ -11,6 +11,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/logging"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/progress"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/trace"
 	"github.com/snapbpf/snapbpf/internal/vmm"
@@ -112,10 +113,13 @@ func (b *bench) run(ctx context.Context) (*Results, error) {
 
 // runCells measures the unfinished cells of keys in order.
 func (b *bench) runCells(ctx context.Context, keys []Key, cur *Session) error {
+	job := progress.Or(b.cfg.Progress).Start("bench", len(keys)-cur.Skipped)
+	defer job.Done()
 	for i, k := range keys {
 		if b.res.Finished(k) {
 			continue
 		}
+		job.Step(k.String())
 		run := b.cell(ctx, k)
 		if ctx.Err() != nil {
 			// An interrupted cell measured nothing worth keeping.

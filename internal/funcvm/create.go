@@ -12,6 +12,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/logging"
+	"github.com/snapbpf/snapbpf/internal/progress"
 	"github.com/snapbpf/snapbpf/internal/protocol"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
@@ -32,6 +33,8 @@ type CreateOptions struct {
 	Accel       string
 	// Log receives diagnostics; nil discards them.
 	Log *slog.Logger
+	// Progress shows the creation's steps; nil shows nothing.
+	Progress progress.Meter
 	// Timeouts bound each step; zero fields take the defaults.
 	Timeouts Timeouts
 }
@@ -102,7 +105,14 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		MemMiB: o.MemMiB, MemPath: b.MemPath(), MemShared: true,
 		Accel: accel, FreePageReporting: report,
 	}
+	steps := 3 // boot, init, save
+	if report {
+		steps += 2 // free pages, zero pages
+	}
+	job := progress.Or(o.Progress).Start("snapshot "+o.Function, steps)
+	defer job.Done()
 	start := time.Now()
+	job.Step("boot")
 	log.Info("snapshot: booting guest", "function", o.Function, "accel", accel, "mem_mib", o.MemMiB)
 	t := o.Timeouts.orDefaults()
 	sctx, cancel := context.WithTimeout(ctx, t.VMM)
@@ -128,6 +138,7 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		return nil, st, fmt.Errorf("%w, so it cannot report free pages: %s (a snapshot with free pages %q needs none)", ErrGuestModules, e, snapshot.FreePagesNone)
 	}
 
+	job.Step("init")
 	log.Info("snapshot: initialising function", "function", o.Function, "boot_ms", st.BootMs)
 	res, err := vm.call(ctx, t.Init, protocol.Message{Type: protocol.TypeInit, Function: o.Function, DataMiB: o.DataMiB})
 	if err != nil {
@@ -145,6 +156,7 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 	}
 	st.GuestFreeMiB = prep.Mem["MemFree"] >> 20
 	if report {
+		job.Step("free page reporting")
 		settleStart := time.Now()
 		var zeroed int64
 		if z, err := strconv.ParseInt(prep.Info["zeroed_bytes"], 10, 64); err == nil {
@@ -159,6 +171,7 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		log.Info("snapshot: free page reporting settled", "settle_ms", st.SettleMs, "mem_file_mib", alloc>>20, "guest_zeroed_mib", st.GuestZeroedMiB, "guest_free_mib", st.GuestFreeMiB)
 	}
 
+	job.Step("save")
 	saveStart := time.Now()
 	sctx, cancel = context.WithTimeout(ctx, t.VMM)
 	defer cancel()
@@ -178,6 +191,7 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		// zeroes. Left as data, the guest allocates some of them on one
 		// run and holes on the next, so the pages read (and recorded)
 		// vary run to run; as holes, none is ever read.
+		job.Step("zero pages")
 		st.ZeroPunched, err = snapshot.PunchZeroPages(b.MemPath())
 		switch {
 		case errors.Is(err, snapshot.ErrNoPunch):

@@ -19,6 +19,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/atomicfile"
 	"github.com/snapbpf/snapbpf/internal/logging"
+	"github.com/snapbpf/snapbpf/internal/progress"
 )
 
 // DefaultCacheDir holds downloaded kernel packages and their extracted trees.
@@ -46,7 +47,13 @@ type BuildOptions struct {
 	GzipInitramfs bool
 	// Log receives diagnostics; nil discards them.
 	Log *slog.Logger
+	// Progress shows the build's steps; nil shows nothing.
+	Progress progress.Meter
 }
+
+// buildSteps are the steps Build shows: kernel package, download,
+// extract, modules, initramfs, write.
+const buildSteps = 6
 
 // Build makes a guest image in o.OutDir from Debian's cloud kernel package
 // and o.AgentPath, reusing the package and its extracted tree from
@@ -77,8 +84,11 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 		return nil, fmt.Errorf("cache dir: %w", err)
 	}
 
+	job := progress.Or(o.Progress).Start("image build", buildSteps)
+	defer job.Done()
 	a := &apt{log: log}
 	pkgName := o.KernelPackage
+	job.Step("kernel package")
 	if pkgName == "" {
 		if pkgName, err = a.resolveKernelPackage(ctx, DefaultKernelMeta); err != nil {
 			return nil, err
@@ -89,10 +99,12 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	job.Step("download " + pkg.Name)
 	deb, debSum, err := a.fetch(ctx, o.CacheDir, pkg)
 	if err != nil {
 		return nil, err
 	}
+	job.Step("extract")
 	tree, err := ensureTree(ctx, o.CacheDir, deb, debSum, log)
 	if err != nil {
 		return nil, err
@@ -106,6 +118,7 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 		return nil, fmt.Errorf("read kernel: %w", err)
 	}
 
+	job.Step("modules")
 	idx, err := indexModules(filepath.Join(tree, "lib", "modules", version))
 	if err != nil {
 		return nil, err
@@ -132,6 +145,7 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 	}
 	log.Info("image: modules", "load_order", strings.Join(im.Modules, " "), "compressed", compressed, "total", len(mods))
 
+	job.Step("initramfs")
 	initramfs, err := buildInitramfs(agent, mods, o.GzipInitramfs)
 	if err != nil {
 		return nil, err
@@ -147,6 +161,7 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 		log.Info("image: up to date", "dir", outDir, "elapsed", time.Since(start).Round(time.Millisecond))
 		return old, nil
 	}
+	job.Step("write")
 	if err := writeImage(outDir, im, kernel, initramfs); err != nil {
 		return nil, err
 	}

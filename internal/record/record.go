@@ -24,6 +24,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/logging"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
+	"github.com/snapbpf/snapbpf/internal/progress"
 	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
@@ -60,6 +61,9 @@ type Options struct {
 	NoWait bool
 	// Log receives diagnostics; nil discards them.
 	Log *slog.Logger
+	// Progress shows the recording's restores (Runs per input); nil
+	// shows nothing.
+	Progress progress.Meter
 }
 
 // Input is one input a recording invokes the function on.
@@ -225,12 +229,14 @@ func Snapshot(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, o Options) (
 	}
 	log.Debug("record: private cold copy of the memory file", "mem", dir.MemPath(), "data_bytes", cp.DataBytes, "ms", rep.CopyMs)
 
+	job := progress.Or(o.Progress).Start("record "+dir.Manifest.Function, runs*len(o.inputs()))
+	defer job.Done()
 	var sets []*wset.Set
 	for _, in := range o.inputs() {
 		if len(o.inputs()) > 1 {
 			log.Info("record: input", "input", in.Seed)
 		}
-		set, err := recordInput(ctx, d, dir, cp, id, in, o, rep, log)
+		set, err := recordInput(ctx, d, dir, cp, id, in, o, rep, log, job)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -287,7 +293,7 @@ var testHookCopy func(path string) (end func())
 // snapshot mapping cp (the private copy), the first under nora, the rest
 // under snapbpf with the set so far, then the margin. It adds what it saw
 // to rep.
-func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCopy, id wset.Identity, in Input, o Options, rep *Report, log *slog.Logger) (*wset.Set, error) {
+func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldCopy, id wset.Identity, in Input, o Options, rep *Report, log *slog.Logger, job progress.Job) (*wset.Set, error) {
 	runs, mem := o.Runs, cp.Path
 	// The first run restores under nora and sees every page the guest
 	// touches. Each later run restores under snapbpf with the set so far,
@@ -301,6 +307,7 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldC
 		warned  = map[string]bool{}
 	)
 	for i := range runs {
+		job.Step(fmt.Sprintf("input %d run %d/%d", in.Seed, i+1, runs))
 		hooks, err := policy.ForFile(policy.NoRA, mem, nil, policy.Options{})
 		if set != nil {
 			// Readahead off, as in the first run: a page the guest
