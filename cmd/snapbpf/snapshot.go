@@ -44,10 +44,7 @@ func newSnapshotCreateCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return writeJSON(cmd.OutOrStdout(), struct {
-					Snapshot snapshot.Description `json:"snapshot"`
-					Stats    funcvm.CreateStats   `json:"stats"`
-				}{dir.Describe(), st})
+				return writeJSON(cmd.OutOrStdout(), snapshotCreateReport{dir.Describe(), st})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s created in %.1f s (boot %.0f ms, init %.0f ms, settle %.0f ms, save %.0f ms)\n",
 				dir.Path, st.TotalMs/1000, st.BootMs, st.InitMs, st.SettleMs, st.SaveMs)
@@ -157,4 +154,10 @@ func removeLeftovers(cmd *cobra.Command, path string) error {
 		logger(cmd).Info("removed", "path", p)
 	}
 	return errors.Join(err, rerr)
+}
+
+// snapshotCreateReport is what snapshot create --json prints.
+type snapshotCreateReport struct {
+	Snapshot snapshot.Description `json:"snapshot"`
+	Stats    funcvm.CreateStats   `json:"stats"`
 }

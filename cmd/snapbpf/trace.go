@@ -83,10 +83,7 @@ func newTraceShowCmd() *cobra.Command {
 			}
 			s := t.Summary()
 			if asJSON {
-				return writeJSON(cmd.OutOrStdout(), struct {
-					Summary trace.Summary `json:"trace"`
-					Meta    trace.Meta    `json:"meta"`
-				}{s, t.Meta})
+				return writeJSON(cmd.OutOrStdout(), traceShowReport{s, t.Meta})
 			}
 			printTraceSummary(cmd.OutOrStdout(), args[0], s)
 			return nil
@@ -136,4 +133,10 @@ func printTraceSummary(w io.Writer, path string, s trace.Summary) {
 	if s.LostRecords > 0 {
 		fmt.Fprintf(w, "  %d fault records lost: the trace is incomplete\n", s.LostRecords)
 	}
+}
+
+// traceShowReport is what trace show --json prints.
+type traceShowReport struct {
+	Summary trace.Summary `json:"trace"`
+	Meta    trace.Meta    `json:"meta"`
 }
