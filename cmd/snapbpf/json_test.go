@@ -2,25 +2,30 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/trace"
+	"github.com/snapbpf/snapbpf/internal/vmm"
+	"github.com/snapbpf/snapbpf/internal/vmm/vmmtest"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
 // TestJSONShapes: each command a script reads prints, under --json, one
 // JSON value of its documented type and nothing else on stdout (runJSON
-// refuses unknown fields and a second value). The commands that need
-// VMs (restore, trace, snapshot create, image build, demo) are not run
-// here; their types are named beside them (restoreReport, traceReport,
-// snapshotCreateReport, guest.Image, demoReport).
+// refuses unknown fields and a second value). restore runs on the fake
+// VMM (TestRestoreJSON); the commands that need real VMs or apt (trace,
+// snapshot create, image build, demo) are not run here; their types are
+// named beside them (traceReport, snapshotCreateReport, guest.Image,
+// demoReport).
 func TestJSONShapes(t *testing.T) {
 	t.Setenv("SNAPBPF_HOME", t.TempDir())
 	dir := t.TempDir()
@@ -120,5 +125,41 @@ func TestCheckJSON(t *testing.T) {
 	}
 	if len(r.Checks) == 0 || r.OK != (runErr == nil) {
 		t.Errorf("report %+v with exit error %v", r, runErr)
+	}
+}
+
+// TestRestoreJSON runs restore --json on the fake VMM (the real agent over
+// a pipe): one restoreReport with a verified result per clone.
+func TestRestoreJSON(t *testing.T) {
+	asUser(t, 0) // the fake VMM needs no privilege; the root check would stop it
+	t.Setenv("SNAPBPF_HOME", t.TempDir())
+	const fn, dataMiB = "linpack", 1 // initialises and invokes in milliseconds
+	out := filepath.Join(t.TempDir(), "snap")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir, _, err := funcvm.CreateSnapshot(ctx, &vmmtest.Driver{}, vmmtest.Image(), funcvm.CreateOptions{
+		Function: fn, DataMiB: dataMiB, MemMiB: 4, Out: out, FreePages: snapshot.FreePagesNone,
+	})
+	if err != nil {
+		t.Fatalf("create a snapshot on the fake VMM: %v", err)
+	}
+	dir.Close()
+	d := &vmmtest.Driver{Function: fn, DataMiB: dataMiB}
+	saved := restoreDriver
+	restoreDriver = func() vmm.Driver { return d }
+	t.Cleanup(func() { restoreDriver = saved })
+
+	var rep restoreReport
+	runJSON(t, &rep, "restore", "--snapshot", out, "--policy", "lazy", "--concurrency", "2", "--json")
+	if rep.Policy != "lazy" || rep.Function != fn || rep.Count != 2 || len(rep.VMs) != 2 {
+		t.Fatalf("%+v", rep)
+	}
+	for _, v := range rep.VMs {
+		if !v.ResultOK || v.Error != "" || v.Policy != "lazy" {
+			t.Errorf("clone %+v", v)
+		}
+	}
+	for _, m := range d.Running() {
+		t.Errorf("fake VM %d was never stopped", m.Index())
 	}
 }

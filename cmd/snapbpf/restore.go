@@ -114,7 +114,7 @@ func runRestore(ctx context.Context, snapDir string, c restore.Config) (*restore
 		return nil, err
 	}
 	defer dir.Close()
-	res, err := restore.Run(ctx, vmmDriver(), dir, c)
+	res, err := restore.Run(ctx, restoreDriver(), dir, c)
 	if res == nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/snapbpf/snapbpf/internal/vmm"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
@@ -24,3 +25,7 @@ func vmmDriver() *qemu.Driver {
 	}
 	return &qemu.Driver{RunDir: runDir()}
 }
+
+// restoreDriver is the VMM driver restore and demo start their clones
+// with: QEMU, or in tests the fake VMM of package vmmtest.
+var restoreDriver = func() vmm.Driver { return vmmDriver() }
