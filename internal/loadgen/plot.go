@@ -10,7 +10,8 @@ func one(v float64) bench.Summary { return bench.Summary{N: 1, Median: v, Min: v
 // Plot draws the runs (one, or several of the same trace side by side)
 // into dir/NAME.svg and .png through the bench's line plots: latency p99
 // per arrival second, successful requests per second, host memory used
-// and, when sampled, the memory the service says its functions use.
+// and, when sampled, the service's instances and the memory it says its
+// functions use.
 func Plot(dir, name string, runs []*Report) ([]string, error) {
 	label := func(r *Report) string {
 		if r.Policy != "" {
@@ -53,17 +54,20 @@ func Plot(dir, name string, runs []*Report) ([]string, error) {
 			return xs, ys
 		}),
 	}
-	svc := panel("service: functions' memory (MiB)", func(r *Report) (xs, ys []float64) {
-		for _, s := range r.Samples {
-			if v, ok := s.Metrics["snapbpf_memory_used_bytes"]; ok {
-				xs, ys = append(xs, s.T), append(ys, v/(1<<20))
+	metric := func(name string, scale float64) func(r *Report) ([]float64, []float64) {
+		return func(r *Report) (xs, ys []float64) {
+			for _, s := range r.Samples {
+				if v, ok := s.Metrics[name]; ok {
+					xs, ys = append(xs, s.T), append(ys, v*scale)
+				}
 			}
+			return xs, ys
 		}
-		return xs, ys
-	})
-	if len(svc.Series) > 0 {
-		panels = append(panels, svc)
 	}
+	// The service measures its functions' memory only under a budget.
+	panels = append(panels,
+		panel("service: instances, warm and busy", metric("snapbpf_instances", 1)),
+		panel("service: functions' memory (MiB)", metric("snapbpf_memory_used_bytes", 1.0/(1<<20))))
 	// A panel without a line cannot be drawn.
 	drawn := panels[:0]
 	for _, p := range panels {
