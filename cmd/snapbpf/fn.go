@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/snapbpf/snapbpf/internal/progress"
 	"github.com/snapbpf/snapbpf/internal/serveclient"
 )
 
@@ -105,7 +105,9 @@ func newFnCreateCmd(sf *serveFlags) *cobra.Command {
 			if wait {
 				ctx, cancel := context.WithTimeout(ctx, timeout)
 				defer cancel()
-				f, err = c.Wait(ctx, req.Name, interval, showProgress(logger(cmd)))
+				seen, done := showProgress(meter(cmd), req.Name)
+				f, err = c.Wait(ctx, req.Name, interval, seen)
+				done()
 				if err != nil {
 					return fmt.Errorf("fn create %s --wait: %w", req.Name, err)
 				}
@@ -133,23 +135,38 @@ func newFnCreateCmd(sf *serveFlags) *cobra.Command {
 	return cmd
 }
 
-// showProgress returns a callback that prints a line each time a
-// function's state or progress changes.
-func showProgress(log *slog.Logger) func(serveclient.Function) {
-	var last string
-	return func(f serveclient.Function) {
-		line := f.State
-		if p := f.Progress; p.Step != "" {
-			line += ": " + p.Step
-			if p.Total > 0 {
-				line += fmt.Sprintf(" %d/%d", p.Done, p.Total)
-			}
+// showProgress returns a callback that follows a function's creation as
+// a progress job of the steps the service counts (progress.done of
+// progress.total), and how to end the job.
+func showProgress(m progress.Meter, name string) (seen func(serveclient.Function), done func()) {
+	var (
+		job          progress.Job
+		total, steps int
+	)
+	seen = func(f serveclient.Function) {
+		if job == nil {
+			total = max(int(f.Progress.Total), 1)
+			job = m.Start("fn create "+name, total)
 		}
-		if line != last {
-			log.Info("fn: state", "name", f.Name, "state", line)
-			last = line
+		what := f.State
+		if p := f.Progress; p.Step != "" {
+			what += ": " + p.Step
+		}
+		// Step i starts once i-1 steps are done.
+		want := int(f.Progress.Done) + 1
+		if f.Done() {
+			want = total
+		}
+		for ; steps < min(want, total); steps++ {
+			job.Step(what)
 		}
 	}
+	done = func() {
+		if job != nil {
+			job.Done()
+		}
+	}
+	return seen, done
 }
 
 func newFnLsCmd(sf *serveFlags) *cobra.Command {

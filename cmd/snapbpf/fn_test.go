@@ -42,7 +42,8 @@ func TestFnCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "aes1 ready: snapshot snap-aes1, working set 4242 pages") {
 		t.Errorf("create --wait: %q, %v", out, err)
 	}
-	if !strings.Contains(errOut, `name=aes1 state="recording: record 1/8"`) || !strings.Contains(errOut, `name=aes1 state="ready`) {
+	if !strings.Contains(errOut, `job="fn create aes1" step="recording: record" i=2 n=8`) || !strings.Contains(errOut, `step="ready: done" i=8 n=8`) ||
+		!strings.Contains(errOut, `msg="progress: done" job="fn create aes1" steps=8`) {
 		t.Errorf("create --wait shows no progress: %q", errOut)
 	}
 

@@ -19,6 +19,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/loadgen"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/progress"
 	"github.com/snapbpf/snapbpf/internal/serveclient"
 )
 
@@ -116,13 +117,9 @@ func runLoad(cmd *cobra.Command, lf *loadFlags) error {
 	}
 	w := logger(cmd)
 	w.Info("load: arrivals", "arrivals", len(trace), "duration", cfg.Duration, "rate_per_s", cfg.Rate, "skew", cfg.Skew, "seed", cfg.Seed, "functions", strings.Join(cfg.Functions, ","))
-	ticks := 0
-	ro := loadgen.RunOptions{Timeout: lf.timeout, Progress: func(sent, done, total int) {
-		// Called each second; a line every ten.
-		if ticks++; ticks%10 == 0 {
-			w.Info("load: progress", "sent", sent, "total", total, "answered", done)
-		}
-	}}
+	lm := &loadMeter{m: meter(cmd)}
+	defer lm.done()
+	ro := loadgen.RunOptions{Timeout: lf.timeout, Progress: lm.progress}
 	var out loadOutput
 	if len(lf.compare) == 0 {
 		c, err := lf.sf.client(0)
@@ -133,6 +130,7 @@ func runLoad(cmd *cobra.Command, lf *loadFlags) error {
 		if err := c.Health(ctx); err != nil {
 			return fmt.Errorf("load: %w", err)
 		}
+		lm.start("load")
 		r, err := loadgen.Load(ctx, cfg, trace, c, ro, loadgen.Sampler{})
 		if err != nil {
 			return err
@@ -141,7 +139,7 @@ func runLoad(cmd *cobra.Command, lf *loadFlags) error {
 	} else {
 		s := &serveStarter{lf: lf, log: w}
 		out.Runs, err = loadgen.Compare(ctx, cfg, trace, lf.compare, s.start, loadgen.CompareOptions{Run: ro,
-			Progress: func(p string) { w.Info("load: starting snapbpf serve", "policy", p) }})
+			Progress: func(p string) { w.Info("load: starting snapbpf serve", "policy", p); lm.start("load --policy " + p) }})
 		if err != nil {
 			return err
 		}
@@ -246,4 +244,35 @@ func (s *serveStarter) dropCaches() {
 		}
 	}
 	s.log.Info("load: memory files evicted from the page cache", "files", len(files))
+}
+
+// loadMeter shows a load run as a progress job of ten steps, one per
+// tenth of the arrivals sent.
+type loadMeter struct {
+	m     progress.Meter
+	job   progress.Job
+	tenth int
+}
+
+// start ends the job of the run before and begins the next run's.
+func (l *loadMeter) start(name string) {
+	l.done()
+	l.job, l.tenth = l.m.Start(name, 10), 0
+}
+
+// progress is RunOptions.Progress: called each second.
+func (l *loadMeter) progress(sent, done, total int) {
+	if l.job == nil || total == 0 {
+		return
+	}
+	for ; l.tenth < 10*sent/total; l.tenth++ {
+		l.job.Step(fmt.Sprintf("%d/%d sent, %d answered", sent, total, done))
+	}
+}
+
+func (l *loadMeter) done() {
+	if l.job != nil {
+		l.job.Done()
+		l.job = nil
+	}
 }

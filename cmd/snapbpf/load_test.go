@@ -50,7 +50,8 @@ func TestLoadCommand(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, stdout)
 		}
 	}
-	if !strings.Contains(stderr, "seed=5") || !strings.Contains(stderr, "out="+out) {
+	if !strings.Contains(stderr, "seed=5") || !strings.Contains(stderr, "out="+out) ||
+		!strings.Contains(stderr, `job=load step=`) || !strings.Contains(stderr, `msg="progress: done" job=load steps=10 n=10`) {
 		t.Errorf("stderr: %s", stderr)
 	}
 	var file loadOutput

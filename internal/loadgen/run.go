@@ -50,7 +50,7 @@ type RunOptions struct {
 	// get before they are cancelled (default: Timeout).
 	Drain time.Duration
 	// Progress, if set, is called about once a second with the requests
-	// sent and finished so far.
+	// sent and finished so far, and once at the end.
 	Progress func(sent, done, total int)
 }
 
@@ -141,7 +141,8 @@ func send(ctx context.Context, inv Invoker, a Arrival, start time.Time, timeout 
 	return r
 }
 
-// reportProgress calls f every second until the returned stop is called.
+// reportProgress calls f every second until the returned stop is called,
+// and once more then.
 func reportProgress(f func(sent, done, total int), sent, done *atomic.Int64, total int) (stop func()) {
 	if f == nil {
 		return func() {}
@@ -162,5 +163,9 @@ func reportProgress(f func(sent, done, total int), sent, done *atomic.Int64, tot
 			}
 		}
 	}()
-	return func() { close(quit); wg.Wait() }
+	return func() {
+		close(quit)
+		wg.Wait()
+		f(int(sent.Load()), int(done.Load()), total) // the end, however short the run
+	}
 }
