@@ -124,8 +124,11 @@ func runReplays(cmd *cobra.Command, snapDir, tracePath, policies string, o repla
 	}
 	o.Mem, o.SnapshotID, o.Trace, o.Log = dir.MemPath(), dir.Manifest.ID, t, logger(cmd)
 	var reps []*replay.Report
+	job := meter(cmd).Start("replay", len(names))
+	defer job.Done()
 	for _, name := range names {
 		o.Policy = name
+		job.Step(name)
 		logger(cmd).Info("replay: replaying", "trace", tracePath, "policy", o.Policy, "vms", max(o.Concurrency, 1), "rounds", max(o.Runs, 1))
 		rep, err := replay.Run(cmd.Context(), o)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/progress"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
@@ -30,11 +31,17 @@ func TestSmoke(t *testing.T) {
 	cfg.SnapshotDir = filepath.Join(t.TempDir(), "snapshots")
 	cfg.Image = img
 	cfg.Log = testLog(t)
+	steps := &countingMeter{Meter: progress.Log(cfg.Log)}
+	cfg.Progress = steps
 	res, err := Execute(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	keys := Plan(cfg)
+	if steps.jobs != 1 || steps.total != len(keys) || steps.steps != len(keys) || !steps.done {
+		t.Errorf("progress: %d jobs of %d steps, %d steps shown, done %v; want 1 job of %d cells, each shown, done",
+			steps.jobs, steps.total, steps.steps, steps.done, len(keys))
+	}
 	for _, k := range keys {
 		if !res.Finished(k) {
 			t.Errorf("cell %s not finished", k)
@@ -108,3 +115,24 @@ func TestSmoke(t *testing.T) {
 
 // testLog sends diagnostics to the test's output.
 func testLog(t *testing.T) *slog.Logger { return slog.New(slog.NewTextHandler(t.Output(), nil)) }
+
+// countingMeter counts what a bench shows of its progress, and logs it.
+type countingMeter struct {
+	progress.Meter
+	jobs, total, steps int
+	done               bool
+}
+
+func (m *countingMeter) Start(name string, total int) progress.Job {
+	m.jobs++
+	m.total = total
+	return countingJob{m, m.Meter.Start(name, total)}
+}
+
+type countingJob struct {
+	m *countingMeter
+	progress.Job
+}
+
+func (j countingJob) Step(what string) { j.m.steps++; j.Job.Step(what) }
+func (j countingJob) Done()            { j.m.done = true; j.Job.Done() }
