@@ -158,7 +158,7 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 	im.setDir(outDir)
 
 	if old, err := Load(outDir); err == nil && old.sameContent(im) {
-		log.Info("image: up to date", "dir", outDir, "elapsed", time.Since(start).Round(time.Millisecond))
+		log.Info("image: up to date", "dir", outDir, "elapsed", time.Since(start).Round(time.Millisecond).String())
 		return old, nil
 	}
 	job.Step("write")
@@ -166,7 +166,7 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 		return nil, err
 	}
 	log.Info("image: built", "dir", outDir, "kernel", version, "kernel_bytes", len(kernel), "initramfs_bytes", len(initramfs),
-		"elapsed", time.Since(start).Round(time.Millisecond))
+		"elapsed", time.Since(start).Round(time.Millisecond).String())
 	return im, nil
 }
 
@@ -219,7 +219,7 @@ func ensureTree(ctx context.Context, cacheDir, deb, sum string, log *slog.Logger
 		}
 		return "", fmt.Errorf("move extracted tree into cache: %w", err)
 	}
-	log.Info("image: extracted kernel package", "deb", filepath.Base(deb), "elapsed", time.Since(start).Round(time.Millisecond))
+	log.Info("image: extracted kernel package", "deb", filepath.Base(deb), "elapsed", time.Since(start).Round(time.Millisecond).String())
 	return tree, nil
 }
 

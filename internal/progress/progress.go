@@ -86,9 +86,9 @@ func (j *logJob) Step(what string) {
 	}
 	j.step++
 	elapsed := j.now().Sub(j.start)
-	attrs := []any{"job", j.name, "step", what, "i", j.step, "n", j.total, "elapsed", round(elapsed)}
+	attrs := []any{"job", j.name, "step", what, "i", j.step, "n", j.total, "elapsed", round(elapsed).String()}
 	if eta, ok := ETA(elapsed, j.step-1, j.total); ok {
-		attrs = append(attrs, "eta", round(eta))
+		attrs = append(attrs, "eta", round(eta).String())
 	}
 	j.l.Info("progress", attrs...)
 }
@@ -100,7 +100,7 @@ func (j *logJob) Done() {
 		return
 	}
 	j.done = true
-	j.l.Info("progress: done", "job", j.name, "steps", j.step, "n", j.total, "elapsed", round(j.now().Sub(j.start)))
+	j.l.Info("progress: done", "job", j.name, "steps", j.step, "n", j.total, "elapsed", round(j.now().Sub(j.start)).String())
 }
 
 // round keeps a duration readable in a log line.
