@@ -173,6 +173,12 @@ func TestServeKillAndDrain(t *testing.T) {
 	}
 	s1.cmd.Process.Signal(syscall.SIGKILL)
 	<-s1.exited
+	time.Sleep(100 * time.Millisecond)
+	for _, o := range left {
+		// The parent-death signal usually ends them first; the
+		// restart's reap is the backstop.
+		t.Logf("VMM %d after the kill -9, before the restart: alive %v", o.PID, o.Alive())
+	}
 
 	s2 := startServe(t, exe, home, sock, 2)
 	for _, o := range left {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
@@ -24,7 +25,8 @@ func TestMain(m *testing.M) {
 }
 
 // TestServeRealVM: the service on QEMU, eBPF and the page cache: a small
-// json function is snapshotted and recorded in the background, invoked
+// image function (its input selects the region of the image it reads, so
+// inputs drift) is snapshotted and recorded in the background, invoked
 // cold (the snapbpf policy prefetches its working set) and then warm on
 // the same VMM, each result checked against the function run on the host;
 // deleting it stops its VMM.
@@ -39,7 +41,10 @@ func TestServeRealVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &qemu.Driver{RunDir: filepath.Join(home, "run")}
-	s, err := New(Config{Home: home, Driver: d, Builder: &NodeBuilder{Driver: d, Image: img, RecordRuns: 2, FreePages: snapshot.FreePagesNone}})
+	// A cold restore with more than one memory-file fault missed, and one
+	// such restore re-records.
+	s, err := New(Config{Home: home, Driver: d, Builder: &NodeBuilder{Driver: d, Image: img, RecordRuns: 2, FreePages: snapshot.FreePagesNone},
+		Rerecord: RerecordConfig{MissFaults: 1, After: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,13 +74,13 @@ func TestServeRealVM(t *testing.T) {
 		b, _ = readBody(resp)
 		return resp.StatusCode, b, resp.Header
 	}
-	if code, b, _ := do("POST", "/v1/functions", `{"name":"json1","function":"json","runtime":"go","memory_mib":256,"data_mib":8}`); code != 202 {
+	if code, b, _ := do("POST", "/v1/functions", `{"name":"img1","function":"image","runtime":"go","memory_mib":256,"data_mib":32}`); code != 202 {
 		t.Fatalf("create: %d %s", code, b)
 	}
 	deadline := time.Now().Add(10 * time.Minute)
 	var f Function
 	for {
-		_, b, _ := do("GET", "/v1/functions/json1", "")
+		_, b, _ := do("GET", "/v1/functions/img1", "")
 		json.Unmarshal(b, &f)
 		if f.State == StateReady || f.State == StateFailed {
 			break
@@ -92,13 +97,13 @@ func TestServeRealVM(t *testing.T) {
 		input, start string
 		seed         uint64
 	}{{"3", "cold", 3}, {"4", "warm", 4}} {
-		code, b, h := do("POST", "/v1/functions/json1/invoke", tc.input)
+		code, b, h := do("POST", "/v1/functions/img1/invoke", tc.input)
 		if code != 200 {
 			t.Fatalf("invoke %d: %d %s", i, code, b)
 		}
 		var r goResult
 		json.Unmarshal(b, &r)
-		want, _ := funcvm.Expect("json", 8, tc.seed)
+		want, _ := funcvm.Expect("image", 32, tc.seed)
 		if r.Checksum != want || r.GuestFnMs <= 0 {
 			t.Errorf("invoke %d: %s, want checksum %s", i, b, want)
 		}
@@ -114,7 +119,56 @@ func TestServeRealVM(t *testing.T) {
 	if len(pids) != 1 {
 		t.Fatalf("%d VMMs recorded, want the warm one", len(pids))
 	}
-	if code, b, _ := do("DELETE", "/v1/functions/json1", ""); code != 204 {
+
+	// Drifted inputs: cold restores, with the memory file out of the page
+	// cache, of inputs the recording never saw fault on pages outside the
+	// working set; that triggers a re-recording on them, merged into the set.
+	e := s.reg.get("img1")
+	evictAll := func() {
+		for {
+			s.mu.Lock()
+			v := s.lru()
+			s.mu.Unlock()
+			if v == nil {
+				return
+			}
+			s.evict(*v, "test")
+		}
+	}
+	var rerecorded Function
+	for _, in := range []string{"5", "6", "7", "8"} {
+		evictAll()
+		e.mu.Lock()
+		mem := e.dir.MemPath()
+		e.mu.Unlock()
+		pagecache.Drop(mem)
+		if code, b, h := do("POST", "/v1/functions/img1/invoke", in); code != 200 || h.Get("X-Snapbpf-Start") != "cold" {
+			t.Fatalf("drifted input %s: %d %s (%s)", in, code, b, h.Get("X-Snapbpf-Start"))
+		}
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			rerecorded = e.view()
+			if len(rerecorded.Rerecords) > 0 || !e.rerecordingNow() || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if len(rerecorded.Rerecords) > 0 {
+			break
+		}
+	}
+	if len(rerecorded.Rerecords) == 0 {
+		t.Fatalf("no re-recording after 4 drifted cold restores: %+v", rerecorded)
+	}
+	if rerecorded.WSetPages < f.WSetPages || rerecorded.RecordedAt == nil {
+		t.Errorf("re-recorded set: %d pages (was %d), recorded at %v: want the union", rerecorded.WSetPages, f.WSetPages, rerecorded.RecordedAt)
+	}
+	t.Logf("re-recorded: %d pages (was %d): %s", rerecorded.WSetPages, f.WSetPages, rerecorded.Rerecords[0].Reason)
+	if code, b, _ := do("POST", "/v1/functions/img1/invoke", "6"); code != 200 {
+		t.Errorf("invoke after the re-recording: %d %s", code, b)
+	}
+	pids = s.vmms.pids()
+	if code, b, _ := do("DELETE", "/v1/functions/img1", ""); code != 204 {
 		t.Fatalf("delete: %d %s", code, b)
 	}
 	if _, err := os.Stat("/proc/" + itoa(pids[0])); err == nil {

@@ -17,7 +17,7 @@ import (
 // touches other data, say).
 type RerecordConfig struct {
 	// MissFaults is the most memory-file faults a cold restore may take
-	// and count as a hit (32). Negative turns re-recording off.
+	// and count as a hit (0 means 32). Negative turns re-recording off.
 	MissFaults int64
 	// After is how many missing cold restores in a row trigger a
 	// re-recording (3).
@@ -53,11 +53,13 @@ const maxRerecordInputs = 4
 // when the misses have lasted.
 func (s *Server) coldRestored(e *entry, input uint64, faults int64) {
 	if faults < 0 {
+		slog.Debug("serve: cold restore without a fault count", "function", e.name)
 		return
 	}
 	s.metrics.wsetMisses.WithLabelValues(e.name).Add(float64(faults))
 	c := s.cfg.Rerecord
 	missed := c.MissFaults >= 0 && faults > c.MissFaults
+	slog.Info("serve: cold restore", "function", e.name, "input", input, "mem_file_faults", faults, "missed", missed)
 	e.mu.Lock()
 	w := &e.misses
 	w.recent = append(w.recent, missed)
@@ -144,4 +146,11 @@ func (s *Server) startRerecord(e *entry, inputs []uint64, reason string) {
 		e.mu.Unlock()
 		slog.Info("serve: working set re-recorded", "function", e.name, "pages", ws.Pages())
 	}()
+}
+
+// rerecordingNow says whether a re-recording of e runs.
+func (e *entry) rerecordingNow() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.rerecording
 }
