@@ -10,18 +10,19 @@ import (
 )
 
 // contract is the API every client and the service agree on: each path and
-// method with the statuses it answers.
+// method with the statuses it answers (401: a TCP request without the
+// bearer token; 500: the service failed, e.g. a guest crashed).
 var contract = []struct {
 	method, path string
 	statuses     []int
 }{
-	{http.MethodPost, "/v1/functions", []int{202, 400, 409, 413, 503}},
-	{http.MethodGet, "/v1/functions", []int{200}},
-	{http.MethodGet, "/v1/functions/{name}", []int{200, 404}},
-	{http.MethodDelete, "/v1/functions/{name}", []int{204, 404, 409}},
-	{http.MethodPost, "/v1/functions/{name}/invoke", []int{200, 400, 404, 409, 413, 429, 503, 504}},
-	{http.MethodGet, "/metrics", []int{200}},
-	{http.MethodGet, "/healthz", []int{200}},
+	{http.MethodPost, "/v1/functions", []int{202, 400, 401, 409, 413, 500, 503}},
+	{http.MethodGet, "/v1/functions", []int{200, 401, 500}},
+	{http.MethodGet, "/v1/functions/{name}", []int{200, 401, 404, 500}},
+	{http.MethodDelete, "/v1/functions/{name}", []int{204, 401, 404, 409, 500}},
+	{http.MethodPost, "/v1/functions/{name}/invoke", []int{200, 400, 401, 404, 409, 413, 429, 500, 503, 504}},
+	{http.MethodGet, "/metrics", []int{200, 401}},
+	{http.MethodGet, "/healthz", []int{200, 401}},
 }
 
 func load(t *testing.T) *openapi3.T {
