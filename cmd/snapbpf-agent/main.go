@@ -8,12 +8,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/snapbpf/snapbpf/internal/agent"
+	"github.com/snapbpf/snapbpf/internal/rootfs/layout"
 )
 
 const serialPath = "/dev/ttyS0"
@@ -52,13 +54,35 @@ func run() error {
 		} else {
 			info["modules"] = fmt.Sprint(n)
 		}
+		switch ok, err := mountRootfs(); {
+		case err != nil:
+			info["rootfs_error"] = err.Error()
+		case ok:
+			info["rootfs"] = layout.GuestMount
+		}
 	}
-	tty, err := openSerial(serialPath)
-	if err != nil {
-		return err
+	var (
+		out io.Writer
+		in  io.Reader
+	)
+	if port := findAgentPort(); port != "" {
+		f, err := os.OpenFile(port, os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("open agent port %s: %w", port, err)
+		}
+		defer f.Close()
+		out, in = f, portReader{f}
+		info["channel"] = port
+	} else {
+		tty, err := openSerial(serialPath)
+		if err != nil {
+			return err
+		}
+		defer tty.Close()
+		out, in = tty, tty
+		info["channel"] = serialPath
 	}
-	defer tty.Close()
-	a := agent.New(tty, linuxSystem{})
+	a := agent.New(out, linuxSystem{})
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		info["kernel"] = unix.ByteSliceToString(u.Release[:])
@@ -68,7 +92,7 @@ func run() error {
 	if err := a.Ready(info); err != nil {
 		return err
 	}
-	return a.Serve(tty)
+	return a.Serve(in)
 }
 
 // mountAll mounts the filesystems a bare initramfs lacks.

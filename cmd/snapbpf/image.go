@@ -8,12 +8,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/snapbpf/snapbpf/internal/guest"
+	"github.com/snapbpf/snapbpf/internal/rootfs"
 )
 
 func newImageCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Build the guest image (kernel + initramfs with the agent)"}
 	var o guest.BuildOptions
-	var asJSON bool
+	var (
+		asJSON  bool
+		runtime string
+		rebuild bool
+	)
 	build := &cobra.Command{
 		Use:         "build",
 		Short:       "Fetch Debian's cloud kernel through apt and build the guest image",
@@ -28,6 +33,20 @@ func newImageCmd() *cobra.Command {
 				o.AgentPath = p
 			}
 			o.Log, o.Progress = logger(cmd), meter(cmd)
+			if runtime != "" {
+				rt, err := rootfs.Lookup(runtime)
+				if err != nil {
+					return fmt.Errorf("--runtime: %w", err)
+				}
+				if !cmd.Flags().Changed("out") {
+					o.OutDir = runtimeImageDir(runtime)
+				}
+				fs, err := rootfs.Build(cmd.Context(), rt, rootfs.Options{CacheDir: o.CacheDir, Rebuild: rebuild, Log: o.Log, Progress: o.Progress})
+				if err != nil {
+					return err
+				}
+				o.Runtime, o.Rootfs, o.RootfsSHA256 = rt.Name, fs.Path, fs.SHA256
+			}
 			img, err := guest.Build(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -36,6 +55,9 @@ func newImageCmd() *cobra.Command {
 				return writeJSON(cmd.OutOrStdout(), img)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "image %s: kernel %s, initramfs %s\n", img.Dir, img.KernelVersion, filepath.Base(img.Initramfs))
+			if img.Rootfs != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "runtime %s: root filesystem %s, sha256 %s\n", img.Runtime, filepath.Base(img.Rootfs), img.RootfsSHA256)
+			}
 			return nil
 		},
 	}
@@ -43,6 +65,8 @@ func newImageCmd() *cobra.Command {
 	build.Flags().StringVar(&o.CacheDir, "cache", guest.DefaultCacheDir, "download cache for the kernel package")
 	build.Flags().StringVar(&o.AgentPath, "agent", "", "static snapbpf-agent binary (default: next to snapbpf)")
 	build.Flags().StringVar(&o.KernelPackage, "kernel-package", "", "exact Debian kernel package (default: what linux-image-cloud-amd64 depends on)")
+	build.Flags().StringVar(&runtime, "runtime", "", "add a language runtime's root filesystem built from Debian packages: python (default --out: IMAGE-python)")
+	build.Flags().BoolVar(&rebuild, "rebuild-rootfs", false, "with --runtime: build the root filesystem again even when it is cached (downloaded packages are reused)")
 	build.Flags().BoolVar(&asJSON, "json", false, "print the image description as JSON")
 	cmd.AddCommand(build)
 	return cmd
@@ -69,3 +93,6 @@ func loadImage(dir string) (*guest.Image, error) {
 	}
 	return img, nil
 }
+
+// runtimeImageDir is the default image directory of a runtime's images.
+func runtimeImageDir(runtime string) string { return defaultImageDir() + "-" + runtime }

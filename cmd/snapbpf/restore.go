@@ -72,7 +72,7 @@ func newRestoreCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&snapDir, "snapshot", "", "snapshot directory")
-	f.Uint64Var(&c.Input, "input", 1, "input seed for the invocation")
+	f.Uint64Var(&c.Input, "input", 1, "input seed for the invocation (a python function: its input shape, 1 or 2)")
 	f.IntVar(&c.Count, "concurrency", 1, "clones restored at once")
 	f.BoolVar(&c.Cold, "cold", false, "drop the memory file's cached pages first")
 	f.StringVar(&c.Accel, "accel", "", "tcg or kvm (default: the one the snapshot was made with)")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/pyfn"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
@@ -31,11 +32,23 @@ func newSnapshotCreateCmd() *cobra.Command {
 		Annotations: rootOnly("it runs QEMU and writes the snapshot and its free-page holes"),
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Runtime != "" && !cmd.Flags().Changed("image") {
+				imageDir = runtimeImageDir(o.Runtime)
+			}
 			img, err := loadImage(imageDir)
 			if err != nil {
 				return err
 			}
-			if o.MemMiB == 0 {
+			switch {
+			case o.Runtime != "":
+				// The warm-up call before the snapshot takes input shape 1.
+				if o.Payload, err = pyfn.Input(o.Function, 1); err != nil {
+					return err
+				}
+				if o.MemMiB == 0 {
+					o.MemMiB = pyfn.GuestMiB(o.Function)
+				}
+			case o.MemMiB == 0:
 				o.MemMiB = functions.MinGuestMiB(o.Function, functions.Options{DataMiB: o.DataMiB})
 			}
 			o.Log, o.Progress = logger(cmd), meter(cmd)
@@ -53,6 +66,7 @@ func newSnapshotCreateCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Function, "function", "", "function to snapshot (see snapbpf functions)")
+	f.StringVar(&o.Runtime, "runtime", "", "the function runs in a language runtime: python (functions "+strings.Join(pyfn.Names(), ", ")+"; default --image: IMAGE-python)")
 	f.StringVar(&o.Out, "out", "", "snapshot directory to create")
 	f.IntVar(&o.MemMiB, "mem-mib", 0, "guest RAM in MiB (default: sized for the function)")
 	f.IntVar(&o.DataMiB, "data-mib", 0, "function data/model size in MiB (default: the function's)")
@@ -66,7 +80,14 @@ func newSnapshotCreateCmd() *cobra.Command {
 	cmd.MarkFlagRequired("out")
 	checkFlags(cmd, func() error {
 		// An empty --function is the required flag's error, a moment later.
-		if o.Function != "" {
+		switch {
+		case o.Runtime != "" && o.Runtime != pyfn.Runtime:
+			return fmt.Errorf("--runtime %q: want %s (or none for the agent's Go functions)", o.Runtime, pyfn.Runtime)
+		case o.Runtime != "" && o.Function != "":
+			if !pyfn.Has(o.Function) {
+				return fmt.Errorf("--function %q: no such %s function (have: %s)", o.Function, o.Runtime, strings.Join(pyfn.Names(), ", "))
+			}
+		case o.Function != "":
 			if _, err := functions.Lookup(o.Function); err != nil {
 				return fmt.Errorf("--function: %w", err)
 			}

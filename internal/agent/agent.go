@@ -22,6 +22,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/protocol"
+	"github.com/snapbpf/snapbpf/internal/runner"
 )
 
 // System is what the agent does outside its own process.
@@ -47,6 +48,10 @@ type Agent struct {
 	w   *protocol.Writer
 	sys System
 	fn  functions.Function
+	// rt and rtFn are the runtime runner and its function, for functions
+	// that are not built into the agent (Message.Runtime).
+	rt   *runner.Runner
+	rtFn string
 
 	// seed and rng are the agent's own random source. Every clone restored
 	// from one snapshot starts with the same state, so fresh host entropy
@@ -128,6 +133,12 @@ func (a *Agent) init(req protocol.Message) (protocol.Message, error) {
 	if a.fn != nil {
 		return protocol.Message{}, fmt.Errorf("function %s already initialised", a.fn.Name())
 	}
+	if a.rt != nil {
+		return protocol.Message{}, fmt.Errorf("function %s already initialised", a.rtFn)
+	}
+	if req.Runtime != "" {
+		return a.initRuntime(req)
+	}
 	fn, err := functions.New(req.Function)
 	if err != nil {
 		return protocol.Message{}, err
@@ -144,6 +155,9 @@ func (a *Agent) init(req protocol.Message) (protocol.Message, error) {
 }
 
 func (a *Agent) invoke(req protocol.Message) (protocol.Message, error) {
+	if a.rt != nil {
+		return a.invokeRuntime(req)
+	}
 	if a.fn == nil {
 		return protocol.Message{}, errors.New("no function initialised")
 	}
@@ -170,6 +184,13 @@ func (a *Agent) random(n int) (protocol.Message, error) {
 		return protocol.Message{}, err
 	}
 	a.rng.Read(m.AgentRandom)
+	if a.rt != nil {
+		r, err := a.runtimeRandom(n)
+		if err != nil {
+			return protocol.Message{}, err
+		}
+		m.RuntimeRandom = r
+	}
 	return m, nil
 }
 
@@ -187,5 +208,8 @@ func (a *Agent) mixEntropy(e []byte) error {
 	h.Write(e)
 	copy(a.seed[:], h.Sum(nil))
 	a.rng = mrand.NewChaCha8(a.seed)
+	if a.rt != nil {
+		return a.reseedRuntime()
+	}
 	return nil
 }

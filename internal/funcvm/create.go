@@ -14,6 +14,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/logging"
 	"github.com/snapbpf/snapbpf/internal/progress"
 	"github.com/snapbpf/snapbpf/internal/protocol"
+	"github.com/snapbpf/snapbpf/internal/rootfs"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 )
@@ -21,10 +22,15 @@ import (
 // CreateOptions describe a snapshot to create.
 type CreateOptions struct {
 	Function string
-	DataMiB  int // function data size; 0 is the function's default
-	MemMiB   int
-	Out      string
-	Replace  bool
+	// Runtime is set for a function that runs in the image's language
+	// runtime ("python") rather than in the agent; Payload is then the
+	// input of the warm-up call made before the snapshot.
+	Runtime string
+	Payload []byte
+	DataMiB int // function data size; 0 is the function's default
+	MemMiB  int
+	Out     string
+	Replace bool
 	// FreePages is snapshot.FreePagesReport or snapshot.FreePagesNone.
 	FreePages string
 	// ReportOrder is the guest's page reporting order (pages of 2^order
@@ -100,7 +106,12 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		accel = vmm.DetectAccel()
 	}
 	report := o.FreePages == snapshot.FreePagesReport
+	rootfsPath, rootfsSum, err := createRootfs(img, o.Runtime)
+	if err != nil {
+		return nil, st, err
+	}
 	cfg := vmm.Config{
+		Rootfs: rootfsPath, AgentPort: rootfsPath != "",
 		Kernel: img.Kernel, Initramfs: img.Initramfs, Cmdline: guest.KernelCmdline(),
 		MemMiB: o.MemMiB, MemPath: b.MemPath(), MemShared: true,
 		Accel: accel, FreePageReporting: report,
@@ -138,9 +149,12 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		return nil, st, fmt.Errorf("%w, so it cannot report free pages: %s (a snapshot with free pages %q needs none)", ErrGuestModules, e, snapshot.FreePagesNone)
 	}
 
+	if e := ready.Info["rootfs_error"]; e != "" {
+		return nil, st, fmt.Errorf("guest could not mount the runtime image: %s", e)
+	}
 	job.Step("init")
 	log.Info("snapshot: initialising function", "function", o.Function, "boot_ms", st.BootMs)
-	res, err := vm.call(ctx, t.Init, protocol.Message{Type: protocol.TypeInit, Function: o.Function, DataMiB: o.DataMiB})
+	res, err := vm.call(ctx, t.Init, protocol.Message{Type: protocol.TypeInit, Function: o.Function, DataMiB: o.DataMiB, Runtime: o.Runtime, Payload: o.Payload})
 	if err != nil {
 		return nil, st, err
 	}
@@ -150,7 +164,9 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 	if report {
 		order = o.ReportOrder
 	}
-	prep, err := vm.call(ctx, t.VMM, protocol.Message{Type: protocol.TypePrepare, ReportOrder: order})
+	// Bounded like init: the guest writes over all its free memory, which
+	// under TCG on a busy host took more than the short-step bound.
+	prep, err := vm.call(ctx, t.Init, protocol.Message{Type: protocol.TypePrepare, ReportOrder: order})
 	if err != nil {
 		return nil, st, err
 	}
@@ -220,6 +236,9 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		KernelSHA256:     img.KernelSHA256,
 		InitramfsSHA256:  img.InitramfsSHA256,
 		AgentSHA256:      img.AgentSHA256,
+		Runtime:          o.Runtime,
+		RootfsPath:       rootfsPath,
+		RootfsSHA256:     rootfsSum,
 		VMM:              snapshot.VMMInfo{Name: d.Name(), Version: version, Accel: accel, Machine: "microvm"},
 		Agent:            snapshot.AgentInfo{ProtocolVersion: protocol.Version},
 	})
@@ -296,3 +315,26 @@ func settle(ctx context.Context, path string, zeroed int64) (int64, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// createRootfs checks that img carries the root filesystem of runtime (none
+// for a Go function) and returns its path and digest, checked now: the
+// snapshot records them and every restore compares.
+func createRootfs(img *guest.Image, runtime string) (string, string, error) {
+	switch {
+	case runtime == "" && img.Rootfs == "":
+		return "", "", nil
+	case runtime == "":
+		// A Go function in a runtime image: the disk is attached, and
+		// restores must attach the same one.
+	case img.Runtime != runtime:
+		return "", "", fmt.Errorf("function needs the %s runtime, and image %s has %q: build one with snapbpf image build --runtime %s", runtime, img.Dir, img.Runtime, runtime)
+	}
+	p, err := filepath.Abs(img.Rootfs)
+	if err != nil {
+		return "", "", err
+	}
+	if err := rootfs.Verify(p, img.RootfsSHA256); err != nil {
+		return "", "", fmt.Errorf("guest image %s: %w: rebuild it (snapbpf image build --runtime %s)", img.Dir, err, img.Runtime)
+	}
+	return p, img.RootfsSHA256, nil
+}

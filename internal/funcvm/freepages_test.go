@@ -247,7 +247,7 @@ func invokeChecked(ctx context.Context, vm *VM, input uint64) error {
 	if err != nil {
 		return err
 	}
-	res, err := vm.Invoke(ctx, input)
+	res, err := vm.Invoke(ctx, input, nil)
 	if err != nil {
 		return fmt.Errorf("invoke %d: %w", input, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/logging"
 	"github.com/snapbpf/snapbpf/internal/majfault"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/rootfs"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 )
@@ -19,7 +20,10 @@ import (
 // RestoreOptions describe a restore of Count clones.
 type RestoreOptions struct {
 	Input uint64
-	Count int
+	// Payload is the input of a runtime function (snapshot.Manifest.Runtime),
+	// which arrives with the request; Go functions take Input.
+	Payload []byte
+	Count   int
 	// Cold drops the memory file's cached pages first.
 	Cold bool
 	// Warm reads the whole memory file into the page cache first: the
@@ -160,6 +164,9 @@ func prepare(ctx context.Context, dir *snapshot.Dir, o RestoreOptions) (cfg vmm.
 		}
 	}
 	cfg = restoreConfig(dir, o.Accel)
+	if err := CheckRootfs(dir); err != nil {
+		return cfg, start, err
+	}
 	if o.MemPath != "" {
 		cfg.MemPath, cfg.MemFile = o.MemPath, o.MemFile
 	}
@@ -182,7 +189,23 @@ func restoreConfig(dir *snapshot.Dir, accel string) vmm.Config {
 	return vmm.Config{
 		MemMiB: dir.Manifest.MemMiB, MemPath: dir.MemPath(), MemFile: dir.MemFile(), Incoming: true,
 		Accel: accel, FreePageReporting: dir.Manifest.FreePages == snapshot.FreePagesReport,
+		Rootfs: dir.Manifest.RootfsPath, AgentPort: dir.Manifest.RootfsPath != "",
 	}
+}
+
+// CheckRootfs refuses to restore a runtime snapshot with another root
+// filesystem than the one it was taken with: the guest's page cache of
+// the image is in the memory file, and a different image under it would
+// hand the guest files that do not match what it cached.
+func CheckRootfs(dir *snapshot.Dir) error {
+	m := dir.Manifest
+	if m.RootfsPath == "" {
+		return nil
+	}
+	if err := rootfs.Verify(m.RootfsPath, m.RootfsSHA256); err != nil {
+		return fmt.Errorf("restore %s: %w: the snapshot was taken with the other image; put it back, or create the snapshot again with this one", dir.Path, err)
+	}
+	return nil
 }
 
 // restoreOne restores, invokes and stops one clone. Its end-to-end time
@@ -193,7 +216,7 @@ func restoreOne(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cfg vmm.Co
 		return r
 	}
 	defer c.Close()
-	r, _ = c.Invoke(ctx, o.Input, o.Expected)
+	r, _ = c.Invoke(ctx, o.Input, o.Payload, o.Expected)
 	return r
 }
 
@@ -273,7 +296,8 @@ func (c *Clone) PID() int { return c.vm.M.PID() }
 // Exited is closed when the clone's VMM has exited.
 func (c *Clone) Exited() <-chan struct{} { return c.vm.M.Exited() }
 
-// Invoke runs the function once on input and checks its checksum against
+// Invoke runs the function once on input (a runtime function on payload)
+// and checks its checksum against
 // expected (empty: no check). The first invocation's result is the
 // restore's: its timings count from the restore call and its counters
 // (faults, reads, memory) are the VMM's since it started. A later one
@@ -281,14 +305,14 @@ func (c *Clone) Exited() <-chan struct{} { return c.vm.M.Exited() }
 // GuestFnMs the function. The error is set, and r.Error, when the call
 // failed or the result is wrong; after a failed call (a timeout, a crash)
 // the clone is unusable and should be closed.
-func (c *Clone) Invoke(ctx context.Context, input uint64, expected string) (r VMResult, err error) {
+func (c *Clone) Invoke(ctx context.Context, input uint64, payload []byte, expected string) (r VMResult, err error) {
 	first := !c.invoked
 	c.invoked = true
 	t := time.Now()
 	if first {
 		r, t = c.restore, c.resumed
 	}
-	res, err := c.vm.Invoke(ctx, input)
+	res, err := c.vm.Invoke(ctx, input, payload)
 	if err != nil {
 		r.Error = err.Error()
 		return r, err

@@ -143,9 +143,10 @@ func (v *VM) Reseed(ctx context.Context) error {
 	return err
 }
 
-// Invoke runs the function once on input.
-func (v *VM) Invoke(ctx context.Context, input uint64) (protocol.Message, error) {
-	return v.call(ctx, v.timeouts.Invoke, protocol.Message{Type: protocol.TypeInvoke, Input: input})
+// Invoke runs the function once: a Go function on the seed input, a
+// runtime function on payload.
+func (v *VM) Invoke(ctx context.Context, input uint64, payload []byte) (protocol.Message, error) {
+	return v.call(ctx, v.timeouts.Invoke, protocol.Message{Type: protocol.TypeInvoke, Input: input, Payload: payload})
 }
 
 // Random asks the guest for n bytes from the kernel and n from the agent's

@@ -42,6 +42,8 @@ func (a *apt) run(ctx context.Context, dir string, name string, args ...string) 
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
+	// No debconf questions: nobody answers them.
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -45,6 +45,13 @@ type BuildOptions struct {
 	// the size but the boot slower under TCG, where decompression is
 	// emulated, so it is off by default.
 	GzipInitramfs bool
+	// Runtime and Rootfs add a language runtime's read-only root
+	// filesystem (an erofs image file, package rootfs) to the image, and
+	// RootfsModules to the initramfs so the guest can mount it.
+	Runtime string
+	Rootfs  string
+	// RootfsSHA256 is Rootfs's digest, as its builder computed it.
+	RootfsSHA256 string
 	// Log receives diagnostics; nil discards them.
 	Log *slog.Logger
 	// Progress shows the build's steps; nil shows nothing.
@@ -54,6 +61,10 @@ type BuildOptions struct {
 // buildSteps are the steps Build shows: kernel package, download,
 // extract, modules, initramfs, write.
 const buildSteps = 6
+
+// RootfsModules are what the guest needs to mount a runtime's root
+// filesystem: the virtio block device and erofs (dependencies are added).
+var RootfsModules = []string{"virtio_blk", "erofs"}
 
 // Build makes a guest image in o.OutDir from Debian's cloud kernel package
 // and o.AgentPath, reusing the package and its extracted tree from
@@ -124,6 +135,9 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 		return nil, err
 	}
 	want := append(append([]string(nil), GuestModules...), o.ExtraModules...)
+	if o.Rootfs != "" {
+		want = append(want, RootfsModules...)
+	}
 	mods, err := resolveModules(ctx, idx, version, want, OptionalGuestModules, log)
 	if err != nil {
 		return nil, fmt.Errorf("kernel package %s: %w", pkgName, err)
@@ -155,6 +169,12 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 	if o.GzipInitramfs {
 		im.Initramfs = initramfsGzipFile
 	}
+	if o.Rootfs != "" {
+		if o.Runtime == "" || o.RootfsSHA256 == "" {
+			return nil, errors.New("build guest image: a root filesystem needs its runtime name and digest")
+		}
+		im.Runtime, im.Rootfs, im.RootfsSHA256 = o.Runtime, rootfsFile, o.RootfsSHA256
+	}
 	im.setDir(outDir)
 
 	if old, err := Load(outDir); err == nil && old.sameContent(im) {
@@ -162,7 +182,7 @@ func Build(ctx context.Context, o BuildOptions) (*Image, error) {
 		return old, nil
 	}
 	job.Step("write")
-	if err := writeImage(outDir, im, kernel, initramfs); err != nil {
+	if err := writeImage(outDir, im, kernel, initramfs, o.Rootfs); err != nil {
 		return nil, err
 	}
 	log.Info("image: built", "dir", outDir, "kernel", version, "kernel_bytes", len(kernel), "initramfs_bytes", len(initramfs),
@@ -288,12 +308,13 @@ func buildInitramfs(agent []byte, mods []resolvedModule, gz bool) ([]byte, error
 
 // knownImageFiles are the only names writeImage will replace in an
 // existing output directory.
-var knownImageFiles = map[string]bool{ImageFile: true, kernelFile: true, initramfsFile: true, initramfsGzipFile: true}
+var knownImageFiles = map[string]bool{ImageFile: true, kernelFile: true, initramfsFile: true, initramfsGzipFile: true, rootfsFile: true}
 
 // writeImage writes the image files into a new directory beside outDir and
 // swaps it with outDir in one rename, so readers see the old image or the
-// new one, never a mix.
-func writeImage(outDir string, im *Image, kernel, initramfs []byte) error {
+// new one, never a mix. A root filesystem file is linked in (copied when
+// it is on another filesystem).
+func writeImage(outDir string, im *Image, kernel, initramfs []byte, rootfs string) error {
 	if ents, err := os.ReadDir(outDir); err == nil {
 		for _, e := range ents {
 			if !knownImageFiles[e.Name()] {
@@ -315,6 +336,11 @@ func writeImage(outDir string, im *Image, kernel, initramfs []byte) error {
 	meta, err := im.marshal()
 	if err != nil {
 		return err
+	}
+	if rootfs != "" {
+		if err := linkOrCopy(rootfs, filepath.Join(tmp, rootfsFile)); err != nil {
+			return err
+		}
 	}
 	for _, f := range []struct {
 		name string
@@ -358,4 +384,30 @@ func writeSynced(p string, data []byte) error {
 		return fmt.Errorf("sync %s: %w", p, err)
 	}
 	return f.Close()
+}
+
+// linkOrCopy makes dst the same file as src: a hard link, or a synced copy
+// across filesystems.
+func linkOrCopy(src, dst string) error {
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("root filesystem: %w", err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o444)
+	if err != nil {
+		return fmt.Errorf("root filesystem: %w", err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy root filesystem to %s: %w", dst, err)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return fmt.Errorf("sync %s: %w", dst, err)
+	}
+	return out.Close()
 }

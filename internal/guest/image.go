@@ -20,6 +20,7 @@ const (
 	kernelFile        = "vmlinuz"
 	initramfsFile     = "initramfs.cpio"
 	initramfsGzipFile = "initramfs.cpio.gz"
+	rootfsFile        = "rootfs.erofs"
 	rebuildHint       = "run snapbpf image build"
 	imageTempPrefix   = ".snapbpf-image-"
 )
@@ -46,6 +47,13 @@ type Image struct {
 	AgentSHA256      string   `json:"agent_sha256"`
 	Modules          []string `json:"modules"` // load order, in /lib/modules/<name>.ko
 	InitramfsGzipped bool     `json:"initramfs_gzipped"`
+
+	// Runtime names the language runtime whose read-only root filesystem
+	// Rootfs (a file name in Dir, like Kernel) the guest mounts; empty for
+	// an image whose functions are built into the agent.
+	Runtime      string `json:"runtime,omitempty"`
+	Rootfs       string `json:"rootfs,omitempty"`
+	RootfsSHA256 string `json:"rootfs_sha256,omitempty"`
 }
 
 // Load reads dir/image.json and checks that the kernel and initramfs it
@@ -70,7 +78,17 @@ func Load(dir string) (*Image, error) {
 	if im.Kernel == "" || im.Initramfs == "" || filepath.Base(im.Kernel) != im.Kernel || filepath.Base(im.Initramfs) != im.Initramfs {
 		return nil, fmt.Errorf("%s: kernel and initramfs must be file names in the image directory: %s", p, rebuildHint)
 	}
+	if im.Rootfs != "" && filepath.Base(im.Rootfs) != im.Rootfs {
+		return nil, fmt.Errorf("%s: rootfs must be a file name in the image directory: %s", p, rebuildHint)
+	}
 	im.setDir(abs)
+	if im.Rootfs != "" {
+		// Its digest (hundreds of MiB) is checked where a snapshot
+		// records or needs it, not on every load.
+		if _, err := os.Stat(im.Rootfs); err != nil {
+			return nil, fmt.Errorf("guest image's root filesystem: %w: %s", err, rebuildHint)
+		}
+	}
 	for _, f := range []struct{ path, want string }{{im.Kernel, im.KernelSHA256}, {im.Initramfs, im.InitramfsSHA256}} {
 		sum, err := fileSHA256(f.path)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -91,6 +109,9 @@ func (im *Image) setDir(dir string) {
 	im.Dir = dir
 	im.Kernel = filepath.Join(dir, filepath.Base(im.Kernel))
 	im.Initramfs = filepath.Join(dir, filepath.Base(im.Initramfs))
+	if im.Rootfs != "" {
+		im.Rootfs = filepath.Join(dir, filepath.Base(im.Rootfs))
+	}
 }
 
 // marshal writes the image.json form: file names relative to the directory.
@@ -99,6 +120,9 @@ func (im *Image) marshal() ([]byte, error) {
 	c.Dir = ""
 	c.Kernel = filepath.Base(c.Kernel)
 	c.Initramfs = filepath.Base(c.Initramfs)
+	if c.Rootfs != "" {
+		c.Rootfs = filepath.Base(c.Rootfs)
+	}
 	b, err := json.MarshalIndent(&c, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", ImageFile, err)

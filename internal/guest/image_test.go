@@ -16,7 +16,7 @@ func writeTestImage(t *testing.T, dir string, kernel, initramfs string) *Image {
 		AgentSHA256: bytesSHA256([]byte("agent")), Modules: []string{"virtio_ring"},
 	}
 	im.setDir(dir)
-	if err := writeImage(dir, im, []byte(kernel), []byte(initramfs)); err != nil {
+	if err := writeImage(dir, im, []byte(kernel), []byte(initramfs), ""); err != nil {
 		t.Fatal(err)
 	}
 	return im
@@ -56,7 +56,7 @@ func TestWriteImageRefusesForeignFiles(t *testing.T) {
 	}
 	im := &Image{Kernel: kernelFile, Initramfs: initramfsFile}
 	im.setDir(dir)
-	err := writeImage(dir, im, []byte("k"), []byte("i"))
+	err := writeImage(dir, im, []byte("k"), []byte("i"), "")
 	if err == nil || !strings.Contains(err.Error(), "notes.txt") {
 		t.Fatalf("writeImage error = %v, want a refusal naming notes.txt", err)
 	}

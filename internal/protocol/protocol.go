@@ -24,8 +24,8 @@ const Version = 1
 const Marker = "@snapbpf "
 
 // MaxLine bounds one line, so a runaway guest cannot make the host buffer
-// without limit.
-const MaxLine = 1 << 20
+// without limit. It leaves room for payloads of a few MiB (base64).
+const MaxLine = 8 << 20
 
 // Message types.
 const (
@@ -49,25 +49,38 @@ type Message struct {
 	ID   uint64 `json:"id,omitempty"`
 
 	// Requests.
-	Function      string `json:"function,omitempty"`
-	DataMiB       int    `json:"data_mib,omitempty"`
-	Input         uint64 `json:"input,omitempty"`
+	Function string `json:"function,omitempty"`
+	DataMiB  int    `json:"data_mib,omitempty"`
+	Input    uint64 `json:"input,omitempty"`
+	// Runtime names the language runtime of a function that is not built
+	// into the agent (init: "python"); empty for the agent's Go functions.
+	Runtime string `json:"runtime,omitempty"`
+	// Payload is a runtime function's input, arriving with the request
+	// (invoke; and init, where it is the warm-up call's input). Go
+	// functions take Input, a seed, instead.
+	Payload       []byte `json:"payload,omitempty"`
 	Entropy       []byte `json:"entropy,omitempty"`
 	N             int    `json:"n,omitempty"`
 	ReportOrder   int    `json:"report_order,omitempty"`
 	SettleTimeout int64  `json:"settle_timeout_ms,omitempty"`
 
 	// Replies.
-	Error          string            `json:"error,omitempty"`
-	Checksum       string            `json:"checksum,omitempty"`
-	FnNs           int64             `json:"fn_ns,omitempty"`
-	OutputBytes    int64             `json:"output_bytes,omitempty"`
-	TouchedBytes   int64             `json:"touched_bytes,omitempty"`
-	AllocatedBytes int64             `json:"allocated_bytes,omitempty"`
-	Random         []byte            `json:"random,omitempty"`
-	AgentRandom    []byte            `json:"agent_random,omitempty"`
-	Info           map[string]string `json:"info,omitempty"`
-	Mem            map[string]int64  `json:"mem,omitempty"`
+	Error          string `json:"error,omitempty"`
+	Checksum       string `json:"checksum,omitempty"`
+	FnNs           int64  `json:"fn_ns,omitempty"`
+	OutputBytes    int64  `json:"output_bytes,omitempty"`
+	TouchedBytes   int64  `json:"touched_bytes,omitempty"`
+	AllocatedBytes int64  `json:"allocated_bytes,omitempty"`
+	Random         []byte `json:"random,omitempty"`
+	AgentRandom    []byte `json:"agent_random,omitempty"`
+	// Output is a runtime function's result payload; Checksum is then
+	// its SHA256.
+	Output []byte `json:"output,omitempty"`
+	// RuntimeRandom is drawn from the runtime's own generators (Python's
+	// random, then numpy's), to test that clones differ.
+	RuntimeRandom []byte            `json:"runtime_random,omitempty"`
+	Info          map[string]string `json:"info,omitempty"`
+	Mem           map[string]int64  `json:"mem,omitempty"`
 }
 
 // ErrNotMessage reports a line that carries no protocol message.

@@ -89,7 +89,7 @@ func (i *Instance) Invoke(ctx context.Context, input uint64) (Invocation, error)
 	i.mu.Lock()
 	inv.Cold = !i.finished
 	i.mu.Unlock()
-	vm, err := i.clone.Invoke(ctx, input, "")
+	vm, err := i.clone.Invoke(ctx, input, nil, "")
 	if err == nil && !i.noCheck {
 		w := <-want
 		switch {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/pyfn"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 )
@@ -47,6 +48,10 @@ type Config struct {
 	Hooks         Hooks
 
 	Input uint64
+	// Payload is the input of a runtime function (a python snapshot),
+	// arriving with the request; nil takes the function's input shape
+	// Input (pyfn.Input). Go functions take Input, a seed.
+	Payload []byte
 	// Count is how many clones restore at once (0 means 1).
 	Count int
 	// Cold drops the memory file's cached pages first; Warm reads all of
@@ -136,14 +141,30 @@ func finish(dir *snapshot.Dir, h Hooks) (policy.PrefetchStats, error) {
 // run is Run once the policy's hooks are ready, up to its Finish.
 func run(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, c Config, h Hooks) (*Result, error) {
 	res := &Result{Policy: h.Name(), Readahead: h.Readahead(), Expected: c.Expected}
+	m := dir.Manifest
+	if err := funcvm.CheckRootfs(dir); err != nil {
+		return nil, err
+	}
+	payload := c.Payload
+	if m.Runtime != "" && payload == nil {
+		p, err := pyfn.Input(m.Function, c.Input)
+		if err != nil {
+			return nil, fmt.Errorf("restore %s: %w", dir.Path, err)
+		}
+		payload = p
+	}
 	if res.Expected == "" && !c.NoCheck {
-		m := dir.Manifest
 		var err error
-		res.Expected, res.HostFn, err = funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], c.Input)
+		if m.Runtime != "" {
+			res.Expected, res.HostFn, err = expectRuntime(ctx, m, payload)
+		} else {
+			res.Expected, res.HostFn, err = funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], c.Input)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("restore %s: the expected result: %w", dir.Path, err)
 		}
 	}
+	c.Payload = payload
 	vms, err := funcvm.Restore(ctx, d, dir, c.restoreOptions(h, res.Expected))
 	if err != nil {
 		err = fmt.Errorf("restore %s: %w", dir.Path, err)
@@ -158,7 +179,21 @@ func run(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, c Config, h Hooks
 // restoreOptions are funcvm's options for c under hooks h.
 func (c Config) restoreOptions(h Hooks, expected string) funcvm.RestoreOptions {
 	return funcvm.RestoreOptions{
-		Input: c.Input, Count: c.Count, Cold: c.Cold, Warm: c.Warm, Expected: expected,
+		Input: c.Input, Payload: c.Payload, Count: c.Count, Cold: c.Cold, Warm: c.Warm, Expected: expected,
 		Accel: c.Accel, Log: c.Log, Hooks: h, Timeouts: c.Timeouts, MemPath: c.MemPath, MemFile: c.MemFile,
 	}
+}
+
+// expectRuntime runs a runtime function on the host, over the snapshot's
+// own image, on payload.
+func expectRuntime(ctx context.Context, m snapshot.Manifest, payload []byte) (string, time.Duration, error) {
+	if m.Runtime != pyfn.Runtime {
+		return "", 0, fmt.Errorf("runtime %q: this snapbpf checks only %s functions", m.Runtime, pyfn.Runtime)
+	}
+	warmup, err := pyfn.Input(m.Function, 1)
+	if err != nil {
+		return "", 0, err
+	}
+	sum, _, d, err := pyfn.Expect(ctx, m.RootfsPath, m.Function, warmup, payload)
+	return sum, d, err
 }

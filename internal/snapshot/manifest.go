@@ -69,6 +69,14 @@ type Manifest struct {
 	InitramfsSHA256 string `json:"initramfs_sha256,omitempty"`
 	AgentSHA256     string `json:"agent_sha256"`
 
+	// Runtime is the language runtime the function runs in ("python"),
+	// empty for the agent's Go functions. RootfsPath is the runtime's
+	// read-only root filesystem image, attached at every restore, and
+	// RootfsSHA256 its digest: a restore refuses any other image.
+	Runtime      string `json:"runtime,omitempty"`
+	RootfsPath   string `json:"rootfs_path,omitempty"`
+	RootfsSHA256 string `json:"rootfs_sha256,omitempty"`
+
 	VMM   VMMInfo   `json:"vmm"`
 	Agent AgentInfo `json:"agent"`
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/guest"
+	"github.com/snapbpf/snapbpf/internal/rootfs"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
@@ -23,6 +24,10 @@ var (
 	once  sync.Once
 	image *guest.Image
 	err   error
+
+	pyOnce  sync.Once
+	pyImage *guest.Image
+	pyErr   error
 )
 
 // Dir is a directory for a test binary's shared data (image, snapshots),
@@ -97,4 +102,40 @@ func NeedRoot(t testing.TB, why string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: " + why)
 	}
+}
+
+// NeedPython is NeedVM for the python runtime: the guest image with the
+// python root filesystem. The root filesystem is built once per machine
+// (cached in guest.DefaultCacheDir; a cold build takes minutes), the image
+// once per test binary.
+func NeedPython(t testing.TB) *guest.Image {
+	t.Helper()
+	base := NeedVM(t)
+	pyOnce.Do(func() { pyImage, pyErr = buildPython(base) })
+	if pyErr != nil {
+		t.Fatal(pyErr)
+	}
+	return pyImage
+}
+
+func buildPython(base *guest.Image) (*guest.Image, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	rt, err := rootfs.Lookup("python")
+	if err != nil {
+		return nil, err
+	}
+	fs, err := rootfs.Build(ctx, rt, rootfs.Options{})
+	if err != nil {
+		return nil, err
+	}
+	dir, err := Dir()
+	if err != nil {
+		return nil, err
+	}
+	return guest.Build(ctx, guest.BuildOptions{
+		OutDir: filepath.Join(dir, "image-python"), AgentPath: filepath.Join(dir, "snapbpf-agent"),
+		KernelPackage: base.KernelPackage,
+		Runtime:       rt.Name, Rootfs: fs.Path, RootfsSHA256: fs.SHA256,
+	})
 }

@@ -34,6 +34,17 @@ type Config struct {
 	// FreePageReporting adds a balloon device on which the guest reports
 	// free pages. A restore must use the value the snapshot was made with.
 	FreePageReporting bool
+	// Rootfs, if set, is a read-only root filesystem image attached as the
+	// guest's first virtio block device (/dev/vda). A restore must attach
+	// the same image the snapshot was made with: the guest's page cache of
+	// it is part of the memory file.
+	Rootfs string
+	// AgentPort adds a virtio-serial port on which the agent speaks the
+	// protocol instead of the UART: under TCG the emulated UART moves
+	// about 35 KB/s, too slow for payloads of hundreds of KiB. Serial then
+	// returns the port, and the UART's output (the guest console) goes to
+	// the VMM's log. A restore must use the snapshot's value.
+	AgentPort bool
 	// IgnoreHugepageAdvice keeps the VMM's madvise(MADV_HUGEPAGE) on guest
 	// RAM from taking effect: with it, every fault on the memory file reads
 	// 4 MiB whatever the readahead setting (see package seccomp).

@@ -80,6 +80,7 @@ type Machine struct {
 	runDir string
 	qmp    *qmp
 	serial net.Conn
+	port   net.Conn // the agent port (vmm.Config.AgentPort), or nil
 	stderr *tailBuffer
 
 	exited  chan struct{}
@@ -88,6 +89,10 @@ type Machine struct {
 	stopOnce sync.Once
 	stopErr  error
 }
+
+// AgentPortName is the name of the virtio-serial port of vmm.Config.AgentPort,
+// which the guest finds it by (/sys/class/virtio-ports/*/name).
+const AgentPortName = "org.snapbpf.agent"
 
 // memFD is the descriptor number of Config.MemFile in QEMU: the first of
 // exec.Cmd.ExtraFiles.
@@ -142,6 +147,20 @@ func args(c vmm.Config, runDir string) []string {
 	if c.FreePageReporting {
 		a = append(a, "-device", "virtio-balloon-device,free-page-reporting=on")
 	}
+	// After the balloon, always: microvm numbers its virtio-mmio slots in
+	// command-line order, and a restore must see the snapshot's layout.
+	if c.Rootfs != "" {
+		// read-only: the image is shared by every VM and never written.
+		a = append(a,
+			"-drive", "id=rootfs,file="+c.Rootfs+",format=raw,if=none,readonly=on,cache=none,aio=threads",
+			"-device", "virtio-blk-device,drive=rootfs")
+	}
+	if c.AgentPort {
+		a = append(a,
+			"-device", "virtio-serial-device",
+			"-chardev", "socket,id=agentport,path="+filepath.Join(runDir, "agent.sock")+",server=on,wait=off",
+			"-device", "virtserialport,chardev=agentport,name="+AgentPortName)
+	}
 	if c.Incoming {
 		a = append(a, "-incoming", "defer")
 	}
@@ -155,7 +174,7 @@ func (d *Driver) Start(ctx context.Context, c vmm.Config) (_ vmm.Machine, retErr
 	if err != nil {
 		return nil, err
 	}
-	files := []string{c.Kernel, c.Initramfs}
+	files := []string{c.Kernel, c.Initramfs, c.Rootfs}
 	if c.MemFile == nil {
 		files = append(files, c.MemPath)
 	}
@@ -212,6 +231,14 @@ func (d *Driver) Start(ctx context.Context, c vmm.Config) (_ vmm.Machine, retErr
 	var dialer net.Dialer
 	if m.serial, err = dialer.DialContext(ctx, "unix", filepath.Join(runDir, "serial.sock")); err != nil {
 		return nil, m.withStderr(fmt.Errorf("connect serial: %w", err))
+	}
+	if c.AgentPort {
+		if m.port, err = dialer.DialContext(ctx, "unix", filepath.Join(runDir, "agent.sock")); err != nil {
+			return nil, m.withStderr(fmt.Errorf("connect agent port: %w", err))
+		}
+		// The protocol is on the port; the UART carries only the
+		// console, kept for error reports.
+		go io.Copy(m.stderr, m.serial)
 	}
 	return m, nil
 }
@@ -322,8 +349,13 @@ func (m *Machine) withStderr(err error) error {
 // PID implements vmm.Machine.
 func (m *Machine) PID() int { return m.cmd.Process.Pid }
 
-// Serial implements vmm.Machine.
-func (m *Machine) Serial() io.ReadWriteCloser { return m.serial }
+// Serial implements vmm.Machine: the agent port when the VM has one.
+func (m *Machine) Serial() io.ReadWriteCloser {
+	if m.port != nil {
+		return m.port
+	}
+	return m.serial
+}
 
 // Exited implements vmm.Machine.
 func (m *Machine) Exited() <-chan struct{} { return m.exited }
@@ -495,6 +527,9 @@ func (m *Machine) stop(ctx context.Context) error {
 	}
 	if m.serial != nil {
 		m.serial.Close()
+	}
+	if m.port != nil {
+		m.port.Close()
 	}
 	if err := os.RemoveAll(m.runDir); err != nil {
 		errs = append(errs, err)

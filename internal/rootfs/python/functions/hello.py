@@ -1,0 +1,5 @@
+"""The runtime alone: greet the name in the input."""
+
+
+def handle(data):
+    return b"hello, " + data
