@@ -61,7 +61,9 @@ func (p *pool) acquire(ctx context.Context, deadline time.Time) (*instance, erro
 	s := p.s
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
-	over := s.budget.over()
+	// measured says the budget was measured (outside the lock: it reads
+	// /proc and the page cache) and found room for a cold start.
+	measured := false
 	for {
 		s.mu.Lock()
 		switch {
@@ -81,27 +83,33 @@ func (p *pool) acquire(ctx context.Context, deadline time.Time) (*instance, erro
 			s.mu.Unlock()
 			return in, nil
 		}
-		if p.busy+p.starting < s.cfg.MaxInstances {
-			if !over {
-				p.starting++
-				s.mu.Unlock()
-				return nil, nil
-			}
-			if v := s.lru(); v != nil {
-				s.mu.Unlock()
-				s.evict(*v, "memory budget")
-				over = s.budget.over()
-				continue
-			}
+		room := p.busy+p.starting < s.cfg.MaxInstances
+		if room && measured {
+			p.starting++
+			s.mu.Unlock()
+			return nil, nil
 		}
 		ch := s.changed
 		s.mu.Unlock()
-		if over {
+		if room {
+			// Only a cold start adds memory: a warm one is measured
+			// already, so only this path measures.
+			if !s.budget.over() {
+				measured = true
+				continue
+			}
+			s.mu.Lock()
+			v := s.lru()
+			s.mu.Unlock()
+			if v != nil {
+				s.evict(*v, "memory budget")
+				continue
+			}
 			s.metrics.budgetWaits.Inc()
 		}
+		measured = false
 		select {
 		case <-ch:
-			over = s.budget.over()
 		case <-timer.C:
 			return nil, errQueueTimeout
 		case <-ctx.Done():
