@@ -51,9 +51,6 @@ left and serves them again. SIGTERM drains in-flight invocations for up to
 		Annotations: rootOnly("it runs QEMU, loads eBPF and prefetches into the page cache"),
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if listen != "" && token == "" {
-				return errors.New("serve --listen needs --token-file: TCP is served only with a bearer token")
-			}
 			var tok string
 			if token != "" {
 				var err error
@@ -104,6 +101,8 @@ left and serves them again. SIGTERM drains in-flight invocations for up to
 	f.MarkHidden("free-pages")
 	checkFlags(cmd, func() error {
 		switch {
+		case listen != "" && token == "":
+			return errors.New("serve --listen needs --token-file: TCP is served only with a bearer token")
 		case freePages != snapshot.FreePagesReport && freePages != snapshot.FreePagesNone:
 			return fmt.Errorf("--free-pages %q: want %s or %s", freePages, snapshot.FreePagesReport, snapshot.FreePagesNone)
 		case recordRuns < 0:

@@ -92,7 +92,7 @@ func (s *Server) coldRestored(e *entry, input uint64, faults int64) {
 	}
 	e.mu.Unlock()
 	if trigger {
-		reason := fmt.Sprintf("%d cold restores in a row took more than %d memory-file faults (last: %d); recorded inputs %v and merged them into the set", c.After, c.MissFaults, faults, inputs)
+		reason := fmt.Sprintf("%d cold restore(s) in a row took more than %d memory-file faults (last: %d); recorded inputs %v and merged them into the set", c.After, c.MissFaults, faults, inputs)
 		s.startRerecord(e, inputs, reason)
 	}
 }

@@ -453,7 +453,7 @@ func TestRerecordOnMisses(t *testing.T) {
 	for {
 		f := ts.s.reg.get("drift").view()
 		if len(f.Rerecords) == 1 {
-			if f.WSetPages != 32 || !strings.Contains(f.Rerecords[0].Reason, "3 cold restores") {
+			if f.WSetPages != 32 || !strings.Contains(f.Rerecords[0].Reason, "3 cold restore(s)") {
 				t.Errorf("after re-recording: %+v", f)
 			}
 			break
