@@ -13,9 +13,9 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 
-	"github.com/snapbpf/snapbpf/internal/owner"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
+	"github.com/snapbpf/snapbpf/internal/procfs"
 	"github.com/snapbpf/snapbpf/internal/tracepoint"
 )
 
@@ -278,11 +278,11 @@ func descends(pid, root uint32) (v, gone bool) {
 		if pid <= 1 {
 			return false, false
 		}
-		ppid, err := owner.Parent(int(pid))
+		st, err := procfs.ReadStat(int(pid))
 		if err != nil {
 			return false, true
 		}
-		pid = uint32(ppid)
+		pid = uint32(st.Parent)
 	}
 	return false, false
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/logging"
 	"github.com/snapbpf/snapbpf/internal/majfault"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/procfs"
 	"github.com/snapbpf/snapbpf/internal/rootfs"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/vmm"
@@ -341,8 +342,10 @@ func (c *Clone) measure(r *VMResult) {
 	// The memory file's count first: the VMM keeps running, and a fault
 	// between the two reads must not make it exceed the process's.
 	r.MemFileMajorFaults = c.faults.inside()
-	r.MinorFaults, r.MajorFaults, _ = procFaults(pid)
-	r.MemFileReadBytes, _ = procReadBytes(pid)
+	if st, err := procfs.ReadStat(pid); err == nil {
+		r.MinorFaults, r.MajorFaults = st.MinorFaults, st.MajorFaults
+	}
+	r.MemFileReadBytes, _ = procfs.ReadBytes(pid)
 	r.GuestTouchedB, r.GuestPrivateB, _ = mappingUsage(pid, c.mem)
 }
 

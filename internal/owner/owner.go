@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/snapbpf/snapbpf/internal/procfs"
 )
 
 // Owner is a process: its pid and its start time, which together name it
@@ -32,11 +34,11 @@ func Of(pid int) (Owner, error) {
 	if err != nil {
 		return Owner{}, err
 	}
-	start, err := startTime(pid)
+	st, err := procfs.ReadStat(pid)
 	if err != nil {
 		return Owner{}, err
 	}
-	return Owner{PID: pid, Start: start, Boot: boot}, nil
+	return Owner{PID: pid, Start: st.StartTime, Boot: boot}, nil
 }
 
 // BootID is the running kernel's boot ID: a process of another boot is gone
@@ -79,59 +81,6 @@ func (o Owner) Alive() bool {
 			return false
 		}
 	}
-	start, state, err := stat(o.PID)
-	return err == nil && start == o.Start && state != "Z" && state != "X"
-}
-
-// startTime reads a process's start time from /proc/PID/stat.
-func startTime(pid int) (uint64, error) {
-	start, _, err := stat(pid)
-	return start, err
-}
-
-// Parent is process pid's parent.
-func Parent(pid int) (int, error) {
-	f, err := statFields(pid)
-	if err != nil {
-		return 0, err
-	}
-	ppid, err := strconv.Atoi(f[1])
-	if err != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat: parent: %w", pid, err)
-	}
-	return ppid, nil
-}
-
-// stat reads a process's start time and state from /proc/PID/stat.
-func stat(pid int) (start uint64, state string, err error) {
-	f, err := statFields(pid)
-	if err != nil {
-		return 0, "", err
-	}
-	start, err = strconv.ParseUint(f[19], 10, 64)
-	if err != nil {
-		return 0, "", fmt.Errorf("parse /proc/%d/stat: starttime: %w", pid, err)
-	}
-	return start, f[0], nil
-}
-
-// statFields reads /proc/PID/stat and returns its fields from the third
-// (state) on: at least 20 of them, up to starttime (field 22).
-func statFields(pid int) ([]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, err
-	}
-	// The command name may hold spaces and parentheses; fields start after
-	// its last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return nil, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return nil, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
-	}
-	return f, nil
+	st, err := procfs.ReadStat(o.PID)
+	return err == nil && st.StartTime == o.Start && st.State != "Z" && st.State != "X"
 }

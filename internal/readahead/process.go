@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/procfs"
 )
 
 // ErrNoDescriptor means the process holds no file descriptor for the file,
@@ -30,7 +30,7 @@ func DisableForProcess(ctx context.Context, pid int, path string) (n int, retErr
 	if err := unix.Stat(path, &want); err != nil {
 		return 0, fmt.Errorf("stat %s: %w", path, err)
 	}
-	fds, err := descriptorsOf(pid, want.Dev, want.Ino)
+	fds, err := procfs.FDs(pid, procfs.File{Dev: want.Dev, Ino: want.Ino})
 	if err != nil {
 		return 0, err
 	}
@@ -76,29 +76,4 @@ func DisableForProcess(ctx context.Context, pid int, path string) (n int, retErr
 		n++
 	}
 	return n, nil
-}
-
-// descriptorsOf lists the fds of pid that refer to (dev, ino).
-func descriptorsOf(pid int, dev, ino uint64) ([]int, error) {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", dir, err)
-	}
-	var fds []int
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		var st unix.Stat_t
-		// stat follows the magic link to the open file itself.
-		if err := unix.Stat(dir+"/"+e.Name(), &st); err != nil {
-			continue // closed meanwhile, or not statable (anon inode)
-		}
-		if st.Dev == dev && st.Ino == ino {
-			fds = append(fds, fd)
-		}
-	}
-	return fds, nil
 }

@@ -1,10 +1,10 @@
 package record
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/snapbpf/snapbpf/internal/pages"
+	"github.com/snapbpf/snapbpf/internal/procfs"
 	"github.com/snapbpf/snapbpf/internal/trace"
 )
 
@@ -43,14 +43,13 @@ func TestBuildEvents(t *testing.T) {
 	}
 }
 
-func TestParseMaps(t *testing.T) {
-	maps := `55d0c0000000-55d0c0100000 r-xp 00000000 fe:01 999 /usr/bin/qemu
-7f0000000000-7f0000200000 rw-p 00000000 00:00 0
-7f0000200000-7f0004200000 rw-p 00000000 fe:01 4242 /snap/mem
-7f0004200000-7f0008200000 rw-p 04000000 fe:01 4242 /snap/mem
-7f0009000000-7f0009001000 rw-p 00000000 fe:02 4242 /other/dev
-`
-	g, err := parseMaps(strings.NewReader(maps), 0xfe, 1, 4242, "/snap/mem", 1)
+func TestGuestRAMOf(t *testing.T) {
+	mem := procfs.File{Dev: 0xfe01, Ino: 4242}
+	ms := []procfs.Mapping{
+		{Lo: 0x7f0000200000, Hi: 0x7f0004200000, File: mem},
+		{Lo: 0x7f0004200000, Hi: 0x7f0008200000, Offset: 0x4000000, File: mem},
+	}
+	g, err := guestRAMOf(ms, "/snap/mem", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,11 +59,11 @@ func TestParseMaps(t *testing.T) {
 	if p, ok := g.page(0x7f0004200000 + 3*pages.Size); !ok || p != 0x4000+3 {
 		t.Errorf("page %d %v", p, ok)
 	}
-	bad := maps + "7f0010000000-7f0010001000 rw-p 00000000 fe:01 4242 /snap/mem\n"
-	if _, err := parseMaps(strings.NewReader(bad), 0xfe, 1, 4242, "/snap/mem", 1); err == nil {
+	bad := append(ms, procfs.Mapping{Lo: 0x7f0010000000, Hi: 0x7f0010001000, File: mem})
+	if _, err := guestRAMOf(bad, "/snap/mem", 1); err == nil {
 		t.Error("accepted two unrelated mappings of the file")
 	}
-	if _, err := parseMaps(strings.NewReader(maps), 0xfe, 1, 7, "/x", 1); err == nil {
+	if _, err := guestRAMOf(nil, "/x", 1); err == nil {
 		t.Error("found a file that is not mapped")
 	}
 }

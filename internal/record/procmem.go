@@ -1,17 +1,12 @@
 package record
 
 import (
-	"bufio"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"os"
-	"strconv"
-	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/snapbpf/snapbpf/internal/pages"
+	"github.com/snapbpf/snapbpf/internal/procfs"
 )
 
 // guestRAM is where a process maps a memory file: the address of the
@@ -32,63 +27,35 @@ func (g guestRAM) page(addr uint64) (uint64, bool) {
 
 // findGuestRAM reads /proc/PID/maps for the mappings of the file at path.
 func findGuestRAM(pid int, path string) (guestRAM, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return guestRAM{}, fmt.Errorf("stat %s: %w", path, err)
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	f, err := procfs.FileOf(path)
 	if err != nil {
 		return guestRAM{}, fmt.Errorf("find guest RAM: %w", err)
 	}
-	defer f.Close()
-	return parseMaps(f, unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), st.Ino, path, pid)
+	ms, err := procfs.Maps(pid)
+	if err != nil {
+		return guestRAM{}, fmt.Errorf("find guest RAM: %w", err)
+	}
+	return guestRAMOf(procfs.Of(ms, f), path, pid)
 }
 
-func parseMaps(r io.Reader, major, minor uint32, ino uint64, path string, pid int) (guestRAM, error) {
+// guestRAMOf is where the mappings ms of the file at path put it: every
+// one must map the file's offset 0 at the same address.
+func guestRAMOf(ms []procfs.Mapping, path string, pid int) (guestRAM, error) {
 	var g guestRAM
 	found := false
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		// start-end perms offset major:minor inode [path]
-		f := strings.Fields(sc.Text())
-		if len(f) < 5 {
-			continue
+	for _, m := range ms {
+		if m.Offset > m.Lo {
+			continue // offset 0 would lie below address 0: not guest RAM
 		}
-		if n, err := strconv.ParseUint(f[4], 10, 64); err != nil || n != ino {
-			continue
-		}
-		dev := strings.SplitN(f[3], ":", 2)
-		if len(dev) != 2 {
-			continue
-		}
-		ma, err1 := strconv.ParseUint(dev[0], 16, 32)
-		mi, err2 := strconv.ParseUint(dev[1], 16, 32)
-		if err1 != nil || err2 != nil || uint32(ma) != major || uint32(mi) != minor {
-			continue
-		}
-		rng := strings.SplitN(f[0], "-", 2)
-		if len(rng) != 2 {
-			continue
-		}
-		lo, err1 := strconv.ParseUint(rng[0], 16, 64)
-		hi, err2 := strconv.ParseUint(rng[1], 16, 64)
-		off, err3 := strconv.ParseUint(f[2], 16, 64)
-		if err1 != nil || err2 != nil || err3 != nil || hi <= lo || off > lo {
-			continue
-		}
-		base := lo - off
+		base := m.Lo - m.Offset
 		if !found {
-			g = guestRAM{base: base, lo: lo, hi: hi}
-			found = true
+			g, found = guestRAM{base: base, lo: m.Lo, hi: m.Hi}, true
 			continue
 		}
 		if base != g.base {
 			return guestRAM{}, fmt.Errorf("process %d maps %s more than once at different places; cannot tell guest pages apart", pid, path)
 		}
-		g.lo, g.hi = min(g.lo, lo), max(g.hi, hi)
-	}
-	if err := sc.Err(); err != nil {
-		return guestRAM{}, fmt.Errorf("read /proc/%d/maps: %w", pid, err)
+		g.lo, g.hi = min(g.lo, m.Lo), max(g.hi, m.Hi)
 	}
 	if !found {
 		return guestRAM{}, fmt.Errorf("process %d does not map %s", pid, path)

@@ -16,6 +16,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
+	"github.com/snapbpf/snapbpf/internal/procfs"
 )
 
 // FaaSnap's thresholds, as its evaluation ran them: zero gaps shorter than
@@ -112,7 +113,7 @@ func (p *faasnapPolicy) record(ctx context.Context, e *env, rep *PrepareReport) 
 	scanned := make(chan error, 1)
 	go func() { scanned <- sc.run(interval, stop) }()
 
-	read0, _ := processReadBytes()
+	read0, _ := procfs.ReadBytes(procfs.Self)
 	var st replayStats
 	done := make(chan struct{})
 	go func() {
@@ -126,7 +127,7 @@ func (p *faasnapPolicy) record(ctx context.Context, e *env, rep *PrepareReport) 
 	if err := <-scanned; err != nil {
 		return nil, 0, err
 	}
-	read1, _ := processReadBytes()
+	read1, _ := procfs.ReadBytes(procfs.Self)
 	rep.RecordMs, rep.RecordStallMs = ms(st.replay), ms(st.stall)
 	rep.RecordFaults, rep.RecordReadBytes = st.major, read1-read0
 	return sc.layers, sc.scans, nil

@@ -1,13 +1,9 @@
 package replay
 
 import (
-	"bufio"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/procfs"
 )
 
 // threadFaults returns the calling thread's minor and major faults.
@@ -19,23 +15,6 @@ func threadFaults() (minor, major int64) {
 	return ru.Minflt, ru.Majflt
 }
 
-// processReadBytes is this process's storage reads so far (read_bytes of
-// /proc/self/io): faults, prefetch, loaders and handlers, direct I/O too.
-func processReadBytes() (int64, error) {
-	f, err := os.Open("/proc/self/io")
-	if err != nil {
-		return 0, fmt.Errorf("read /proc/self/io: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "read_bytes: "); ok {
-			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no read_bytes in /proc/self/io")
-}
-
 // addrRange is [lo, hi) of this process's address space.
 type addrRange struct{ lo, hi uint64 }
 
@@ -44,45 +23,18 @@ type addrRange struct{ lo, hi uint64 }
 // restore in a private file mapping, or every installed page of an
 // anonymous one (REAP). The shared zero page is not counted.
 func anonBytes(ranges []addrRange) ([]int64, error) {
-	f, err := os.Open("/proc/self/smaps")
+	ms, err := procfs.Smaps(procfs.Self)
 	if err != nil {
-		return nil, fmt.Errorf("read /proc/self/smaps: %w", err)
+		return nil, err
 	}
-	defer f.Close()
 	out := make([]int64, len(ranges))
-	cur := -1
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		first, rest, _ := strings.Cut(line, " ")
-		if !strings.HasSuffix(first, ":") {
-			// A mapping header: "lo-hi perms offset dev inode [path]".
-			cur = -1
-			los, his, ok := strings.Cut(first, "-")
-			if !ok {
-				continue
+	for _, m := range ms {
+		for i, r := range ranges {
+			if m.Lo >= r.lo && m.Hi <= r.hi {
+				out[i] += m.Anon
+				break
 			}
-			lo, err1 := strconv.ParseUint(los, 16, 64)
-			hi, err2 := strconv.ParseUint(his, 16, 64)
-			if err1 != nil || err2 != nil {
-				continue
-			}
-			for i, r := range ranges {
-				if lo >= r.lo && hi <= r.hi {
-					cur = i
-					break
-				}
-			}
-			continue
-		}
-		if cur < 0 || first != "Anonymous:" {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-		if err == nil {
-			out[cur] += kb << 10
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }

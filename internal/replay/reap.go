@@ -18,6 +18,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
+	"github.com/snapbpf/snapbpf/internal/procfs"
 	"github.com/snapbpf/snapbpf/internal/replay/uffd"
 )
 
@@ -79,7 +80,7 @@ func (p *reapPolicy) record(ctx context.Context, e *env, rep *PrepareReport) ([]
 	if err != nil {
 		return nil, err
 	}
-	read0, _ := processReadBytes()
+	read0, _ := procfs.ReadBytes(procfs.Self)
 	var st replayStats
 	done := make(chan struct{})
 	go func() {
@@ -89,7 +90,7 @@ func (p *reapPolicy) record(ctx context.Context, e *env, rep *PrepareReport) ([]
 		close(done)
 	}()
 	<-done
-	read1, _ := processReadBytes()
+	read1, _ := procfs.ReadBytes(procfs.Self)
 	rep.RecordMs, rep.RecordStallMs = ms(st.replay), ms(st.stall)
 	rep.RecordFaults, rep.RecordHandlerMs = v.h.Faults(), ms(v.h.Busy())
 	rep.RecordReadBytes = read1 - read0

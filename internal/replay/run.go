@@ -43,6 +43,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
+	"github.com/snapbpf/snapbpf/internal/procfs"
 	"github.com/snapbpf/snapbpf/internal/trace"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -250,7 +251,7 @@ func runOnce(ctx context.Context, e *env, pol policyImpl) (_ *RunResult, retErr 
 			return nil, err
 		}
 	}
-	read0, err := processReadBytes()
+	read0, err := procfs.ReadBytes(procfs.Self)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +302,7 @@ func runOnce(ctx context.Context, e *env, pol policyImpl) (_ *RunResult, retErr 
 	if err := errors.Join(append(errs, perr)...); err != nil {
 		return nil, err
 	}
-	read1, err := processReadBytes()
+	read1, err := procfs.ReadBytes(procfs.Self)
 	if err != nil {
 		return nil, err
 	}
