@@ -14,8 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/snapbpf/snapbpf/internal/blockdev"
 	"github.com/snapbpf/snapbpf/internal/capture"
-	"github.com/snapbpf/snapbpf/internal/readahead"
 	"github.com/snapbpf/snapbpf/internal/replay/uffd"
 	"github.com/snapbpf/snapbpf/internal/tracepoint"
 	"github.com/snapbpf/snapbpf/internal/vmm"
@@ -153,11 +153,11 @@ func checkHost(ctx context.Context, home string) *checkReport {
 		add("home filesystem", checkFail, vms, err.Error())
 	} else if err := capture.CheckFS(dir); err != nil {
 		add("home filesystem", checkFail, vms, fmt.Sprintf("%v (SNAPBPF_HOME=%s)", err, home))
-	} else if queue, err := readahead.DeviceFor(dir); err != nil {
+	} else if queue, err := blockdev.For(dir); err != nil {
 		add("home filesystem", checkFail, vms, fmt.Sprintf("%v: snapshots need a filesystem on a block device (set SNAPBPF_HOME)", err))
 	} else {
-		kb, _ := os.ReadFile(filepath.Join(queue, "read_ahead_kb"))
-		add("home filesystem", checkOK, vms, fmt.Sprintf("%s on %s, read_ahead_kb %s", dir, filepath.Base(filepath.Dir(queue)), strings.TrimSpace(string(kb))))
+		kb, _ := queue.Get("read_ahead_kb")
+		add("home filesystem", checkOK, vms, fmt.Sprintf("%s on %s, read_ahead_kb %s", dir, queue.Name(), kb))
 	}
 
 	status, detail := readaheadWindows()

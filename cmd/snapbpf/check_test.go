@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/snapbpf/snapbpf/internal/blockdev"
 	"github.com/snapbpf/snapbpf/internal/owner"
 	"github.com/snapbpf/snapbpf/internal/readahead"
 	"github.com/snapbpf/snapbpf/internal/testenv"
@@ -90,7 +91,7 @@ func TestStartupRepairsReadahead(t *testing.T) {
 	}
 	name := strings.TrimSpace(string(dev))
 	e := readahead.Entry{
-		Queue: queue, Device: name, ReadaheadKB: "768", Why: "test",
+		Queue: blockdev.Queue(queue), Device: name, ReadaheadKB: "768", Why: "test",
 		Owner: owner.Owner{PID: dead.Process.Pid, Start: 1, Boot: strings.TrimSpace(string(boot))},
 	}
 	b, err := json.Marshal(e)

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/blockdev"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 )
 
@@ -105,34 +106,19 @@ func diskOf(path string) Disk {
 			break
 		}
 	}
-	sys := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))
-	real, err := filepath.EvalSymlinks(sys)
+	q, err := blockdev.ForDev(uint64(st.Dev))
 	if err != nil {
 		return Disk{}
 	}
-	if _, err := os.Stat(filepath.Join(real, "partition")); err == nil {
-		real = filepath.Dir(real)
+	in := q.Info()
+	return Disk{
+		Device:       in.Name,
+		Model:        in.Model,
+		Rotational:   in.Rotational,
+		Scheduler:    in.Scheduler,
+		ReadAheadKB:  int(in.ReadAheadKB),
+		MaxSectorsKB: int(in.MaxSectorsKB),
 	}
-	q := filepath.Join(real, "queue")
-	d := Disk{
-		Device:       filepath.Base(real),
-		Model:        readTrim(filepath.Join(real, "device", "model")),
-		Rotational:   readTrim(filepath.Join(q, "rotational")) == "1",
-		Scheduler:    activeScheduler(readTrim(filepath.Join(q, "scheduler"))),
-		ReadAheadKB:  readInt(filepath.Join(q, "read_ahead_kb")),
-		MaxSectorsKB: readInt(filepath.Join(q, "max_sectors_kb")),
-	}
-	return d
-}
-
-// activeScheduler picks "mq-deadline" out of "[mq-deadline] kyber none".
-func activeScheduler(s string) string {
-	if i := strings.IndexByte(s, '['); i >= 0 {
-		if j := strings.IndexByte(s[i:], ']'); j > 0 {
-			return s[i+1 : i+j]
-		}
-	}
-	return s
 }
 
 func readTrim(path string) string {
@@ -141,11 +127,6 @@ func readTrim(path string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
-}
-
-func readInt(path string) int {
-	n, _ := strconv.Atoi(readTrim(path))
-	return n
 }
 
 // loadAvg is the 1-minute load average, 0 if unknown.

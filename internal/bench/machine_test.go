@@ -33,17 +33,3 @@ func TestDetectMachine(t *testing.T) {
 		t.Errorf("disk %+v without max_sectors_kb", m.Disk)
 	}
 }
-
-func TestActiveScheduler(t *testing.T) {
-	tests := map[string]string{
-		"[mq-deadline] kyber bfq none": "mq-deadline",
-		"none [kyber]":                 "kyber",
-		"none":                         "none",
-		"":                             "",
-	}
-	for in, want := range tests {
-		if got := activeScheduler(in); got != want {
-			t.Errorf("activeScheduler(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -11,24 +11,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/blockdev"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
-	"github.com/snapbpf/snapbpf/internal/readahead"
 )
 
 const mib = 1 << 20
 
 func knob(t *testing.T, path string) string {
 	t.Helper()
-	q, err := readahead.DeviceFor(path)
+	q, err := blockdev.For(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(q + "/read_ahead_kb")
+	kb, err := q.Get("read_ahead_kb")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.TrimSpace(string(b))
+	return kb
 }
 
 // TestRecordCommandExact: a program that maps a cold file without madvise

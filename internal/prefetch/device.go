@@ -1,13 +1,11 @@
 package prefetch
 
 import (
-	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/blockdev"
 )
 
 // fallbackRequestBytes is used when the device's limits cannot be read
@@ -29,36 +27,13 @@ func maxRequestBytes(f *os.File) int64 {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return fallbackRequestBytes
 	}
-	q, err := queueDir(unix.Major(st.Dev), unix.Minor(st.Dev))
+	q, err := blockdev.ForDev(st.Dev)
 	if err != nil {
 		return fallbackRequestBytes
 	}
-	kb, err := readKB(filepath.Join(q, "max_sectors_kb"))
+	kb, err := q.KB("max_sectors_kb")
 	if err != nil || kb <= 0 {
 		return fallbackRequestBytes
 	}
 	return kb << 10
-}
-
-// queueDir finds the block queue directory of a device number; for a
-// partition it is the parent disk's.
-func queueDir(major, minor uint32) (string, error) {
-	dev, err := filepath.EvalSymlinks(fmt.Sprintf("/sys/dev/block/%d:%d", major, minor))
-	if err != nil {
-		return "", err
-	}
-	for _, d := range []string{dev, filepath.Dir(dev)} {
-		if _, err := os.Stat(filepath.Join(d, "queue", "max_sectors_kb")); err == nil {
-			return filepath.Join(d, "queue"), nil
-		}
-	}
-	return "", fmt.Errorf("no queue directory for %d:%d", major, minor)
-}
-
-func readKB(path string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 }

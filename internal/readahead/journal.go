@@ -10,18 +10,19 @@ import (
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/atomicfile"
+	"github.com/snapbpf/snapbpf/internal/blockdev"
 	"github.com/snapbpf/snapbpf/internal/owner"
 )
 
 // An Entry journals one open Window: what to put back where, and who must.
 type Entry struct {
-	Queue       string      `json:"queue"`         // sysfs queue directory of the disk
-	Device      string      `json:"device"`        // the disk's MAJ:MIN
-	ReadaheadKB string      `json:"read_ahead_kb"` // the value to put back
-	Owner       owner.Owner `json:"owner"`
-	Why         string      `json:"why"`
-	Since       time.Time   `json:"since"`
-	Deadline    time.Time   `json:"deadline"`
+	Queue       blockdev.Queue `json:"queue"`         // sysfs queue directory of the disk
+	Device      string         `json:"device"`        // the disk's MAJ:MIN
+	ReadaheadKB string         `json:"read_ahead_kb"` // the value to put back
+	Owner       owner.Owner    `json:"owner"`
+	Why         string         `json:"why"`
+	Since       time.Time      `json:"since"`
+	Deadline    time.Time      `json:"deadline"`
 }
 
 func (e *Entry) describe() string {
@@ -82,7 +83,7 @@ func repairLocked(path string) (*Entry, error) {
 		// Left before a reboot, which reset the disk anyway.
 		return nil, removeJournal(path)
 	}
-	if err := writeKnob(e.Queue, e.ReadaheadKB); err != nil {
+	if err := e.Queue.Set(knob, e.ReadaheadKB); err != nil {
 		return nil, fmt.Errorf("put back read_ahead_kb that %s left lowered: %w", e.describe(), err)
 	}
 	slog.Warn("readahead: put back read_ahead_kb left lowered by a process that did not end its window",
@@ -190,7 +191,7 @@ func repairOne(path string) (*Finding, error) {
 	if now, err := readJournal(path); err != nil || now == nil || now.Owner != e.Owner || !now.Since.Equal(e.Since) {
 		return nil, err
 	}
-	if err := writeKnob(e.Queue, e.ReadaheadKB); err != nil {
+	if err := e.Queue.Set(knob, e.ReadaheadKB); err != nil {
 		return nil, fmt.Errorf("put back read_ahead_kb held past its deadline by %s: %w", e.describe(), err)
 	}
 	slog.Warn("readahead: put back read_ahead_kb held past its window's deadline",

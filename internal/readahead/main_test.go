@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/blockdev"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 )
 
@@ -79,7 +80,7 @@ func holdChild() error {
 	if err != nil {
 		return err
 	}
-	w, err := suspendQueue(context.Background(), os.Getenv("QUEUE"), max, "test holder")
+	w, err := suspendQueue(context.Background(), blockdev.Queue(os.Getenv("QUEUE")), max, "test holder")
 	if err != nil {
 		return err
 	}

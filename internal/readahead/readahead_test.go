@@ -15,39 +15,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/blockdev"
 	"github.com/snapbpf/snapbpf/internal/owner"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
-func knob(t *testing.T, path string) string {
+func fileKnob(t *testing.T, path string) string {
 	t.Helper()
-	q, err := DeviceFor(path)
+	q, err := blockdev.For(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := readKnob(q)
+	v, err := q.Get(knob)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return v
-}
-
-func TestDeviceFor(t *testing.T) {
-	q, err := DeviceFor("/var/tmp")
-	if err != nil {
-		t.Skipf("root filesystem is not on a block device: %v", err)
-	}
-	if filepath.Base(q) != "queue" {
-		t.Errorf("DeviceFor = %s, want a queue directory", q)
-	}
-	if _, err := os.Stat(filepath.Join(filepath.Dir(q), "partition")); err == nil {
-		t.Errorf("%s belongs to a partition, want its disk", q)
-	}
-	for _, p := range []string{"/proc/self/status", "/dev/shm"} {
-		if _, err := DeviceFor(p); err == nil {
-			t.Errorf("DeviceFor(%s) succeeded, want an error", p)
-		}
-	}
 }
 
 // privateLockDir points LockDir at a directory of t's own, so that Repair
@@ -64,18 +47,19 @@ func privateLockDir(t *testing.T) string {
 // loopKnob returns a fresh loop device's queue, its read_ahead_kb set to
 // a value no default has (a whole number of pages: the kernel rounds),
 // so that a test sees which value came back.
-func loopKnob(t *testing.T) string {
+func loopKnob(t *testing.T) blockdev.Queue {
 	t.Helper()
-	_, q := testenv.Loop(t)
-	if err := writeKnob(q, "768"); err != nil {
+	_, dir := testenv.Loop(t)
+	q := blockdev.Queue(dir)
+	if err := q.Set(knob, "768"); err != nil {
 		t.Fatal(err)
 	}
 	return q
 }
 
-func queueKnob(t *testing.T, q string) string {
+func queueKnob(t *testing.T, q blockdev.Queue) string {
 	t.Helper()
-	v, err := readKnob(q)
+	v, err := q.Get(knob)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +77,7 @@ func TestSuspend(t *testing.T) {
 	if v := queueKnob(t, q); v != "0" {
 		t.Errorf("suspended: read_ahead_kb %s, want 0", v)
 	}
-	name, _ := devName(q)
+	name, _ := q.Dev()
 	e, err := readJournal(journalPath(name))
 	if err != nil || e == nil {
 		t.Fatalf("no journal while suspended: %v", err)
@@ -261,14 +245,14 @@ func TestRepairRemovesStaleTemps(t *testing.T) {
 
 // startHolder starts a child process that holds a window on queue for max,
 // with its journal in dir, and returns once it holds it.
-func startHolder(t *testing.T, queue, dir string, max time.Duration) *exec.Cmd {
+func startHolder(t *testing.T, queue blockdev.Queue, dir string, max time.Duration) *exec.Cmd {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), childEnv+"=hold", "QUEUE="+queue, "LOCKDIR="+dir, "MAX="+max.String())
+	cmd.Env = append(os.Environ(), childEnv+"=hold", "QUEUE="+string(queue), "LOCKDIR="+dir, "MAX="+max.String())
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -323,12 +307,12 @@ func TestSuspendRepairs(t *testing.T) {
 	needRoot(t)
 	privateLockDir(t)
 	q := loopKnob(t)
-	name, _ := devName(q)
+	name, _ := q.Dev()
 	dead := owner.Owner{PID: 1, Start: 1, Boot: mustBootID(t)} // pid 1 started later than tick 1
 	if err := writeJournal(journalPath(name), &Entry{Queue: q, Device: name, ReadaheadKB: "768", Owner: dead, Why: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeKnob(q, "0"); err != nil {
+	if err := q.Set(knob, "0"); err != nil {
 		t.Fatal(err)
 	}
 	w, err := suspendQueue(context.Background(), q, time.Minute, "test")
@@ -411,7 +395,7 @@ func (p *touchProc) touch(t *testing.T, page int) {
 func TestDisableForProcess(t *testing.T) {
 	needRoot(t)
 	path := dataFile(t, 64<<20)
-	before := knob(t, path)
+	before := fileKnob(t, path)
 
 	// Control: the same process without the trick. Tried twice: another
 	// test process may hold the disk's readahead at 0 for a moment.
@@ -440,7 +424,7 @@ func TestDisableForProcess(t *testing.T) {
 	if n != 1 {
 		t.Errorf("DisableForProcess changed %d descriptors, want 1", n)
 	}
-	if v := knob(t, path); v != before {
+	if v := fileKnob(t, path); v != before {
 		t.Errorf("read_ahead_kb %s after DisableForProcess, want %s", v, before)
 	}
 	p.touch(t, 100)

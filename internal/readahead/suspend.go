@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/snapbpf/snapbpf/internal/blockdev"
 	"github.com/snapbpf/snapbpf/internal/owner"
 )
 
@@ -35,7 +36,7 @@ const briefWindow = time.Second
 // meanwhile keep no readahead for as long as they stay open. Hold a window
 // as briefly as possible.
 type Window struct {
-	queue   string
+	queue   blockdev.Queue
 	old     string // the disk's read_ahead_kb before
 	lock    *os.File
 	journal string
@@ -58,15 +59,15 @@ type Window struct {
 // old value with this process as its owner, so that if this process dies
 // before the window ends, the next snapbpf command puts it back (Repair).
 func Suspend(ctx context.Context, path string, max time.Duration, why string) (*Window, error) {
-	queue, err := DeviceFor(path)
+	queue, err := blockdev.For(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("readahead of %w", err)
 	}
 	return suspendQueue(ctx, queue, max, why)
 }
 
-func suspendQueue(ctx context.Context, queue string, max time.Duration, why string) (w *Window, retErr error) {
-	name, err := devName(queue)
+func suspendQueue(ctx context.Context, queue blockdev.Queue, max time.Duration, why string) (w *Window, retErr error) {
+	name, err := queue.Dev()
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +85,7 @@ func suspendQueue(ctx context.Context, queue string, max time.Duration, why stri
 	if _, err := repairLocked(journal); err != nil {
 		return nil, err
 	}
-	old, err := readKnob(queue)
+	old, err := queue.Get(knob)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +106,7 @@ func suspendQueue(ctx context.Context, queue string, max time.Duration, why stri
 	if err := writeJournal(journal, e); err != nil {
 		return nil, err
 	}
-	if err := writeKnob(queue, "0"); err != nil {
+	if err := queue.Set(knob, "0"); err != nil {
 		return nil, errors.Join(err, removeJournal(journal))
 	}
 	w = &Window{queue: queue, old: old, lock: lock, journal: journal, start: start, expired: make(chan struct{})}
@@ -133,7 +134,7 @@ func (w *Window) Lowered() time.Duration { return w.dur }
 func (w *Window) end(atDeadline bool) {
 	w.once.Do(func() {
 		w.dur = time.Since(w.start)
-		w.err = writeKnob(w.queue, w.old)
+		w.err = w.queue.Set(knob, w.old)
 		if w.err == nil {
 			// Keep the journal if the write failed: the next window on
 			// this disk, or Repair, retries it.
