@@ -103,7 +103,7 @@ which includes readahead.`,
 					os.Stdout = os.Stderr
 					defer func() { os.Stdout = saved }()
 				}
-				v, err = recordCommand(cmd, mem, out, capture.CommandOptions{Method: method, ReadaheadWindow: window}, args)
+				v, err = recordCommand(cmd, mem, out, record.CommandOptions{Method: method, ReadaheadWindow: window}, args)
 			}
 			if err != nil {
 				return err
@@ -125,7 +125,7 @@ which includes readahead.`,
 	f.StringVar(&mem, "mem", "", "memory file to watch (with a command)")
 	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")
-	f.DurationVar(&window, "readahead-window", capture.DefaultReadaheadWindow, "with --mem: longest the disk's readahead stays off (for every process on it) waiting for the command to open FILE")
+	f.DurationVar(&window, "readahead-window", record.DefaultReadaheadWindow, "with --mem: longest the disk's readahead stays off (for every process on it) waiting for the command to open FILE")
 	f.BoolVar(&asJSON, "json", false, `print one JSON object (the --mem command's own stdout then goes to stderr), the same in both modes: mode ("snapshot" or "command"), out, method, pages, bytes, extents and more, then "snapshot" (the recording report) or "working_set" (the set written)`)
 	// --snapshot DIR, or --mem FILE --out WS -- CMD; the inputs and
 	// the wait are the snapshot mode's (--mem runs a command of its own).
@@ -269,8 +269,8 @@ func snapshotRecordReport(r *record.Report) *recordReport {
 		HolePagesDropped: r.HolePagesDropped, ForeignPages: r.ForeignPages, Snapshot: r}
 }
 
-func recordCommand(cmd *cobra.Command, mem, out string, o capture.CommandOptions, argv []string) (*recordReport, error) {
-	c, runErr := capture.RecordCommand(cmd.Context(), mem, argv, o)
+func recordCommand(cmd *cobra.Command, mem, out string, o record.CommandOptions, argv []string) (*recordReport, error) {
+	c, runErr := record.Command(cmd.Context(), mem, argv, o)
 	if c == nil {
 		return nil, runErr
 	}

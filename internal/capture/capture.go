@@ -98,10 +98,10 @@ type Capture struct {
 	// pages they asked for (an upper bound on readahead in the capture).
 	ReadaheadWindows uint64
 	ReadaheadPages   uint64
-	// DeviceReadaheadOff is how long RecordCommand held the disk's
-	// read_ahead_kb at 0 for everyone (see RecordCommand).
+	// DeviceReadaheadOff is how long record.Command held the disk's
+	// read_ahead_kb at 0 for everyone (see record.Command).
 	DeviceReadaheadOff time.Duration
-	// ReadaheadWindowExpired is the window RecordCommand gave the command
+	// ReadaheadWindowExpired is the window record.Command gave the command
 	// to open the file, if it did not open it in time: the disk's value
 	// was put back at the deadline, so its later opens started with
 	// readahead, until the recording saw them and turned it off.

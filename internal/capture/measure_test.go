@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/snapbpf/snapbpf/internal/capture/capturetest"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/readahead"
 	"golang.org/x/sys/unix"
 )
 
-// TestMeasureOpenRace measures the alternative RecordCommand rejects:
+// TestMeasureOpenRace measures the alternative record.Command rejects:
 // leave the disk alone and turn readahead off (DisableForProcess) only
 // once the open is seen. A program that opens, maps and touches at once
 // faults before user space can react, and those faults read around.
@@ -24,9 +25,9 @@ func TestMeasureOpenRace(t *testing.T) {
 		t.Skip("measurement")
 	}
 	needRoot(t)
-	path := dataFile(t, 256*mib)
+	path := capturetest.DataFile(t, 256*mib)
 	const k = 500
-	touched := randomPages(1, k, 256*mib/pages.Size)
+	touched := capturetest.RandomPages(1, k, 256*mib/pages.Size)
 	for run := range 3 {
 		if _, err := pagecache.Drop(path); err != nil {
 			t.Fatal(err)
@@ -44,7 +45,7 @@ func TestMeasureOpenRace(t *testing.T) {
 			_, err := readahead.DisableForProcess(context.Background(), o.Pid, path)
 			fixed <- err
 		}()
-		runChild(t, childArgv(t, path, touched, "", ""))
+		capturetest.Run(t, capturetest.Argv(t, path, touched, "", ""))
 		if err := <-fixed; err != nil {
 			t.Logf("run %d: disable: %v", run, err)
 		}
@@ -64,10 +65,10 @@ func TestCaptureOverhead(t *testing.T) {
 		t.Skip("measurement")
 	}
 	needRoot(t)
-	path := dataFile(t, 256*mib)
-	touched := randomPages(11, 20000, 256*mib/pages.Size)
+	path := capturetest.DataFile(t, 256*mib)
+	touched := capturetest.RandomPages(11, 20000, 256*mib/pages.Size)
 	result := t.TempDir() + "/ns"
-	argv := childArgv(t, path, touched, "random", result)
+	argv := capturetest.Argv(t, path, touched, "random", result)
 	// BPF run-time statistics, only while this fd is open.
 	if stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err == nil {
 		defer stats.Close()
@@ -88,7 +89,7 @@ func TestCaptureOverhead(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		runChild(t, argv)
+		capturetest.Run(t, argv)
 		if record {
 			if st, err := r.objs.OnAddToPageCache.Stats(); err == nil {
 				progTime += st.Runtime

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 
+	"github.com/snapbpf/snapbpf/internal/capture/capturetest"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 )
@@ -190,7 +191,7 @@ func TestOlderKernels(t *testing.T) {
 			if _, err := kt.AnyTypeByName("btf_trace_page_cache_ra_order"); err == nil {
 				t.Fatal("the kernel types hold the readahead tracepoint")
 			}
-			path := dataFile(t, 16*mib)
+			path := capturetest.DataFile(t, 16*mib)
 			if _, err := pagecache.Drop(path); err != nil {
 				t.Fatal(err)
 			}
@@ -202,14 +203,14 @@ func TestOlderKernels(t *testing.T) {
 			if err := r.Start(); err != nil {
 				t.Fatal(err)
 			}
-			want := sorted(randomPages(11, 200, 16*mib/pages.Size))
-			runChild(t, childArgv(t, path, want, "random", ""))
+			want := capturetest.Sorted(capturetest.RandomPages(11, 200, 16*mib/pages.Size))
+			capturetest.Run(t, capturetest.Argv(t, path, want, "random", ""))
 			c, err := r.Stop()
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := sorted(Pages(c, 0))
-			assertCovers(t, got, want)
+			got := capturetest.Sorted(Pages(c, 0))
+			capturetest.AssertCovers(t, got, want)
 			if len(got) > len(want)*105/100 {
 				t.Errorf("captured %d pages for %d touched", len(got), len(want))
 			}

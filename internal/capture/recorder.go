@@ -206,9 +206,13 @@ func (r *Recorder) Attribute(pid int) {
 	}
 }
 
-// owns reports whether thread group pid is the workload's (every process
+// Inserted is closed at the workload's first page-cache insertion (every
+// process's, before Attribute).
+func (r *Recorder) Inserted() <-chan struct{} { return r.inserted }
+
+// Owns reports whether thread group pid is the workload's (every process
 // is, before Attribute).
-func (r *Recorder) owns(pid uint32) bool {
+func (r *Recorder) Owns(pid uint32) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.workload == nil || r.workload.owns(pid)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/capture/capturetest"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
@@ -33,6 +34,16 @@ import (
 // change a snapshot (record into it) use one of their own.
 
 func TestMain(m *testing.M) {
+	// The test binary doubles as the workload Command records
+	// (capturetest) and as a recording snapbpf (recordParent).
+	capturetest.Main()
+	if os.Getenv(capturetest.Env) == "record-parent" {
+		if err := recordParent(); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	code := m.Run()
 	testenv.Cleanup()
 	os.Exit(code)

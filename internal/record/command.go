@@ -1,18 +1,22 @@
-package capture
+package record
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/snapbpf/snapbpf/internal/pagecache"
-	"github.com/snapbpf/snapbpf/internal/pages"
-	"github.com/snapbpf/snapbpf/internal/seccomp"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/capture"
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/readahead"
+	"github.com/snapbpf/snapbpf/internal/seccomp"
 )
 
-// RecordCommand records which pages of file the command argv brings into
+// Command records which pages of file the command argv brings into
 // the page cache: it drops file's cached pages (POSIX_FADV_DONTNEED), runs
 // argv with this process's stdio, and captures until it exits. If the
 // command fails, the capture is returned with the error. Cancelling ctx
@@ -48,14 +52,14 @@ import (
 // Rejected: the disk at 0 for the whole run (every file opened on the disk
 // while a VM runs loses readahead for good); turning readahead off only
 // after seeing the open (a program that opens, maps and touches at once
-// faults before user space can react: measured in TestMeasureOpenRace: 2529 pages for 500 touched); a BPF-side
+// faults before user space can react: measured in capture's TestMeasureOpenRace: 2529 pages for 500 touched); a BPF-side
 // fix (BPF cannot write a struct file, and fentry/LSM programs are refused
 // on these kernels anyway).
 //
 // With mincore (FaaSnap's method, no BPF needed) the capture is the file's
 // residency after the run, in page order: the touched pages plus all the
 // readahead around them, and IncludesReadahead says so.
-func RecordCommand(ctx context.Context, file string, argv []string, o CommandOptions) (*Capture, error) {
+func Command(ctx context.Context, file string, argv []string, o CommandOptions) (*capture.Capture, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("record: no command")
 	}
@@ -63,17 +67,17 @@ func RecordCommand(ctx context.Context, file string, argv []string, o CommandOpt
 		o.ReadaheadWindow = DefaultReadaheadWindow
 	}
 	switch o.Method {
-	case "", MethodEBPF:
+	case "", capture.MethodEBPF:
 		return recordEBPF(ctx, file, argv, o.ReadaheadWindow)
-	case MethodMincore:
+	case capture.MethodMincore:
 		return recordMincore(ctx, file, argv)
 	}
-	return nil, fmt.Errorf("record: unknown method %q (want %s or %s)", o.Method, MethodEBPF, MethodMincore)
+	return nil, fmt.Errorf("record: unknown method %q (want %s or %s)", o.Method, capture.MethodEBPF, capture.MethodMincore)
 }
 
-// CommandOptions are RecordCommand's options.
+// CommandOptions are Command's options.
 type CommandOptions struct {
-	// Method is MethodEBPF (default, "") or MethodMincore.
+	// Method is capture.MethodEBPF (default, "") or capture.MethodMincore.
 	Method string
 	// ReadaheadWindow bounds how long an eBPF recording holds the disk's
 	// read_ahead_kb at 0 waiting for the command to open the file
@@ -86,12 +90,12 @@ type CommandOptions struct {
 // enough that restores waiting on the disk meanwhile still finish.
 const DefaultReadaheadWindow = 2 * time.Second
 
-func recordEBPF(ctx context.Context, file string, argv []string, window time.Duration) (c *Capture, retErr error) {
+func recordEBPF(ctx context.Context, file string, argv []string, window time.Duration) (c *capture.Capture, retErr error) {
 	resident, err := pagecache.Drop(file)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := NewRecorder([]string{file})
+	rec, err := capture.NewRecorder([]string{file})
 	if err != nil {
 		return nil, err
 	}
@@ -169,8 +173,8 @@ func (g *guard) end() {
 
 func (g *guard) err() error { return errors.Join(g.errs...) }
 
-func (g *guard) run(rec *Recorder, stop <-chan struct{}) {
-	inserted := rec.inserted
+func (g *guard) run(rec *capture.Recorder, stop <-chan struct{}) {
+	inserted := rec.Inserted()
 	expired := g.w.Expired()
 	for {
 		select {
@@ -185,7 +189,7 @@ func (g *guard) run(rec *Recorder, stop <-chan struct{}) {
 			inserted = nil // closed: would fire forever
 			g.end()
 		case o := <-rec.Opens():
-			if !rec.owns(uint32(o.Pid)) {
+			if !rec.Owns(uint32(o.Pid)) {
 				// Another process's file: neither the command's
 				// open nor ours to change.
 				continue
@@ -205,8 +209,8 @@ func (g *guard) run(rec *Recorder, stop <-chan struct{}) {
 	}
 }
 
-func recordMincore(ctx context.Context, file string, argv []string) (*Capture, error) {
-	sess, err := Watch(file, MethodMincore)
+func recordMincore(ctx context.Context, file string, argv []string) (*capture.Capture, error) {
+	sess, err := capture.Watch(file, capture.MethodMincore)
 	if err != nil {
 		return nil, err
 	}
@@ -219,99 +223,61 @@ func recordMincore(ctx context.Context, file string, argv []string) (*Capture, e
 	return c, errors.Join(waitErr, err)
 }
 
-// Session is a recording of one file in progress.
-type Session interface {
-	// Stop ends the recording and returns what it captured.
-	Stop() (*Capture, error)
-	// Close releases the session's resources; safe after Stop.
-	Close() error
-	// Attribute keeps only the pages the process pid and its descendants
-	// bring in (see Recorder.Attribute); a no-op for mincore, whose
-	// residency has no owner.
-	Attribute(pid int)
+// command makes the recorded command argv: this process's stdio, its own
+// process group, and SIGKILL when this process dies. Cancelling ctx sends
+// SIGTERM to the group, then SIGKILL to the command after 5 s.
+//
+// The group is what lets snapbpf stop everything the command started (a
+// restore script's VMM): leaving a VM running with nobody recording it
+// would only hold memory and, before the readahead window ends, keep the
+// disk waiting. A command in its own group is not the terminal's
+// foreground job, so one that reads the terminal stops (SIGTTIN): give it
+// its input from a file or pipe.
+func command(ctx context.Context, argv []string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
 }
 
-// Watch starts recording which pages of file enter the page cache, by
-// method (MethodEBPF or MethodMincore), for a workload the caller runs
-// itself (a VMM it starts). The caller drops the file's cache first if it
-// wants a cold recording; with eBPF the caller also keeps readahead off
-// the workload's descriptor, or the capture includes it.
-func Watch(file, method string) (Session, error) {
-	switch method {
-	case "", MethodEBPF:
-		rec, err := NewRecorder([]string{file})
-		if err != nil {
-			return nil, err
+// start starts cmd (made by command) and returns a channel that yields
+// Wait's result once it has exited and the rest of its process group has
+// been killed.
+//
+// The kernel sends Pdeathsig when the thread that forked the child exits,
+// not the process: Go may retire any thread, so the child is started from
+// a goroutine locked to its thread that then waits for it. The goroutine
+// never unlocks, so the runtime ends the thread with it, after the child.
+func start(cmd *exec.Cmd) (<-chan error, error) {
+	started := make(chan error, 1)
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
 		}
-		if err := rec.Start(); err != nil {
-			rec.Close()
-			return nil, err
+		started <- nil
+		err := cmd.Wait()
+		// What the command left running in its group goes with it.
+		if kerr := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); kerr != nil && !errors.Is(kerr, syscall.ESRCH) {
+			err = errors.Join(err, fmt.Errorf("kill what %s left in its process group %d: %w", cmd.Path, cmd.Process.Pid, kerr))
 		}
-		return rec, nil
-	case MethodMincore:
-		return startMincore(file)
+		done <- err
+	}()
+	if err := <-started; err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("record: unknown method %q (want %s or %s)", method, MethodEBPF, MethodMincore)
+	return done, nil
 }
 
-// mincoreSession is FaaSnap's method: what is resident after the run.
-type mincoreSession struct {
-	file      string
-	f         File
-	cached    uint64
-	dataStart []pages.Extent
-}
-
-func startMincore(file string) (*mincoreSession, error) {
-	cached, err := pagecache.Drop(file)
+// run is cmd.Run with start's guarantees.
+func run(cmd *exec.Cmd) error {
+	done, err := start(cmd)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	f, _, err := watchKey(file)
-	if err != nil {
-		return nil, err
-	}
-	dataStart, err := pages.Data(file)
-	if err != nil {
-		return nil, err
-	}
-	return &mincoreSession{file: file, f: f, cached: uint64(cached), dataStart: dataStart}, nil
-}
-
-func (s *mincoreSession) Stop() (*Capture, error) {
-	runs, _, err := pagecache.SettledResident(s.file)
-	if err != nil {
-		return nil, err
-	}
-	dataNow, err := pages.Data(s.file)
-	if err != nil {
-		return nil, err
-	}
-	c := &Capture{
-		Method:            MethodMincore,
-		Files:             []File{s.f},
-		ResidentAtStart:   s.cached,
-		IncludesReadahead: true,
-	}
-	for _, r := range runs {
-		c.Accesses = append(c.Accesses, runAccesses(r)...)
-	}
-	c.Accesses, c.HoleAccesses = clip(c.Accesses, intersect(s.dataStart, dataNow))
-	c.HolePagesDropped = countPages(c.HoleAccesses)
-	return c, nil
-}
-
-func (s *mincoreSession) Close() error { return nil }
-
-func (s *mincoreSession) Attribute(int) {}
-
-// runAccesses splits a run of pages into Accesses (NPages is 32-bit).
-func runAccesses(r pages.Extent) []Access {
-	var out []Access
-	for p := r.Page; p < r.End(); {
-		n := min(r.End()-p, 1<<30)
-		out = append(out, Access{Page: p, NPages: uint32(n)})
-		p += n
-	}
-	return out
+	return <-done
 }
