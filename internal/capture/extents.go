@@ -2,23 +2,6 @@ package capture
 
 import "github.com/snapbpf/snapbpf/internal/pages"
 
-// intersect returns the pages in both a and b (both sorted, disjoint).
-func intersect(a, b []pages.Extent) []pages.Extent {
-	var out []pages.Extent
-	for i, j := 0, 0; i < len(a) && j < len(b); {
-		lo, hi := max(a[i].Page, b[j].Page), min(a[i].End(), b[j].End())
-		if lo < hi {
-			out = append(out, pages.Extent{Page: lo, N: hi - lo})
-		}
-		if a[i].End() < b[j].End() {
-			i++
-		} else {
-			j++
-		}
-	}
-	return out
-}
-
 // clip splits accs into the parts that lie in data (sorted, disjoint) and
 // the parts that lie in holes, cutting an access that straddles both.
 func clip(accs []Access, data []pages.Extent) (inData, inHoles []Access) {

@@ -29,25 +29,6 @@ func TestPages(t *testing.T) {
 	}
 }
 
-func TestIntersect(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		a, b []pages.Extent
-		want []pages.Extent
-	}{
-		{"same", []pages.Extent{{Page: 0, N: 10}}, []pages.Extent{{Page: 0, N: 10}}, []pages.Extent{{Page: 0, N: 10}}},
-		{"disjoint", []pages.Extent{{Page: 0, N: 5}}, []pages.Extent{{Page: 5, N: 5}}, nil},
-		{"overlap", []pages.Extent{{Page: 0, N: 6}, {Page: 8, N: 12}}, []pages.Extent{{Page: 4, N: 6}, {Page: 15, N: 15}}, []pages.Extent{{Page: 4, N: 2}, {Page: 8, N: 2}, {Page: 15, N: 5}}},
-		{"empty", nil, []pages.Extent{{Page: 0, N: 1}}, nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := intersect(tc.a, tc.b); !slices.Equal(got, tc.want) {
-				t.Errorf("got %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
 func TestClip(t *testing.T) {
 	data := []pages.Extent{{Page: 4, N: 4}, {Page: 12, N: 2}}
 	for _, tc := range []struct {

@@ -302,15 +302,10 @@ func (r *Recorder) Stop() (*Capture, error) {
 	// Detach first: after this no program runs, so the flush below
 	// returns every record there will ever be.
 	var errs []error
-	for _, l := range r.links {
-		if err := l.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("detach: %w", err))
-		}
+	if err := tracepoint.Detach(r.links, r.rd); err != nil {
+		errs = append(errs, err)
 	}
 	r.links = nil
-	if err := r.rd.Flush(); err != nil {
-		errs = append(errs, fmt.Errorf("flush ring buffer: %w", err))
-	}
 	<-r.done
 	if r.readErr != nil {
 		errs = append(errs, r.readErr)
@@ -376,7 +371,7 @@ func (r *Recorder) dropHoles(c *Capture) error {
 		if err != nil {
 			return err
 		}
-		d, h := clip(byFile[i], intersect(r.dataStart[i], now))
+		d, h := clip(byFile[i], pages.Intersect(r.dataStart[i], now))
 		kept, holes = append(kept, d...), append(holes, h...)
 	}
 	byTime := func(a, b Access) int { return compare(a.TimeNs, b.TimeNs) }

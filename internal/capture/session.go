@@ -84,7 +84,7 @@ func (s *mincoreSession) Stop() (*Capture, error) {
 	for _, r := range runs {
 		c.Accesses = append(c.Accesses, runAccesses(r)...)
 	}
-	c.Accesses, c.HoleAccesses = clip(c.Accesses, intersect(s.dataStart, dataNow))
+	c.Accesses, c.HoleAccesses = clip(c.Accesses, pages.Intersect(s.dataStart, dataNow))
 	c.HolePagesDropped = countPages(c.HoleAccesses)
 	return c, nil
 }

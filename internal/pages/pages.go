@@ -56,6 +56,25 @@ func Search(sorted []Extent, p uint64) (int, bool) {
 	return i, i < len(sorted) && sorted[i].Page <= p
 }
 
+// Intersect returns the pages both a and b hold; both are sorted by page
+// and disjoint, and so is the result.
+func Intersect(a, b []Extent) []Extent {
+	var out []Extent
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		lo := max(a[i].Page, b[j].Page)
+		hi := min(a[i].End(), b[j].End())
+		if lo < hi {
+			out = append(out, Extent{Page: lo, N: hi - lo})
+		}
+		if a[i].End() < b[j].End() {
+			i++
+		} else {
+			j++
+		}
+	}
+	return out
+}
+
 // Data returns the runs of pages of the file at path that hold data, in
 // order, merged where they touch. A page that is partly data counts as data;
 // on a filesystem that cannot report holes the whole file is data. It reads

@@ -127,3 +127,22 @@ func TestExtentJSON(t *testing.T) {
 		t.Error("Unmarshal of one number: no error")
 	}
 }
+
+func TestIntersect(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		a, b []Extent
+		want []Extent
+	}{
+		{"same", []Extent{{Page: 0, N: 10}}, []Extent{{Page: 0, N: 10}}, []Extent{{Page: 0, N: 10}}},
+		{"disjoint", []Extent{{Page: 0, N: 5}}, []Extent{{Page: 5, N: 5}}, nil},
+		{"overlap", []Extent{{Page: 0, N: 6}, {Page: 8, N: 12}}, []Extent{{Page: 4, N: 6}, {Page: 15, N: 15}}, []Extent{{Page: 4, N: 2}, {Page: 8, N: 2}, {Page: 15, N: 5}}},
+		{"empty", nil, []Extent{{Page: 0, N: 1}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Intersect(tc.a, tc.b); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -151,15 +151,10 @@ func (t *faultTracer) stop() ([]rawFault, uint64, error) {
 	}
 	t.stopped = true
 	var errs []error
-	for _, l := range t.links {
-		if err := l.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("trace: detach: %w", err))
-		}
+	if err := tracepoint.Detach(t.links, t.rd); err != nil {
+		errs = append(errs, fmt.Errorf("trace: %w", err))
 	}
 	t.links = nil
-	if err := t.rd.Flush(); err != nil {
-		errs = append(errs, fmt.Errorf("trace: flush ring buffer: %w", err))
-	}
 	<-t.done
 	if t.readErr != nil {
 		errs = append(errs, t.readErr)

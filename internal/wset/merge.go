@@ -51,8 +51,8 @@ func Merge(sets ...*Set) (union, common *Set, err error) {
 			zero.Add(e.Page, e.N)
 		}
 		if i > 0 {
-			inter = intersect(inter, sorted(s.Extents))
-			interZero = intersect(interZero, sorted(s.Zero))
+			inter = pages.Intersect(inter, sorted(s.Extents))
+			interZero = pages.Intersect(interZero, sorted(s.Zero))
 		}
 	}
 	// How many recordings touched each page: a set with counts brings its
@@ -110,25 +110,6 @@ func inOrder(ext, keep []pages.Extent) []pages.Extent {
 			} else {
 				out = append(out, pages.Extent{Page: lo, N: hi - lo})
 			}
-		}
-	}
-	return out
-}
-
-// intersect returns the pages both a and b hold; both are sorted by page
-// and disjoint, and so is the result.
-func intersect(a, b []pages.Extent) []pages.Extent {
-	var out []pages.Extent
-	for i, j := 0, 0; i < len(a) && j < len(b); {
-		lo := max(a[i].Page, b[j].Page)
-		hi := min(a[i].End(), b[j].End())
-		if lo < hi {
-			out = append(out, pages.Extent{Page: lo, N: hi - lo})
-		}
-		if a[i].End() < b[j].End() {
-			i++
-		} else {
-			j++
 		}
 	}
 	return out
