@@ -2,34 +2,27 @@ package bench
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
+	"github.com/snapbpf/snapbpf/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
 // TestCachedBytes checks CachedBytes against a real file on disk: empty
 // after the cache is dropped, then exactly the part read.
 func TestCachedBytes(t *testing.T) {
-	dir, err := os.MkdirTemp("/var/tmp", "snapbpf-bench-test-")
-	if err != nil {
-		t.Skipf("needs a disk-backed directory: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := dir + "/mem"
 	const size = 4 << 20
-	if err := os.WriteFile(path, make([]byte, size), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := testenv.DiskFile(t, make([]byte, size))
+	dir := filepath.Dir(path)
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+	if _, err := pagecache.Drop(path); err != nil {
 		t.Fatal(err)
 	}
 	got, err := CachedBytes(path)

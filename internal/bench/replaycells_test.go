@@ -1,30 +1,22 @@
 package bench
 
 import (
-	"os"
 	"testing"
 
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
 // TestHoldCached checks that a file held by holdCached stays in the page
 // cache through the drop every replay run starts with, and that it can be
 // dropped again once released.
 func TestHoldCached(t *testing.T) {
-	dir, err := os.MkdirTemp("/var/tmp", "snapbpf-bench-test-")
-	if err != nil {
-		t.Skipf("needs a disk-backed directory: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := dir + "/mem"
 	const size = 4 << 20
 	data := make([]byte, size)
 	for i := range data {
 		data[i] = byte(i>>12) | 1
 	}
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := testenv.DiskFile(t, data)
 	if left, err := pagecache.Drop(path); err != nil || left != 0 {
 		t.Skipf("the file stays cached after a drop (%d pages, %v; tmpfs?)", left, err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/blockdev"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
 // With childEnv set, the test binary is the workload: a process that maps
@@ -101,26 +102,9 @@ func needRoot(t *testing.T) {
 // readahead) and syncs them so that DONTNEED can drop them.
 func dataFile(t *testing.T, size int) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("/var/tmp", "snapbpf-readahead-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := dir + "/mem"
 	buf := make([]byte, size)
 	rand.NewChaCha8([32]byte{2}).Read(buf)
-	if err := os.WriteFile(path, buf, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := unix.Fdatasync(int(f.Fd())); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testenv.DiskFile(t, buf)
 }
 
 func dropCache(t *testing.T, path string) {
