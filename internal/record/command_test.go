@@ -17,6 +17,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/blockdev"
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/capture/capturetest"
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 )
@@ -195,9 +196,20 @@ func TestRecordCommandOwnTree(t *testing.T) {
 	// sh forks the child (a command follows it), so the pages come from a
 	// descendant of the recorded command, not the command itself.
 	argv := append([]string{"/bin/sh", "-c", `"$@"; sleep 1`, "sh"}, capturetest.Argv(t, path, touched, "", "")...)
+	// The foreign reader starts once the child's pages enter the cache, so
+	// the recording is running (loading BPF on a loaded host can take
+	// longer than any fixed delay: a reader that came first read its pages
+	// before the recording and left nothing to see).
+	if _, err := pagecache.Drop(path); err != nil {
+		t.Fatal(err)
+	}
 	foreign := make(chan error, 1)
 	go func() {
-		time.Sleep(300 * time.Millisecond)
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if n, err := pagecache.Cached(path); err != nil || n > 0 {
+				break
+			}
+		}
 		// The second half, from a process outside the command's tree.
 		foreign <- exec.Command("dd", "if="+path, "of=/dev/null", "bs=4096", "skip=49152", "count=512").Run()
 	}()
