@@ -14,8 +14,8 @@ for f in $FNS; do
     [ -f $R/$f.lazy.$s.json ] || $B restore --snapshot $S --policy lazy --cold --input $s --json > $R/$f.lazy.$s.json
   done
   [ -f $R/$f.nora.1.json ] || $B restore --snapshot $S --policy nora --cold --input 1 --json > $R/$f.nora.1.json
-  jq -r --arg f $f '[$f, (.stats.boot_ms|round), (.stats.init_ms|round), (.snapshot.mem_data_bytes/1048576|round), (.snapshot.state_size//0)] | @tsv' $R/$f.create.json
+  jq -r --arg f $f '[$f, (.stats.boot_ms|round), (.stats.init_ms|round), (.snapshot.manifest.mem_data_bytes/1048576|round), .snapshot.manifest.state_size] | @tsv' $R/$f.create.json
   for c in lazy.1 lazy.2 nora.1; do
-    jq -r --arg c $c '["  "+$c, (.vms[0].guest_fn_ms|round), (.vms[0].resume_to_result_ms|round), (.vms[0].e2e_ms|round), .host_fn_ms, (.vms[0].mem_file_read_bytes/1048576*10|round/10), .vms[0].result_ok] | @tsv' $R/$f.$c.json
+    jq -r --arg c $c '["  "+$c, (.vms[0].guest_fn_ms|round), (.vms[0].resume_to_result_ms|round), (.vms[0].e2e_ms|round), (.vms[0].host_fn_ms|round), (.vms[0].mem_file_read_bytes/1048576*10|round/10), .vms[0].result_ok] | @tsv' $R/$f.$c.json
   done
 done
