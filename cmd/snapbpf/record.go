@@ -13,8 +13,8 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/functions"
-	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/record"
+	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -208,7 +208,7 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o record
 	}
 	m := dir.Manifest
 	for _, seed := range seeds {
-		want, err := funcvm.Expect(m.Function, m.FunctionOptions["data_mib"], seed)
+		want, _, err := restore.Expected(cmd.Context(), m, seed)
 		if err != nil {
 			return nil, err
 		}

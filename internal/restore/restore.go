@@ -197,3 +197,18 @@ func expectRuntime(ctx context.Context, m snapshot.Manifest, payload []byte) (st
 	sum, _, d, err := pyfn.Expect(ctx, m.RootfsPath, m.Function, warmup, payload)
 	return sum, d, err
 }
+
+// Expected is the checksum a correct invocation of dir's function on input
+// returns, and the host's time for it: the Go function run natively, or a
+// runtime function's input shape run by its runner over the snapshot's
+// image.
+func Expected(ctx context.Context, m snapshot.Manifest, input uint64) (string, time.Duration, error) {
+	if m.Runtime == "" {
+		return funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], input)
+	}
+	payload, err := pyfn.Input(m.Function, input)
+	if err != nil {
+		return "", 0, err
+	}
+	return expectRuntime(ctx, m, payload)
+}
