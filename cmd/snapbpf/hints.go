@@ -7,6 +7,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/bench"
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/record"
 )
 
@@ -20,6 +21,7 @@ var hints = []struct {
 	{record.ErrBusy, "wait for it, or run without --no-wait to wait"},
 	{funcvm.ErrGuestModules, "use --free-pages none to snapshot without"},
 	{bench.ErrOtherResults, "use another --out"},
+	{policy.ErrNoWorkingSet, "record one with snapbpf record --snapshot DIR, or check --ws"},
 }
 
 // hint adds to err the advice for the first kind of error it wraps.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/snapbpf/snapbpf/internal/capture"
+	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/record"
 )
 
@@ -17,6 +18,7 @@ func TestHint(t *testing.T) {
 	}{
 		{fmt.Errorf("load capture program: %w", capture.ErrNoPrivilege), "--method mincore"},
 		{fmt.Errorf("record x: %w", record.ErrBusy), "--no-wait"},
+		{fmt.Errorf("policy snapbpf: %w", policy.ErrNoWorkingSet), "snapbpf record"},
 		{errors.New("something else"), ""},
 	} {
 		got := hint(tc.err)

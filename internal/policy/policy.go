@@ -26,6 +26,11 @@ import (
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
+// ErrNoWorkingSet is returned by New for policy snapbpf when the working set
+// it was given, or the snapshot's own, does not exist: the snapshot has not
+// been recorded yet (record.Snapshot makes one).
+var ErrNoWorkingSet = errors.New("no working set recorded")
+
 // Policy names.
 const (
 	Lazy    = "lazy"
@@ -76,9 +81,9 @@ func New(name string, dir *snapshot.Dir, wsPath string, o Options) (*Policy, err
 	if err != nil {
 		switch {
 		case errors.Is(err, fs.ErrNotExist) && !explicit:
-			return nil, fmt.Errorf("policy snapbpf: the snapshot has no working set yet; record one first with snapbpf record --snapshot %s: %w", dir.Path, err)
+			return nil, fmt.Errorf("policy snapbpf: snapshot %s: %w (%w)", dir.Path, ErrNoWorkingSet, err)
 		case errors.Is(err, fs.ErrNotExist):
-			return nil, fmt.Errorf("policy snapbpf: working set %s does not exist: %w", wsPath, err)
+			return nil, fmt.Errorf("policy snapbpf: working set %s: %w (%w)", wsPath, ErrNoWorkingSet, err)
 		}
 		return nil, fmt.Errorf("policy snapbpf: %w", err)
 	}

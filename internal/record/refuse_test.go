@@ -66,8 +66,8 @@ func TestWorkingSetRefused(t *testing.T) {
 		{"flipped bit", a, write("flipped.ws", flipped), wset.ErrCorrupt, []string{"flipped.ws", "checksum"}},
 		{"empty", a, write("empty.ws", nil), wset.ErrCorrupt, []string{"empty.ws"}},
 		{"not a working set", a, write("manifest.ws", []byte(`{"function":"json"}`)), wset.ErrCorrupt, []string{"manifest.ws"}},
-		{"missing", a, filepath.Join(tmp, "missing.ws"), nil, []string{"missing.ws", "record"}},
-		{"no recording", unrecorded, "", nil, []string{unrecorded.dir.File(policy.WorkingSetFile), "snapbpf record"}},
+		{"missing", a, filepath.Join(tmp, "missing.ws"), policy.ErrNoWorkingSet, []string{"missing.ws"}},
+		{"no recording", unrecorded, "", policy.ErrNoWorkingSet, []string{unrecorded.dir.Path}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := policy.New(policy.SnapBPF, tc.fx.dir, tc.ws, policy.Options{})
