@@ -304,7 +304,10 @@ func mmdebstrap(ctx context.Context, r Runtime, tree, debs string) error {
 		"--customize-hook=sync-out /var/cache/apt/archives " + debs,
 		// No fsync per unpacked file: the tree is thrown away if the
 		// build does not finish, and fsyncs dominated builds on a busy disk.
+		// mmdebstrap keeps its dpkg options in the tree; this one only
+		// concerns the build, and must not change the image.
 		"--dpkgopt=force-unsafe-io",
+		"--customize-hook=sed -i /force-unsafe-io/d \"$1\"/etc/dpkg/dpkg.cfg.d/99mmdebstrap",
 		// The host's name and resolver do not belong in a reproducible image.
 		"--customize-hook=rm -f \"$1\"/etc/resolv.conf \"$1\"/etc/hostname",
 	}
