@@ -6,10 +6,13 @@ import (
 	"go/token"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
 )
 
 // serveDir is the service's package, whose routes must be the contract's.
@@ -97,13 +100,16 @@ func TestServeRoutesMatchOpenAPI(t *testing.T) {
 	}
 }
 
-// jsonFields returns the JSON names of the fields of the struct type name
-// declared in dir.
-func jsonFields(t *testing.T, dir, name string) []string {
+// structFields returns the JSON names of the fields of every struct type,
+// named or not, declared in the non-test files of dir, by where it is.
+func structFields(t *testing.T, dir string) map[string][]string {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	fset := token.NewFileSet()
-	var fields []string
+	structs := map[string][]string{}
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
 			continue
@@ -113,65 +119,108 @@ func jsonFields(t *testing.T, dir, name string) []string {
 			t.Fatal(err)
 		}
 		ast.Inspect(file, func(n ast.Node) bool {
-			ts, ok := n.(*ast.TypeSpec)
-			if !ok || ts.Name.Name != name {
-				return true
-			}
-			st, ok := ts.Type.(*ast.StructType)
+			st, ok := n.(*ast.StructType)
 			if !ok {
 				return true
 			}
+			var fields []string
 			for _, fl := range st.Fields.List {
 				if fl.Tag == nil {
 					continue
 				}
 				tag, _ := strconv.Unquote(fl.Tag.Value)
-				js, _, _ := strings.Cut(reflectTag(tag, "json"), ",")
+				js, _, _ := strings.Cut(reflect.StructTag(tag).Get("json"), ",")
 				if js != "" && js != "-" {
 					fields = append(fields, js)
 				}
 			}
-			return false
+			if len(fields) > 0 {
+				slices.Sort(fields)
+				structs[fset.Position(st.Pos()).String()] = fields
+			}
+			return true
 		})
 	}
-	slices.Sort(fields)
-	return fields
+	return structs
 }
 
-// reflectTag is reflect.StructTag.Get on a tag string.
-func reflectTag(tag, key string) string {
-	for _, part := range strings.Fields(tag) {
-		if k, v, ok := strings.Cut(part, ":"); ok && k == key {
-			s, _ := strconv.Unquote(v)
-			return s
+// schemaTypes are the Go types of api/openapi.yaml's schemas; the health
+// answer's schema is inline, under its own name here.
+var schemaTypes = map[string]reflect.Type{
+	"CreateFunction": reflect.TypeFor[CreateRequest](),
+	"Function":       reflect.TypeFor[Function](),
+	"Progress":       reflect.TypeFor[Progress](),
+	"Rerecord":       reflect.TypeFor[Rerecord](),
+	"Instances":      reflect.TypeFor[Instances](),
+	"FunctionList":   reflect.TypeFor[FunctionList](),
+	"Error":          reflect.TypeFor[ErrorBody](),
+	"healthz":        reflect.TypeFor[Health](),
+}
+
+// schema returns the schema a Go type stands for.
+func schema(doc *openapi3.T, name string) *openapi3.Schema {
+	if name == "healthz" {
+		return doc.Paths.Find("/healthz").Get.Responses.Status(200).Value.Content.Get("application/json").Schema.Value
+	}
+	return doc.Components.Schemas[name].Value
+}
+
+// goFields returns the JSON names of typ's fields, and those a zero value
+// leaves out (omitempty).
+func goFields(typ reflect.Type) (names []string, omitted map[string]bool) {
+	omitted = map[string]bool{}
+	for f := range typ.Fields() {
+		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		names = append(names, name)
+		if slices.Contains(strings.Split(opts, ","), "omitempty") {
+			omitted[name] = true
 		}
 	}
-	return ""
+	slices.Sort(names)
+	return names, omitted
 }
 
-// TestServeTypesMatchOpenAPI: the service's Function and CreateRequest
-// carry exactly the fields of api/openapi.yaml's Function and
-// CreateFunction.
-func TestServeTypesMatchOpenAPI(t *testing.T) {
-	checkTypes(t, needServe(t))
-}
-
-// TestClientTypesMatchOpenAPI: so do the client's.
-func TestClientTypesMatchOpenAPI(t *testing.T) {
-	checkTypes(t, "../internal/serveclient")
-}
-
-func checkTypes(t *testing.T, dir string) {
+// TestTypesMatchOpenAPI: the Go types the service and the client share
+// carry exactly the fields of their api/openapi.yaml schemas, and none the
+// schema requires is left out when zero.
+func TestTypesMatchOpenAPI(t *testing.T) {
 	doc := load(t)
-	for goType, schema := range map[string]string{"Function": "Function", "CreateRequest": "CreateFunction"} {
+	for name, typ := range schemaTypes {
+		s := schema(doc, name)
 		var want []string
-		for p := range doc.Components.Schemas[schema].Value.Properties {
+		for p := range s.Properties {
 			want = append(want, p)
 		}
 		slices.Sort(want)
-		got := jsonFields(t, dir, goType)
+		got, omitted := goFields(typ)
 		if !slices.Equal(got, want) {
-			t.Errorf("%s: %s has JSON fields %v; api/openapi.yaml's %s has %v", dir, goType, got, schema, want)
+			t.Errorf("%s has JSON fields %v; api/openapi.yaml's %s has %v", typ, got, name, want)
+		}
+		for _, r := range s.Required {
+			if omitted[r] {
+				t.Errorf("%s.%s is omitempty, but api/openapi.yaml's %s requires it", typ, r, name)
+			}
+		}
+	}
+}
+
+// TestNoCopiesOfTypes: neither the service nor the client (nor its fake)
+// declares a struct with the fields of one of the shared types: a copy
+// would drift from the contract unseen by TestTypesMatchOpenAPI.
+func TestNoCopiesOfTypes(t *testing.T) {
+	shared := map[string]reflect.Type{}
+	for _, typ := range schemaTypes {
+		names, _ := goFields(typ)
+		shared[strings.Join(names, " ")] = typ
+	}
+	for _, dir := range []string{needServe(t), "../internal/serveclient", "../internal/serveclient/servetest"} {
+		for at, fields := range structFields(t, dir) {
+			if typ, ok := shared[strings.Join(fields, " ")]; ok {
+				t.Errorf("%s: a struct with the fields of %s; use that type", at, typ)
+			}
 		}
 	}
 }

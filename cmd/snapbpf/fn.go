@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/progress"
 	"github.com/snapbpf/snapbpf/internal/serveclient"
 )
@@ -77,7 +78,7 @@ func newFnCmd() *cobra.Command {
 
 func newFnCreateCmd(sf *serveFlags) *cobra.Command {
 	var (
-		req      serveclient.CreateRequest
+		req      api.CreateRequest
 		wait     bool
 		timeout  time.Duration
 		interval time.Duration
@@ -126,7 +127,7 @@ func newFnCreateCmd(sf *serveFlags) *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&req.Function, "function", "", "built-in function to run (snapbpf functions; default NAME)")
 	fl.StringVar(&req.Runtime, "runtime", "go", "runtime: go")
-	fl.IntVar(&req.MemoryMiB, "memory-mib", 0, "guest RAM in MiB (0: the function's default)")
+	fl.IntVar(&req.MemMiB, "memory-mib", 0, "guest RAM in MiB (0: the function's default)")
 	fl.IntVar(&req.DataMiB, "data-mib", 0, "the function's data size in MiB (0: its default)")
 	fl.BoolVar(&wait, "wait", false, "wait until the function is ready, showing progress on stderr")
 	fl.DurationVar(&timeout, "timeout", 10*time.Minute, "with --wait, give up after this long")
@@ -138,14 +139,14 @@ func newFnCreateCmd(sf *serveFlags) *cobra.Command {
 // showProgress returns a callback that follows a function's creation as
 // a progress job of the steps the service counts (progress.done of
 // progress.total), and how to end the job.
-func showProgress(m progress.Meter, name string) (seen func(serveclient.Function), done func()) {
+func showProgress(m progress.Meter, name string) (seen func(api.Function), done func()) {
 	var (
 		job          progress.Job
 		total, steps int
 	)
-	seen = func(f serveclient.Function) {
+	seen = func(f api.Function) {
 		if job == nil {
-			total = max(int(f.Progress.Total), 1)
+			total = max(f.Progress.Total, 1)
 			job = m.Start("fn create "+name, total)
 		}
 		what := f.State
@@ -153,7 +154,7 @@ func showProgress(m progress.Meter, name string) (seen func(serveclient.Function
 			what += ": " + p.Step
 		}
 		// Step i starts once i-1 steps are done.
-		want := int(f.Progress.Done) + 1
+		want := f.Progress.Done + 1
 		if f.Done() {
 			want = total
 		}
@@ -187,7 +188,7 @@ func newFnLsCmd(sf *serveFlags) *cobra.Command {
 			}
 			if asJSON {
 				if l == nil {
-					l = []serveclient.Function{}
+					l = []api.Function{}
 				}
 				return writeJSON(cmd.OutOrStdout(), l)
 			}
@@ -205,7 +206,7 @@ func newFnLsCmd(sf *serveFlags) *cobra.Command {
 }
 
 // stateOf is a function's state with its creation step while not done.
-func stateOf(f serveclient.Function) string {
+func stateOf(f api.Function) string {
 	if f.Done() || f.Progress.Step == "" {
 		return f.State
 	}
@@ -239,11 +240,11 @@ func newFnGetCmd(sf *serveFlags) *cobra.Command {
 	return cmd
 }
 
-func printFunction(w io.Writer, f serveclient.Function) {
+func printFunction(w io.Writer, f api.Function) {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s:\t"+format+"\n", append([]any{k}, a...)...) }
 	row("name", "%s", f.Name)
-	row("function", "%s (runtime %s, memory %d MiB, data %d MiB)", f.Function, f.Runtime, f.MemoryMiB, f.DataMiB)
+	row("function", "%s (runtime %s, memory %d MiB, data %d MiB)", f.Function, f.Runtime, f.MemMiB, f.DataMiB)
 	row("state", "%s", stateOf(f))
 	if f.Progress.Total > 0 && !f.Done() {
 		row("progress", "%d/%d", f.Progress.Done, f.Progress.Total)

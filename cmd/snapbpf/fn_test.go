@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/snapbpf/snapbpf/internal/serveclient"
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/serveclient/servetest"
 )
 
@@ -33,9 +33,9 @@ func TestFnCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "json1 creating") {
 		t.Fatalf("create: %q, %v", out, err)
 	}
-	var f serveclient.Function
+	var f api.Function
 	runJSON(t, &f, "fn", "create", "bert1", "--function=bert", "--memory-mib=512", "--data-mib=32", "--wait", "--poll=1ms", "--json", sock)
-	if f.State != serveclient.StateReady || f.Function != "bert" || f.MemoryMiB != 512 || f.DataMiB != 32 {
+	if f.State != api.StateReady || f.Function != "bert" || f.MemMiB != 512 || f.DataMiB != 32 {
 		t.Errorf("create --wait --json: %+v", f)
 	}
 	out, errOut, err := runOut("fn", "create", "aes1", "--function=aes", "--wait", "--poll=1ms", sock)
@@ -51,7 +51,7 @@ func TestFnCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "NAME") || !strings.Contains(out, "json1") || !strings.Contains(out, "bert1") {
 		t.Errorf("ls: %q, %v", out, err)
 	}
-	var l []serveclient.Function
+	var l []api.Function
 	runJSON(t, &l, "fn", "ls", "--json", sock)
 	if len(l) != 3 {
 		t.Errorf("ls --json: %+v", l)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/serveclient"
 	"github.com/snapbpf/snapbpf/internal/serveclient/servetest"
 )
@@ -23,7 +24,7 @@ func readyFunctions(t *testing.T, srv *servetest.Server, names ...string) {
 	}
 	defer c.Close()
 	for _, n := range names {
-		if _, err := c.Create(context.Background(), serveclient.CreateRequest{Name: n, Function: "json"}); err != nil {
+		if _, err := c.Create(context.Background(), api.CreateRequest{Name: n, Function: "json"}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := c.Wait(context.Background(), n, time.Millisecond, nil); err != nil {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"text/tabwriter"
 	"time"
+
+	"github.com/snapbpf/snapbpf/api"
 )
 
 // Report is what a load run measured: the configuration, the summary,
@@ -101,7 +103,7 @@ func summarize(reqs []Request, duration, elapsed time.Duration) Summary {
 			s.OK++
 			all = append(all, q.LatencyMs)
 			queue = append(queue, q.QueueMs)
-			if q.Start == "cold" {
+			if q.Start == api.StartCold {
 				cold = append(cold, q.LatencyMs)
 				restore = append(restore, q.RestoreMs)
 			} else {
@@ -148,7 +150,7 @@ func timeline(reqs []Request, duration time.Duration) []Second {
 		switch q.Outcome {
 		case OutcomeOK:
 			secs[i].OK++
-			if q.Start == "cold" {
+			if q.Start == api.StartCold {
 				secs[i].Cold++
 			}
 			lat[i] = append(lat[i], q.LatencyMs)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/serveclient"
 	"github.com/snapbpf/snapbpf/internal/serveclient/servetest"
 )
@@ -129,7 +130,7 @@ func TestLoadEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	fns := []string{"f1", "f2", "f3"}
 	for _, f := range fns {
-		if _, err := c.Create(ctx, serveclient.CreateRequest{Name: f, Function: "json"}); err != nil {
+		if _, err := c.Create(ctx, api.CreateRequest{Name: f, Function: "json"}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := c.Wait(ctx, f, time.Millisecond, nil); err != nil {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/serveclient"
 	"github.com/snapbpf/snapbpf/internal/serveclient/servetest"
 )
@@ -117,7 +118,7 @@ func TestCompare(t *testing.T) {
 			return nil, nil, err
 		}
 		for _, f := range cfg.Functions {
-			c.Create(ctx, serveclient.CreateRequest{Name: f, Function: "json"})
+			c.Create(ctx, api.CreateRequest{Name: f, Function: "json"})
 			c.Get(ctx, f)
 		}
 		events = append(events, "start "+pol)

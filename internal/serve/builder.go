@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/record"
@@ -17,7 +18,7 @@ import (
 // Builder makes what a function needs before it serves: its snapshot, and
 // its working set (recorded, or re-recorded and merged with the old one).
 type Builder interface {
-	Snapshot(ctx context.Context, f Function, out string) error
+	Snapshot(ctx context.Context, f api.Function, out string) error
 	Record(ctx context.Context, dir *snapshot.Dir, inputs []uint64, merge bool) error
 }
 
@@ -61,7 +62,7 @@ func (b *NodeBuilder) image(ctx context.Context) (*guest.Image, error) {
 }
 
 // Snapshot implements Builder.
-func (b *NodeBuilder) Snapshot(ctx context.Context, f Function, out string) error {
+func (b *NodeBuilder) Snapshot(ctx context.Context, f api.Function, out string) error {
 	img, err := b.image(ctx)
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/owner"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 )
@@ -143,13 +144,13 @@ func TestServeKillAndDrain(t *testing.T) {
 		for {
 			resp, err := c.Get("http://snapbpf/v1/functions/json1")
 			if err == nil {
-				var f Function
+				var f api.Function
 				json.NewDecoder(resp.Body).Decode(&f)
 				resp.Body.Close()
-				if f.State == StateReady {
+				if f.State == api.StateReady {
 					return
 				}
-				if f.State == StateFailed {
+				if f.State == api.StateFailed {
 					t.Fatalf("function failed: %s", f.Error)
 				}
 			}

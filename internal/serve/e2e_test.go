@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
@@ -78,11 +79,11 @@ func TestServeRealVM(t *testing.T) {
 		t.Fatalf("create: %d %s", code, b)
 	}
 	deadline := time.Now().Add(10 * time.Minute)
-	var f Function
+	var f api.Function
 	for {
 		_, b, _ := do("GET", "/v1/functions/img1", "")
 		json.Unmarshal(b, &f)
-		if f.State == StateReady || f.State == StateFailed {
+		if f.State == api.StateReady || f.State == api.StateFailed {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -90,7 +91,7 @@ func TestServeRealVM(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if f.State != StateReady || f.WSetPages == 0 || f.SnapshotID == "" {
+	if f.State != api.StateReady || f.WSetPages == 0 || f.SnapshotID == "" {
 		t.Fatalf("function %+v: want ready with a working set", f)
 	}
 	for i, tc := range []struct {
@@ -135,7 +136,7 @@ func TestServeRealVM(t *testing.T) {
 			s.evict(*v, "test")
 		}
 	}
-	var rerecorded Function
+	var rerecorded api.Function
 	for _, in := range []string{"5", "6", "7", "8"} {
 		evictAll()
 		e.mu.Lock()

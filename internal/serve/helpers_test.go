@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
@@ -54,7 +55,7 @@ func (b *fakeBuilder) wait(ctx context.Context) error {
 	}
 }
 
-func (b *fakeBuilder) Snapshot(ctx context.Context, f Function, out string) error {
+func (b *fakeBuilder) Snapshot(ctx context.Context, f api.Function, out string) error {
 	if err := b.wait(ctx); err != nil {
 		return err
 	}
@@ -178,22 +179,22 @@ func (ts *testService) do(method, path, body string) (int, []byte, *http.Respons
 }
 
 // create registers a fake function and waits until it is ready.
-func (ts *testService) create(name string) Function {
+func (ts *testService) create(name string) api.Function {
 	ts.t.Helper()
 	code, body, _ := ts.do("POST", "/v1/functions", `{"name":"`+name+`","function":"linpack","runtime":"go","memory_mib":4,"data_mib":1}`)
 	if code != http.StatusAccepted {
 		ts.t.Fatalf("create %s: %d %s", name, code, body)
 	}
-	return ts.waitState(name, StateReady)
+	return ts.waitState(name, api.StateReady)
 }
 
 // waitState polls function name until it is in state want.
-func (ts *testService) waitState(name, want string) Function {
+func (ts *testService) waitState(name, want string) api.Function {
 	ts.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, body, _ := ts.do("GET", "/v1/functions/"+name, "")
-		var f Function
+		var f api.Function
 		if code == http.StatusOK {
 			json.Unmarshal(body, &f)
 			if f.State == want {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/snapbpf/snapbpf/api"
 )
 
 // Request limits.
@@ -37,7 +39,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/functions/{name}/invoke", s.handleInvoke)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+		writeJSON(w, http.StatusOK, api.Health{OK: true})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, statusErr(http.StatusNotFound, "no such endpoint: %s %s (see api/openapi.yaml)", r.Method, r.URL.Path))
@@ -97,7 +99,7 @@ func writeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, errConflict):
 		status = http.StatusConflict
 	}
-	writeJSON(w, status, map[string]string{"error": err.Error()})
+	writeJSON(w, status, api.ErrorBody{Error: err.Error()})
 }
 
 // name is the request's function name, checked: it names files.
@@ -119,7 +121,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	var req CreateRequest
+	var req api.CreateRequest
 	if err := dec.Decode(&req); err != nil {
 		writeError(w, statusErr(http.StatusBadRequest, "request body: %v: want JSON like {\"name\":\"json1\",\"function\":\"json\",\"runtime\":\"go\",\"memory_mib\":256,\"data_mib\":64}", err))
 		return
@@ -144,12 +146,12 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleList(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string][]Function{"functions": nonNil(s.List())})
+	writeJSON(w, http.StatusOK, api.FunctionList{Functions: nonNil(s.List())})
 }
 
-func nonNil(f []Function) []Function {
+func nonNil(f []api.Function) []api.Function {
 	if f == nil {
-		return []Function{}
+		return []api.Function{}
 	}
 	return f
 }
@@ -200,9 +202,9 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := w.Header()
-	start := "warm"
+	start := api.StartWarm
 	if res.Cold {
-		start = "cold"
+		start = api.StartCold
 	}
 	h.Set("X-Snapbpf-Start", start)
 	h.Set("X-Snapbpf-Restore-Ms", fmtMs(res.RestoreMs))
@@ -216,6 +218,6 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 
 func fmtMs(ms float64) string { return strconv.FormatFloat(ms, 'f', 2, 64) }
 
-func sortFunctions(f []Function) {
+func sortFunctions(f []api.Function) {
 	sort.Slice(f, func(i, j int) bool { return f[i].Name < f[j].Name })
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/restore"
@@ -105,9 +106,9 @@ func (s *Server) Invoke(ctx context.Context, name string, body []byte) (_ *Invoc
 	state, dir, ferr := e.f.State, e.dir, e.f.Error
 	e.mu.Unlock()
 	switch {
-	case state == StateFailed:
+	case state == api.StateFailed:
 		return nil, statusErr(http.StatusConflict, "function %s failed: %s", name, ferr)
-	case state != StateReady || dir == nil:
+	case state != api.StateReady || dir == nil:
 		return nil, statusErr(http.StatusConflict, "function %s is %s, not ready: poll GET /v1/functions/%s until its state is ready", name, state, name)
 	}
 	input, err := parseInput(body)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/restore"
 )
 
@@ -40,10 +41,10 @@ var (
 )
 
 // counts are the pool's instances for the API.
-func (p *pool) counts() Instances {
+func (p *pool) counts() api.Instances {
 	p.s.mu.Lock()
 	defer p.s.mu.Unlock()
-	return Instances{Warm: len(p.idle), Busy: p.busy + p.starting}
+	return api.Instances{Warm: len(p.idle), Busy: p.busy + p.starting}
 }
 
 // notify wakes every queued invocation; call with s.mu held.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/atomicfile"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
@@ -33,7 +34,7 @@ type entry struct {
 	name string
 
 	mu sync.Mutex // guards f, dir and misses
-	f  Function
+	f  api.Function
 	// dir is the opened, validated snapshot of a ready function.
 	dir *snapshot.Dir
 	// misses are the recent cold restores' outcomes (rerecord.go).
@@ -73,12 +74,12 @@ func (r *registry) recordPath(name string) string {
 }
 
 // load reads every persisted function.
-func (r *registry) load() ([]Function, error) {
+func (r *registry) load() ([]api.Function, error) {
 	des, err := os.ReadDir(r.functionsDir())
 	if err != nil {
 		return nil, fmt.Errorf("serve: read the registry: %w", err)
 	}
-	var fns []Function
+	var fns []api.Function
 	for _, de := range des {
 		name, ok := strings.CutSuffix(de.Name(), ".json")
 		if !ok || !nameRE.MatchString(name) {
@@ -88,7 +89,7 @@ func (r *registry) load() ([]Function, error) {
 		if err != nil {
 			return nil, fmt.Errorf("serve: registry: %w", err)
 		}
-		var f Function
+		var f api.Function
 		if err := json.Unmarshal(b, &f); err != nil || f.Name != name {
 			slog.Error("serve: registry record unreadable; the function is skipped (delete the file to forget it)", "path", filepath.Join(r.functionsDir(), de.Name()), "err", err)
 			continue
@@ -101,7 +102,7 @@ func (r *registry) load() ([]Function, error) {
 // save persists e's record; call with e.mu held.
 func (r *registry) save(e *entry) error {
 	f := e.f
-	f.Instances = Instances{}
+	f.Instances = api.Instances{}
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err
@@ -164,11 +165,11 @@ func (r *registry) all() []*entry {
 }
 
 // view is e's record as the API shows it.
-func (e *entry) view() Function {
+func (e *entry) view() api.Function {
 	e.mu.Lock()
 	f := e.f
 	e.mu.Unlock()
-	f.Rerecords = append([]Rerecord(nil), f.Rerecords...)
+	f.Rerecords = append([]api.Rerecord(nil), f.Rerecords...)
 	if e.pool != nil {
 		f.Instances = e.pool.counts()
 	}
@@ -176,7 +177,7 @@ func (e *entry) view() Function {
 }
 
 // update changes e's record under its lock and persists it.
-func (r *registry) update(e *entry, change func(f *Function)) error {
+func (r *registry) update(e *entry, change func(f *api.Function)) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	change(&e.f)

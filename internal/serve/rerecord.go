@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -136,9 +137,9 @@ func (s *Server) startRerecord(e *entry, inputs []uint64, reason string) {
 		}
 		s.metrics.rerecords.WithLabelValues(e.name, "ok").Inc()
 		now := time.Now().UTC().Truncate(time.Second)
-		s.reg.update(e, func(f *Function) {
+		s.reg.update(e, func(f *api.Function) {
 			f.WSetPages, f.RecordedAt = ws.Pages(), &now
-			f.Rerecords = append(f.Rerecords, Rerecord{At: now, Reason: reason})
+			f.Rerecords = append(f.Rerecords, api.Rerecord{At: now, Reason: reason})
 		})
 		e.mu.Lock()
 		e.misses = missWindow{}

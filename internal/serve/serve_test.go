@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/vmm/vmmtest"
 )
@@ -66,7 +67,7 @@ func TestCreateInvokeDelete(t *testing.T) {
 		t.Errorf("%d VMs started for 3 sequential invocations, want 1", n)
 	}
 	code, body, _ := ts.do("GET", "/v1/functions", "")
-	var list struct{ Functions []Function }
+	var list struct{ Functions []api.Function }
 	json.Unmarshal(body, &list)
 	if code != 200 || len(list.Functions) != 1 || list.Functions[0].Instances.Warm != 1 {
 		t.Errorf("list: %d %s: want lin1 with one warm instance", code, body)
@@ -206,7 +207,7 @@ func TestCreateDeleteSerialised(t *testing.T) {
 			t.Fatalf("create after delete: %d %s", code, out)
 		}
 	}
-	ts.waitState("fn", StateReady)
+	ts.waitState("fn", api.StateReady)
 	ts.invoke("fn", "1", "cold")
 }
 
@@ -228,12 +229,12 @@ func TestRestartKeepsFunctions(t *testing.T) {
 
 	b2 := &fakeBuilder{}
 	ts2 := startService(t, home, Config{}, b2)
-	f := ts2.waitState("ready1", StateReady)
+	f := ts2.waitState("ready1", api.StateReady)
 	if f.SnapshotID == "" {
 		t.Errorf("after restart: %+v", f)
 	}
 	ts2.invoke("ready1", "2", "cold")
-	ts2.waitState("half", StateReady)
+	ts2.waitState("half", api.StateReady)
 	ts2.invoke("half", "2", "cold")
 }
 
@@ -249,7 +250,7 @@ func TestFailedSnapshotNeverRestored(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts2 := startService(t, home, Config{}, nil)
-	f := ts2.waitState("bad", StateFailed)
+	f := ts2.waitState("bad", api.StateFailed)
 	if !strings.Contains(f.Error, "validation") {
 		t.Errorf("error %q: want it to say the snapshot fails validation", f.Error)
 	}

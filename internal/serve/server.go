@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
@@ -135,9 +136,9 @@ func New(cfg Config) (*Server, error) {
 	for _, f := range fns {
 		e := s.add(f)
 		switch f.State {
-		case StateReady:
+		case api.StateReady:
 			s.open(e)
-		case StateCreating, StateRecording:
+		case api.StateCreating, api.StateRecording:
 			slog.Info("serve: resuming the creation a previous service began", "function", f.Name, "state", f.State)
 			s.startCreate(e)
 		}
@@ -148,7 +149,7 @@ func New(cfg Config) (*Server, error) {
 }
 
 // add registers f in memory, with its pool.
-func (s *Server) add(f Function) *entry {
+func (s *Server) add(f api.Function) *entry {
 	e := s.newEntry(f)
 	s.reg.mu.Lock()
 	s.reg.entries[f.Name] = e
@@ -157,7 +158,7 @@ func (s *Server) add(f Function) *entry {
 }
 
 // newEntry is f with an empty pool and no background work.
-func (s *Server) newEntry(f Function) *entry {
+func (s *Server) newEntry(f api.Function) *entry {
 	e := &entry{name: f.Name, f: f, done: make(chan struct{})}
 	close(e.done)
 	e.pool = &pool{s: s, e: e}
@@ -172,21 +173,21 @@ var (
 
 // Create registers a function and starts making its snapshot and working
 // set in the background.
-func (s *Server) Create(req CreateRequest) (Function, error) {
-	if err := req.validate(s.cfg.MinGuestMiB); err != nil {
-		return Function{}, err
+func (s *Server) Create(req api.CreateRequest) (api.Function, error) {
+	if err := validate(&req, s.cfg.MinGuestMiB); err != nil {
+		return api.Function{}, err
 	}
-	f := Function{
+	f := api.Function{
 		Name: req.Name, Function: req.Function, Runtime: req.Runtime, MemMiB: req.MemMiB, DataMiB: req.DataMiB,
-		State: StateCreating, Progress: Progress{Step: "queued", Total: 3},
+		State: api.StateCreating, Progress: api.Progress{Step: "queued", Total: 3},
 	}
 	s.reg.mu.Lock()
 	if old := s.reg.entries[req.Name]; old != nil {
 		s.reg.mu.Unlock()
 		if old.deleting {
-			return Function{}, fmt.Errorf("%w: function %s is being deleted; create it again once DELETE has returned", errConflict, req.Name)
+			return api.Function{}, fmt.Errorf("%w: function %s is being deleted; create it again once DELETE has returned", errConflict, req.Name)
 		}
-		return Function{}, fmt.Errorf("%w: function %s exists; delete it first to create it anew", errConflict, req.Name)
+		return api.Function{}, fmt.Errorf("%w: function %s exists; delete it first to create it anew", errConflict, req.Name)
 	}
 	e := s.newEntry(f)
 	s.reg.entries[f.Name] = e
@@ -198,7 +199,7 @@ func (s *Server) Create(req CreateRequest) (Function, error) {
 	if err != nil {
 		delete(s.reg.entries, f.Name)
 		s.reg.mu.Unlock()
-		return Function{}, err
+		return api.Function{}, err
 	}
 	s.reg.mu.Unlock()
 	slog.Info("serve: function registered", "function", f.Name, "runs", f.Function, "memory_mib", f.MemMiB, "data_mib", f.DataMiB)
@@ -229,8 +230,8 @@ func (s *Server) startCreate(e *entry) {
 			return
 		}
 		slog.Error("serve: creation failed", "function", e.name, "err", err)
-		s.reg.update(e, func(f *Function) {
-			f.State, f.Error = StateFailed, err.Error()
+		s.reg.update(e, func(f *api.Function) {
+			f.State, f.Error = api.StateFailed, err.Error()
 		})
 	}()
 }
@@ -242,8 +243,8 @@ func (s *Server) create(ctx context.Context, e *entry) error {
 	e.mu.Lock()
 	f := e.f
 	e.mu.Unlock()
-	if f.State == StateCreating {
-		if err := s.reg.update(e, func(f *Function) { f.Progress = Progress{Step: "snapshot", Done: 0, Total: 3} }); err != nil {
+	if f.State == api.StateCreating {
+		if err := s.reg.update(e, func(f *api.Function) { f.Progress = api.Progress{Step: "snapshot", Done: 0, Total: 3} }); err != nil {
 			return err
 		}
 		t := time.Now()
@@ -251,8 +252,8 @@ func (s *Server) create(ctx context.Context, e *entry) error {
 			return fmt.Errorf("snapshot: %w", err)
 		}
 		s.metrics.createSeconds.WithLabelValues("snapshot").Observe(time.Since(t).Seconds())
-		if err := s.reg.update(e, func(f *Function) {
-			f.State, f.Progress = StateRecording, Progress{Step: "record", Done: 1, Total: 3}
+		if err := s.reg.update(e, func(f *api.Function) {
+			f.State, f.Progress = api.StateRecording, api.Progress{Step: "record", Done: 1, Total: 3}
 		}); err != nil {
 			return err
 		}
@@ -283,8 +284,8 @@ func (s *Server) create(ctx context.Context, e *entry) error {
 	e.dir = dir
 	e.mu.Unlock()
 	now := time.Now().UTC().Truncate(time.Second)
-	if err := s.reg.update(e, func(f *Function) {
-		f.State, f.Progress, f.Error = StateReady, Progress{Step: "ready", Done: 3, Total: 3}, ""
+	if err := s.reg.update(e, func(f *api.Function) {
+		f.State, f.Progress, f.Error = api.StateReady, api.Progress{Step: "ready", Done: 3, Total: 3}, ""
 		f.SnapshotID, f.WSetPages, f.RecordedAt = dir.Manifest.ID, ws.Pages(), &now
 	}); err != nil {
 		return err
@@ -306,8 +307,8 @@ func (s *Server) open(e *entry) {
 	}
 	if err != nil {
 		slog.Error("serve: the snapshot of a ready function fails validation; the function is marked failed", "function", e.name, "err", err)
-		s.reg.update(e, func(f *Function) {
-			f.State, f.Error = StateFailed, fmt.Sprintf("the snapshot fails validation: %v (delete and create the function again)", err)
+		s.reg.update(e, func(f *api.Function) {
+			f.State, f.Error = api.StateFailed, fmt.Sprintf("the snapshot fails validation: %v (delete and create the function again)", err)
 		})
 		return
 	}
@@ -317,17 +318,17 @@ func (s *Server) open(e *entry) {
 }
 
 // Get returns function name.
-func (s *Server) Get(name string) (Function, error) {
+func (s *Server) Get(name string) (api.Function, error) {
 	e := s.reg.get(name)
 	if e == nil {
-		return Function{}, fmt.Errorf("%w: no function %s (list them with GET /v1/functions)", errNotFound, name)
+		return api.Function{}, fmt.Errorf("%w: no function %s (list them with GET /v1/functions)", errNotFound, name)
 	}
 	return e.view(), nil
 }
 
 // List returns every function, by name.
-func (s *Server) List() []Function {
-	var out []Function
+func (s *Server) List() []api.Function {
+	var out []api.Function
 	for _, e := range s.reg.all() {
 		out = append(out, e.view())
 	}

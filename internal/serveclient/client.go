@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/snapbpf/snapbpf/api"
 )
 
 // Options says where the service is. Exactly one of Socket and URL.
@@ -140,9 +142,7 @@ func (c *Client) do(ctx context.Context, method, path, ctype string, body []byte
 // message ({"error": "..."}) or, when the body is not that, its text.
 func errorOf(resp *http.Response, data []byte) *Error {
 	e := &Error{Status: resp.StatusCode}
-	var body struct {
-		Error string `json:"error"`
-	}
+	var body api.ErrorBody
 	if json.Unmarshal(data, &body) == nil && body.Error != "" {
 		e.Message = body.Error
 	} else {
@@ -183,24 +183,22 @@ func fnPath(name string) string { return "/v1/functions/" + url.PathEscape(name)
 
 // Create registers a function; its creation goes on in the background
 // (see Wait).
-func (c *Client) Create(ctx context.Context, req CreateRequest) (Function, error) {
-	var f Function
+func (c *Client) Create(ctx context.Context, req api.CreateRequest) (api.Function, error) {
+	var f api.Function
 	err := c.doJSON(ctx, http.MethodPost, "/v1/functions", req, http.StatusAccepted, &f)
 	return f, err
 }
 
 // List returns every registered function.
-func (c *Client) List(ctx context.Context) ([]Function, error) {
-	var l struct {
-		Functions []Function `json:"functions"`
-	}
+func (c *Client) List(ctx context.Context) ([]api.Function, error) {
+	var l api.FunctionList
 	err := c.doJSON(ctx, http.MethodGet, "/v1/functions", nil, http.StatusOK, &l)
 	return l.Functions, err
 }
 
 // Get returns one function.
-func (c *Client) Get(ctx context.Context, name string) (Function, error) {
-	var f Function
+func (c *Client) Get(ctx context.Context, name string) (api.Function, error) {
+	var f api.Function
 	err := c.doJSON(ctx, http.MethodGet, fnPath(name), nil, http.StatusOK, &f)
 	return f, err
 }
@@ -213,7 +211,7 @@ func (c *Client) Delete(ctx context.Context, name string) error {
 // Wait polls a function every interval until its creation is done (ready
 // or failed), calling seen with each state it gets. A failed function is
 // returned with an error carrying its reason.
-func (c *Client) Wait(ctx context.Context, name string, interval time.Duration, seen func(Function)) (Function, error) {
+func (c *Client) Wait(ctx context.Context, name string, interval time.Duration, seen func(api.Function)) (api.Function, error) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -225,9 +223,9 @@ func (c *Client) Wait(ctx context.Context, name string, interval time.Duration, 
 			seen(f)
 		}
 		switch f.State {
-		case StateReady:
+		case api.StateReady:
 			return f, nil
-		case StateFailed:
+		case api.StateFailed:
 			return f, fmt.Errorf("function %s failed: %s", name, f.Error)
 		}
 		select {
@@ -268,9 +266,7 @@ func headerFloat(h http.Header, key string) float64 {
 
 // Health checks that the service answers /healthz.
 func (c *Client) Health(ctx context.Context) error {
-	var h struct {
-		OK bool `json:"ok"`
-	}
+	var h api.Health
 	if err := c.doJSON(ctx, http.MethodGet, "/healthz", nil, http.StatusOK, &h); err != nil {
 		return err
 	}

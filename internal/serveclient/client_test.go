@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/serveclient"
 	"github.com/snapbpf/snapbpf/internal/serveclient/servetest"
 )
@@ -31,15 +32,15 @@ func TestLifecycle(t *testing.T) {
 	if err := c.Health(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f, err := c.Create(ctx, serveclient.CreateRequest{Name: "json1", Function: "json", Runtime: "go", MemoryMiB: 256, DataMiB: 64})
+	f, err := c.Create(ctx, api.CreateRequest{Name: "json1", Function: "json", Runtime: "go", MemMiB: 256, DataMiB: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.State != serveclient.StateCreating || f.MemoryMiB != 256 {
+	if f.State != api.StateCreating || f.MemMiB != 256 {
 		t.Errorf("created %+v", f)
 	}
 	var states []string
-	f, err = c.Wait(ctx, "json1", time.Millisecond, func(f serveclient.Function) { states = append(states, f.State) })
+	f, err = c.Wait(ctx, "json1", time.Millisecond, func(f api.Function) { states = append(states, f.State) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func TestLifecycle(t *testing.T) {
 	if err != nil || len(l) != 1 || l[0].Name != "json1" {
 		t.Fatalf("list %+v, %v", l, err)
 	}
-	for i, want := range []string{serveclient.StartCold, serveclient.StartWarm} {
+	for i, want := range []string{api.StartCold, api.StartWarm} {
 		inv, err := c.Invoke(ctx, "json1", []byte("4"))
 		if err != nil {
 			t.Fatal(err)
@@ -58,7 +59,7 @@ func TestLifecycle(t *testing.T) {
 		if inv.Start != want || !strings.Contains(string(inv.Result), "sum-4") || inv.QueueMs != 0.5 || inv.TotalMs <= 0 {
 			t.Errorf("invocation %d: %+v", i, inv)
 		}
-		if want == serveclient.StartCold && (inv.RestoreMs <= 0 || inv.PrefetchBytes != 9<<20) {
+		if want == api.StartCold && (inv.RestoreMs <= 0 || inv.PrefetchBytes != 9<<20) {
 			t.Errorf("cold invocation without restore timing: %+v", inv)
 		}
 	}
@@ -82,10 +83,10 @@ func TestErrors(t *testing.T) {
 	srv := servetest.New(t, servetest.Options{Polls: 1})
 	c := newClient(t, serveclient.Options{Socket: srv.Socket})
 	ctx := context.Background()
-	if _, err := c.Create(ctx, serveclient.CreateRequest{Name: "a", Function: "json"}); err != nil {
+	if _, err := c.Create(ctx, api.CreateRequest{Name: "a", Function: "json"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Create(ctx, serveclient.CreateRequest{Name: "bad", Function: "broken"}); err != nil {
+	if _, err := c.Create(ctx, api.CreateRequest{Name: "bad", Function: "broken"}); err != nil {
 		t.Fatal(err)
 	}
 	srv.Status.Store("busy", http.StatusTooManyRequests)
@@ -96,15 +97,15 @@ func TestErrors(t *testing.T) {
 		msg    string
 	}{
 		{"exists", func() error {
-			_, err := c.Create(ctx, serveclient.CreateRequest{Name: "a", Function: "json"})
+			_, err := c.Create(ctx, api.CreateRequest{Name: "a", Function: "json"})
 			return err
 		}, 409, "exists"},
 		{"bad name", func() error {
-			_, err := c.Create(ctx, serveclient.CreateRequest{Name: "../x", Function: "json"})
+			_, err := c.Create(ctx, api.CreateRequest{Name: "../x", Function: "json"})
 			return err
 		}, 400, "want [a-z0-9]"},
 		{"unknown function", func() error {
-			_, err := c.Create(ctx, serveclient.CreateRequest{Name: "b", Function: "nope"})
+			_, err := c.Create(ctx, api.CreateRequest{Name: "b", Function: "nope"})
 			return err
 		}, 400, "want one of"},
 		{"get unknown", func() error { _, err := c.Get(ctx, "zzz"); return err }, 404, "no function zzz"},

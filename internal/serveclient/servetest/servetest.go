@@ -273,13 +273,7 @@ func (s *Server) create(w http.ResponseWriter, req *http.Request) {
 		fail(w, http.StatusBadRequest, "reading the body: %v", err)
 		return
 	}
-	var c struct {
-		Name      string `json:"name"`
-		Function  string `json:"function"`
-		Runtime   string `json:"runtime"`
-		MemoryMiB int    `json:"memory_mib"`
-		DataMiB   int    `json:"data_mib"`
-	}
+	var c api.CreateRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
@@ -308,7 +302,7 @@ func (s *Server) create(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	f := &fn{info: map[string]any{"name": c.Name, "function": c.Function, "runtime": c.Runtime,
-		"memory_mib": c.MemoryMiB, "data_mib": c.DataMiB, "state": "creating",
+		"memory_mib": c.MemMiB, "data_mib": c.DataMiB, "state": "creating",
 		"progress": map[string]any{"step": "snapshot", "done": 0, "total": 1}}}
 	s.fns[c.Name] = f
 	writeJSON(w, http.StatusAccepted, f.view())

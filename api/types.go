@@ -1,0 +1,95 @@
+package api
+
+import "time"
+
+// The JSON bodies of api/openapi.yaml, one Go type a schema. The service
+// (internal/serve) answers with them and stores its registry in them, and
+// the client (internal/serveclient) reads them: one definition, so the two
+// cannot drift apart (TestTypesMatchOpenAPI holds them to the description).
+
+// Function states (Function.state).
+const (
+	StateCreating  = "creating"
+	StateRecording = "recording"
+	StateReady     = "ready"
+	StateFailed    = "failed"
+)
+
+// RuntimeGo is the runtime of the functions built into the agent, the
+// default of CreateFunction.runtime.
+const RuntimeGo = "go"
+
+// Values of the invoke response's X-Snapbpf-Start header.
+const (
+	StartCold = "cold"
+	StartWarm = "warm"
+)
+
+// CreateRequest is the body of POST /v1/functions (schema CreateFunction).
+// Zero runtime, memory_mib and data_mib mean the defaults, so a client
+// leaves them out.
+type CreateRequest struct {
+	Name     string `json:"name"`
+	Function string `json:"function"`
+	Runtime  string `json:"runtime,omitempty"`
+	MemMiB   int    `json:"memory_mib,omitempty"`
+	DataMiB  int    `json:"data_mib,omitempty"`
+}
+
+// Function is a registered function and its state, as the API shows it and
+// the service's registry stores it.
+type Function struct {
+	Name       string     `json:"name"`
+	Function   string     `json:"function"`
+	Runtime    string     `json:"runtime"`
+	MemMiB     int        `json:"memory_mib"`
+	DataMiB    int        `json:"data_mib"`
+	State      string     `json:"state"`
+	Progress   Progress   `json:"progress"`
+	Error      string     `json:"error,omitempty"`
+	SnapshotID string     `json:"snapshot_id,omitempty"`
+	WSetPages  int64      `json:"wset_pages"`
+	RecordedAt *time.Time `json:"recorded_at,omitempty"`
+	// MissRate is the share of recent cold restores whose memory-file
+	// faults outside the working set were above the re-record threshold.
+	MissRate  float64    `json:"miss_rate"`
+	Rerecords []Rerecord `json:"rerecords,omitempty"`
+	Instances Instances  `json:"instances"`
+}
+
+// Done reports whether creation has finished, well or not.
+func (f Function) Done() bool { return f.State == StateReady || f.State == StateFailed }
+
+// Progress is how far a function's background creation has come.
+type Progress struct {
+	Step  string `json:"step,omitempty"`
+	Done  int    `json:"done"`
+	Total int    `json:"total"`
+}
+
+// Rerecord says when and why a function's working set was recorded again.
+type Rerecord struct {
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason"`
+}
+
+// Instances counts a function's running instances.
+type Instances struct {
+	Warm int `json:"warm"`
+	Busy int `json:"busy"`
+}
+
+// FunctionList is the body of GET /v1/functions.
+type FunctionList struct {
+	Functions []Function `json:"functions"`
+}
+
+// ErrorBody is the body of every error answer (schema Error).
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+// Health is the body of GET /healthz.
+type Health struct {
+	OK bool `json:"ok"`
+}
