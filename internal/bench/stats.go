@@ -3,7 +3,8 @@ package bench
 import (
 	"fmt"
 	"math"
-	"slices"
+
+	"github.com/snapbpf/snapbpf/internal/stats"
 )
 
 // Summary is the median of a set of runs and their spread.
@@ -21,13 +22,8 @@ func Summarize(v []float64) Summary {
 	if len(v) == 0 {
 		return Summary{Median: math.NaN(), Min: math.NaN(), Max: math.NaN()}
 	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	m := s[len(s)/2]
-	if len(s)%2 == 0 {
-		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return Summary{N: len(s), Median: m, Min: s[0], Max: s[len(s)-1]}
+	s := stats.Sorted(v)
+	return Summary{N: len(s), Median: stats.MedianSorted(s), Min: s[0], Max: s[len(s)-1]}
 }
 
 // Valid reports whether the summary has any runs.

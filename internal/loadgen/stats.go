@@ -1,32 +1,6 @@
 package loadgen
 
-import (
-	"math"
-	"slices"
-)
-
-// Percentile returns the p-th percentile (0-100) of v by linear
-// interpolation between the closest ranks; NaN without values.
-func Percentile(v []float64, p float64) float64 {
-	if len(v) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return sortedPercentile(s, p)
-}
-
-func sortedPercentile(s []float64, p float64) float64 {
-	if len(s) == 1 {
-		return s[0]
-	}
-	r := p / 100 * float64(len(s)-1)
-	lo := int(math.Floor(r))
-	if lo >= len(s)-1 {
-		return s[len(s)-1]
-	}
-	return s[lo] + (r-float64(lo))*(s[lo+1]-s[lo])
-}
+import "github.com/snapbpf/snapbpf/internal/stats"
 
 // Dist summarises a distribution (milliseconds, here).
 type Dist struct {
@@ -43,12 +17,11 @@ func Summarize(v []float64) Dist {
 	if len(v) == 0 {
 		return Dist{}
 	}
-	s := slices.Clone(v)
-	slices.Sort(s)
+	s := stats.Sorted(v)
 	sum := 0.0
 	for _, x := range s {
 		sum += x
 	}
-	return Dist{N: len(s), Mean: sum / float64(len(s)), P50: sortedPercentile(s, 50),
-		P95: sortedPercentile(s, 95), P99: sortedPercentile(s, 99), Max: s[len(s)-1]}
+	return Dist{N: len(s), Mean: sum / float64(len(s)), P50: stats.PercentileSorted(s, 50),
+		P95: stats.PercentileSorted(s, 95), P99: stats.PercentileSorted(s, 99), Max: s[len(s)-1]}
 }

@@ -127,16 +127,9 @@ func TestTraceConfigErrors(t *testing.T) {
 	}
 }
 
-func TestPercentile(t *testing.T) {
-	v := []float64{15, 20, 35, 40, 50}
-	for _, tc := range []struct{ p, want float64 }{{0, 15}, {50, 35}, {100, 50}, {25, 20}, {90, 46}, {99, 49.6}} {
-		if got := Percentile(v, tc.p); math.Abs(got-tc.want) > 1e-9 {
-			t.Errorf("p%g = %g, want %g", tc.p, got, tc.want)
-		}
-	}
-	if !math.IsNaN(Percentile(nil, 50)) || Percentile([]float64{7}, 99) != 7 {
-		t.Error("empty or single")
-	}
+// TestSummarize: the distribution of a load run's latencies (the
+// percentiles themselves are internal/stats's, tested there).
+func TestSummarize(t *testing.T) {
 	// 1..1000: p99 is 990.01 by interpolation.
 	var big []float64
 	for i := 1000; i >= 1; i-- {
