@@ -50,6 +50,20 @@ func (f *serveFlags) client(maxConns int) (*serveclient.Client, error) {
 	return serveclient.New(opts)
 }
 
+// run is the RunE of a fn subcommand: it connects to the service the
+// flags name, runs do with the client and closes it, so that each
+// subcommand holds only its own request.
+func (f *serveFlags) run(do func(cmd *cobra.Command, args []string, c *serveclient.Client) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := f.client(0)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return do(cmd, args, c)
+	}
+}
+
 // readToken reads a bearer token file: its first line, trimmed.
 func readToken(path string) (string, error) {
 	b, err := os.ReadFile(path)
@@ -88,16 +102,11 @@ func newFnCreateCmd(sf *serveFlags) *cobra.Command {
 		Use:   "create NAME [--function F] [--wait]",
 		Short: "Register a function: the service snapshots it and records its working set in the background",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: sf.run(func(cmd *cobra.Command, args []string, c *serveclient.Client) error {
 			req.Name = args[0]
 			if req.Function == "" {
 				req.Function = req.Name
 			}
-			c, err := sf.client(0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			ctx := cmd.Context()
 			f, err := c.Create(ctx, req)
 			if err != nil {
@@ -122,7 +131,7 @@ func newFnCreateCmd(sf *serveFlags) *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s %s (follow it with: snapbpf fn get %s)\n", f.Name, f.State, f.Name)
 			}
 			return nil
-		},
+		}),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&req.Function, "function", "", "built-in function to run (snapbpf functions; default NAME)")
@@ -176,12 +185,7 @@ func newFnLsCmd(sf *serveFlags) *cobra.Command {
 		Use:   "ls",
 		Short: "List the registered functions",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := sf.client(0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: sf.run(func(cmd *cobra.Command, _ []string, c *serveclient.Client) error {
 			l, err := c.List(cmd.Context())
 			if err != nil {
 				return fmt.Errorf("fn ls: %w", err)
@@ -199,7 +203,7 @@ func newFnLsCmd(sf *serveFlags) *cobra.Command {
 					f.WSetPages, f.MissRate, f.Instances.Warm, f.Instances.Busy)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of functions (api/openapi.yaml's Function)")
 	return cmd
@@ -219,12 +223,7 @@ func newFnGetCmd(sf *serveFlags) *cobra.Command {
 		Use:   "get NAME",
 		Short: "Show one function: state, snapshot, working set, miss rate, instances",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := sf.client(0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: sf.run(func(cmd *cobra.Command, args []string, c *serveclient.Client) error {
 			f, err := c.Get(cmd.Context(), args[0])
 			if err != nil {
 				return fmt.Errorf("fn get %s: %w", args[0], err)
@@ -234,7 +233,7 @@ func newFnGetCmd(sf *serveFlags) *cobra.Command {
 			}
 			printFunction(cmd.OutOrStdout(), f)
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the function as JSON (api/openapi.yaml's Function)")
 	return cmd
@@ -272,12 +271,7 @@ func newFnRmCmd(sf *serveFlags) *cobra.Command {
 		Use:   "rm NAME...",
 		Short: "Delete functions, their instances and snapshots",
 		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := sf.client(0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: sf.run(func(cmd *cobra.Command, args []string, c *serveclient.Client) error {
 			for _, name := range args {
 				if err := c.Delete(cmd.Context(), name); err != nil {
 					return fmt.Errorf("fn rm %s: %w", name, err)
@@ -290,7 +284,7 @@ func newFnRmCmd(sf *serveFlags) *cobra.Command {
 				return writeJSON(cmd.OutOrStdout(), map[string][]string{"deleted": args})
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"deleted":[NAME...]}`)
 	return cmd
@@ -317,12 +311,7 @@ func newFnInvokeCmd(sf *serveFlags) *cobra.Command {
 		Use:   "invoke NAME [--input SEED]",
 		Short: "Invoke a function: prints its result on stdout and the timing on stderr",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := sf.client(0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: sf.run(func(cmd *cobra.Command, args []string, c *serveclient.Client) error {
 			t0 := time.Now()
 			inv, err := c.Invoke(cmd.Context(), args[0], []byte(input))
 			if err != nil {
@@ -347,7 +336,7 @@ func newFnInvokeCmd(sf *serveFlags) *cobra.Command {
 			logger(cmd).Info("fn invoke", "name", args[0], "start", inv.Start, "restore_ms", inv.RestoreMs, "prefetch_mib", float64(inv.PrefetchBytes)/(1<<20),
 				"queue_ms", inv.QueueMs, "service_ms", inv.TotalMs, "client_ms", clientMs)
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&input, "input", "", "the function's input (runtime go: the input seed, e.g. 4; empty means 1)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print {name, result, start, restore_ms, prefetch_bytes, queue_ms, total_ms, client_ms}")
