@@ -19,7 +19,7 @@ import (
 )
 
 // defaultServeSocket is where snapbpf serve listens unless told otherwise.
-func defaultServeSocket() string { return filepath.Join(homeDir(), "serve", "snapbpf.sock") }
+func defaultServeSocket() string { return filepath.Join(serveHome(), "snapbpf.sock") }
 
 // serveFlags say where snapbpf serve is: the flags of every client command.
 type serveFlags struct {

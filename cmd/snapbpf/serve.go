@@ -79,7 +79,7 @@ left and serves them again. SIGTERM drains in-flight invocations for up to
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&socket, "socket", filepath.Join(serveHome(), "snapbpf.sock"), "unix socket to serve on (mode 0600)")
+	f.StringVar(&socket, "socket", defaultServeSocket(), "unix socket to serve on (mode 0600)")
 	f.StringVar(&listen, "listen", "", "also serve on this TCP address (e.g. 127.0.0.1:8080); needs --token-file")
 	f.StringVar(&token, "token-file", "", "file holding the bearer token TCP clients must send (mode 0600)")
 	f.Int64Var(&budgetMiB, "memory-budget", 0, "host memory the functions may use, in MiB: page cache of their memory files plus their instances' private memory (0: no budget)")
