@@ -19,14 +19,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/vmm/vmmtest"
 )
 
-// The function the fake guests run: linpack on 1 MiB initialises and
-// invokes in milliseconds.
-const (
-	fakeFunction = "linpack"
-	fakeDataMiB  = 1
-	fakeMemMiB   = 4
-)
-
 // fakeSnapshot makes a real snapshot directory with CreateSnapshot on the
 // fake VMM and opens it.
 func fakeSnapshot(t *testing.T) *snapshot.Dir {
@@ -36,7 +28,7 @@ func fakeSnapshot(t *testing.T) *snapshot.Dir {
 	defer cancel()
 	d := &vmmtest.Driver{}
 	dir, _, err := CreateSnapshot(ctx, d, vmmtest.Image(), CreateOptions{
-		Function: fakeFunction, DataMiB: fakeDataMiB, MemMiB: fakeMemMiB, Out: out, FreePages: snapshot.FreePagesNone,
+		Function: vmmtest.FastFunction, DataMiB: vmmtest.FastDataMiB, MemMiB: vmmtest.FastMemMiB, Out: out, FreePages: snapshot.FreePagesNone,
 	})
 	if err != nil {
 		t.Fatalf("create a snapshot on the fake VMM: %v", err)
@@ -55,7 +47,7 @@ func fakeSnapshot(t *testing.T) *snapshot.Dir {
 // function, logging to a fresh log.
 func fakeDriver() (*vmmtest.Driver, *vmmtest.Log) {
 	log := &vmmtest.Log{}
-	return &vmmtest.Driver{Log: log, Function: fakeFunction, DataMiB: fakeDataMiB}, log
+	return &vmmtest.Driver{Log: log, Function: vmmtest.FastFunction, DataMiB: vmmtest.FastDataMiB}, log
 }
 
 // failOn returns Faults that fail (or, with vmmtest.ErrHang, hang) op on
@@ -88,7 +80,7 @@ func (h *logHooks) VMMStarted(context.Context, int) error {
 // expected is the checksum a correct fake restore returns for input.
 func expected(t *testing.T, input uint64) string {
 	t.Helper()
-	sum, err := Expect(fakeFunction, fakeDataMiB, input)
+	sum, err := Expect(vmmtest.FastFunction, vmmtest.FastDataMiB, input)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +106,7 @@ func TestFakeCreateSnapshot(t *testing.T) {
 	log := &vmmtest.Log{}
 	d := &vmmtest.Driver{Log: log}
 	dir, st, err := CreateSnapshot(context.Background(), d, vmmtest.Image(), CreateOptions{
-		Function: fakeFunction, DataMiB: fakeDataMiB, MemMiB: fakeMemMiB, Out: out, FreePages: snapshot.FreePagesNone,
+		Function: vmmtest.FastFunction, DataMiB: vmmtest.FastDataMiB, MemMiB: vmmtest.FastMemMiB, Out: out, FreePages: snapshot.FreePagesNone,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +116,7 @@ func TestFakeCreateSnapshot(t *testing.T) {
 	if got := log.Events(); !slices.Equal(got, want) {
 		t.Errorf("VMM operations %q, want %q", got, want)
 	}
-	if dir.Manifest.Function != fakeFunction || dir.Manifest.VMM.Name != "fake" || dir.Manifest.MemMiB != fakeMemMiB {
+	if dir.Manifest.Function != vmmtest.FastFunction || dir.Manifest.VMM.Name != "fake" || dir.Manifest.MemMiB != vmmtest.FastMemMiB {
 		t.Errorf("manifest %+v does not describe the fake snapshot", dir.Manifest)
 	}
 	if st.InitMs <= 0 {
@@ -154,7 +146,7 @@ func TestFakeCreateSnapshotErrors(t *testing.T) {
 			d := &vmmtest.Driver{Faults: failOn(tc.op, -1, tc.err)}
 			start := time.Now()
 			_, _, err := CreateSnapshot(context.Background(), d, vmmtest.Image(), CreateOptions{
-				Function: fakeFunction, DataMiB: fakeDataMiB, MemMiB: fakeMemMiB, Out: out,
+				Function: vmmtest.FastFunction, DataMiB: vmmtest.FastDataMiB, MemMiB: vmmtest.FastMemMiB, Out: out,
 				FreePages: snapshot.FreePagesNone, Timeouts: Timeouts{VMM: 200 * time.Millisecond},
 			})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -191,7 +183,7 @@ func TestFakeRestoreOrder(t *testing.T) {
 		t.Errorf("result %+v: want a verified invocation", r)
 	}
 	c := d.Machines()[0].Config()
-	if !c.Incoming || c.MemShared || c.MemFile == nil || c.MemMiB != fakeMemMiB {
+	if !c.Incoming || c.MemShared || c.MemFile == nil || c.MemMiB != vmmtest.FastMemMiB {
 		t.Errorf("restore config %+v: want incoming, private, the opened memory file", c)
 	}
 	noLeaks(t, d)
@@ -402,11 +394,11 @@ func TestFakeRestoreVMMDies(t *testing.T) {
 // TestExpectMedian: the median of several native runs has the checksum of
 // one.
 func TestExpectMedian(t *testing.T) {
-	want, err := Expect(fakeFunction, fakeDataMiB, 3)
+	want, err := Expect(vmmtest.FastFunction, vmmtest.FastDataMiB, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, took, err := ExpectMedian(fakeFunction, fakeDataMiB, 3, 3)
+	got, took, err := ExpectMedian(vmmtest.FastFunction, vmmtest.FastDataMiB, 3, 3)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/snapbpf/snapbpf/internal/blockdev"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/testenv"
@@ -46,19 +44,11 @@ func exit(err error) {
 // stdin and answers "ok".
 func touchChild() error {
 	path := os.Getenv("FILE")
-	f, err := os.Open(path)
+	mem, f, err := testenv.MapPrivate(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
-	if err != nil {
-		return err
-	}
 	fmt.Println("ready")
 	sc := bufio.NewScanner(os.Stdin)
 	var sum byte

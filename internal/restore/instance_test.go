@@ -32,7 +32,7 @@ func TestStartInvokeWarm(t *testing.T) {
 		if err != nil {
 			t.Fatalf("invocation %d: %v", n, err)
 		}
-		want, _ := funcvm.Expect(fakeFunction, fakeDataMiB, input)
+		want, _ := funcvm.Expect(vmmtest.FastFunction, vmmtest.FastDataMiB, input)
 		if inv.VM.Checksum != want || !inv.VM.ResultOK || inv.Expected != want {
 			t.Errorf("invocation %d: checksum %s (ok %v), want %s", n, inv.VM.Checksum, inv.VM.ResultOK, want)
 		}
@@ -99,7 +99,7 @@ func TestStartFailures(t *testing.T) {
 // fails the invocation, naming both checksums.
 func TestInstanceWrongResult(t *testing.T) {
 	dir := fakeSnapshot(t)
-	d := &vmmtest.Driver{Function: fakeFunction, DataMiB: fakeDataMiB + 1} // other data: other results
+	d := &vmmtest.Driver{Function: vmmtest.FastFunction, DataMiB: vmmtest.FastDataMiB + 1} // other data: other results
 	inst, err := Start(context.Background(), d, dir, Config{Hooks: &logHooks{log: &vmmtest.Log{}}})
 	if err != nil {
 		t.Fatal(err)

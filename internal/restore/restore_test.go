@@ -22,14 +22,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
-// The function the fake guests run: linpack on 1 MiB initialises and
-// invokes in milliseconds.
-const (
-	fakeFunction = "linpack"
-	fakeDataMiB  = 1
-	fakeMemMiB   = 4
-)
-
 // fakeSnapshot makes a snapshot directory on the fake VMM and opens it as
 // a restore does.
 func fakeSnapshot(t *testing.T) *snapshot.Dir {
@@ -38,7 +30,7 @@ func fakeSnapshot(t *testing.T) *snapshot.Dir {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dir, _, err := funcvm.CreateSnapshot(ctx, &vmmtest.Driver{}, vmmtest.Image(), funcvm.CreateOptions{
-		Function: fakeFunction, DataMiB: fakeDataMiB, MemMiB: fakeMemMiB, Out: out, FreePages: snapshot.FreePagesNone,
+		Function: vmmtest.FastFunction, DataMiB: vmmtest.FastDataMiB, MemMiB: vmmtest.FastMemMiB, Out: out, FreePages: snapshot.FreePagesNone,
 	})
 	if err != nil {
 		t.Fatalf("create a snapshot on the fake VMM: %v", err)
@@ -55,7 +47,7 @@ func fakeSnapshot(t *testing.T) *snapshot.Dir {
 // fakeDriver is a driver whose restored guests hold the snapshot's
 // function.
 func fakeDriver(log *vmmtest.Log) *vmmtest.Driver {
-	return &vmmtest.Driver{Log: log, Function: fakeFunction, DataMiB: fakeDataMiB}
+	return &vmmtest.Driver{Log: log, Function: vmmtest.FastFunction, DataMiB: vmmtest.FastDataMiB}
 }
 
 // noLeaks fails the test if a machine of d is still running.
@@ -99,7 +91,7 @@ func TestRunComputesExpected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := funcvm.Expect(fakeFunction, fakeDataMiB, 3)
+	want, err := funcvm.Expect(vmmtest.FastFunction, vmmtest.FastDataMiB, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,8 +253,8 @@ func TestRunColdWarm(t *testing.T) {
 	if _, err := Run(context.Background(), d, dir, Config{Policy: policy.Lazy, Input: 1, Warm: true}); err != nil {
 		t.Fatal(err)
 	}
-	if n := cached(); n != fakeMemMiB<<20/pages.Size {
-		t.Errorf("after a warm restore %d pages cached, want all %d", n, fakeMemMiB<<20/pages.Size)
+	if n := cached(); n != vmmtest.FastMemMiB<<20/pages.Size {
+		t.Errorf("after a warm restore %d pages cached, want all %d", n, vmmtest.FastMemMiB<<20/pages.Size)
 	}
 	if _, err := Run(context.Background(), d, dir, Config{Policy: policy.Lazy, Input: 1, Cold: true}); err != nil {
 		t.Fatal(err)

@@ -28,7 +28,7 @@ func BenchmarkWarmInvoke(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer dir.Close()
-	d := &vmmtest.Driver{Function: fakeFunction, DataMiB: fakeDataMiB}
+	d := &vmmtest.Driver{Function: vmmtest.FastFunction, DataMiB: vmmtest.FastDataMiB}
 	inst, err := restore.Start(context.Background(), d, dir, restore.Config{Policy: "snapbpf"})
 	if err != nil {
 		b.Fatal(err)

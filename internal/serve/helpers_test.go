@@ -25,13 +25,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
-// The fake guests run linpack on 1 MiB: milliseconds per call.
-const (
-	fakeFunction = "linpack"
-	fakeDataMiB  = 1
-	fakeMemMiB   = 4
-)
-
 // fakeBuilder makes snapshots on the fake VMM and "records" a fixed
 // working set of the first pages; gate, if set, holds each step until it
 // is closed or receives.
@@ -124,9 +117,9 @@ func startService(t testing.TB, home string, cfg Config, b *fakeBuilder) *testSe
 	if b == nil {
 		b = &fakeBuilder{}
 	}
-	d := &vmmtest.Driver{Function: fakeFunction, DataMiB: fakeDataMiB}
+	d := &vmmtest.Driver{Function: vmmtest.FastFunction, DataMiB: vmmtest.FastDataMiB}
 	cfg.Home, cfg.Driver, cfg.Builder = home, d, b
-	cfg.MinGuestMiB = func(string, int) int { return fakeMemMiB }
+	cfg.MinGuestMiB = func(string, int) int { return vmmtest.FastMemMiB }
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

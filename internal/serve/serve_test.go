@@ -33,7 +33,7 @@ func (ts *testService) invoke(name, input, start string) *http.Response {
 	if input != "" {
 		fmt.Sscan(input, &seed)
 	}
-	want, _ := funcvm.Expect(fakeFunction, fakeDataMiB, seed)
+	want, _ := funcvm.Expect(vmmtest.FastFunction, vmmtest.FastDataMiB, seed)
 	if r.Checksum != want {
 		ts.t.Errorf("invoke %s %q: checksum %s, want %s", name, input, r.Checksum, want)
 	}
@@ -54,7 +54,7 @@ func (ts *testService) invoke(name, input, start string) *http.Response {
 func TestCreateInvokeDelete(t *testing.T) {
 	ts := startService(t, "", Config{}, nil)
 	f := ts.create("lin1")
-	if f.SnapshotID == "" || f.WSetPages != 16 || f.RecordedAt == nil || f.Runtime != "go" || f.MemMiB != fakeMemMiB {
+	if f.SnapshotID == "" || f.WSetPages != 16 || f.RecordedAt == nil || f.Runtime != "go" || f.MemMiB != vmmtest.FastMemMiB {
 		t.Errorf("ready function %+v: want its snapshot id, 16 working-set pages, when recorded", f)
 	}
 	resp := ts.invoke("lin1", "3", "cold")

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
 // Env set to "1" makes a test binary run the workload instead of
@@ -51,19 +53,11 @@ func child() error {
 			return fmt.Errorf("prctl: %w", err)
 		}
 	}
-	f, err := os.Open(path)
+	mem, f, err := testenv.MapPrivate(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
-	if err != nil {
-		return fmt.Errorf("mmap: %w", err)
-	}
 	for _, advice := range strings.Split(os.Getenv("MADV"), ",") {
 		switch advice {
 		case "random":

@@ -25,6 +25,15 @@ import (
 	"github.com/snapbpf/snapbpf/internal/vmm"
 )
 
+// A function the fake guests initialise and invoke in milliseconds
+// (linpack on 1 MiB of data) and the guest RAM its snapshots take: the
+// workload of the fake-VMM tests of funcvm, restore and serve.
+const (
+	FastFunction = "linpack"
+	FastDataMiB  = 1
+	FastMemMiB   = 4
+)
+
 // Op names a VMM operation, in the Log and for Faults.
 type Op string
 
