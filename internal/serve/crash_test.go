@@ -1,11 +1,8 @@
 package serve
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,12 +82,6 @@ func startServe(t *testing.T, exe, home, sock string, n int) *service {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func unixClient(sock string) *http.Client {
-	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
 }
 
 // recordedVMMs are the VMMs the service's records name.

@@ -3,7 +3,6 @@ package serve
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -49,20 +48,12 @@ func TestServeRealVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(home, "s.sock")
-	l, err := ListenUnix(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := HTTPServer(s.Handler())
-	go srv.Serve(l)
+	sock, srv := serveUnix(t, home, s.Handler())
 	defer func() {
 		srv.Shutdown(context.Background())
 		s.Close()
 	}()
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
+	client := unixClient(sock)
 	do := func(method, path, body string) (int, []byte, http.Header) {
 		t.Helper()
 		req, _ := http.NewRequest(method, "http://snapbpf"+path, strings.NewReader(body))

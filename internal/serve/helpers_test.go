@@ -124,24 +124,35 @@ func startService(t testing.TB, home string, cfg Config, b *fakeBuilder) *testSe
 	if err != nil {
 		t.Fatal(err)
 	}
+	hd := s.Handler()
+	if tt, ok := t.(*testing.T); ok {
+		hd = contract(tt, hd)
+	}
+	sock, srv := serveUnix(t, home, hd)
+	ts := &testService{t: t, s: s, d: d, b: b, home: home, sock: sock, srv: srv, client: unixClient(sock)}
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+// serveUnix serves h on a unix socket in home, as snapbpf serve does, and
+// returns the socket and the server (the caller shuts it down).
+func serveUnix(t testing.TB, home string, h http.Handler) (string, *http.Server) {
+	t.Helper()
 	sock := filepath.Join(home, "s.sock")
 	l, err := ListenUnix(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := s.Handler()
-	if tt, ok := t.(*testing.T); ok {
-		h = contract(tt, h)
-	}
 	srv := HTTPServer(h)
 	go srv.Serve(l)
-	ts := &testService{t: t, s: s, d: d, b: b, home: home, sock: sock, srv: srv,
-		client: &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}},
-	}
-	t.Cleanup(ts.stop)
-	return ts
+	return sock, srv
+}
+
+// unixClient is an HTTP client of the service on the unix socket sock.
+func unixClient(sock string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
 }
 
 // stop closes the service and checks it left no fake VM running.
