@@ -18,15 +18,14 @@ import (
 // serveDir is the service's package, whose routes must be the contract's.
 const serveDir = "../internal/serve"
 
-// serveRoutes finds the "METHOD /path" patterns the service registers on
-// its mux (Handle and HandleFunc calls with a string literal pattern).
-func serveRoutes(t *testing.T, dir string) []string {
+// inspectDir calls fn, as ast.Inspect does, on every node of the non-test
+// Go files in dir.
+func inspectDir(t *testing.T, dir string, fn func(fset *token.FileSet, n ast.Node) bool) {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var routes []string
 	fset := token.NewFileSet()
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
@@ -36,31 +35,39 @@ func serveRoutes(t *testing.T, dir string) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ast.Inspect(file, func(n ast.Node) bool {
-			call, ok := n.(*ast.CallExpr)
-			if !ok || len(call.Args) < 2 {
-				return true
-			}
-			sel, ok := call.Fun.(*ast.SelectorExpr)
-			if !ok || (sel.Sel.Name != "Handle" && sel.Sel.Name != "HandleFunc") {
-				return true
-			}
-			lit, ok := call.Args[0].(*ast.BasicLit)
-			if !ok || lit.Kind != token.STRING {
-				return true
-			}
-			pat, err := strconv.Unquote(lit.Value)
-			if err != nil {
-				return true
-			}
-			// Only method patterns are routes; a bare "/" is the
-			// service's answer to everything else (404, 405).
-			if method, path, ok := strings.Cut(pat, " "); ok && method == strings.ToUpper(method) {
-				routes = append(routes, method+" "+path)
-			}
-			return true
-		})
+		ast.Inspect(file, func(n ast.Node) bool { return fn(fset, n) })
 	}
+}
+
+// serveRoutes finds the "METHOD /path" patterns the service registers on
+// its mux (Handle and HandleFunc calls with a string literal pattern).
+func serveRoutes(t *testing.T, dir string) []string {
+	t.Helper()
+	var routes []string
+	inspectDir(t, dir, func(_ *token.FileSet, n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok || len(call.Args) < 2 {
+			return true
+		}
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if !ok || (sel.Sel.Name != "Handle" && sel.Sel.Name != "HandleFunc") {
+			return true
+		}
+		lit, ok := call.Args[0].(*ast.BasicLit)
+		if !ok || lit.Kind != token.STRING {
+			return true
+		}
+		pat, err := strconv.Unquote(lit.Value)
+		if err != nil {
+			return true
+		}
+		// Only method patterns are routes; a bare "/" is the
+		// service's answer to everything else (404, 405).
+		if method, path, ok := strings.Cut(pat, " "); ok && method == strings.ToUpper(method) {
+			routes = append(routes, method+" "+path)
+		}
+		return true
+	})
 	slices.Sort(routes)
 	return routes
 }
@@ -104,43 +111,29 @@ func TestServeRoutesMatchOpenAPI(t *testing.T) {
 // named or not, declared in the non-test files of dir, by where it is.
 func structFields(t *testing.T, dir string) map[string][]string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
 	structs := map[string][]string{}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		file, err := parser.ParseFile(fset, f, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ast.Inspect(file, func(n ast.Node) bool {
-			st, ok := n.(*ast.StructType)
-			if !ok {
-				return true
-			}
-			var fields []string
-			for _, fl := range st.Fields.List {
-				if fl.Tag == nil {
-					continue
-				}
-				tag, _ := strconv.Unquote(fl.Tag.Value)
-				js, _, _ := strings.Cut(reflect.StructTag(tag).Get("json"), ",")
-				if js != "" && js != "-" {
-					fields = append(fields, js)
-				}
-			}
-			if len(fields) > 0 {
-				slices.Sort(fields)
-				structs[fset.Position(st.Pos()).String()] = fields
-			}
+	inspectDir(t, dir, func(fset *token.FileSet, n ast.Node) bool {
+		st, ok := n.(*ast.StructType)
+		if !ok {
 			return true
-		})
-	}
+		}
+		var fields []string
+		for _, fl := range st.Fields.List {
+			if fl.Tag == nil {
+				continue
+			}
+			tag, _ := strconv.Unquote(fl.Tag.Value)
+			js, _, _ := strings.Cut(reflect.StructTag(tag).Get("json"), ",")
+			if js != "" && js != "-" {
+				fields = append(fields, js)
+			}
+		}
+		if len(fields) > 0 {
+			slices.Sort(fields)
+			structs[fset.Position(st.Pos()).String()] = fields
+		}
+		return true
+	})
 	return structs
 }
 

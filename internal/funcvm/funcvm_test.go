@@ -21,9 +21,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.Cleanup()
-	os.Exit(code)
+	testenv.Run(m)
 }
 
 // needVM skips tests that need root and QEMU, and builds the image.

@@ -44,9 +44,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	code := m.Run()
-	testenv.Cleanup()
-	os.Exit(code)
+	testenv.Run(m)
 }
 
 // needVM skips tests that need root and QEMU, and builds the image once.

@@ -19,9 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.Cleanup()
-	os.Exit(code)
+	testenv.Run(m)
 }
 
 // TestServeRealVM: the service on QEMU, eBPF and the page cache: a small

@@ -134,6 +134,19 @@ func startService(t testing.TB, home string, cfg Config, b *fakeBuilder) *testSe
 	return ts
 }
 
+// holdRestores makes each cold restore wait at its state load until the
+// returned channel receives or is closed: an instance that stays busy.
+func (ts *testService) holdRestores() chan struct{} {
+	gate := make(chan struct{})
+	ts.d.Faults = func(_ *vmmtest.Machine, op vmmtest.Op) error {
+		if op == vmmtest.OpLoadState {
+			<-gate
+		}
+		return nil
+	}
+	return gate
+}
+
 // serveUnix serves h on a unix socket in home, as snapbpf serve does, and
 // returns the socket and the server (the caller shuts it down).
 func serveUnix(t testing.TB, home string, h http.Handler) (string, *http.Server) {

@@ -269,13 +269,7 @@ func TestFailedSnapshotNeverRestored(t *testing.T) {
 func TestQueueDeadline(t *testing.T) {
 	ts := startService(t, "", Config{MaxInstances: 1, QueueTimeout: 2 * time.Second}, nil)
 	ts.create("q")
-	gate := make(chan struct{})
-	ts.d.Faults = func(_ *vmmtest.Machine, op vmmtest.Op) error {
-		if op == vmmtest.OpLoadState {
-			<-gate
-		}
-		return nil
-	}
+	gate := ts.holdRestores()
 	first := make(chan int)
 	go func() {
 		code, _, _ := ts.do("POST", "/v1/functions/q/invoke", "1")
@@ -478,13 +472,7 @@ func TestRerecordOnMisses(t *testing.T) {
 func TestDrain(t *testing.T) {
 	ts := startService(t, "", Config{}, nil)
 	ts.create("d")
-	gate := make(chan struct{})
-	ts.d.Faults = func(_ *vmmtest.Machine, op vmmtest.Op) error {
-		if op == vmmtest.OpLoadState {
-			<-gate
-		}
-		return nil
-	}
+	gate := ts.holdRestores()
 	inflight := make(chan int)
 	go func() {
 		code, _, _ := ts.do("POST", "/v1/functions/d/invoke", "1")

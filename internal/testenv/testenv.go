@@ -55,6 +55,15 @@ func Cleanup() {
 	}
 }
 
+// Run runs m's tests, removes Dir and exits with their status: the end of
+// the TestMain of a package whose tests use Dir (os.Exit skips deferred
+// calls, so Cleanup cannot be deferred there).
+func Run(m *testing.M) {
+	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
+
 // NeedVM skips t without root or under -short (make unit), fails it
 // without QEMU, and returns the guest image, built on first use (the kernel
 // package is cached in guest.DefaultCacheDir across runs).
