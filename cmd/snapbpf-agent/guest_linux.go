@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snapbpf/snapbpf/internal/kmod"
+	"github.com/snapbpf/snapbpf/internal/procfs"
 	"github.com/snapbpf/snapbpf/internal/protocol"
 )
 
@@ -134,31 +134,4 @@ func zeroFreeMemory(free int64) (int64, error) {
 func (linuxSystem) MemInfo() (map[string]int64, error) { return meminfo() }
 
 // meminfo returns /proc/meminfo in bytes.
-func meminfo() (map[string]int64, error) {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	out := map[string]int64{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		fields := strings.Fields(v)
-		if len(fields) == 0 {
-			continue
-		}
-		n, err := strconv.ParseInt(fields[0], 10, 64)
-		if err != nil {
-			continue
-		}
-		if len(fields) > 1 && fields[1] == "kB" {
-			n *= 1024
-		}
-		out[k] = n
-	}
-	return out, sc.Err()
-}
+func meminfo() (map[string]int64, error) { return procfs.Meminfo("") }

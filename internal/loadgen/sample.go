@@ -4,11 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/snapbpf/snapbpf/internal/procfs"
 )
 
 // Sample is the host's memory and the service's metrics at one time.
@@ -71,14 +71,10 @@ func (s Sampler) Run(ctx context.Context, start time.Time) []Sample {
 
 func (s Sampler) sample(ctx context.Context, start time.Time) Sample {
 	smp := Sample{T: time.Since(start).Seconds()}
-	path := s.Meminfo
-	if path == "" {
-		path = "/proc/meminfo"
-	}
-	if mi, err := ReadMeminfo(path); err == nil {
-		smp.MemUsedMiB = (mi["MemTotal"] - mi["MemAvailable"]) / 1024
-		smp.MemCachedMiB = mi["Cached"] / 1024
-		smp.MemAnonMiB = mi["AnonPages"] / 1024
+	if mi, err := procfs.Meminfo(s.Meminfo); err == nil {
+		smp.MemUsedMiB = float64(mi["MemTotal"]-mi["MemAvailable"]) / (1 << 20)
+		smp.MemCachedMiB = float64(mi["Cached"]) / (1 << 20)
+		smp.MemAnonMiB = float64(mi["AnonPages"]) / (1 << 20)
 	}
 	if s.Source != nil {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -95,30 +91,6 @@ func (s Sampler) sample(ctx context.Context, start time.Time) Sample {
 		}
 	}
 	return smp
-}
-
-// ReadMeminfo reads a /proc/meminfo file into kB values by field name.
-func ReadMeminfo(path string) (map[string]float64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("host memory: %w", err)
-	}
-	m := map[string]float64{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		if x, err := strconv.ParseFloat(f[0], 64); err == nil {
-			m[k] = x
-		}
-	}
-	return m, nil
 }
 
 // ParseMetrics picks the samples of the named metrics out of Prometheus

@@ -3,6 +3,7 @@
 // smaps) and its open files. A file is named by device and inode, never by
 // path, so a mapping or descriptor is found whatever name the process
 // opened the file by (a /proc/self/fd link, a bind mount, a renamed file).
+// It also reads the machine's memory (Meminfo), host or guest.
 package procfs
 
 import (

@@ -108,3 +108,20 @@ func TestSelf(t *testing.T) {
 		t.Errorf("FDs = %v, want %d among them", fds, f.Fd())
 	}
 }
+
+func TestMeminfo(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "meminfo")
+	if err := os.WriteFile(p, []byte("MemTotal:       24000000 kB\nMemAvailable:   20000000 kB\nCached:  1024 kB\nHugePages_Total:       3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Meminfo(p)
+	if err != nil || m["MemTotal"] != 24e6*1024 || m["MemAvailable"] != 2e7*1024 || m["Cached"] != 1<<20 || m["HugePages_Total"] != 3 {
+		t.Errorf("%v, %v", m, err)
+	}
+	if _, err := Meminfo(filepath.Join(t.TempDir(), "none")); err == nil {
+		t.Error("missing file read")
+	}
+	if m, err := Meminfo(""); err != nil || m["MemTotal"] <= 0 {
+		t.Errorf("/proc/meminfo: %v, %v", m, err)
+	}
+}
