@@ -8,6 +8,7 @@ package procfs
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -76,6 +77,20 @@ func parseStat(s string) (Stat, error) {
 		}
 	}
 	return st, nil
+}
+
+// Cmdline is a process's arguments (/proc/PID/cmdline): empty for a kernel
+// thread or a zombie, an error if the process is gone.
+func Cmdline(pid int) ([]string, error) {
+	b, err := os.ReadFile(path(pid, "cmdline"))
+	if err != nil {
+		return nil, err
+	}
+	b = bytes.TrimSuffix(b, []byte{0})
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return strings.Split(string(b), "\x00"), nil
 }
 
 // ReadBytes is the storage reads a process caused so far (read_bytes of

@@ -125,3 +125,18 @@ func TestMeminfo(t *testing.T) {
 		t.Errorf("/proc/meminfo: %v, %v", m, err)
 	}
 }
+
+// TestCmdline: this test binary's own arguments, and an error for a pid
+// that does not exist.
+func TestCmdline(t *testing.T) {
+	got, err := Cmdline(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, os.Args) {
+		t.Errorf("Cmdline(self) = %q, want %q", got, os.Args)
+	}
+	if _, err := Cmdline(1 << 30); err == nil {
+		t.Error("Cmdline of a pid that does not exist: no error")
+	}
+}

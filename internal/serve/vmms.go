@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,12 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/atomicfile"
 	"github.com/snapbpf/snapbpf/internal/owner"
+	"github.com/snapbpf/snapbpf/internal/procfs"
 )
 
 // vmmRecords name the VMMs this service runs, one file each under
@@ -92,13 +93,14 @@ func waitGone(o owner.Owner, limit time.Duration) {
 	}
 }
 
-// cmdline is a process's command line, arguments joined by spaces.
+// cmdline is a process's command line, arguments joined by spaces ("" if
+// it is gone): what a VMM record keeps to recognise its VMM.
 func cmdline(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	args, err := procfs.Cmdline(pid)
 	if err != nil {
 		return ""
 	}
-	return string(bytes.TrimRight(bytes.ReplaceAll(b, []byte{0}, []byte{' '}), " "))
+	return strings.Join(args, " ")
 }
 
 // add records the VMM pid and returns the record's id. The record is
