@@ -158,29 +158,8 @@ func TestClonesGetFreshEntropy(t *testing.T) {
 
 func cloneRandom(ctx context.Context, t *testing.T, dir *snapshot.Dir, reseed bool) (kernel, agent []byte) {
 	t.Helper()
-	d := &qemu.Driver{}
-	m, err := d.Start(ctx, restoreConfig(dir, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm := newVM(m, Timeouts{})
+	vm := resumedClone(ctx, t, dir, reseed)
 	defer vm.Close(context.Background())
-	state, err := dir.OpenState()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer state.Close()
-	if err := m.LoadState(ctx, state); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if reseed {
-		if err := vm.Reseed(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
 	k, a, err := vm.Random(ctx, 32)
 	if err != nil {
 		t.Fatal(err)
@@ -266,4 +245,40 @@ func TestRestoreUsesCheckedFiles(t *testing.T) {
 			t.Errorf("vm %d: checksum %s, want %s", r.Index, r.Checksum, want)
 		}
 	}
+}
+
+// resumedClone restores one clone of dir and resumes it, reseeding its
+// generators first if reseed is set, for tests that ask it for randomness.
+// The caller closes it; on a failure it is closed here.
+func resumedClone(ctx context.Context, t *testing.T, dir *snapshot.Dir, reseed bool) *VM {
+	t.Helper()
+	m, err := (&qemu.Driver{}).Start(ctx, restoreConfig(dir, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := newVM(m, Timeouts{})
+	ok := false
+	defer func() {
+		if !ok {
+			vm.Close(context.Background())
+		}
+	}()
+	state, err := dir.OpenState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer state.Close()
+	if err := m.LoadState(ctx, state); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if reseed {
+		if err := vm.Reseed(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ok = true
+	return vm
 }

@@ -94,28 +94,8 @@ func TestPythonClonesRandom(t *testing.T) {
 
 func pythonRandom(ctx context.Context, t *testing.T, dir *snapshot.Dir, reseed bool) []byte {
 	t.Helper()
-	m, err := (&qemu.Driver{}).Start(ctx, restoreConfig(dir, ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm := newVM(m, Timeouts{})
+	vm := resumedClone(ctx, t, dir, reseed)
 	defer vm.Close(context.Background())
-	state, err := dir.OpenState()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer state.Close()
-	if err := m.LoadState(ctx, state); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if reseed {
-		if err := vm.Reseed(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
 	r, err := vm.call(ctx, time.Minute, protocol.Message{Type: protocol.TypeRandom, N: 16})
 	if err != nil {
 		t.Fatal(err)
