@@ -7,7 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/pages"
+	"github.com/snapbpf/snapbpf/internal/pyfn"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -81,5 +84,34 @@ func TestBadArguments(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDrawInputs: record --inputs N draws N distinct seeds of a Go
+// function, and input shapes of a python function, which has only
+// pyfn.Shapes of them.
+func TestDrawInputs(t *testing.T) {
+	gofn := snapshot.Manifest{Function: "json"}
+	seeds, err := drawInputs(gofn, 5)
+	if err != nil || len(seeds) != 5 {
+		t.Fatalf("5 go inputs: %v, %v", seeds, err)
+	}
+	for _, s := range seeds {
+		if err := functions.CheckInput(s); err != nil {
+			t.Errorf("drew %d: %v", s, err)
+		}
+	}
+	py := snapshot.Manifest{Function: "pyaes", Runtime: pyfn.Runtime}
+	shapes, err := drawInputs(py, pyfn.Shapes)
+	if err != nil || len(shapes) != pyfn.Shapes {
+		t.Fatalf("%d python inputs: %v, %v", pyfn.Shapes, shapes, err)
+	}
+	for _, s := range shapes {
+		if s < 1 || s > pyfn.Shapes {
+			t.Errorf("drew shape %d, want 1 to %d", s, pyfn.Shapes)
+		}
+	}
+	if _, err := drawInputs(py, pyfn.Shapes+1); err == nil || !strings.Contains(err.Error(), "--input 1,2") {
+		t.Errorf("%d python inputs: %v, want an error that says to record all shapes with --input", pyfn.Shapes+1, err)
 	}
 }

@@ -82,7 +82,7 @@ func newDemoCmd() *cobra.Command {
 			}
 
 			log.Info("demo: recording the working set", "input", input)
-			if _, err := recordSnapshot(cmd, dir.Path, []uint64{input}, record.Options{}); err != nil {
+			if _, err := recordSnapshot(cmd, dir.Path, []uint64{input}, 0, record.Options{}); err != nil {
 				return err
 			}
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/capture"
 	"github.com/snapbpf/snapbpf/internal/functions"
+	"github.com/snapbpf/snapbpf/internal/pyfn"
 	"github.com/snapbpf/snapbpf/internal/record"
 	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
@@ -78,7 +79,7 @@ which includes readahead.`,
 					return ierr
 				}
 				var r *record.Report
-				if r, err = recordSnapshot(cmd, snapDir, seeds, o); err == nil {
+				if r, err = recordSnapshot(cmd, snapDir, seeds, randomInputs, o); err == nil {
 					v = snapshotRecordReport(r)
 				}
 			default:
@@ -116,8 +117,8 @@ which includes readahead.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&snapDir, "snapshot", "", "snapshot directory to record")
-	f.StringVar(&inputList, "input", "1", fmt.Sprintf("input seeds to record, comma-separated (%d to %d); the set is their union", uint64(functions.MinInput), uint64(functions.MaxInput)))
-	f.IntVar(&randomInputs, "inputs", 0, "record this many random input seeds instead of --input")
+	f.StringVar(&inputList, "input", "1", fmt.Sprintf("input seeds to record, comma-separated (%d to %d; a python function: its input shapes, 1 and 2); the set is their union", uint64(functions.MinInput), uint64(functions.MaxInput)))
+	f.IntVar(&randomInputs, "inputs", 0, "record this many random input seeds instead of --input (a python function: input shapes)")
 	f.BoolVar(&o.NoWait, "no-wait", false, "fail at once if another recording of the snapshot is running, instead of waiting for it")
 	f.BoolVar(&o.Merge, "merge", false, "union with the snapshot's existing working set (several inputs)")
 	f.IntVar(&o.Runs, "runs", record.DefaultRuns, "record this many cold restores and store their union (covers run-to-run variation)")
@@ -143,22 +144,14 @@ which includes readahead.`,
 // is a few KiB to a few hundred KiB (extents, not pages).
 const wsSpace = 8 << 20
 
-// recordInputs are the seeds --input lists, or --inputs random ones.
+// recordInputs are the seeds --input lists, or nil with --inputs (the
+// snapshot's function decides what its random inputs are: drawInputs).
 func recordInputs(cmd *cobra.Command, list string, random int) ([]uint64, error) {
 	if cmd.Flags().Changed("inputs") { // not with --input: a flag group
 		if random < 1 || random > maxRecordInputs {
 			return nil, fmt.Errorf("record: --inputs %d: want 1 to %d inputs", random, maxRecordInputs)
 		}
-		seen := map[uint64]bool{}
-		var seeds []uint64
-		for len(seeds) < random {
-			s := functions.MinInput + rand.Uint64N(functions.MaxInput-functions.MinInput+1)
-			if !seen[s] {
-				seen[s] = true
-				seeds = append(seeds, s)
-			}
-		}
-		return seeds, nil
+		return nil, nil
 	}
 	var seeds []uint64
 	seen := map[uint64]bool{}
@@ -183,11 +176,38 @@ func recordInputs(cmd *cobra.Command, list string, random int) ([]uint64, error)
 	return seeds, nil
 }
 
+// drawInputs are n distinct random inputs of m's function: seeds of a
+// Go function, input shapes of a runtime function (which has only
+// pyfn.Shapes).
+func drawInputs(m snapshot.Manifest, n int) ([]uint64, error) {
+	lo, hi := uint64(functions.MinInput), uint64(functions.MaxInput)
+	if m.Runtime != "" {
+		lo, hi = 1, pyfn.Shapes
+		if n > pyfn.Shapes {
+			all := make([]string, pyfn.Shapes)
+			for i := range all {
+				all[i] = strconv.Itoa(i + 1)
+			}
+			return nil, fmt.Errorf("record: --inputs %d: %s function %s has %d input shapes: record them all with --input %s", n, m.Runtime, m.Function, pyfn.Shapes, strings.Join(all, ","))
+		}
+	}
+	seen := map[uint64]bool{}
+	var seeds []uint64
+	for len(seeds) < n {
+		s := lo + rand.Uint64N(hi-lo+1)
+		if !seen[s] {
+			seen[s] = true
+			seeds = append(seeds, s)
+		}
+	}
+	return seeds, nil
+}
+
 // maxRecordInputs bounds the inputs of one recording: each costs --runs
 // restores.
 const maxRecordInputs = 64
 
-func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o record.Options) (*record.Report, error) {
+func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, random int, o record.Options) (*record.Report, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("record --snapshot needs root: it runs QEMU and turns readahead off for the memory file (and eBPF needs CAP_BPF, CAP_PERFMON); run it as root")
 	}
@@ -207,6 +227,11 @@ func recordSnapshot(cmd *cobra.Command, snapDir string, seeds []uint64, o record
 		return nil, err
 	}
 	m := dir.Manifest
+	if seeds == nil {
+		if seeds, err = drawInputs(m, random); err != nil {
+			return nil, err
+		}
+	}
 	for _, seed := range seeds {
 		want, _, err := restore.Expected(cmd.Context(), m, seed)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/record"
+	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/trace"
 )
@@ -57,7 +58,7 @@ restore policy. trace show prints a trace's summary.`,
 	f := cmd.Flags()
 	f.StringVar(&snapDir, "snapshot", "", "snapshot directory to trace")
 	f.StringVar(&out, "out", "", "trace file to write")
-	f.Uint64Var(&o.Input, "input", 1, "input seed for the traced invocation")
+	f.Uint64Var(&o.Input, "input", 1, "input seed for the traced invocation (a python function: its input shape, 1 or 2)")
 	f.StringVar(&o.Accel, "accel", "", "tcg or kvm (default: the one the snapshot was made with)")
 	f.BoolVar(&crossCheck, "cross-check", true, "also capture page-cache insertions and store the count, to compare")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
@@ -102,8 +103,7 @@ func recordTrace(cmd *cobra.Command, snapDir, out string, o record.TraceOptions)
 		return nil, err
 	}
 	defer dir.Close()
-	m := dir.Manifest
-	o.Expected, o.HostFn, err = funcvm.ExpectMedian(m.Function, m.FunctionOptions["data_mib"], o.Input, hostRuns)
+	o.Expected, o.HostFn, err = restore.ExpectedMedian(cmd.Context(), dir.Manifest, o.Input, hostRuns)
 	if err != nil {
 		return nil, err
 	}

@@ -156,7 +156,7 @@ func run(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, c Config, h Hooks
 	if res.Expected == "" && !c.NoCheck {
 		var err error
 		if m.Runtime != "" {
-			res.Expected, res.HostFn, err = expectRuntime(ctx, m, payload)
+			res.Expected, res.HostFn, err = expectRuntime(ctx, m, payload, 1)
 		} else {
 			res.Expected, res.HostFn, err = funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], c.Input)
 		}
@@ -185,8 +185,8 @@ func (c Config) restoreOptions(h Hooks, expected string) funcvm.RestoreOptions {
 }
 
 // expectRuntime runs a runtime function on the host, over the snapshot's
-// own image, on payload.
-func expectRuntime(ctx context.Context, m snapshot.Manifest, payload []byte) (string, time.Duration, error) {
+// own image, on payload, runs times (the median time).
+func expectRuntime(ctx context.Context, m snapshot.Manifest, payload []byte, runs int) (string, time.Duration, error) {
 	if m.Runtime != pyfn.Runtime {
 		return "", 0, fmt.Errorf("runtime %q: this snapbpf checks only %s functions", m.Runtime, pyfn.Runtime)
 	}
@@ -194,7 +194,7 @@ func expectRuntime(ctx context.Context, m snapshot.Manifest, payload []byte) (st
 	if err != nil {
 		return "", 0, err
 	}
-	sum, _, d, err := pyfn.Expect(ctx, m.RootfsPath, m.Function, warmup, payload)
+	sum, _, d, err := pyfn.ExpectMedian(ctx, m.RootfsPath, m.Function, warmup, payload, runs)
 	return sum, d, err
 }
 
@@ -203,12 +203,18 @@ func expectRuntime(ctx context.Context, m snapshot.Manifest, payload []byte) (st
 // runtime function's input shape run by its runner over the snapshot's
 // image.
 func Expected(ctx context.Context, m snapshot.Manifest, input uint64) (string, time.Duration, error) {
+	return ExpectedMedian(ctx, m, input, 1)
+}
+
+// ExpectedMedian is Expected with the median host time of runs
+// invocations: the time that divides a guest's into its slowdown.
+func ExpectedMedian(ctx context.Context, m snapshot.Manifest, input uint64, runs int) (string, time.Duration, error) {
 	if m.Runtime == "" {
-		return funcvm.ExpectTimed(m.Function, m.FunctionOptions["data_mib"], input)
+		return funcvm.ExpectMedian(m.Function, m.FunctionOptions["data_mib"], input, runs)
 	}
 	payload, err := pyfn.Input(m.Function, input)
 	if err != nil {
 		return "", 0, err
 	}
-	return expectRuntime(ctx, m, payload)
+	return expectRuntime(ctx, m, payload, runs)
 }
