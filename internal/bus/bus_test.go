@@ -1,0 +1,227 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/snapbpf/snapbpf/internal/bus"
+	"github.com/snapbpf/snapbpf/internal/bus/bustest"
+)
+
+// settledGoroutines waits for the goroutine count to fall to at most
+// want, and reports the count.
+func settledGoroutines(want int) int {
+	n := runtime.NumGoroutine()
+	for deadline := time.Now().Add(5 * time.Second); n > want && time.Now().Before(deadline); n = runtime.NumGoroutine() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return n
+}
+
+func TestEmbeddedPersistsAndLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	before := runtime.NumGoroutine()
+	ctx := t.Context()
+	for round := range 2 {
+		b, err := bus.Open(ctx, bus.Config{Dir: dir, Name: "solo"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u := b.ClientURL(); u != "" {
+			t.Errorf("the in-process server listens at %s", u)
+		}
+		kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "t"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if round == 0 {
+			if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			e, err := kv.Get(ctx, "k")
+			if err != nil || string(e.Value()) != "v" {
+				t.Fatalf("after a restart on the same store: %v, %v", e, err)
+			}
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := settledGoroutines(before); n > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines before, %d after close:\n%s", before, n, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestListeningRefusedWithoutAuthAndTLS(t *testing.T) {
+	full := bustest.Cluster(t, 1)[0]
+	for _, tc := range []struct {
+		name string
+		edit func(c *bus.Config)
+		want []string
+	}{
+		{"no creds", func(c *bus.Config) { c.Creds = "" }, []string{"--nats-creds"}},
+		{"no TLS", func(c *bus.Config) { c.TLS = bus.TLSFiles{} }, []string{"--nats-tls-cert", "--nats-tls-ca"}},
+		{"no CA", func(c *bus.Config) { c.TLS.CA = "" }, []string{"--nats-tls-ca"}},
+		{"neither", func(c *bus.Config) { c.Creds, c.TLS = "", bus.TLSFiles{} }, []string{"--nats-creds", "--nats-tls-key"}},
+		{"url and cluster", func(c *bus.Config) { c.URL = "nats://127.0.0.1:4222" }, []string{"--nats", "--cluster"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := full
+			cl := *full.Cluster
+			c.Cluster = &cl
+			tc.edit(&c)
+			b, err := bus.Open(t.Context(), c)
+			if err == nil {
+				b.Close()
+				t.Fatal("opened")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %s", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestClusterReplicatesAndAuthenticates(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 3-server cluster takes seconds to elect its leaders")
+	}
+	before := runtime.NumGoroutine()
+	cfgs := bustest.Cluster(t, 3)
+	t0 := time.Now()
+	bs := bustest.Open(t, cfgs)
+	t.Logf("3 servers with JetStream up in %v", time.Since(t0))
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if r := bs[0].Replicas(); r != 3 {
+		t.Errorf("replicas %d, want 3", r)
+	}
+	kv0, err := bs[0].KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv0.Put(ctx, "k", []byte("from node0")); err != nil {
+		t.Fatal(err)
+	}
+	kv2, err := bs[2].KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := kv2.Get(ctx, "k"); err != nil || string(e.Value()) != "from node0" {
+		t.Fatalf("node2 reads %v, %v", e, err)
+	}
+
+	// A client without credentials, or without TLS, is turned away.
+	url := bs[1].ClientURL()
+	if nc, err := nats.Connect(url, nats.Secure(mustTLS(t, cfgs[1])), nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Error("a client without an nkey was let in")
+	}
+	if nc, err := nats.Connect(strings.Replace(url, "tls://", "nats://", 1), nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Error("a client without TLS was let in")
+	}
+	// With both it gets in.
+	seed, err := nats.NkeyOptionFromSeed(cfgs[0].Creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, nats.Secure(mustTLS(t, cfgs[1])), seed, nats.MaxReconnects(0))
+	if err != nil {
+		t.Fatalf("a client with an nkey and TLS: %v", err)
+	}
+	nc.Close()
+
+	// One server down, the other two still take writes and reads.
+	if err := bs[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	kv1, err := bs[1].KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, time.Second)
+		_, err := kv1.Put(cctx, "k", []byte("after"))
+		ccancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no write with 2 of 3 servers: %v", err)
+		}
+	}
+	// Reads are direct gets any replica answers: node2's copy catches up.
+	for {
+		e, err := kv2.Get(ctx, "k")
+		if err == nil && string(e.Value()) == "after" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("node2 reads %v, %v", e, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, b := range bs[1:] {
+		b.Close()
+	}
+	if n := settledGoroutines(before); n > before {
+		t.Errorf("%d goroutines before, %d after close", before, n)
+	}
+	// Every port is free again.
+	for _, c := range cfgs {
+		for _, a := range []string{c.Cluster.Listen, c.Cluster.RouteListen} {
+			if err := listenFree(a); err != nil {
+				t.Errorf("%s still taken: %v", a, err)
+			}
+		}
+	}
+}
+
+func TestRouteNeedsCertificateFromCA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	good := bustest.Cluster(t, 2)
+	bad := bustest.Cluster(t, 1)[0] // another CA
+	// Node 1 of the good pair, with a certificate from the other CA:
+	// the route must not form, so JetStream never gets a quorum.
+	c := good[1]
+	c.TLS = bad.TLS
+	c.ReadyTimeout = 3 * time.Second
+	errs := make(chan error, 2)
+	var opened []*bus.Bus
+	results := make(chan *bus.Bus, 2)
+	for _, cfg := range []bus.Config{good[0], c} {
+		cfg.ReadyTimeout = 3 * time.Second
+		go func() {
+			b, err := bus.Open(context.Background(), cfg)
+			results <- b
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if b := <-results; b != nil {
+			opened = append(opened, b)
+		}
+		if err := <-errs; err == nil {
+			t.Error("a server reached JetStream with a peer from another CA")
+		} else if !errors.Is(err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "JetStream") {
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	for _, b := range opened {
+		b.Close()
+	}
+}
