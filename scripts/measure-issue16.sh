@@ -5,7 +5,7 @@
 set -euo pipefail
 B=${B:-$(pwd)/bin/snapbpf}
 R=${R:-/var/tmp/issue16}
-FNS=${FNS:-"hello pyaes json gzip image matmul linpack"}
+FNS=${FNS:-"hello pyaes json gzip image matmul linpack chameleon"}
 mkdir -p $R
 for f in $FNS; do
   S=$R/snap-$f

@@ -42,6 +42,11 @@ var fns = map[string]function{
 	// One invoke takes 0.3-0.7 s in a TCG guest (matmul 300: 0.26 s).
 	"matmul":  {input: func(s int) ([]byte, error) { return sizeSeed(200+100*s, s) }},
 	"linpack": {input: func(s int) ([]byte, error) { return sizeSeed(300+100*s, s) }},
+	// FunctionBench chameleon: a 250x30 (shape 1) and a 400x30 HTML
+	// table.
+	"chameleon": {input: func(s int) ([]byte, error) {
+		return json.Marshal(map[string]int{"rows": 100 + 150*s, "cols": 30, "seed": s})
+	}},
 }
 
 // Names lists the functions, sorted.

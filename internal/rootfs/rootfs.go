@@ -72,7 +72,7 @@ var Runtimes = map[string]Runtime{
 	"python": {
 		Name:     "python",
 		Suite:    "bookworm",
-		Packages: []string{"python3", "python3-pyaes", "python3-numpy", "python3-pil"},
+		Packages: []string{"python3", "python3-pyaes", "python3-numpy", "python3-pil", "python3-chameleon"},
 		files:    mustSub(pythonFiles, "python"),
 	},
 }

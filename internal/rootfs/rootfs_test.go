@@ -38,7 +38,7 @@ func TestRunnerFilesEmbedded(t *testing.T) {
 	if err := addFiles(dir, r.files); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"runner.py", "functions/__init__.py", "functions/pyaes.py", "functions/linpack.py"} {
+	for _, f := range []string{"runner.py", "functions/__init__.py", "functions/pyaes.py", "functions/linpack.py", "functions/chameleon.py"} {
 		if _, err := os.Stat(filepath.Join(dir, RunnerDir, f)); err != nil {
 			t.Error(err)
 		}
