@@ -110,7 +110,7 @@ func IdentifyFile(path, snapshotID string) (Identity, error) {
 	copy(hdr[:8], "snapws1\x00")
 	binary.LittleEndian.PutUint64(hdr[8:], uint64(size))
 	h.Write(hdr[:])
-	samples, err := readSamples(f, direct, sampleOffsets(size))
+	samples, err := readSamples(f, direct, SampleOffsets(size))
 	if err != nil {
 		return Identity{}, fmt.Errorf("read %s: %w", path, err)
 	}
@@ -124,9 +124,12 @@ func IdentifyFile(path, snapshotID string) (Identity, error) {
 	}, nil
 }
 
-// sampleOffsets spreads fingerprintSamples page-aligned offsets over a file
-// of the given size, first and last page included, without repeats.
-func sampleOffsets(size int64) []int64 {
+// SampleOffsets are the offsets of the blocks IdentifyFile reads from a
+// file of the given size: fingerprintSamples page-aligned offsets spread
+// over it, first and last page included, without repeats. A memory file
+// served from a remote store fetches these first, so identifying it costs
+// no wait on the rest.
+func SampleOffsets(size int64) []int64 {
 	n := (size + pages.Size - 1) / pages.Size
 	if n == 0 {
 		return nil
