@@ -12,47 +12,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/snapbpf/snapbpf/internal/bus"
+	"github.com/snapbpf/snapbpf/internal/bus/bustest"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/snapstore"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
-// embedded starts a JetStream server in the test process that listens on
-// no port and returns a connection to it.
+// embedded opens a node's NATS as serve does by default: an in-process
+// server that listens on no port.
 func embedded(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "snapstore-test", DontListen: true, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
-	})
+	b, err := bus.Open(context.Background(), bus.Config{Dir: t.TempDir(), Name: "snapstore-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		t.Fatal("embedded NATS server not ready after 10 s")
-	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv))
-	if err != nil {
-		srv.Shutdown()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		nc.Close()
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	t.Cleanup(func() { b.Close() })
+	return b.JetStream()
 }
 
 // fakeSnapshot makes a snapshot directory of memMiB MiB whose memory file
@@ -143,15 +122,17 @@ var (
 	testWS   = []pages.Extent{{Page: 1100, N: 20}, {Page: 5, N: 1}, {Page: 101, N: 10}, {Page: 2047, N: 1}}
 )
 
+// TestPublishFetchRoundTrip publishes a snapshot through one node of a
+// three-node cluster and fetches it through another.
 func TestPublishFetchRoundTrip(t *testing.T) {
 	ctx := context.Background()
-	js := embedded(t)
+	nodes := bustest.Open(t, bustest.Cluster(t, 3))
 	src := fakeSnapshot(t, 8, testData, testWS)
-	st, err := snapstore.Open(ctx, js, snapstore.Options{})
+	home, err := snapstore.Open(ctx, nodes[0].JetStream(), snapstore.Options{Replicas: nodes[0].Replicas()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := st.Publish(ctx, src, wsFile)
+	m, err := home.Publish(ctx, src, wsFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +150,10 @@ func TestPublishFetchRoundTrip(t *testing.T) {
 		t.Errorf("early pages %v hold more than the data", early)
 	}
 
+	st, err := snapstore.Open(ctx, nodes[2].JetStream(), snapstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(t.TempDir(), "copy")
 	d, fs, err := st.Fetch(ctx, src.Manifest.ID, out)
 	if err != nil {
