@@ -11,8 +11,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/snapbpf/snapbpf/internal/bench"
+	"github.com/snapbpf/snapbpf/internal/catalog"
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/pages"
+	"github.com/snapbpf/snapbpf/internal/pyfn"
 	"github.com/snapbpf/snapbpf/internal/record"
 	"github.com/snapbpf/snapbpf/internal/replay"
 	"github.com/snapbpf/snapbpf/internal/wset"
@@ -102,12 +104,13 @@ func runJSON(t *testing.T, v any, args ...string) {
 func TestFunctionsJSON(t *testing.T) {
 	var list []functionInfo
 	runJSON(t, &list, "functions", "--json")
-	if len(list) != len(functions.Names()) {
-		t.Fatalf("%d functions, want %d", len(list), len(functions.Names()))
+	want := len(functions.Names()) + len(pyfn.Names())
+	if len(list) != want {
+		t.Fatalf("%d functions, want %d (Go and python)", len(list), want)
 	}
 	for _, f := range list {
-		if f.Name == "" || f.GuestMiB <= 0 {
-			t.Errorf("entry %+v", f)
+		if c, err := catalog.Parse(f.Ref); f.Name == "" || f.GuestMiB <= 0 || err != nil || c.Name != f.Name || c.Runtime != f.Runtime {
+			t.Errorf("entry %+v: ref parses to %+v, %v", f, c, err)
 		}
 	}
 }

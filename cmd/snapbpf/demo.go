@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/snapbpf/snapbpf/internal/capture"
-	"github.com/snapbpf/snapbpf/internal/functions"
+	"github.com/snapbpf/snapbpf/internal/catalog"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/policy"
@@ -63,16 +63,23 @@ func newDemoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			img, err := guest.Build(ctx, guest.BuildOptions{OutDir: defaultImageDir(), AgentPath: agent, Log: log, Progress: meter(cmd)})
+			f, err := catalog.Parse(fn)
+			if err != nil {
+				return fmt.Errorf("--function: %w", err)
+			}
+			// A runtime function's image is built on first use: its root
+			// filesystem takes minutes, then comes from the cache.
+			img, err := buildImage(cmd, guest.BuildOptions{OutDir: imageDir(f.Runtime), AgentPath: agent}, f.Runtime, false)
 			if err != nil {
 				return err
 			}
-			snapPath := filepath.Join(outDir, fn)
+			snapPath := filepath.Join(outDir, f.FileName())
 			log.Info("demo: creating snapshot", "path", snapPath)
-			dir, st, err := funcvm.CreateSnapshot(ctx, vmmDriver(), img, funcvm.CreateOptions{
-				Function: fn, MemMiB: functions.MinGuestMiB(fn, functions.Options{}), Out: snapPath, Replace: true,
-				FreePages: snapshot.FreePagesReport, Log: log, Progress: meter(cmd),
-			})
+			o, err := f.Create(funcvm.CreateOptions{Out: snapPath, Replace: true, FreePages: snapshot.FreePagesReport, Log: log, Progress: meter(cmd)})
+			if err != nil {
+				return err
+			}
+			dir, st, err := funcvm.CreateSnapshot(ctx, vmmDriver(), img, o)
 			if err != nil {
 				return err
 			}
@@ -97,7 +104,7 @@ func newDemoCmd() *cobra.Command {
 					rows[m.name] = append(rows[m.name], rep.VMs...)
 				}
 			}
-			rep := demoSummary(fn, input, runs, rows)
+			rep := demoSummary(f.Ref(), input, runs, rows)
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), rep)
 			}
@@ -106,14 +113,14 @@ func newDemoCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&fn, "function", "bert", "function to run (see snapbpf functions)")
+	f.StringVar(&fn, "function", "bert", "function to run (see snapbpf functions; a python function by its name, e.g. pyaes, or as python:NAME)")
 	f.IntVar(&runs, "rounds", 3, "restores per policy")
-	f.Uint64Var(&input, "input", 1, "input seed")
+	f.Uint64Var(&input, "input", 1, "input seed (a python function: its input shape, 1 or 2)")
 	f.StringVar(&outDir, "out", filepath.Join(homeDir(), "demo"), "where the demo's snapshots go")
 	f.BoolVar(&asJSON, "json", false, "print the comparison (medians per policy) as one JSON object")
 	aliases(cmd, map[string]string{"runs": "rounds"})
 	checkFlags(cmd, func() error {
-		if _, err := functions.Lookup(fn); err != nil {
+		if _, err := catalog.Parse(fn); err != nil {
 			return fmt.Errorf("--function: %w", err)
 		}
 		if runs < 1 {

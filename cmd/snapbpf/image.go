@@ -32,22 +32,10 @@ func newImageCmd() *cobra.Command {
 				}
 				o.AgentPath = p
 			}
-			o.Log, o.Progress = logger(cmd), meter(cmd)
-			if runtime != "" {
-				rt, err := rootfs.Lookup(runtime)
-				if err != nil {
-					return fmt.Errorf("--runtime: %w", err)
-				}
-				if !cmd.Flags().Changed("out") {
-					o.OutDir = runtimeImageDir(runtime)
-				}
-				fs, err := rootfs.Build(cmd.Context(), rt, rootfs.Options{CacheDir: o.CacheDir, Rebuild: rebuild, Log: o.Log, Progress: o.Progress})
-				if err != nil {
-					return err
-				}
-				o.Runtime, o.Rootfs, o.RootfsSHA256 = rt.Name, fs.Path, fs.SHA256
+			if runtime != "" && !cmd.Flags().Changed("out") {
+				o.OutDir = runtimeImageDir(runtime)
 			}
-			img, err := guest.Build(cmd.Context(), o)
+			img, err := buildImage(cmd, o, runtime, rebuild)
 			if err != nil {
 				return err
 			}
@@ -70,6 +58,34 @@ func newImageCmd() *cobra.Command {
 	build.Flags().BoolVar(&asJSON, "json", false, "print the image description as JSON")
 	cmd.AddCommand(build)
 	return cmd
+}
+
+// buildImage builds the guest image o describes (o.Log and o.Progress are
+// the command's), with the root filesystem of runtime (none: "") built
+// first or found in the cache; rebuild builds the root filesystem again.
+func buildImage(cmd *cobra.Command, o guest.BuildOptions, runtime string, rebuild bool) (*guest.Image, error) {
+	o.Log, o.Progress = logger(cmd), meter(cmd)
+	if runtime != "" {
+		rt, err := rootfs.Lookup(runtime)
+		if err != nil {
+			return nil, fmt.Errorf("--runtime: %w", err)
+		}
+		fs, err := rootfs.Build(cmd.Context(), rt, rootfs.Options{CacheDir: o.CacheDir, Rebuild: rebuild, Log: o.Log, Progress: o.Progress})
+		if err != nil {
+			return nil, err
+		}
+		o.Runtime, o.Rootfs, o.RootfsSHA256 = rt.Name, fs.Path, fs.SHA256
+	}
+	return guest.Build(cmd.Context(), o)
+}
+
+// imageDir is the default image directory of runtime's functions (""
+// for the agent's Go functions).
+func imageDir(runtime string) string {
+	if runtime == "" {
+		return defaultImageDir()
+	}
+	return runtimeImageDir(runtime)
 }
 
 // findAgent looks for snapbpf-agent next to the running snapbpf.

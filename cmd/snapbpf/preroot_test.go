@@ -55,6 +55,10 @@ func TestArgumentErrorsBeforeRootCheck(t *testing.T) {
 		{"restore unknown accel", []string{"restore", "--snapshot", dir, "--accel", "xen"}, []string{`--accel "xen"`}},
 		{"restore deprecated and new readahead flags", []string{"restore", "--snapshot", dir, "--keep-readahead", "--no-readahead", "--policy", "snapbpf"}, []string{"keep-readahead", "no-readahead"}},
 		{"snapshot create unknown function", []string{"snapshot", "create", "--function", "nosuch", "--out", dir}, []string{"--function", `unknown function "nosuch"`}},
+		{"snapshot create unknown runtime", []string{"snapshot", "create", "--function", "json", "--runtime", "ruby", "--out", dir}, []string{`--runtime "ruby"`}},
+		{"snapshot create no such python function", []string{"snapshot", "create", "--function", "python:bert", "--out", dir}, []string{"--function", `no python function "bert"`}},
+		{"snapshot create runtime twice", []string{"snapshot", "create", "--function", "python:json", "--runtime", "python", "--out", dir}, []string{"--function", "name alone"}},
+		{"snapshot create python data size", []string{"snapshot", "create", "--function", "python:json", "--data-mib", "8", "--out", dir}, []string{"Go functions only"}},
 		{"snapshot create without function", []string{"snapshot", "create", "--out", dir}, []string{`required flag(s) "function" not set`}},
 		{"snapshot create negative memory", []string{"snapshot", "create", "--function", "aes", "--out", dir, "--mem-mib", "-1"}, []string{"--mem-mib -1"}},
 		{"snapshot create free pages", []string{"snapshot", "create", "--function", "aes", "--out", dir, "--free-pages", "some"}, []string{`--free-pages "some"`}},
@@ -71,6 +75,7 @@ func TestArgumentErrorsBeforeRootCheck(t *testing.T) {
 		{"record mem with inputs", []string{"record", "--mem", dir + "/m", "--out", dir + "/w", "--inputs", "3", "--", "true"}, []string{"[mem inputs]", "none of the others"}},
 		{"record mem with no-wait", []string{"record", "--mem", dir + "/m", "--out", dir + "/w", "--no-wait", "--", "true"}, []string{"[mem no-wait]", "none of the others"}},
 		{"demo unknown function", []string{"demo", "--function", "nosuch"}, []string{`unknown function "nosuch"`}},
+		{"demo unknown python function", []string{"demo", "--function", "python:cobol"}, []string{`no python function "cobol"`}},
 		{"demo no rounds", []string{"demo", "--rounds", "0"}, []string{"--rounds 0"}},
 		{"demo no runs (alias)", []string{"demo", "--runs", "0"}, []string{"--rounds 0"}},
 	} {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/snapbpf/snapbpf/internal/functions"
+	"github.com/snapbpf/snapbpf/internal/catalog"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/pyfn"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
@@ -22,9 +22,9 @@ func newSnapshotCmd() *cobra.Command {
 
 func newSnapshotCreateCmd() *cobra.Command {
 	var (
-		o        funcvm.CreateOptions
-		imageDir string
-		asJSON   bool
+		o            funcvm.CreateOptions
+		imageDirFlag string
+		asJSON       bool
 	)
 	cmd := &cobra.Command{
 		Use:         "create --function NAME --out DIR",
@@ -32,24 +32,19 @@ func newSnapshotCreateCmd() *cobra.Command {
 		Annotations: rootOnly("it runs QEMU and writes the snapshot and its free-page holes"),
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.Runtime != "" && !cmd.Flags().Changed("image") {
-				imageDir = runtimeImageDir(o.Runtime)
-			}
-			img, err := loadImage(imageDir)
+			fn, err := snapshotFunction(o)
 			if err != nil {
 				return err
 			}
-			switch {
-			case o.Runtime != "":
-				// The warm-up call before the snapshot takes input shape 1.
-				if o.Payload, err = pyfn.Input(o.Function, 1); err != nil {
-					return err
-				}
-				if o.MemMiB == 0 {
-					o.MemMiB = pyfn.GuestMiB(o.Function)
-				}
-			case o.MemMiB == 0:
-				o.MemMiB = functions.MinGuestMiB(o.Function, functions.Options{DataMiB: o.DataMiB})
+			if !cmd.Flags().Changed("image") {
+				imageDirFlag = imageDir(fn.Runtime)
+			}
+			img, err := loadImage(imageDirFlag)
+			if err != nil {
+				return err
+			}
+			if o, err = fn.Create(o); err != nil {
+				return err
 			}
 			o.Log, o.Progress = logger(cmd), meter(cmd)
 			dir, st, err := funcvm.CreateSnapshot(cmd.Context(), vmmDriver(), img, o)
@@ -65,7 +60,7 @@ func newSnapshotCreateCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Function, "function", "", "function to snapshot (see snapbpf functions)")
+	f.StringVar(&o.Function, "function", "", "function to snapshot (see snapbpf functions: a python function as python:NAME, or with --runtime python)")
 	f.StringVar(&o.Runtime, "runtime", "", "the function runs in a language runtime: python (functions "+strings.Join(pyfn.Names(), ", ")+"; default --image: IMAGE-python)")
 	f.StringVar(&o.Out, "out", "", "snapshot directory to create")
 	f.IntVar(&o.MemMiB, "mem-mib", 0, "guest RAM in MiB (default: sized for the function)")
@@ -74,22 +69,19 @@ func newSnapshotCreateCmd() *cobra.Command {
 	f.IntVar(&o.ReportOrder, "report-order", 0, "free page reporting order (2^order pages per report)")
 	f.BoolVar(&o.Replace, "replace", false, "replace an existing snapshot at --out atomically")
 	f.StringVar(&o.Accel, "accel", "", "tcg or kvm (default: kvm where the CPU has vmx/svm, else tcg)")
-	f.StringVar(&imageDir, "image", defaultImageDir(), "guest image directory (snapbpf image build)")
+	f.StringVar(&imageDirFlag, "image", defaultImageDir(), "guest image directory (snapbpf image build; default for a python function: IMAGE-python)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.MarkFlagRequired("function")
 	cmd.MarkFlagRequired("out")
 	checkFlags(cmd, func() error {
 		// An empty --function is the required flag's error, a moment later.
-		switch {
-		case o.Runtime != "" && o.Runtime != pyfn.Runtime:
-			return fmt.Errorf("--runtime %q: want %s (or none for the agent's Go functions)", o.Runtime, pyfn.Runtime)
-		case o.Runtime != "" && o.Function != "":
-			if !pyfn.Has(o.Function) {
-				return fmt.Errorf("--function %q: no such %s function (have: %s)", o.Function, o.Runtime, strings.Join(pyfn.Names(), ", "))
+		if o.Function != "" {
+			fn, err := snapshotFunction(o)
+			if err != nil {
+				return err
 			}
-		case o.Function != "":
-			if _, err := functions.Lookup(o.Function); err != nil {
-				return fmt.Errorf("--function: %w", err)
+			if _, err := fn.Create(o); err != nil {
+				return err
 			}
 		}
 		switch {
@@ -105,6 +97,26 @@ func newSnapshotCreateCmd() *cobra.Command {
 		return checkAccel(o.Accel)
 	})
 	return cmd
+}
+
+// snapshotFunction is the function snapshot create's --function and
+// --runtime name.
+func snapshotFunction(o funcvm.CreateOptions) (catalog.Function, error) {
+	ref := o.Function
+	switch {
+	case o.Runtime == "":
+	case o.Runtime != pyfn.Runtime:
+		return catalog.Function{}, fmt.Errorf("--runtime %q: want %s (or none for the agent's Go functions)", o.Runtime, pyfn.Runtime)
+	case strings.Contains(o.Function, ":"):
+		return catalog.Function{}, fmt.Errorf("--function %q with --runtime %s: give the function's name alone", o.Function, o.Runtime)
+	default:
+		ref = o.Runtime + ":" + o.Function
+	}
+	f, err := catalog.Parse(ref)
+	if err != nil {
+		return f, fmt.Errorf("--function: %w", err)
+	}
+	return f, nil
 }
 
 func newSnapshotInspectCmd() *cobra.Command {
