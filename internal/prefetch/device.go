@@ -1,7 +1,10 @@
 package prefetch
 
 import (
+	"fmt"
 	"os"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -29,11 +32,27 @@ func maxRequestBytes(f *os.File) int64 {
 	}
 	q, err := blockdev.ForDev(st.Dev)
 	if err != nil {
-		return fallbackRequestBytes
+		return readaheadBytes(st.Dev)
 	}
 	kb, err := q.KB("max_sectors_kb")
 	if err != nil || kb <= 0 {
 		return fallbackRequestBytes
 	}
 	return kb << 10
+}
+
+// readaheadBytes is the readahead window of a file system without a block
+// device (FUSE: the mount's max_readahead, raised through the same knob),
+// which is what one readahead call reads of its files there; at least
+// fallbackRequestBytes.
+func readaheadBytes(dev uint64) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(dev), unix.Minor(dev)))
+	if err != nil {
+		return fallbackRequestBytes
+	}
+	kb, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return fallbackRequestBytes
+	}
+	return max(kb<<10, fallbackRequestBytes)
 }

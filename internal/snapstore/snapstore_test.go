@@ -3,100 +3,20 @@ package snapstore_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/snapbpf/snapbpf/internal/bus"
 	"github.com/snapbpf/snapbpf/internal/bus/bustest"
 	"github.com/snapbpf/snapbpf/internal/pages"
-	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/snapstore"
+	"github.com/snapbpf/snapbpf/internal/snapstore/snapstoretest"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
-
-// embedded opens a node's NATS as serve does by default: an in-process
-// server that listens on no port.
-func embedded(t *testing.T) jetstream.JetStream {
-	t.Helper()
-	b, err := bus.Open(context.Background(), bus.Config{Dir: t.TempDir(), Name: "snapstore-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b.JetStream()
-}
-
-// fakeSnapshot makes a snapshot directory of memMiB MiB whose memory file
-// has random data in the pages of data (holes elsewhere), with a working
-// set of ws. No VMM is involved: the store only moves files.
-func fakeSnapshot(t *testing.T, memMiB int, data, ws []pages.Extent) *snapshot.Dir {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "snap")
-	b, err := snapshot.Create(out, snapshot.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Abort()
-	if err := os.WriteFile(b.StatePath(), randomBytes(t, 70_000), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	mem, err := os.OpenFile(b.MemPath(), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
-	if err := mem.Truncate(int64(memMiB) << 20); err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range data {
-		if _, err := mem.WriteAt(randomBytes(t, int(e.N)*pages.Size), int64(e.Page)*pages.Size); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hex64 := strings.Repeat("ab", 32)
-	d, err := b.Commit(snapshot.Manifest{
-		Function: "json", MemMiB: memMiB, KernelSHA256: hex64, AgentSHA256: hex64,
-		VMM: snapshot.VMMInfo{Name: "qemu", Version: "7.2.0"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	id, err := wset.IdentifyFile(d.MemPath(), d.Manifest.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &wset.Set{Mem: id, Extents: ws, Created: time.Now(), Source: "test"}
-	if err := d.AddFile(wsFile, func(w io.Writer) error {
-		b, err := s.MarshalBinary()
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(b)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
-const wsFile = "wset/default.ws"
-
-func randomBytes(t *testing.T, n int) []byte {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // sameFile fails unless a and b hold the same bytes.
 func sameFile(t *testing.T, a, b string) {
@@ -127,12 +47,12 @@ var (
 func TestPublishFetchRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	nodes := bustest.Open(t, bustest.Cluster(t, 3))
-	src := fakeSnapshot(t, 8, testData, testWS)
+	src := snapstoretest.Snapshot(t, 8, testData, testWS)
 	home, err := snapstore.Open(ctx, nodes[0].JetStream(), snapstore.Options{Replicas: nodes[0].Replicas()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := home.Publish(ctx, src, wsFile)
+	m, err := home.Publish(ctx, src, snapstoretest.WorkingSetFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +85,7 @@ func TestPublishFetchRoundTrip(t *testing.T) {
 	}
 	sameFile(t, src.MemPath(), d.MemPath())
 	sameFile(t, src.StatePath(), d.StatePath())
-	sameFile(t, src.File(wsFile), d.File(wsFile))
+	sameFile(t, src.File(snapstoretest.WorkingSetFile), d.File(snapstoretest.WorkingSetFile))
 	data, err := pages.Data(d.MemPath())
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +95,7 @@ func TestPublishFetchRoundTrip(t *testing.T) {
 	}
 	// The copy's working set is accepted for it (same snapshot, same
 	// contents).
-	ws, err := wset.Read(d.File(wsFile))
+	ws, err := wset.Read(d.File(snapstoretest.WorkingSetFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,13 +114,13 @@ func TestPublishFetchRoundTrip(t *testing.T) {
 // and gets the good chunk.
 func TestCorruptChunkRefused(t *testing.T) {
 	ctx := context.Background()
-	js := embedded(t)
-	src := fakeSnapshot(t, 8, testData, testWS)
+	js := snapstoretest.Embedded(t)
+	src := snapstoretest.Snapshot(t, 8, testData, testWS)
 	st, err := snapstore.Open(ctx, js, snapstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := st.Publish(ctx, src, wsFile)
+	m, err := st.Publish(ctx, src, snapstoretest.WorkingSetFile)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,10 +10,8 @@
 package tracepoint
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strings"
@@ -21,6 +19,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/snapbpf/snapbpf/internal/procfs"
 )
 
 // Mechanism says in one line how the programs are attached, for reports.
@@ -103,68 +103,23 @@ func Attach(name string, prog *ebpf.Program) (link.Link, error) {
 // Mounts lists where tracefs and debugfs are mounted in this process's
 // mount namespace. Nothing here needs them; check reports them.
 func Mounts() (tracefs, debugfs []string, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := procfs.Mounts()
 	if err != nil {
-		return nil, nil, fmt.Errorf("mounts: %w", err)
+		return nil, nil, err
 	}
-	defer f.Close()
-	return parseMountinfo(f)
-}
-
-// parseMountinfo reads proc(5)'s mountinfo format: "ID PARENT MAJ:MIN ROOT
-// MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS".
-func parseMountinfo(r io.Reader) (tracefs, debugfs []string, err error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 5 || sep+1 >= len(fields) {
-			continue
-		}
-		// Mount points escape spaces and the like as octal (\040).
-		point := unescapeOctal(fields[4])
-		switch fields[sep+1] {
-		case "tracefs":
-			tracefs = append(tracefs, point)
-		case "debugfs":
-			debugfs = append(debugfs, point)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, nil, fmt.Errorf("mountinfo: %w", err)
-	}
+	tracefs, debugfs = split(ms)
 	return tracefs, debugfs, nil
 }
 
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			var v byte
-			ok := true
-			for _, c := range []byte(s[i+1 : i+4]) {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + c - '0'
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
+// split picks the tracefs and debugfs mount points out of ms.
+func split(ms []procfs.Mount) (tracefs, debugfs []string) {
+	for _, m := range ms {
+		switch m.FSType {
+		case "tracefs":
+			tracefs = append(tracefs, m.Point)
+		case "debugfs":
+			debugfs = append(debugfs, m.Point)
 		}
-		b.WriteByte(s[i])
 	}
-	return b.String()
+	return tracefs, debugfs
 }

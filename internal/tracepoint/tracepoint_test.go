@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/snapbpf/snapbpf/internal/procfs"
 )
 
 func TestParseMountinfo(t *testing.T) {
@@ -17,10 +19,11 @@ func TestParseMountinfo(t *testing.T) {
 38 1 0:50 / /mnt/with\040space rw - tracefs nodev rw
 bad line
 `
-	tr, dbg, err := parseMountinfo(strings.NewReader(info))
+	ms, err := procfs.ParseMountinfo(strings.NewReader(info))
 	if err != nil {
 		t.Fatal(err)
 	}
+	tr, dbg := split(ms)
 	if want := []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing", "/mnt/with space"}; !slices.Equal(tr, want) {
 		t.Errorf("tracefs = %q, want %q", tr, want)
 	}
