@@ -35,8 +35,11 @@ DIR/results.json at once, so an interrupted bench started again with the same
 --out resumes where it stopped; failed cells are retried. At the end it writes
 DIR/report.md and the figures as SVG and PNG.
 
-The defaults are the reduced set (json, bert, alloc; 3 rounds; N 1, 2, 4; scatter
-0, 0.5, 1); --full is every function, 5 rounds, N up to 8, scatter 0, 0.25, 0.5, 1.
+Functions are named as snapbpf functions lists them: the agent's Go functions
+(json) and the python image's (python:json; the image is built on first use).
+The defaults are the reduced set (json, bert, alloc, python:pyaes; 3 rounds; N 1,
+2, 4; scatter 0, 0.5, 1); --full is every function, Go and python, 5 rounds, N up
+to 8, scatter 0, 0.25, 0.5, 1.
 report.md gives both sets' expected times on the machine measured. Needs root
 (BPF, page cache control, userfaultfd).`,
 		Args: cobra.NoArgs,
@@ -65,11 +68,16 @@ report.md gives both sets' expected times on the machine measured. Needs root
 			if euid() != 0 {
 				return errors.New("snapbpf bench needs root (it runs QEMU, loads eBPF and drops the memory files' page cache): run it as root, or use --report-only")
 			}
-			img, err := benchImage(cmd, imageDir, agentBin)
+			img, err := benchImage(cmd, imageDir, agentBin, "")
 			if err != nil {
 				return err
 			}
-			c.Image = img
+			c.Image, c.Images = img, map[string]*guest.Image{}
+			for _, rt := range c.Runtimes() {
+				if c.Images[rt], err = benchImage(cmd, imageDir+"-"+rt, agentBin, rt); err != nil {
+					return err
+				}
+			}
 			c.Driver = vmmDriver()
 			res, err := bench.Execute(cmd.Context(), c)
 			if res != nil {
@@ -81,9 +89,10 @@ report.md gives both sets' expected times on the machine measured. Needs root
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&c.Functions, "functions", c.Functions, "functions to measure (see snapbpf functions)")
+	f.StringSliceVar(&c.Functions, "functions", c.Functions, "functions to measure (see snapbpf functions: json, python:json, ...)")
 	f.StringSliceVar(&c.Policies, "policies", c.Policies, fmt.Sprintf("restore policies of %v", bench.Policies()))
 	f.IntSliceVar(&c.Concurrency, "concurrency", c.Concurrency, "numbers of VMs restored at once")
+	f.IntSliceVar(&c.ReplayConcurrency, "replay-concurrency", nil, "numbers of VMs replayed at once (default: --concurrency)")
 	f.IntVar(&c.Runs, "rounds", c.Runs, "rounds (repeated runs) per cell")
 	f.Float64SliceVar(&c.ScatterFractions, "scatter", c.ScatterFractions, "fractions of the trace's pages scattered in experiment scatter")
 	f.StringSliceVar(&c.Experiments, "experiments", c.Experiments, fmt.Sprintf("experiments of %v", bench.Experiments()))
@@ -93,9 +102,9 @@ report.md gives both sets' expected times on the machine measured. Needs root
 	f.StringArrayVar(&c.Notes, "note", nil, "a note for the report, e.g. what else ran on the machine (repeatable)")
 	f.StringVar(&c.Out, "out", filepath.Join(homeDir(), "bench", "results"), "directory for results.json, report.md and plots")
 	f.StringVar(&c.SnapshotDir, "snapshots", filepath.Join(homeDir(), "bench", "snapshots"), "directory for the bench's snapshots (reused while they match)")
-	f.StringVar(&imageDir, "image", defaultImageDir(), "guest image directory (rebuilt from --agent when it is found)")
+	f.StringVar(&imageDir, "image", defaultImageDir(), "guest image directory (rebuilt from --agent when it is found; a runtime's: IMAGE-RUNTIME)")
 	f.StringVar(&agentBin, "agent", "", "static snapbpf-agent binary (default: next to snapbpf)")
-	f.BoolVar(&full, "full", false, "the full set: every function, 5 rounds, N 1, 2, 4, 8 (flags given explicitly still win)")
+	f.BoolVar(&full, "full", false, "the full set: every function, Go and python, 5 rounds, N 1, 2, 4, 8 (flags given explicitly still win)")
 	f.BoolVar(&reportOnly, "report-only", false, "only render report.md and the plots from DIR/results.json")
 	f.BoolVar(&asJSON, "json", false, "print the final summary (files written, cells measured, skipped and failed) as one JSON object")
 	aliases(cmd, map[string]string{"runs": "rounds"})
@@ -120,10 +129,11 @@ func applyFull(cmd *cobra.Command, c *bench.Config) {
 	}
 }
 
-// benchImage builds the guest image from the agent when the agent is
-// found, as demo does, so snapshots run the agent of this build; without
-// an agent it uses the image already there.
-func benchImage(cmd *cobra.Command, imageDir, agentBin string) (*guest.Image, error) {
+// benchImage builds the guest image of runtime ("": the Go functions')
+// from the agent when the agent is found, as demo does, so snapshots run
+// the agent of this build; without an agent it uses the image already
+// there.
+func benchImage(cmd *cobra.Command, imageDir, agentBin, runtime string) (*guest.Image, error) {
 	if agentBin == "" {
 		p, err := findAgent()
 		if err != nil {
@@ -135,7 +145,7 @@ func benchImage(cmd *cobra.Command, imageDir, agentBin string) (*guest.Image, er
 		}
 		agentBin = p
 	}
-	return guest.Build(cmd.Context(), guest.BuildOptions{OutDir: imageDir, AgentPath: agentBin, Log: logger(cmd), Progress: meter(cmd)})
+	return buildImage(cmd, guest.BuildOptions{OutDir: imageDir, AgentPath: agentBin}, runtime, false)
 }
 
 // benchSummary is bench's final summary, what bench --json prints.

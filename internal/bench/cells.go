@@ -10,6 +10,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/trace"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -23,8 +24,13 @@ func (b *bench) restore(ctx context.Context, d *snapshot.Dir, k Key, run *Run) e
 	case PolicySnapBPFOther:
 		name, ws = policy.SnapBPF, d.File(otherWSFile(b.cfg.otherInput()))
 	}
+	want, err := b.expected(ctx, d, b.cfg.Input)
+	if err != nil {
+		return err
+	}
 	res, err := restore.Run(ctx, b.driver, d, restore.Config{
 		Policy: name, WorkingSet: ws, Input: b.cfg.Input, Count: k.N, Cold: !warm, Warm: warm, Accel: b.accel, Log: b.cfg.Log,
+		Expected: want.sum,
 	})
 	if res == nil {
 		return err
@@ -39,13 +45,68 @@ func (b *bench) restore(ctx context.Context, d *snapshot.Dir, k Key, run *Run) e
 	// Every clone has exited: what stays is the memory file's page cache,
 	// shared by all of them, counted once; their private copies were
 	// measured before each exited.
+	resident, err := pagecache.Residency(d.MemPath())
+	if err != nil {
+		return err
+	}
 	cached, err := CachedBytes(d.MemPath())
 	if err != nil {
 		return err
 	}
 	restoreMetrics(run.Metrics, res.VMs, cached, res.Prefetch)
-	run.Metrics[MetricHostFnMs] = ms(res.HostFn)
+	run.Metrics[MetricHostFnMs] = ms(want.time)
+	if k.Experiment == ExpLatency && k.N == 1 {
+		// The trace (recorded once, after this restore's residency was
+		// read) says which pages an invocation on this input touches.
+		t, _, err := b.loadTrace(ctx, d)
+		if err != nil {
+			return fmt.Errorf("the pages the function touches: %w", err)
+		}
+		seen := touchedPages(t)
+		run.Metrics[MetricTouchedPages], run.Metrics[MetricUntouchedPages] = float64(len(seen)), float64(untouched(seen, resident))
+		if name == policy.SnapBPF {
+			if ws == "" {
+				ws = d.File(policy.WorkingSetFile)
+			}
+			set, err := wset.Read(ws)
+			if err != nil {
+				return err
+			}
+			var n int
+			for _, e := range set.Extents {
+				for p := e.Page; p < e.End(); p++ {
+					if !seen[p] {
+						n++
+					}
+				}
+			}
+			run.Metrics[MetricWSPages], run.Metrics[MetricWSUntouched] = float64(set.Pages()), float64(n)
+		}
+	}
 	return nil
+}
+
+// touchedPages are the data pages trace t touches.
+func touchedPages(t *trace.Trace) map[uint64]bool {
+	seen := make(map[uint64]bool, len(t.Events))
+	for _, e := range t.Events {
+		if e.Op != trace.OpUpgrade && e.Flags&trace.FlagHole == 0 {
+			seen[e.Page] = true
+		}
+	}
+	return seen
+}
+
+// untouched counts the pages resident (mincore's vector of the memory
+// file) that are not in touched.
+func untouched(touched map[uint64]bool, resident []byte) int {
+	n := 0
+	for p, r := range resident {
+		if r&1 != 0 && !touched[uint64(p)] {
+			n++
+		}
+	}
+	return n
 }
 
 // restoreMetrics fills a restore cell's metrics.

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"slices"
 
-	"github.com/snapbpf/snapbpf/internal/functions"
+	"github.com/snapbpf/snapbpf/internal/catalog"
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/progress"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
@@ -14,11 +14,17 @@ import (
 
 // Config describes a bench.
 type Config struct {
+	// Functions are catalog references: the agent's Go functions by
+	// name (json), a runtime's as python:json.
 	Functions   []string `json:"functions"`
 	Policies    []string `json:"policies"`    // of Policies()
 	Concurrency []int    `json:"concurrency"` // VMs restored at once
-	Runs        int      `json:"runs"`
-	Experiments []string `json:"experiments"`
+	// ReplayConcurrency, if set, are ExpReplay's numbers of VMs instead
+	// of Concurrency: many replayed VMs cost little, many real ones under
+	// TCG minutes.
+	ReplayConcurrency []int    `json:"replay_concurrency,omitempty"`
+	Runs              int      `json:"runs"`
+	Experiments       []string `json:"experiments"`
 	// Input is the input every measured invocation gets, and the one the
 	// working set of policy snapbpf is recorded on. OtherInput (0: Input+1)
 	// is the one the working set of PolicySnapBPFOther is recorded on.
@@ -38,8 +44,10 @@ type Config struct {
 	// SnapshotDir holds the bench's snapshots, reused across runs while
 	// they match the image and settings.
 	SnapshotDir string `json:"-"`
-	// Image is the guest image snapshots are created from.
-	Image *guest.Image `json:"-"`
+	// Image is the guest image the Go functions' snapshots are created
+	// from, and Images by runtime those of a runtime's functions.
+	Image  *guest.Image            `json:"-"`
+	Images map[string]*guest.Image `json:"-"`
 	// Driver starts the VMs; nil is a qemu.Driver with its defaults.
 	Driver *qemu.Driver `json:"-"`
 	// Log receives diagnostics; nil discards them.
@@ -48,11 +56,12 @@ type Config struct {
 	Progress progress.Meter `json:"-"`
 }
 
-// Reduced is the set `make bench` runs: three functions of different
-// shapes (a document parser, a model, an allocator), three runs, N up to 4.
+// Reduced is the set `make bench` runs: four functions of different
+// shapes (a document parser, a model, an allocator, and python's pyaes:
+// an interpreter with its libraries and heap), three runs, N up to 4.
 func Reduced() Config {
 	return Config{
-		Functions:   []string{"json", "bert", "alloc"},
+		Functions:   []string{"json", "bert", "alloc", "python:pyaes"},
 		Policies:    Policies(),
 		Concurrency: []int{1, 2, 4},
 		Runs:        3,
@@ -64,10 +73,10 @@ func Reduced() Config {
 	}
 }
 
-// Full is every function, five runs, N up to 8.
+// Full is every function, Go and python, five runs, N up to 8.
 func Full() Config {
 	c := Reduced()
-	c.Functions = functions.Names()
+	c.Functions = catalog.Refs(append(catalog.Go(), catalog.Python()...))
 	c.Concurrency = []int{1, 2, 4, 8}
 	c.Runs = 5
 	c.ScatterFractions = []float64{0, 0.25, 0.5, 1}
@@ -81,7 +90,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("no functions"))
 	}
 	for _, fn := range c.Functions {
-		if _, err := functions.Lookup(fn); err != nil {
+		if _, err := catalog.Parse(fn); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -95,7 +104,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("unknown experiment %q: want some of %v", e, Experiments()))
 		}
 	}
-	for _, n := range c.Concurrency {
+	for _, n := range append(slices.Clone(c.Concurrency), c.ReplayConcurrency...) {
 		if n < 1 {
 			errs = append(errs, fmt.Errorf("concurrency %d: must be at least 1", n))
 		}
@@ -117,16 +126,45 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// dataMiB is the data size function fn runs with under c.
+// dataMiB is the data size function fn runs with under c (0 for a
+// runtime's functions, whose input comes with the request).
 func (c Config) dataMiB(fn string) int {
-	if c.DataMiB > 0 {
-		return c.DataMiB
-	}
-	s, err := functions.Lookup(fn)
+	f, err := catalog.Parse(fn)
 	if err != nil {
 		return 0
 	}
-	return s.DefaultDataMiB
+	return f.DataMiB(c.DataMiB)
+}
+
+// Runtimes are the language runtimes c's functions run in: the images
+// besides Image a bench of c needs.
+func (c Config) Runtimes() []string {
+	var out []string
+	for _, fn := range c.Functions {
+		if f, err := catalog.Parse(fn); err == nil && f.Runtime != "" && !slices.Contains(out, f.Runtime) {
+			out = append(out, f.Runtime)
+		}
+	}
+	return out
+}
+
+// image is the guest image function f's snapshots are created from.
+func (c Config) image(f catalog.Function) (*guest.Image, error) {
+	if f.Runtime == "" {
+		return c.Image, nil
+	}
+	if img := c.Images[f.Runtime]; img != nil {
+		return img, nil
+	}
+	return nil, fmt.Errorf("function %s: no %s guest image given (snapbpf image build --runtime %s)", f.Ref(), f.Runtime, f.Runtime)
+}
+
+// replayConcurrency are ExpReplay's numbers of VMs.
+func (c Config) replayConcurrency() []int {
+	if len(c.ReplayConcurrency) > 0 {
+		return c.ReplayConcurrency
+	}
+	return c.Concurrency
 }
 
 func (c Config) otherInput() uint64 {

@@ -141,7 +141,7 @@ func experimentKeys(c Config, exp, fn string, run int) []Key {
 		add(SeriesFio, 1)
 	case ExpReplay:
 		for _, pol := range ReplayPolicies() {
-			for _, n := range c.Concurrency {
+			for _, n := range c.replayConcurrency() {
 				if pol == PolicyWarm && n != 1 {
 					continue
 				}

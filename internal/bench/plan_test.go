@@ -2,6 +2,7 @@ package bench
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -95,5 +96,36 @@ func TestConfigValidate(t *testing.T) {
 				t.Error("Validate accepted it")
 			}
 		})
+	}
+}
+
+// TestPlanReplayConcurrency: ExpReplay takes its own numbers of VMs,
+// the real VMs keep Concurrency.
+func TestPlanReplayConcurrency(t *testing.T) {
+	c := Reduced()
+	c.Functions = []string{"python:pyaes"}
+	c.Policies = []string{"snapbpf"}
+	c.Concurrency, c.ReplayConcurrency = []int{1}, []int{1, 8}
+	c.Experiments = []string{ExpLatency, ExpReplay}
+	c.Runs = 1
+	var vm, rp []int
+	for _, k := range Plan(c) {
+		switch {
+		case k.Experiment == ExpLatency:
+			vm = append(vm, k.N)
+		case k.Experiment == ExpReplay && k.Policy == "reap":
+			rp = append(rp, k.N)
+		}
+	}
+	if !slices.Equal(vm, []int{1}) || !slices.Equal(rp, []int{1, 8}) {
+		t.Errorf("latency at N %v, reap replayed at N %v; want [1] and [1 8]", vm, rp)
+	}
+	c.Out = t.TempDir()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.ReplayConcurrency = []int{0}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "concurrency 0") {
+		t.Errorf("replay concurrency 0: %v", err)
 	}
 }

@@ -9,11 +9,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/record"
 	"github.com/snapbpf/snapbpf/internal/replay"
+	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/trace"
 )
@@ -46,6 +46,7 @@ const (
 	MetricTraceHoles    = "trace_hole_pages" // of them, holes of the memory file
 	MetricTraceSlowdown = "trace_slowdown"   // TCG guest compute / native
 	MetricTraceRecordMs = "trace_record_ms"  // 0: an existing trace was reused
+	MetricTraceWritten  = "trace_written"    // distinct pages written (first touch or later)
 	MetricStallMs       = "stall_ms"         // replay: time stalled on memory, mean over VMs
 	MetricRecordPhaseMs = "record_phase_ms"  // replay: REAP's or FaaSnap's record run
 )
@@ -65,7 +66,7 @@ func (b *bench) loadTrace(ctx context.Context, d *snapshot.Dir) (t *trace.Trace,
 	b.log().Info("bench: tracing", "snapshot", d.Path, "input", b.cfg.Input, "file", path)
 	m := d.Manifest
 	o := record.TraceOptions{Input: b.cfg.Input, Accel: b.accel, CrossCheck: false}
-	o.Expected, o.HostFn, err = funcvm.ExpectMedian(m.Function, m.FunctionOptions["data_mib"], b.cfg.Input, traceHostRuns)
+	o.Expected, o.HostFn, err = restore.ExpectedMedian(ctx, m, b.cfg.Input, traceHostRuns)
 	if err != nil {
 		return nil, false, err
 	}
@@ -90,6 +91,7 @@ func (b *bench) traceCell(ctx context.Context, d *snapshot.Dir, run *Run) error 
 	s := t.Summary()
 	mt := run.Metrics
 	mt[MetricTracePages], mt[MetricTraceHoles], mt[MetricTraceSlowdown] = float64(s.Pages), float64(s.HolePages), s.Slowdown
+	mt[MetricTraceWritten] = float64(s.WritePages + s.Upgrades)
 	mt[MetricGuestFnMs], mt[MetricHostFnMs] = s.GuestFnMs, s.HostFnMs
 	if recorded {
 		mt[MetricTraceRecordMs] = ms(time.Since(t0))

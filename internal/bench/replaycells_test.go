@@ -5,6 +5,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/testenv"
+	"github.com/snapbpf/snapbpf/internal/trace"
 )
 
 // TestHoldCached checks that a file held by holdCached stays in the page
@@ -42,5 +43,19 @@ func TestSourceOf(t *testing.T) {
 		if got := sourceOf(exp); got != want {
 			t.Errorf("sourceOf(%s) = %s, want %s", exp, got, want)
 		}
+	}
+}
+
+// TestUntouchedPages: resident pages the trace does not touch are
+// untouched; holes the trace touched and upgrades are no data pages.
+func TestUntouchedPages(t *testing.T) {
+	tr := &trace.Trace{Events: []trace.Event{
+		{Page: 1, Op: trace.OpRead}, {Page: 2, Op: trace.OpWrite}, {Page: 1, Op: trace.OpUpgrade},
+		{Page: 5, Op: trace.OpWrite, Flags: trace.FlagHole},
+	}}
+	resident := []byte{1, 1, 0, 1, 0, 1} // pages 0, 1, 3, 5
+	seen := touchedPages(tr)
+	if n := untouched(seen, resident); len(seen) != 2 || n != 3 {
+		t.Errorf("touched %v, untouched %d; want data pages 1 and 2 touched, 3 resident pages untouched (0, 3 and the hole 5, filled since)", seen, n)
 	}
 }

@@ -66,6 +66,10 @@ func renderReport(w io.Writer, res *Results, dir string) error {
 			return err
 		}
 	}
+	writeSnapshots(w, res)
+	writeRecordedInput(w, res)
+	writeOtherInput(w, res)
+	writeReplayBaselines(w, res)
 	writeTraces(w, res)
 	writeDetails(w, res)
 	writeTimes(w, res)
@@ -106,7 +110,7 @@ func writeHeader(w io.Writer, res *Results, where string) {
 	fmt.Fprintf(w, "# snapbpf bench\n\n")
 	fmt.Fprintf(w, "Measured on %s.\n\n", where)
 	fmt.Fprintf(w, "- Functions and data sizes: %s.\n", dataSizes(res))
-	fmt.Fprintf(w, "- Policies: %s. Concurrency N: %s. Runs per cell: %d.\n", strings.Join(c.Policies, ", "), joinInts(c.Concurrency), c.Runs)
+	fmt.Fprintf(w, "- Policies: %s. Concurrency N: %s (replay: %s). Runs per cell: %d.\n", strings.Join(c.Policies, ", "), joinInts(c.Concurrency), joinInts(c.replayConcurrency()), c.Runs)
 	fmt.Fprintf(w, "- Every measured invocation gets input %d.\n", c.Input)
 	fmt.Fprintf(w, "- lazy is Linux as it is (readahead, QEMU's hugepage advice); nora turns readahead off for the memory file; "+
 		"snapbpf prefetches the working set recorded on the same input (%d) into the page cache while the VM starts, readahead off; "+

@@ -37,6 +37,13 @@ func TestWriteReport(t *testing.T) {
 		"Expected time of the full set",
 		// Figure 1 (replay): lazy 200 ms, warm 100 ms; reap and faasnap present.
 		"| json | 200 (190–210) | 360 (342–378) | 140 (133–147) | 150 (142–158) | 160 (152–168) | 100 (95–105) | 1.43x | 1.40x |",
+		// The side-by-side tables.
+		"## Snapshots and working sets",
+		"| json | 160 | 64.0 | 128.0 | 64.0 MiB (50%) | 10.0 (2560 pages) | – |",
+		"| json | 500 / 1000 / 700 | 1.40x | 0.70x | 100 / 600 / 300 | 3.00x | 0.50x | 400 |",
+		"| json | 500 / 1000 / 1100 | 2.20x | 1.10x | 4000 | 50% / 30% / 2.0% / 5.0% | 2.0% / 8.0% |",
+		"| json | 140 / 150 / 160 | 0.93x | 105 / 110 / 114 | 0.92x | 20% |",
+		"| python:pyaes |",
 		// Figure 5: scatter 0.5 costs half again.
 		"| json | snapbpf | 140 (133–147) / 66.8 | 210 (200–220) / 66.8 | 280 (266–294) / 66.8 |",
 	} {

@@ -29,6 +29,7 @@ type bench struct {
 	snaps    map[string]*snapshot.Dir // by function/free page mode
 	recorded map[string]bool          // snapshot IDs with this bench's working set
 	traces   map[string]*trace.Trace  // by snapshot ID
+	sums     map[string]hostResult    // expected results by snapshot ID/input
 	// measure fills one cell's run; tests replace it.
 	measure func(ctx context.Context, k Key, run *Run) error
 }
@@ -67,7 +68,7 @@ func Execute(ctx context.Context, cfg Config) (*Results, error) {
 	b := &bench{
 		cfg: cfg, driver: driver, accel: vmm.DetectAccel(),
 		path: filepath.Join(cfg.Out, ResultsFile), snaps: map[string]*snapshot.Dir{}, recorded: map[string]bool{},
-		traces: map[string]*trace.Trace{},
+		traces: map[string]*trace.Trace{}, sums: map[string]hostResult{},
 	}
 	b.measure = b.measureVM
 	b.machine = DetectMachine(ctx, b.driver, b.accel, cfg.SnapshotDir)

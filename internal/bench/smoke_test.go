@@ -6,9 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/progress"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 )
@@ -136,3 +138,50 @@ type countingJob struct {
 
 func (j countingJob) Step(what string) { j.m.steps++; j.Job.Step(what) }
 func (j countingJob) Done()            { j.m.done = true; j.Job.Done() }
+
+// TestSmokePython runs the bench on a python function for real: its
+// snapshot from the python image, a working set recorded on the other
+// input shape, one restore with it on the measured shape, verified by the
+// host's runner, and the pages that restore brought in for nothing.
+func TestSmokePython(t *testing.T) {
+	img := testenv.NeedPython(t)
+	defer testenv.Cleanup()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cfg := Reduced()
+	cfg.Functions, cfg.Runs, cfg.Concurrency = []string{"python:hello"}, 1, []int{1}
+	cfg.Policies, cfg.Experiments = []string{PolicySnapBPFOther}, []string{ExpLatency}
+	cfg.Out = t.TempDir()
+	cfg.SnapshotDir = filepath.Join(t.TempDir(), "snapshots")
+	cfg.Image, cfg.Images = testenv.NeedVM(t), map[string]*guest.Image{"python": img}
+	cfg.Log = testLog(t)
+	res, err := Execute(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := res.Select(ExpLatency, "python:hello", PolicySnapBPFOther, 1)
+	if len(runs) != 1 {
+		t.Fatalf("%d runs of python:hello under %s", len(runs), PolicySnapBPFOther)
+	}
+	r := runs[0]
+	if len(r.VMs) != 1 || !r.VMs[0].ResultOK || r.Metrics[MetricTouchedPages] < 100 {
+		t.Errorf("run: %+v", r)
+	}
+	for _, m := range []string{MetricUntouchedPages, MetricWSUntouched} {
+		if _, ok := r.Metrics[m]; !ok {
+			t.Errorf("run has no %s metric: %v", m, r.Metrics)
+		}
+	}
+	if r.Metrics[MetricWSPages] < 100 || r.Metrics[MetricWSUntouched] > r.Metrics[MetricWSPages] {
+		t.Errorf("working set of %.0f pages, %.0f of them untouched", r.Metrics[MetricWSPages], r.Metrics[MetricWSUntouched])
+	}
+	t.Logf("e2e %.0f ms, guest fn %.0f ms, %.0f pages touched, %.0f untouched; %.0f of the working set's %.0f pages untouched", r.Metrics[MetricE2EMs], r.Metrics[MetricGuestFnMs],
+		r.Metrics[MetricTouchedPages], r.Metrics[MetricUntouchedPages], r.Metrics[MetricWSUntouched], r.Metrics[MetricWSPages])
+	md, err := os.ReadFile(filepath.Join(cfg.Out, ReportFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), "| python:hello |") {
+		t.Errorf("report has no python:hello row:\n%s", md)
+	}
+}

@@ -12,10 +12,11 @@ import (
 	"slices"
 	"time"
 
-	"github.com/snapbpf/snapbpf/internal/functions"
+	"github.com/snapbpf/snapbpf/internal/catalog"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/record"
+	"github.com/snapbpf/snapbpf/internal/restore"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
@@ -25,8 +26,8 @@ func otherWSFile(input uint64) string { return fmt.Sprintf("wset/bench-input-%d.
 
 // snapshotPath is where the bench keeps fn's snapshot taken with free
 // page mode mode.
-func (b *bench) snapshotPath(fn, mode string) string {
-	name := fn
+func (b *bench) snapshotPath(f catalog.Function, mode string) string {
+	name := f.FileName()
 	if mode == snapshot.FreePagesNone {
 		name += "-nofree"
 	}
@@ -59,17 +60,27 @@ func (b *bench) snapshot(ctx context.Context, fn, mode string) (*snapshot.Dir, e
 	if d, ok := b.snaps[key]; ok && b.allRecorded(d, wanted) {
 		return d, nil
 	}
-	path := b.snapshotPath(fn, mode)
+	f, err := catalog.Parse(fn)
+	if err != nil {
+		return nil, err
+	}
+	path := b.snapshotPath(f, mode)
 	prep := Preparation{Function: fn, FreePages: mode, Start: time.Now().UTC()}
 	d, err := snapshot.Open(path)
-	if err != nil || !b.reusable(d, fn, mode) {
+	if err != nil || !b.reusable(d, f, mode) {
 		b.log().Info("bench: creating snapshot", "path", path, "free_pages", mode)
 		t := time.Now()
-		mem := functions.MinGuestMiB(fn, functions.Options{DataMiB: b.cfg.DataMiB})
-		d, _, err = funcvm.CreateSnapshot(ctx, b.driver, b.cfg.Image, funcvm.CreateOptions{
-			Function: fn, DataMiB: b.cfg.DataMiB, MemMiB: mem, Out: path, Replace: true,
-			FreePages: mode, Accel: b.accel, Log: b.cfg.Log,
+		img, err := b.cfg.image(f)
+		if err != nil {
+			return nil, err
+		}
+		o, err := f.Create(funcvm.CreateOptions{
+			DataMiB: b.createDataMiB(f), Out: path, Replace: true, FreePages: mode, Accel: b.accel, Log: b.cfg.Log,
 		})
+		if err != nil {
+			return nil, err
+		}
+		d, _, err = funcvm.CreateSnapshot(ctx, b.driver, img, o)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot %s: %w", fn, err)
 		}
@@ -107,14 +118,28 @@ func (b *bench) allRecorded(d *snapshot.Dir, wanted []Recording) bool {
 	return true
 }
 
+// createDataMiB is the data size f's snapshot is created with: the
+// bench's (0: the function's default) for a Go function, none for a
+// runtime's.
+func (b *bench) createDataMiB(f catalog.Function) int {
+	if f.Runtime != "" {
+		return 0
+	}
+	return b.cfg.DataMiB
+}
+
 // reusable reports whether an existing snapshot was taken the way this
 // bench would take it now.
-func (b *bench) reusable(d *snapshot.Dir, fn, mode string) bool {
+func (b *bench) reusable(d *snapshot.Dir, f catalog.Function, mode string) bool {
 	m := d.Manifest
-	img := b.cfg.Image
-	return m.Function == fn && m.FunctionOptions["data_mib"] == b.cfg.DataMiB && m.FreePages == mode &&
+	img, err := b.cfg.image(f)
+	if err != nil {
+		return false
+	}
+	return m.Function == f.Name && m.Runtime == f.Runtime && m.RootfsSHA256 == img.RootfsSHA256 &&
+		m.FunctionOptions["data_mib"] == b.createDataMiB(f) && m.FreePages == mode &&
 		m.KernelSHA256 == img.KernelSHA256 && m.AgentSHA256 == img.AgentSHA256 && m.VMM.Accel == b.accel &&
-		m.MemMiB == functions.MinGuestMiB(fn, functions.Options{DataMiB: b.cfg.DataMiB})
+		m.MemMiB == f.GuestMiB(b.createDataMiB(f))
 }
 
 // record captures d's working set on want.Input into want.File.
@@ -122,7 +147,7 @@ func (b *bench) reusable(d *snapshot.Dir, fn, mode string) bool {
 // for another file puts back what that file held.
 func (b *bench) record(ctx context.Context, d *snapshot.Dir, want Recording) (Recording, error) {
 	m := d.Manifest
-	expected, err := funcvm.Expect(m.Function, m.FunctionOptions["data_mib"], want.Input)
+	host, err := b.expected(ctx, d, want.Input)
 	if err != nil {
 		return want, err
 	}
@@ -136,7 +161,7 @@ func (b *bench) record(ctx context.Context, d *snapshot.Dir, want Recording) (Re
 	b.log().Info("bench: recording a working set", "snapshot", d.Path, "input", want.Input, "file", want.File)
 	t := time.Now()
 	set, _, err := record.Snapshot(ctx, b.driver, d, record.Options{
-		Input: want.Input, Expected: expected, Accel: b.accel, Log: b.cfg.Log,
+		Input: want.Input, Expected: host.sum, Accel: b.accel, Log: b.cfg.Log,
 	})
 	if err != nil {
 		return want, fmt.Errorf("record %s: %w", m.Function, err)
@@ -159,6 +184,30 @@ func (b *bench) record(ctx context.Context, d *snapshot.Dir, want Recording) (Re
 		}
 	}
 	return want, nil
+}
+
+// expected is the checksum a correct invocation of d's function on input
+// returns and the host's time for it, computed once per snapshot and
+// input: a runtime function's costs a runner started on the host.
+func (b *bench) expected(ctx context.Context, d *snapshot.Dir, input uint64) (hostResult, error) {
+	key := fmt.Sprintf("%s/%d", d.Manifest.ID, input)
+	if r, ok := b.sums[key]; ok {
+		return r, nil
+	}
+	sum, host, err := restore.Expected(ctx, d.Manifest, input)
+	if err != nil {
+		return hostResult{}, err
+	}
+	r := hostResult{sum, host}
+	b.sums[key] = r
+	return r, nil
+}
+
+// hostResult is an invocation's correct checksum and its time on the
+// host.
+type hostResult struct {
+	sum  string
+	time time.Duration
 }
 
 func addFile(d *snapshot.Dir, name string, data []byte) error {
