@@ -191,10 +191,11 @@ func newFnLsCmd(sf *serveFlags) *cobra.Command {
 				return fmt.Errorf("fn ls: %w", err)
 			}
 			if asJSON {
+				// The API's own shape (GET /v1/functions), never null.
 				if l == nil {
 					l = []api.Function{}
 				}
-				return writeJSON(cmd.OutOrStdout(), l)
+				return writeJSON(cmd.OutOrStdout(), api.FunctionList{Functions: l})
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 8, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tFUNCTION\tRUNTIME\tSTATE\tWSET_PAGES\tMISS_RATE\tWARM\tBUSY")
@@ -205,7 +206,7 @@ func newFnLsCmd(sf *serveFlags) *cobra.Command {
 			return tw.Flush()
 		}),
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of functions (api/openapi.yaml's Function)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"functions":[...]}, the body of GET /v1/functions (api/openapi.yaml's FunctionList)`)
 	return cmd
 }
 

@@ -51,9 +51,9 @@ func TestFnCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "NAME") || !strings.Contains(out, "json1") || !strings.Contains(out, "bert1") {
 		t.Errorf("ls: %q, %v", out, err)
 	}
-	var l []api.Function
+	var l api.FunctionList
 	runJSON(t, &l, "fn", "ls", "--json", sock)
-	if len(l) != 3 {
+	if len(l.Functions) != 3 {
 		t.Errorf("ls --json: %+v", l)
 	}
 
@@ -85,8 +85,9 @@ func TestFnCommands(t *testing.T) {
 	if strings.Join(del["deleted"], ",") != "bert1,aes1" {
 		t.Errorf("rm --json: %v", del)
 	}
+	l = api.FunctionList{}
 	runJSON(t, &l, "fn", "ls", "--json", sock)
-	if len(l) != 0 {
+	if l.Functions == nil || len(l.Functions) != 0 {
 		t.Errorf("ls after rm: %+v", l)
 	}
 }

@@ -41,7 +41,7 @@ func TestLoadCommand(t *testing.T) {
 	readyFunctions(t, srv, "f1", "f2", "f3")
 	srv.Status.Store("f3", http.StatusTooManyRequests)
 	out := filepath.Join(t.TempDir(), "run.json")
-	args := []string{"load", "--socket=" + srv.Socket, "--functions=f1,f2,f3", "--rate=40", "--duration=1500ms", "--skew=0.5", "--seed=5", "--inputs=3"}
+	args := []string{"load", "--socket=" + srv.Socket, "--functions=f1,f2,f3", "--rate=40", "--duration=1500ms", "--skew=0.5", "--seed=5", "--inputs=3", "--verify=false"}
 	stdout, stderr, err := runOut(append(args, "--out="+out)...)
 	if err != nil {
 		t.Fatalf("%v: %v\n%s", args, err, stderr)
@@ -105,6 +105,12 @@ func TestLoadErrors(t *testing.T) {
 		{[]string{"load", sock, "--functions=f1", "--compare=lazy,snapbpf"}, "a snapbpf serve already answers on " + srv.Socket},
 		{[]string{"load", sock, "--functions=f1", "--out=/nonexistent/x.json"}, "create the directory first"},
 		{[]string{"load", "--socket=" + filepath.Join(t.TempDir(), "none.sock"), "--functions=f1"}, "cannot reach snapbpf serve"},
+		{[]string{"load", sock, "--functions=f1", "--soak"}, "--soak needs --compare"},
+		{[]string{"load", sock, "--functions=f1", "--budget-half"}, "--budget-half needs --compare"},
+		{[]string{"load", sock, "--functions=f1", "--compare=snapbpf", "--budget-half", "--soak"}, "run them apart"},
+		{[]string{"load", sock, "--functions=f1", "--compare=snapbpf", "--budget-half", "--serve-arg=--memory-budget=300"}, "leave it out of --serve-arg"},
+		{[]string{"load", sock, "--functions=f1", "--compare=snapbpf", "--soak", "--verify=false"}, "--soak needs every result verified"},
+		{[]string{"load", sock, "--functions=f1", "--compare=snapbpf", "--soak", "--duration=1m", "--soak-warmup=2m"}, "--soak-warmup 2m0s: want less than --duration"},
 	} {
 		t.Run(strings.Join(tc.args[2:], " "), func(t *testing.T) {
 			_, _, err := runOut(tc.args...)
@@ -115,13 +121,32 @@ func TestLoadErrors(t *testing.T) {
 	}
 	// An unknown function is an error answer per request, counted.
 	var out loadOutput
-	runJSON(t, &out, "load", sock, "--functions=f1,nope", "--skew=0", "--rate=30", "--duration=1s", "--seed=2", "--json")
+	runJSON(t, &out, "load", sock, "--functions=f1,nope", "--skew=0", "--rate=30", "--duration=1s", "--seed=2", "--json", "--verify=false")
 	s := out.Runs[0].Summary
 	if s.Errors == 0 || s.Errors != out.Runs[0].PerFunction["nope"].Arrivals || s.OK == 0 {
 		t.Errorf("summary %+v", s)
 	}
 	for msg := range s.ErrorMessages {
 		if !strings.Contains(msg, "HTTP 404") {
+			t.Errorf("error %q", msg)
+		}
+	}
+}
+
+// TestLoadVerify: each result is checked against the function computed on
+// this host; the fake service's made-up checksums are counted wrong, with
+// the checksum wanted in the message, and none is counted ok.
+func TestLoadVerify(t *testing.T) {
+	srv := servetest.New(t, servetest.Options{Polls: 1})
+	readyFunctions(t, srv, "f1")
+	var out loadOutput
+	runJSON(t, &out, "load", "--socket="+srv.Socket, "--functions=f1", "--rate=10", "--duration=1s", "--seed=3", "--inputs=2", "--json")
+	s := out.Runs[0].Summary
+	if s.Arrivals == 0 || s.Wrong != s.Arrivals || s.OK != 0 || s.Verified != 0 || s.Errors != 0 {
+		t.Errorf("summary %+v", s)
+	}
+	for msg := range s.ErrorMessages {
+		if !strings.Contains(msg, "wrong result: f1 input") || !strings.Contains(msg, "checksum sum-") || !strings.Contains(msg, "(json computed on this host)") {
 			t.Errorf("error %q", msg)
 		}
 	}

@@ -44,6 +44,8 @@ func TestArgumentErrorsBeforeRootCheck(t *testing.T) {
 		{"serve tcp without token", []string{"serve", "--listen", "127.0.0.1:8080"}, []string{"--listen needs --token-file"}},
 		{"serve budget negative", []string{"serve", "--memory-budget", "-1"}, []string{"--memory-budget -1"}},
 		{"serve policy unknown", []string{"serve", "--policy", "fast"}, []string{`--policy "fast"`}},
+		{"serve rerecord-faults 0", []string{"serve", "--rerecord-faults", "0"}, []string{"--rerecord-faults 0: want 1 or more", "-1 to never re-record"}},
+		{"serve rerecord-faults -2", []string{"serve", "--rerecord-faults", "-2"}, []string{"--rerecord-faults -2"}},
 		{"restore count (alias) 0", []string{"restore", "--snapshot", dir, "--count", "0"}, []string{"--concurrency 0"}},
 		{"restore concurrency not a number", []string{"restore", "--snapshot", dir, "--concurrency", "many"}, []string{`invalid argument "many"`, "--concurrency"}},
 		{"restore unknown flag", []string{"restore", "--snapshot", dir, "--colder"}, []string{"unknown flag: --colder"}},

@@ -91,7 +91,7 @@ left and serves them again. SIGTERM drains in-flight invocations for up to
 	f.StringVar(&cfg.Policy, "policy", policy.SnapBPF, "restore policy of cold starts: lazy, nora or snapbpf")
 	f.StringVar(&agentPath, "agent", "", "guest agent binary the image is built from (default: snapbpf-agent beside snapbpf)")
 	f.StringVar(&inputs, "record-inputs", "1", "inputs a new function's working set is recorded on, comma-separated")
-	f.Int64Var(&cfg.Rerecord.MissFaults, "rerecord-faults", 32, "a cold restore with more memory-file faults than this missed its working set (-1: never re-record)")
+	f.Int64Var(&cfg.Rerecord.MissFaults, "rerecord-faults", 32, "a cold restore with more memory-file faults than this (1 or more) missed its working set; -1: never re-record")
 	f.IntVar(&cfg.Rerecord.After, "rerecord-after", 3, "re-record a working set after this many missing cold restores in a row")
 	// For tests that need a function ready fast: fewer recording runs, no
 	// free page reporting (which waits for the guest to report).
@@ -113,6 +113,8 @@ left and serves them again. SIGTERM drains in-flight invocations for up to
 			return fmt.Errorf("--max-instances %d: want at least 1", cfg.MaxInstances)
 		case cfg.IdleTimeout <= 0 || cfg.QueueTimeout <= 0 || cfg.InvokeTimeout <= 0 || drain <= 0:
 			return errors.New("--idle-timeout, --queue-timeout, --invoke-timeout and --drain-timeout: want positive durations")
+		case cfg.Rerecord.MissFaults == 0 || cfg.Rerecord.MissFaults < -1:
+			return fmt.Errorf("--rerecord-faults %d: want 1 or more memory-file faults (a few faults are single pages no recording saw; 32 is the default), or -1 to never re-record", cfg.Rerecord.MissFaults)
 		case cfg.Rerecord.After < 1:
 			return fmt.Errorf("--rerecord-after %d: want at least 1", cfg.Rerecord.After)
 		}

@@ -13,12 +13,7 @@ func one(v float64) bench.Summary { return bench.Summary{N: 1, Median: v, Min: v
 // and, when sampled, the service's instances and the memory it says its
 // functions use.
 func Plot(dir, name string, runs []*Report) ([]string, error) {
-	label := func(r *Report) string {
-		if r.Policy != "" {
-			return r.Policy
-		}
-		return "load"
-	}
+	label := (*Report).Label
 	panel := func(title string, xy func(r *Report) ([]float64, []float64)) bench.LinePanel {
 		p := bench.LinePanel{Title: title}
 		for _, r := range runs {

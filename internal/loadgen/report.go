@@ -16,9 +16,12 @@ import (
 type Report struct {
 	// Policy is the service's restore policy, when the load started the
 	// service (the side-by-side mode).
-	Policy string      `json:"policy,omitempty"`
-	Config TraceConfig `json:"config"`
-	Start  time.Time   `json:"start"`
+	Policy string `json:"policy,omitempty"`
+	// MemoryBudgetMiB is the --memory-budget the load gave the service it
+	// started (0: none, or not started by the load).
+	MemoryBudgetMiB int64       `json:"memory_budget_mib,omitempty"`
+	Config          TraceConfig `json:"config"`
+	Start           time.Time   `json:"start"`
 	// ElapsedS is the first arrival's start to the last request's end.
 	ElapsedS float64 `json:"elapsed_s"`
 	Summary  Summary `json:"summary"`
@@ -29,6 +32,8 @@ type Report struct {
 	// Samples are host memory and service metrics, about one a second.
 	Samples  []Sample  `json:"samples"`
 	Requests []Request `json:"requests"`
+	// Soak is the soak verdict, when the run was one (Soak.Check).
+	Soak *Soak `json:"soak,omitempty"`
 }
 
 // Summary summarises a set of requests.
@@ -38,6 +43,10 @@ type Summary struct {
 	// Rejected were answered 429 (queue deadline passed).
 	Rejected int `json:"rejected"`
 	Errors   int `json:"errors"`
+	// Wrong answered with a result RunOptions.Verify refused; Verified
+	// were checked and right.
+	Wrong    int `json:"wrong"`
+	Verified int `json:"verified"`
 	// OfferedRPS is arrivals per second of the configured duration;
 	// ThroughputRPS successful requests per second of the elapsed time.
 	OfferedRPS    float64 `json:"offered_rps"`
@@ -48,8 +57,10 @@ type Summary struct {
 	WarmLatency Dist `json:"warm_latency_ms"`
 	// ColdFraction is the share of successful requests served cold.
 	ColdFraction float64 `json:"cold_fraction"`
-	Queue        Dist    `json:"queue_ms"`
-	Restore      Dist    `json:"restore_ms"`
+	// ColdWarm weighs cold starts against warm ones, net of compute.
+	ColdWarm ColdWarm `json:"cold_vs_warm"`
+	Queue    Dist     `json:"queue_ms"`
+	Restore  Dist     `json:"restore_ms"`
 	// MaxLagMs is how late the latest request was sent against its
 	// arrival time: large values mean the client, not the service, was
 	// the bottleneck.
@@ -58,6 +69,14 @@ type Summary struct {
 	ErrorMessages map[string]int `json:"error_messages,omitempty"`
 	// PeakMemUsedMiB is the highest host memory in use sampled.
 	PeakMemUsedMiB float64 `json:"peak_mem_used_mib,omitempty"`
+	// PeakServiceMemMiB is the most memory the service measured its
+	// functions to use (snapbpf_memory_used_bytes: page cache of their
+	// memory files plus their instances' private memory), what
+	// --memory-budget bounds.
+	PeakServiceMemMiB float64 `json:"peak_service_mem_mib,omitempty"`
+	// Evictions are the service's evictions for its memory budget over
+	// the run (snapbpf_evictions_total, last sample less first).
+	Evictions int `json:"evictions"`
 }
 
 // Second is one second of the timeline, by arrival time.
@@ -79,6 +98,10 @@ func Analyze(cfg TraceConfig, start time.Time, elapsed time.Duration, reqs []Req
 	r.Summary = summarize(reqs, cfg.Duration, elapsed)
 	for _, s := range samples {
 		r.Summary.PeakMemUsedMiB = max(r.Summary.PeakMemUsedMiB, s.MemUsedMiB)
+		r.Summary.PeakServiceMemMiB = max(r.Summary.PeakServiceMemMiB, s.Metrics["snapbpf_memory_used_bytes"]/(1<<20))
+	}
+	if n := len(samples); n > 0 {
+		r.Summary.Evictions = int(samples[n-1].Metrics["snapbpf_evictions_total"] - samples[0].Metrics["snapbpf_evictions_total"])
 	}
 	byFn := map[string][]Request{}
 	for _, q := range reqs {
@@ -109,10 +132,17 @@ func summarize(reqs []Request, duration, elapsed time.Duration) Summary {
 			} else {
 				warm = append(warm, q.LatencyMs)
 			}
+			if q.Verified {
+				s.Verified++
+			}
 		case OutcomeRejected:
 			s.Rejected++
 		default:
-			s.Errors++
+			if q.Outcome == OutcomeWrong {
+				s.Wrong++
+			} else {
+				s.Errors++
+			}
 			if s.ErrorMessages == nil {
 				s.ErrorMessages = map[string]int{}
 			}
@@ -124,6 +154,7 @@ func summarize(reqs []Request, duration, elapsed time.Duration) Summary {
 	if s.OK > 0 {
 		s.ColdFraction = float64(len(cold)) / float64(s.OK)
 	}
+	s.ColdWarm = coldWarm(reqs)
 	if duration > 0 {
 		s.OfferedRPS = float64(len(reqs)) / duration.Seconds()
 	}
@@ -156,7 +187,7 @@ func timeline(reqs []Request, duration time.Duration) []Second {
 			lat[i] = append(lat[i], q.LatencyMs)
 		case OutcomeRejected:
 			secs[i].Rejected++
-		default:
+		default: // errors and wrong results
 			secs[i].Errors++
 		}
 	}
@@ -171,15 +202,19 @@ func timeline(reqs []Request, duration time.Duration) []Second {
 // WriteSummary prints a run's summary for people.
 func WriteSummary(w io.Writer, r *Report) {
 	s := r.Summary
-	name := "load"
-	if r.Policy != "" {
-		name = r.Policy
-	}
-	fmt.Fprintf(w, "%s: %d arrivals in %s (%.2f/s offered), %d ok, %d rejected (429), %d errors; %.2f ok/s\n",
-		name, s.Arrivals, r.Config.Duration, s.OfferedRPS, s.OK, s.Rejected, s.Errors, s.ThroughputRPS)
+	name := r.Label()
+	fmt.Fprintf(w, "%s: %d arrivals in %s (%.2f/s offered), %d ok (%d verified), %d wrong, %d rejected (429), %d errors; %.2f ok/s\n",
+		name, s.Arrivals, r.Config.Duration, s.OfferedRPS, s.OK, s.Verified, s.Wrong, s.Rejected, s.Errors, s.ThroughputRPS)
 	fmt.Fprintf(w, "  latency ms: p50 %.1f  p95 %.1f  p99 %.1f  max %.1f\n", s.Latency.P50, s.Latency.P95, s.Latency.P99, s.Latency.Max)
-	fmt.Fprintf(w, "  cold %.1f%% (p50 %.1f ms), warm p50 %.1f ms; queue p50 %.1f p99 %.1f ms; peak host memory used %.0f MiB\n",
-		100*s.ColdFraction, s.ColdLatency.P50, s.WarmLatency.P50, s.Queue.P50, s.Queue.P99, s.PeakMemUsedMiB)
+	fmt.Fprintf(w, "  cold %.1f%% (p50 %.1f ms), warm p50 %.1f ms; queue p50 %.1f p99 %.1f ms; peak host memory used %.0f MiB, by the functions %.0f MiB; %d evictions\n",
+		100*s.ColdFraction, s.ColdLatency.P50, s.WarmLatency.P50, s.Queue.P50, s.Queue.P99, s.PeakMemUsedMiB, s.PeakServiceMemMiB, s.Evictions)
+	if cw := s.ColdWarm; cw.Cold > 0 && cw.Warm > 0 {
+		fmt.Fprintf(w, "  cold vs warm: cold p50 %.1f ms against 1.15 x warm p50 %.1f + compute difference %+.1f = %.1f ms: %.2fx of the bound (%s)\n",
+			cw.ColdP50Ms, cw.WarmP50Ms, cw.ComputeDiffMs, cw.BoundMs, cw.OfBound, map[bool]string{true: "met", false: "not met"}[cw.Met])
+	}
+	if r.Soak != nil {
+		writeSoak(w, r.Soak)
+	}
 	msgs := make([]string, 0, len(s.ErrorMessages))
 	for m := range s.ErrorMessages {
 		msgs = append(msgs, m)
@@ -194,20 +229,34 @@ func WriteSummary(w io.Writer, r *Report) {
 	}
 }
 
+// Label names the run: its policy, and its memory budget if it had one.
+func (r *Report) Label() string {
+	name := r.Policy
+	if name == "" {
+		name = "load"
+	}
+	if r.MemoryBudgetMiB > 0 {
+		name += fmt.Sprintf(" (budget %d MiB)", r.MemoryBudgetMiB)
+	}
+	return name
+}
+
 // WriteComparison prints the runs of one trace side by side, with the
-// ratio of each run's p99 to the first run's.
+// ratio of each run's p99 to the first run's and the cold median against
+// its bound (ColdWarm.OfBound: at most 1 meets it). errors counts wrong
+// results too.
 func WriteComparison(w io.Writer, runs []*Report) error {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "policy\tok\t429\terrors\tok/s\tp50_ms\tp95_ms\tp99_ms\tp99_vs_first\tcold_%\tcold_p50_ms\twarm_p50_ms\tqueue_p99_ms\tpeak_mem_MiB\t")
+	fmt.Fprintln(tw, "policy\tok\t429\terrors\tok/s\tp50_ms\tp95_ms\tp99_ms\tp99_vs_first\tcold_%\tcold_p50_ms\twarm_p50_ms\tcold_of_bound\tqueue_p99_ms\tpeak_mem_MiB\tfn_mem_MiB\tevictions\t")
 	for _, r := range runs {
 		s := r.Summary
 		ratio := math.NaN()
 		if p := runs[0].Summary.Latency.P99; p > 0 {
 			ratio = s.Latency.P99 / p
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.2f\t%.0f\t%.0f\t%.0f\t%.2fx\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t\n", r.Policy, s.OK, s.Rejected, s.Errors,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.2f\t%.0f\t%.0f\t%.0f\t%.2fx\t%.1f\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.0f\t%d\t\n", r.Label(), s.OK, s.Rejected, s.Errors+s.Wrong,
 			s.ThroughputRPS, s.Latency.P50, s.Latency.P95, s.Latency.P99, ratio, 100*s.ColdFraction,
-			s.ColdLatency.P50, s.WarmLatency.P50, s.Queue.P99, s.PeakMemUsedMiB)
+			s.ColdLatency.P50, s.WarmLatency.P50, s.ColdWarm.OfBound, s.Queue.P99, s.PeakMemUsedMiB, s.PeakServiceMemMiB, s.Evictions)
 	}
 	return tw.Flush()
 }

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -22,6 +23,8 @@ const (
 	OutcomeOK       = "ok"
 	OutcomeRejected = "rejected" // 429: its queue deadline passed
 	OutcomeError    = "error"
+	// OutcomeWrong is an answer whose result RunOptions.Verify refused.
+	OutcomeWrong = "wrong"
 )
 
 // Request is one arrival and what became of it.
@@ -39,7 +42,12 @@ type Request struct {
 	RestoreMs     float64 `json:"restore_ms,omitempty"`
 	ServiceMs     float64 `json:"service_ms,omitempty"`
 	PrefetchBytes int64   `json:"prefetch_bytes,omitempty"`
-	Error         string  `json:"error,omitempty"`
+	// GuestFnMs is the function's own compute in the guest, when its
+	// result says (go functions: guest_fn_ms).
+	GuestFnMs float64 `json:"guest_fn_ms,omitempty"`
+	// Verified says RunOptions.Verify checked the result and found it right.
+	Verified bool   `json:"verified,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 // RunOptions bound a run.
@@ -52,6 +60,10 @@ type RunOptions struct {
 	// Progress, if set, is called about once a second with the requests
 	// sent and finished so far, and once at the end.
 	Progress func(sent, done, total int)
+	// Verify, if set, checks each successful answer's result against the
+	// arrival: checked says whether it could (false for a function it
+	// cannot compute), err that the result is wrong.
+	Verify func(a Arrival, result []byte) (checked bool, err error)
 }
 
 // Run sends the trace open loop: each arrival at its time, in its own
@@ -99,7 +111,7 @@ func Run(ctx context.Context, inv Invoker, trace []Arrival, opts RunOptions) ([]
 		go func() {
 			defer wg.Done()
 			defer done.Add(1)
-			results[i] = send(reqCtx, inv, a, start, opts.Timeout)
+			results[i] = send(reqCtx, inv, a, start, opts)
 		}()
 	}
 	// Requests still running get Drain, then are cancelled.
@@ -119,7 +131,8 @@ func Run(ctx context.Context, inv Invoker, trace []Arrival, opts RunOptions) ([]
 }
 
 // send sends one arrival and classifies what came back.
-func send(ctx context.Context, inv Invoker, a Arrival, start time.Time, timeout time.Duration) Request {
+func send(ctx context.Context, inv Invoker, a Arrival, start time.Time, opts RunOptions) Request {
+	timeout := opts.Timeout
 	r := Request{Arrival: a, Lag: time.Since(start.Add(a.At))}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -130,6 +143,14 @@ func send(ctx context.Context, inv Invoker, a Arrival, start time.Time, timeout 
 	case err == nil:
 		r.Outcome, r.Start = OutcomeOK, res.Start
 		r.QueueMs, r.RestoreMs, r.ServiceMs, r.PrefetchBytes = res.QueueMs, res.RestoreMs, res.TotalMs, res.PrefetchBytes
+		r.GuestFnMs = guestFnMs(res.Result)
+		if opts.Verify != nil {
+			checked, verr := opts.Verify(a, res.Result)
+			if verr != nil {
+				r.Outcome, r.Error = OutcomeWrong, fmt.Sprintf("wrong result: %v", verr)
+			}
+			r.Verified = checked && verr == nil
+		}
 	case status == http.StatusTooManyRequests:
 		r.Outcome, r.Status, r.Error = OutcomeRejected, status, err.Error()
 	default:
@@ -139,6 +160,17 @@ func send(ctx context.Context, inv Invoker, a Arrival, start time.Time, timeout 
 		}
 	}
 	return r
+}
+
+// guestFnMs is the guest_fn_ms of a JSON result, 0 if it has none.
+func guestFnMs(result []byte) float64 {
+	var v struct {
+		GuestFnMs float64 `json:"guest_fn_ms"`
+	}
+	if json.Unmarshal(result, &v) != nil {
+		return 0
+	}
+	return v.GuestFnMs
 }
 
 // reportProgress calls f every second until the returned stop is called,

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"os"
@@ -249,5 +250,41 @@ func TestSampleMeminfo(t *testing.T) {
 	s := Sampler{Meminfo: p}.sample(context.Background(), time.Now())
 	if s.MemUsedMiB != 4e6/1024 || s.MemCachedMiB != 1 {
 		t.Errorf("sample %+v", s)
+	}
+}
+
+// echoInvoker answers each input with a result naming it.
+type echoInvoker struct{}
+
+func (echoInvoker) Invoke(_ context.Context, _ string, input []byte) (*serveclient.Invocation, error) {
+	return &serveclient.Invocation{Start: api.StartWarm, Result: []byte(`{"checksum":"sum-` + string(input) + `","guest_fn_ms":12.5}`)}, nil
+}
+
+// TestRunVerify: a result Verify refuses is an answer counted wrong, not
+// ok; one it checks is verified; one it cannot check is ok, unverified.
+func TestRunVerify(t *testing.T) {
+	trace := []Arrival{{Function: "f", Input: "1"}, {Function: "f", Input: "2"}, {Function: "g", Input: "1"}}
+	verify := func(a Arrival, result []byte) (bool, error) {
+		switch {
+		case a.Function == "g":
+			return false, nil
+		case a.Input == "2":
+			return true, fmt.Errorf("checksum %s, want sum-x", result)
+		}
+		return true, nil
+	}
+	reqs, elapsed, err := Run(context.Background(), echoInvoker{}, trace, RunOptions{Verify: verify})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := func(i int) string {
+		return fmt.Sprintf("%s %v %g", reqs[i].Outcome, reqs[i].Verified, reqs[i].GuestFnMs)
+	}
+	if got(0) != "ok true 12.5" || got(1) != "wrong false 12.5" || got(2) != "ok false 12.5" || !strings.Contains(reqs[1].Error, "wrong result: checksum") {
+		t.Errorf("requests %q, %q, %q (%s)", got(0), got(1), got(2), reqs[1].Error)
+	}
+	s := Analyze(TraceConfig{Duration: time.Second}, time.Now(), elapsed, reqs, nil).Summary
+	if s.OK != 2 || s.Verified != 1 || s.Wrong != 1 || s.Errors != 0 || len(s.ErrorMessages) != 1 {
+		t.Errorf("summary %+v", s)
 	}
 }

@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/owner"
 	"github.com/snapbpf/snapbpf/internal/procfs"
 )
 
@@ -25,6 +29,12 @@ type Sample struct {
 	Metrics map[string]float64 `json:"metrics,omitempty"`
 	// MetricsError says why the service's metrics were not read.
 	MetricsError string `json:"metrics_error,omitempty"`
+	// The service process's open descriptors and resident memory (MiB),
+	// when the sampler has its pidfile; ServiceError says why not.
+	ServicePID    int     `json:"service_pid,omitempty"`
+	ServiceFDs    int     `json:"service_fds,omitempty"`
+	ServiceRSSMiB float64 `json:"service_rss_mib,omitempty"`
+	ServiceError  string  `json:"service_error,omitempty"`
 }
 
 // MetricsSource serves Prometheus text metrics (a *serveclient.Client).
@@ -46,6 +56,10 @@ type Sampler struct {
 	Metrics []string
 	// Interval between samples (1 s when 0).
 	Interval time.Duration
+	// Pidfile, if set, is the service's pidfile (snapbpf serve's
+	// $SNAPBPF_HOME/serve/serve.pid, an owner.Owner in JSON): each sample
+	// reads it and measures that process's descriptors and memory.
+	Pidfile string
 }
 
 // Run samples at once, then every interval, and once more when ctx is
@@ -76,6 +90,9 @@ func (s Sampler) sample(ctx context.Context, start time.Time) Sample {
 		smp.MemCachedMiB = float64(mi["Cached"]) / (1 << 20)
 		smp.MemAnonMiB = float64(mi["AnonPages"]) / (1 << 20)
 	}
+	if s.Pidfile != "" {
+		smp.ServicePID, smp.ServiceFDs, smp.ServiceRSSMiB, smp.ServiceError = sampleService(s.Pidfile)
+	}
 	if s.Source != nil {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -91,6 +108,30 @@ func (s Sampler) sample(ctx context.Context, start time.Time) Sample {
 		}
 	}
 	return smp
+}
+
+// sampleService measures the process the pidfile names, if it still runs.
+func sampleService(pidfile string) (pid, fds int, rssMiB float64, why string) {
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		return 0, 0, 0, err.Error()
+	}
+	var o owner.Owner
+	if err := json.Unmarshal(b, &o); err != nil || o.PID <= 0 {
+		return 0, 0, 0, fmt.Sprintf("%s: not a pidfile of snapbpf serve (%v)", pidfile, err)
+	}
+	if !o.Alive() {
+		return o.PID, 0, 0, fmt.Sprintf("the service (pid %d, from %s) no longer runs", o.PID, pidfile)
+	}
+	fds, err = procfs.OpenFDs(o.PID)
+	if err != nil {
+		return o.PID, 0, 0, err.Error()
+	}
+	rss, err := procfs.RSS(o.PID)
+	if err != nil {
+		return o.PID, 0, 0, err.Error()
+	}
+	return o.PID, fds, float64(rss) / (1 << 20), ""
 }
 
 // ParseMetrics picks the samples of the named metrics out of Prometheus

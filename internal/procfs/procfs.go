@@ -269,3 +269,51 @@ func FDs(pid int, f File) ([]int, error) {
 	}
 	return fds, nil
 }
+
+// OpenFDs counts the descriptors process pid has open (/proc/PID/fd).
+func OpenFDs(pid int) (int, error) {
+	ents, err := os.ReadDir(path(pid, "fd"))
+	if err != nil {
+		return 0, err
+	}
+	return len(ents), nil
+}
+
+// RSS is process pid's resident memory in bytes (VmRSS of
+// /proc/PID/status: anonymous, file-backed and shared memory it maps).
+func RSS(pid int) (int64, error) {
+	p := path(pid, "status")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) != 2 || f[1] != "kB" {
+				return 0, fmt.Errorf("%s: VmRSS %q: want N kB", p, strings.TrimSpace(v))
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: VmRSS: %w", p, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in %s (a kernel thread or a zombie)", p)
+}
+
+// Pids lists the processes that exist now (the numeric entries of /proc).
+func Pids() ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && e.IsDir() {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}

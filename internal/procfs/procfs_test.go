@@ -140,3 +140,40 @@ func TestCmdline(t *testing.T) {
 		t.Error("Cmdline of a pid that does not exist: no error")
 	}
 }
+
+// TestOpenFDsRSSPids: opening a file adds a descriptor, touching memory
+// adds to the resident set, and this process is among the pids.
+func TestOpenFDsRSSPids(t *testing.T) {
+	n0, err := OpenFDs(Self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1, err := OpenFDs(Self)
+	f.Close()
+	if err != nil || n1 != n0+1 {
+		t.Errorf("OpenFDs: %d, then %d after an open (%v)", n0, n1, err)
+	}
+	r0, err := RSS(Self)
+	if err != nil || r0 <= 0 {
+		t.Fatalf("RSS = %d, %v", r0, err)
+	}
+	m, err := unix.Mmap(-1, 0, 64<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	for i := 0; i < len(m); i += 4096 {
+		m[i] = 1
+	}
+	if r1, err := RSS(Self); err != nil || r1 < r0+60<<20 {
+		t.Errorf("RSS %d, then %d after touching 64 MiB (%v)", r0, r1, err)
+	}
+	pids, err := Pids()
+	if err != nil || !slices.Contains(pids, os.Getpid()) || !slices.Contains(pids, 1) {
+		t.Errorf("Pids = %d pids, want %d and 1 among them (%v)", len(pids), os.Getpid(), err)
+	}
+}

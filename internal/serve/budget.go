@@ -17,13 +17,28 @@ import (
 // private memory (its VMM's Private_Clean and Private_Dirty in
 // /proc/PID/smaps_rollup: the guest pages it wrote, QEMU's own heap and
 // translation cache). Nothing is estimated; each admission measures anew
-// (a few milliseconds), so concurrent cold starts admitted on one
-// measurement can overshoot by what they grow before the next.
+// (a few milliseconds). A cold start's memory shows in the measurement
+// only as its restore proceeds, so several cold starts admitted at once on
+// one measurement would overshoot: each admitted cold start reserves what
+// the last cold start of its function was measured to add (its instance's
+// private memory plus its working set in the page cache), and holds the
+// reservation until its first invocation has ended and the measurement
+// sees it.
 type budget struct {
 	s *Server
 	// meter, if set, replaces the measurement (tests of the eviction
 	// logic on fake VMs, whose "VMM" is the test process).
 	meter func() Usage
+	// private, if set, replaces the measurement of one instance's
+	// private memory (the same tests).
+	private func(pid int) (int64, error)
+
+	// Guarded by Server.mu:
+	// reserved is what the cold starts in progress hold.
+	reserved int64
+	// coldCost is, by function, what its latest cold start was measured
+	// to add.
+	coldCost map[string]int64
 }
 
 // Usage is a measurement of the memory the functions use.
@@ -35,24 +50,81 @@ type Usage struct {
 // Total is all of it.
 func (u Usage) Total() int64 { return u.PageCacheBytes + u.PrivateBytes }
 
-// over says whether the functions use the budget or more (never without
-// a budget).
-func (b *budget) over() bool {
+// fits says whether a cold start reserving cost fits under the budget when
+// the functions use used: with no cold start in progress, whenever used is
+// below the budget (a function larger than what is left still starts once
+// the rest is evicted); otherwise only if used, the reservations and cost
+// together stay within it. Call with Server.mu held.
+func (b *budget) fits(used, cost int64) bool {
 	limit := b.s.cfg.MemoryBudget
-	if limit <= 0 {
-		return false
+	switch {
+	case limit <= 0:
+		return true
+	case b.reserved == 0:
+		return used < limit
 	}
-	u := b.measure()
-	if u.Total() < limit {
-		return false
+	return used+b.reserved+cost <= limit
+}
+
+// used measures what the functions use for an admission of a cold start
+// reserving cost; when that does not fit, it first gives back the page
+// cache of functions without instances (the cheapest: no instance maps
+// it, and a cold start prefetches what it needs again). Without a budget
+// it measures nothing.
+func (b *budget) used(cost int64) int64 {
+	if b.s.cfg.MemoryBudget <= 0 {
+		return 0
 	}
-	// Page cache of functions with no instance is the cheapest to give
-	// back: no instance maps it, and a cold start prefetches what it
-	// needs again.
-	if b.dropUnused() > 0 {
-		u = b.measure()
+	u := b.measure().Total()
+	b.s.mu.Lock()
+	ok := b.fits(u, cost)
+	b.s.mu.Unlock()
+	if !ok && b.dropUnused() > 0 {
+		u = b.measure().Total()
 	}
-	return u.Total() >= limit
+	return u
+}
+
+// cost is what a cold start of e reserves: what its latest cold start was
+// measured to add, or before any, twice its working set (the prefetch
+// brings it into the page cache, and the guest writes to part of it).
+// Call with Server.mu held.
+func (b *budget) cost(e *entry, wsetPages int64) int64 {
+	if c, ok := b.coldCost[e.name]; ok {
+		return c
+	}
+	return 2 * wsetPages * pages.Size
+}
+
+// reserve takes cost for an admitted cold start; call with Server.mu held.
+func (b *budget) reserve(cost int64) { b.reserved += cost }
+
+// settle ends a cold start's reservation once its first invocation has
+// ended. With a budget, the instance (pid, if it still runs) is measured
+// first: its private memory plus e's working set is what e's next cold
+// start reserves.
+func (b *budget) settle(e *entry, pid int, wsetPages, cost int64) {
+	var learned int64 = -1
+	if b.s.cfg.MemoryBudget > 0 && pid > 0 {
+		priv := privateBytes
+		if b.private != nil {
+			priv = b.private
+		}
+		if n, err := priv(pid); err == nil {
+			learned = n + wsetPages*pages.Size
+		}
+	}
+	s := b.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b.reserved -= cost
+	if learned >= 0 {
+		if b.coldCost == nil {
+			b.coldCost = map[string]int64{}
+		}
+		b.coldCost[e.name] = learned
+	}
+	s.notify()
 }
 
 // measure takes a measurement and publishes it as a metric.

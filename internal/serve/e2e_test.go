@@ -3,16 +3,21 @@ package serve
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/loadgen"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/serveclient"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
@@ -157,11 +162,58 @@ func TestServeRealVM(t *testing.T) {
 	if code, b, _ := do("POST", "/v1/functions/img1/invoke", "6"); code != 200 {
 		t.Errorf("invoke after the re-recording: %d %s", code, b)
 	}
+
+	// A short load through the client, as snapbpf load --soak runs it:
+	// every result checked against the host, the service's (this test
+	// process's) descriptors and memory sampled through its pidfile, its
+	// VMMs found by their command lines (sockets in the run directory).
+	c, err := serveclient.New(serveclient.Options{Socket: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg := loadgen.TraceConfig{Rate: 3, Duration: 2 * time.Second, Functions: []string{"img1"}, Inputs: 3, Seed: 1}
+	trace, err := loadgen.Generate(cfg)
+	if err != nil || len(trace) == 0 {
+		t.Fatalf("trace %v, %v", trace, err)
+	}
+	verify := func(a loadgen.Arrival, res []byte) (bool, error) {
+		seed, _ := strconv.ParseUint(a.Input, 10, 64)
+		want, err := funcvm.Expect("image", 32, seed)
+		if err != nil {
+			return false, nil
+		}
+		var r goResult
+		if json.Unmarshal(res, &r) != nil || r.Checksum != want {
+			return true, fmt.Errorf("%s, want %s", res, want)
+		}
+		return true, nil
+	}
+	r, err := loadgen.Load(t.Context(), cfg, trace, c, loadgen.RunOptions{Verify: verify, Timeout: 3 * time.Minute},
+		loadgen.Sampler{Pidfile: filepath.Join(home, "serve.pid"), Interval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := r.Summary; sum.Verified != len(trace) || sum.Wrong != 0 {
+		t.Errorf("load: %+v, want all %d verified", sum, len(trace))
+	}
+	last := r.Samples[len(r.Samples)-1]
+	if last.ServicePID != os.Getpid() || last.ServiceFDs <= 0 || last.ServiceRSSMiB <= 0 {
+		t.Errorf("service sample %+v, want this process measured", last)
+	}
+	vmms, err := loadgen.ProcessesUsing(d.RunDir)
+	if err != nil || len(vmms) == 0 || !slices.Contains(vmms, s.vmms.pids()[0]) {
+		t.Errorf("VMMs by command line %v (%v), recorded %v", vmms, err, s.vmms.pids())
+	}
+
 	pids = s.vmms.pids()
 	if code, b, _ := do("DELETE", "/v1/functions/img1", ""); code != 204 {
 		t.Fatalf("delete: %d %s", code, b)
 	}
 	if _, err := os.Stat("/proc/" + itoa(pids[0])); err == nil {
 		t.Errorf("VMM %d still runs after the delete", pids[0])
+	}
+	if left, err := loadgen.ProcessesUsing(d.RunDir); err != nil || len(left) > 0 {
+		t.Errorf("VMMs left after the delete: %v (%v)", left, err)
 	}
 }

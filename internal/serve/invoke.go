@@ -116,7 +116,7 @@ func (s *Server) Invoke(ctx context.Context, name string, body []byte) (_ *Invoc
 		return nil, statusErr(http.StatusBadRequest, "%v", err)
 	}
 
-	in, err := e.pool.acquire(ctx, t0.Add(s.cfg.QueueTimeout))
+	in, reserved, err := e.pool.acquire(ctx, t0.Add(s.cfg.QueueTimeout))
 	switch {
 	case errors.Is(err, errQueueTimeout):
 		return nil, &apiError{status: http.StatusTooManyRequests, retryAfter: s.retryAfter(),
@@ -137,7 +137,7 @@ func (s *Server) Invoke(ctx context.Context, name string, body []byte) (_ *Invoc
 			Timeouts: funcvm.Timeouts{VMM: s.cfg.VMMTimeout, Invoke: s.cfg.InvokeTimeout},
 		})
 		if err != nil {
-			e.pool.abandon()
+			e.pool.abandon(reserved)
 			slog.Error("serve: cold restore failed", "function", name, "err", err)
 			if errors.Is(err, context.DeadlineExceeded) {
 				return nil, statusErr(http.StatusGatewayTimeout, "function %s: the restore timed out: %v", name, err)
@@ -149,6 +149,14 @@ func (s *Server) Invoke(ctx context.Context, name string, body []byte) (_ *Invoc
 		s.metrics.restoreSeconds.WithLabelValues(name).Observe(res.RestoreMs / 1000)
 	}
 	inv, err := in.Invoke(s.ctx, input)
+	if res.Cold {
+		// The first invocation has run: the measurement sees what the
+		// cold start added, and learns it for the next one.
+		e.mu.Lock()
+		wsetPages := e.f.WSetPages
+		e.mu.Unlock()
+		s.budget.settle(e, in.pid, wsetPages, reserved)
+	}
 	if err != nil {
 		e.pool.release(in, false)
 		slog.Error("serve: invocation failed; the instance is replaced", "function", name, "pid", in.pid, "cold", res.Cold, "err", err)

@@ -46,7 +46,7 @@ func newMetrics(s *Server) *metrics {
 	m.instanceEnds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "snapbpf_instance_ends_total", Help: "Instances ended, by why."}, []string{"why"})
 	m.evictions = prometheus.NewCounter(prometheus.CounterOpts{Name: "snapbpf_evictions_total", Help: "Idle instances evicted for the memory budget."})
 	m.budgetWaits = prometheus.NewCounter(prometheus.CounterOpts{Name: "snapbpf_budget_waits_total", Help: "Times an invocation queued because the memory budget was reached with nothing idle to evict."})
-	m.budgetUsed = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "snapbpf_memory_used_bytes", Help: "Host memory the functions use, at the last measurement: page cache of their memory files, private memory of their instances."}, []string{"kind"})
+	m.budgetUsed = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "snapbpf_memory_used_bytes", Help: "Host memory the functions use, measured at each scrape and each cold start's admission under a budget: page cache of their memory files, private memory of their instances."}, []string{"kind"})
 	for _, c := range []prometheus.Collector{m.invocations, m.starts, m.restoreSeconds, m.e2eSeconds, m.queueSeconds, m.prefetchBytes, m.prefetchSecs, m.wsetMisses, m.rerecords, m.createSeconds, m.instanceEnds, m.evictions, m.budgetWaits, m.budgetUsed} {
 		f(c)
 	}

@@ -55,25 +55,31 @@ func (s *Server) notify() {
 
 // acquire returns a warm instance, or nil and a reserved slot for a cold
 // start (which the caller must fill with started or give back with
-// abandon). It waits while the function is at its instance limit, or the
-// host at its memory budget with no idle instance left to evict, until
-// deadline (errQueueTimeout) or ctx ends.
-func (p *pool) acquire(ctx context.Context, deadline time.Time) (*instance, error) {
+// abandon), with the memory the cold start reserves (give it back with
+// budget.settle once its first invocation has ended, or abandon). It waits
+// while the function is at its instance limit, or the host at its memory
+// budget with no idle instance left to evict, until deadline
+// (errQueueTimeout) or ctx ends.
+func (p *pool) acquire(ctx context.Context, deadline time.Time) (*instance, int64, error) {
 	s := p.s
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
-	// measured says the budget was measured (outside the lock: it reads
-	// /proc and the page cache) and found room for a cold start.
-	measured := false
+	p.e.mu.Lock()
+	wsetPages := p.e.f.WSetPages
+	p.e.mu.Unlock()
+	// used is the budget's measurement for this cold start (taken
+	// outside the lock: it reads /proc and the page cache), -1 when it
+	// must be taken (again).
+	var used int64 = -1
 	for {
 		s.mu.Lock()
 		switch {
 		case s.draining:
 			s.mu.Unlock()
-			return nil, errDraining
+			return nil, 0, errDraining
 		case p.closed:
 			s.mu.Unlock()
-			return nil, errGone
+			return nil, 0, errGone
 		}
 		if n := len(p.idle); n > 0 {
 			// The most recently used: it is likeliest to be warm in the
@@ -82,23 +88,28 @@ func (p *pool) acquire(ctx context.Context, deadline time.Time) (*instance, erro
 			p.idle = p.idle[:n-1]
 			p.busy++
 			s.mu.Unlock()
-			return in, nil
+			return in, 0, nil
 		}
 		room := p.busy+p.starting < s.cfg.MaxInstances
-		if room && measured {
+		cost := s.budget.cost(p.e, wsetPages)
+		if room && used >= 0 && s.budget.fits(used, cost) {
+			// Checked and reserved under the lock: a concurrent cold
+			// start sees this one's reservation.
 			p.starting++
+			s.budget.reserve(cost)
 			s.mu.Unlock()
-			return nil, nil
+			return nil, cost, nil
 		}
 		ch := s.changed
 		s.mu.Unlock()
 		if room {
 			// Only a cold start adds memory: a warm one is measured
 			// already, so only this path measures.
-			if !s.budget.over() {
-				measured = true
+			if used < 0 {
+				used = s.budget.used(cost)
 				continue
 			}
+			used = -1
 			s.mu.Lock()
 			v := s.lru()
 			s.mu.Unlock()
@@ -108,13 +119,13 @@ func (p *pool) acquire(ctx context.Context, deadline time.Time) (*instance, erro
 			}
 			s.metrics.budgetWaits.Inc()
 		}
-		measured = false
+		used = -1
 		select {
 		case <-ch:
 		case <-timer.C:
-			return nil, errQueueTimeout
+			return nil, 0, errQueueTimeout
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		}
 	}
 }
@@ -131,12 +142,14 @@ func (p *pool) started(ri *restore.Instance) *instance {
 	return in
 }
 
-// abandon gives back a slot reserved by acquire whose cold start failed.
-func (p *pool) abandon() {
+// abandon gives back a slot reserved by acquire whose cold start failed,
+// and the memory it reserved.
+func (p *pool) abandon(cost int64) {
 	s := p.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.starting--
+	s.budget.reserved -= cost
 	s.notify()
 }
 

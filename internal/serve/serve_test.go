@@ -14,6 +14,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/vmm/vmmtest"
 )
 
@@ -377,6 +378,63 @@ func TestBudgetEvictsLRU(t *testing.T) {
 	}
 	if len(ts.d.Running()) != 0 {
 		t.Errorf("%d instances left, want every idle one evicted", len(ts.d.Running()))
+	}
+}
+
+// TestBudgetReservesColdStarts: cold starts that begin together do not
+// overshoot the budget on one measurement that cannot see them yet: each
+// reserves what its function's last cold start added, the one that does
+// not fit waits until the others' first invocations have ended, and what
+// they were measured to add is what the next cold start reserves.
+func TestBudgetReservesColdStarts(t *testing.T) {
+	ts := startService(t, "", Config{MemoryBudget: 250, QueueTimeout: time.Minute}, nil)
+	// The measurement never sees the instances: only the reservations
+	// keep the third cold start out.
+	ts.s.budget.meter = func() Usage { return Usage{} }
+	ts.s.budget.private = func(int) (int64, error) { return 7, nil }
+	fns := []string{"a", "b", "c"}
+	for _, n := range fns {
+		ts.create(n)
+	}
+	ts.s.mu.Lock()
+	ts.s.budget.coldCost = map[string]int64{"a": 100, "b": 100, "c": 100}
+	ts.s.mu.Unlock()
+	gate := ts.holdRestores()
+	var open sync.Once
+	release := func() { open.Do(func() { close(gate) }) }
+	defer release() // a failed check must not leave restores held
+	codes := make(chan int, len(fns))
+	for _, n := range fns {
+		go func() {
+			code, _, _ := ts.do("POST", "/v1/functions/"+n+"/invoke", "1")
+			codes <- code
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(ts.d.Machines()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // a third would have started by now
+	if n := len(ts.d.Machines()); n != 2 {
+		t.Fatalf("%d cold starts under way, want 2: 100 + 100 reserved of 250", n)
+	}
+	ts.s.mu.Lock()
+	reserved := ts.s.budget.reserved
+	ts.s.mu.Unlock()
+	if reserved != 200 {
+		t.Errorf("reserved %d, want 200", reserved)
+	}
+	release()
+	for range fns {
+		if c := <-codes; c != 200 {
+			t.Errorf("invocation: %d, want 200", c)
+		}
+	}
+	ts.s.mu.Lock()
+	defer ts.s.mu.Unlock()
+	want := 7 + 16*int64(pages.Size) // the instance's private memory and the fake's 16-page set
+	if ts.s.budget.reserved != 0 || ts.s.budget.coldCost["a"] != want || ts.s.budget.coldCost["c"] != want {
+		t.Errorf("after: reserved %d, cold costs %v, want 0 and %d each", ts.s.budget.reserved, ts.s.budget.coldCost, want)
 	}
 }
 
