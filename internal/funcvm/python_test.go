@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/guest"
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/protocol"
 	"github.com/snapbpf/snapbpf/internal/pyfn"
 	"github.com/snapbpf/snapbpf/internal/rootfs"
@@ -22,50 +25,134 @@ import (
 
 func createPythonSnapshot(t *testing.T, img *guest.Image, fn string) *snapshot.Dir {
 	t.Helper()
-	warm, err := pyfn.Input(fn, 1)
+	dir, err := makePythonSnapshot(t, img, fn, filepath.Join(t.TempDir(), fn))
 	if err != nil {
 		t.Fatal(err)
+	}
+	return dir
+}
+
+// makePythonSnapshot snapshots python function fn from img into out.
+func makePythonSnapshot(t *testing.T, img *guest.Image, fn, out string) (*snapshot.Dir, error) {
+	warm, err := pyfn.Input(fn, 1)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
 	dir, st, err := CreateSnapshot(ctx, &qemu.Driver{}, img, CreateOptions{
 		Function: fn, Runtime: pyfn.Runtime, Payload: warm, MemMiB: pyfn.GuestMiB(fn),
-		Out: filepath.Join(t.TempDir(), fn), Log: slog.New(slog.NewTextHandler(&log, nil)),
+		Out: out, Log: slog.New(slog.NewTextHandler(&log, nil)),
 	})
 	if err != nil {
-		t.Fatalf("create %s snapshot: %v\n%s", fn, err, log.String())
+		return nil, fmt.Errorf("create %s snapshot: %w\n%s", fn, err, log.String())
 	}
 	t.Logf("%s snapshot: boot %.0f ms, init %.0f ms, settle %.0f ms, data %d MiB", fn, st.BootMs, st.InitMs, st.SettleMs, dir.Manifest.MemDataBytes>>20)
 	if dir.Manifest.Runtime != pyfn.Runtime || dir.Manifest.RootfsSHA256 != img.RootfsSHA256 {
-		t.Fatalf("manifest records runtime %q, rootfs %s; want %s, %s", dir.Manifest.Runtime, dir.Manifest.RootfsSHA256, pyfn.Runtime, img.RootfsSHA256)
+		return nil, fmt.Errorf("manifest records runtime %q, rootfs %s; want %s, %s", dir.Manifest.Runtime, dir.Manifest.RootfsSHA256, pyfn.Runtime, img.RootfsSHA256)
 	}
-	return dir
+	return dir, nil
 }
 
-// TestPythonRestoreVerified restores python functions with both input
-// shapes, checks each result against the host's run of the same runner
-// over the same image, and wants the two shapes' results to differ.
+// ownPython is the python image with a root filesystem file of the test
+// binary's own: no host runner mounts it (they mount the shared image's),
+// so what of it is in the host's page cache after a restore is what the
+// restored guest read from its disk.
+var ownPython struct {
+	once sync.Once
+	img  guest.Image
+	err  error
+}
+
+// pySnaps are the test binary's snapshots of python functions over
+// ownPython's image, one per function, shared by the tests that only
+// restore them.
+var pySnaps sync.Map // function name -> *pySnap
+
+type pySnap struct {
+	once sync.Once
+	dir  *snapshot.Dir
+	err  error
+}
+
+// pythonSnapshot is the shared snapshot of python function fn over the
+// image ownPythonImage returns.
+func pythonSnapshot(t *testing.T, fn string) (*guest.Image, *snapshot.Dir) {
+	t.Helper()
+	img := ownPythonImage(t)
+	v, _ := pySnaps.LoadOrStore(fn, &pySnap{})
+	s := v.(*pySnap)
+	s.once.Do(func() {
+		root, err := testenv.Dir()
+		if err != nil {
+			s.err = err
+			return
+		}
+		s.dir, s.err = makePythonSnapshot(t, img, fn, filepath.Join(root, "python-"+fn))
+	})
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	return img, s.dir
+}
+
+func ownPythonImage(t *testing.T) *guest.Image {
+	t.Helper()
+	shared := testenv.NeedPython(t)
+	ownPython.once.Do(func() {
+		root, err := testenv.Dir()
+		if err != nil {
+			ownPython.err = err
+			return
+		}
+		ownPython.img = *shared
+		ownPython.img.Rootfs = filepath.Join(root, "own-rootfs.erofs")
+		ownPython.err = copyFileErr(shared.Rootfs, ownPython.img.Rootfs)
+	})
+	if ownPython.err != nil {
+		t.Fatal(ownPython.err)
+	}
+	return &ownPython.img
+}
+
+// TestPythonRestoreVerified restores every python function with both
+// input shapes, checks each result against the host's run of the same
+// runner over the same image, and wants the two shapes' results to
+// differ. The guest must read nothing from its disk after a restore: the
+// files the function uses are in its page cache, which is in the memory
+// file (so the memory file's working set covers them).
 func TestPythonRestoreVerified(t *testing.T) {
-	img := testenv.NeedPython(t)
-	for _, fn := range []string{"pyaes", "matmul"} {
+	shared := testenv.NeedPython(t)
+	for _, fn := range pyfn.Names() {
 		t.Run(fn, func(t *testing.T) {
-			dir := createPythonSnapshot(t, img, fn)
+			img, dir := pythonSnapshot(t, fn)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 			warm, _ := pyfn.Input(fn, 1)
 			var sums []string
 			for shape := uint64(1); shape <= pyfn.Shapes; shape++ {
 				in, _ := pyfn.Input(fn, shape)
-				want, out, hostTime, err := pyfn.Expect(ctx, img.Rootfs, fn, warm, in)
+				want, out, hostTime, err := pyfn.Expect(ctx, shared.Rootfs, fn, warm, in)
 				if err != nil {
 					t.Fatal(err)
+				}
+				if left, err := pagecache.Drop(img.Rootfs); err != nil || left > 0 {
+					t.Fatalf("drop the image's page cache: %d pages left, %v", left, err)
 				}
 				res, err := Restore(ctx, &qemu.Driver{}, dir, RestoreOptions{Payload: in, Expected: want, Cold: true})
 				if err != nil {
 					t.Fatalf("restore, shape %d: %v", shape, err)
 				}
-				t.Logf("shape %d (%d bytes in): guest fn %.0f ms (host %v), resume to result %.0f ms: %.60s", shape, len(in), res[0].GuestFnMs, hostTime.Round(time.Millisecond), res[0].ResumeToResultMs, out)
+				disk, err := pagecache.Cached(img.Rootfs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("shape %d (%d bytes in): guest fn %.0f ms (host %v), resume to result %.0f ms, %d pages read from the disk: %.60q",
+					shape, len(in), res[0].GuestFnMs, hostTime.Round(time.Millisecond), res[0].ResumeToResultMs, disk, out)
+				if disk > 0 {
+					t.Errorf("shape %d: the restored guest read %d pages of its root filesystem: a file it used was not in its page cache at the snapshot", shape, disk)
+				}
 				sums = append(sums, res[0].Checksum)
 			}
 			if sums[0] == sums[1] {
@@ -79,8 +166,7 @@ func TestPythonRestoreVerified(t *testing.T) {
 // numbers from Python's random and numpy's, because the agent reseeds
 // them; without the reseed they draw the same (so the check can fail).
 func TestPythonClonesRandom(t *testing.T) {
-	img := testenv.NeedPython(t)
-	dir := createPythonSnapshot(t, img, "linpack") // numpy loaded
+	_, dir := pythonSnapshot(t, "linpack") // numpy loaded
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	a, b := pythonRandom(ctx, t, dir, true), pythonRandom(ctx, t, dir, true)
@@ -141,19 +227,24 @@ func TestPythonRestoreRefusesChangedImage(t *testing.T) {
 
 func copyFile(t *testing.T, src, dst string) {
 	t.Helper()
+	if err := copyFileErr(src, dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyFileErr(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer in.Close()
 	out, err := os.Create(dst)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
+		out.Close()
+		return err
 	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
+	return out.Close()
 }
