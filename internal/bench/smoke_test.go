@@ -142,7 +142,9 @@ func (j countingJob) Done()            { j.m.done = true; j.Job.Done() }
 // TestSmokePython runs the bench on a python function for real: its
 // snapshot from the python image, a working set recorded on the other
 // input shape, one restore with it on the measured shape, verified by the
-// host's runner, and the pages that restore brought in for nothing.
+// host's runner, the pages that restore brought in for nothing, and the
+// function's trace replayed under every replay policy, REAP and FaaSnap
+// included.
 func TestSmokePython(t *testing.T) {
 	img := testenv.NeedPython(t)
 	defer testenv.Cleanup()
@@ -150,7 +152,7 @@ func TestSmokePython(t *testing.T) {
 	defer cancel()
 	cfg := Reduced()
 	cfg.Functions, cfg.Runs, cfg.Concurrency = []string{"python:hello"}, 1, []int{1}
-	cfg.Policies, cfg.Experiments = []string{PolicySnapBPFOther}, []string{ExpLatency}
+	cfg.Policies, cfg.Experiments = []string{PolicySnapBPFOther}, []string{ExpLatency, ExpReplay}
 	cfg.Out = t.TempDir()
 	cfg.SnapshotDir = filepath.Join(t.TempDir(), "snapshots")
 	cfg.Image, cfg.Images = testenv.NeedVM(t), map[string]*guest.Image{"python": img}
@@ -177,6 +179,12 @@ func TestSmokePython(t *testing.T) {
 	}
 	t.Logf("e2e %.0f ms, guest fn %.0f ms, %.0f pages touched, %.0f untouched; %.0f of the working set's %.0f pages untouched", r.Metrics[MetricE2EMs], r.Metrics[MetricGuestFnMs],
 		r.Metrics[MetricTouchedPages], r.Metrics[MetricUntouchedPages], r.Metrics[MetricWSUntouched], r.Metrics[MetricWSPages])
+	for _, pol := range ReplayPolicies() {
+		rp := res.Select(ExpReplay, "python:hello", pol, 1)
+		if len(rp) != 1 || rp[0].Metrics[MetricE2EMs] <= 0 || rp[0].Replay == nil {
+			t.Errorf("replay under %s: %+v", pol, rp)
+		}
+	}
 	md, err := os.ReadFile(filepath.Join(cfg.Out, ReportFile))
 	if err != nil {
 		t.Fatal(err)
