@@ -46,9 +46,9 @@ test: deps build lint
 	$(GO) test -count=1 -timeout 80m $(PKGS)
 
 BENCH_OUT ?= bench-results
-# The reduced evaluation: json, bert, alloc; 3 runs; N 1, 2, 4 (about 6 min on
-# these 2-CPU TCG machines). `$(BIN)/snapbpf bench --full` runs everything
-# (about 34 min here). Re-running with the same BENCH_OUT resumes; to refresh
+# The reduced evaluation: json, bert, alloc, python:pyaes; 3 runs; N 1, 2, 4
+# (the Go functions about 6 min on these 2-CPU TCG machines, pyaes as much
+# again or more: see README). `$(BIN)/snapbpf bench --full` runs everything. Re-running with the same BENCH_OUT resumes; to refresh
 # the committed report, run into a new directory and copy it to docs/bench.
 bench: deps build
 	$(BIN)/snapbpf bench --out $(BENCH_OUT)
