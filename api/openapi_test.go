@@ -21,6 +21,7 @@ var contract = []struct {
 	{http.MethodGet, "/v1/functions/{name}", []int{200, 401, 404, 500}},
 	{http.MethodDelete, "/v1/functions/{name}", []int{204, 401, 404, 409, 500}},
 	{http.MethodPost, "/v1/functions/{name}/invoke", []int{200, 400, 401, 404, 409, 413, 429, 500, 503, 504}},
+	{http.MethodGet, "/v1/nodes", []int{200, 401, 500}},
 	{http.MethodGet, "/metrics", []int{200, 401}},
 	{http.MethodGet, "/healthz", []int{200, 401}},
 }

@@ -146,6 +146,8 @@ var schemaTypes = map[string]reflect.Type{
 	"Rerecord":       reflect.TypeFor[Rerecord](),
 	"Instances":      reflect.TypeFor[Instances](),
 	"FunctionList":   reflect.TypeFor[FunctionList](),
+	"Node":           reflect.TypeFor[Node](),
+	"NodeList":       reflect.TypeFor[NodeList](),
 	"Error":          reflect.TypeFor[ErrorBody](),
 	"healthz":        reflect.TypeFor[Health](),
 }

@@ -54,7 +54,14 @@ type Function struct {
 	// faults outside the working set were above the re-record threshold.
 	MissRate  float64    `json:"miss_rate"`
 	Rerecords []Rerecord `json:"rerecords,omitempty"`
-	Instances Instances  `json:"instances"`
+	// Instances are this node's instances of the function.
+	Instances Instances `json:"instances"`
+	// Node is the node that made the function's snapshot (its home), the
+	// one whose state the record shows.
+	Node string `json:"node,omitempty"`
+	// ReadyOn are the nodes that serve the function now (their last
+	// heartbeat says so), by name.
+	ReadyOn []string `json:"ready_on,omitempty"`
 }
 
 // Done reports whether creation has finished, well or not.
@@ -92,4 +99,29 @@ type ErrorBody struct {
 // Health is the body of GET /healthz.
 type Health struct {
 	OK bool `json:"ok"`
+}
+
+// Node is one node of the cluster as its last heartbeat describes it
+// (GET /v1/nodes).
+type Node struct {
+	Node string `json:"node"`
+	// Address is where the node's API listens on TCP, if it does.
+	Address string `json:"address,omitempty"`
+	// Functions are the functions the node serves now (ready there).
+	Functions []string  `json:"functions"`
+	Instances Instances `json:"instances"`
+	// MemoryUsedBytes is the memory its functions use, measured as the
+	// budget measures it; MemoryBudgetBytes its budget (0: none).
+	MemoryUsedBytes   int64 `json:"memory_used_bytes"`
+	MemoryBudgetBytes int64 `json:"memory_budget_bytes"`
+	// Draining is set once the node refuses new invocations.
+	Draining bool `json:"draining,omitempty"`
+	// At is when the node sent the heartbeat.
+	At time.Time `json:"at"`
+}
+
+// NodeList is the body of GET /v1/nodes: the nodes whose heartbeat is
+// current, by name.
+type NodeList struct {
+	Nodes []Node `json:"nodes"`
 }

@@ -4,8 +4,12 @@
 // working set are made in the background, and to invoke them on warm
 // instances or cold restores under the snapbpf policy, within a per-function
 // instance limit and a host memory budget that is measured, not estimated.
-// The registry is persisted under its home directory, so a killed service
-// loses nothing and the next one ends the VMMs it left.
+// The registry lives in a JetStream key-value bucket (internal/bus: an
+// embedded NATS server by default, its store under the home directory; or a
+// cluster the nodes share), so a killed service loses nothing and the next
+// one ends the VMMs it left. Nodes heartbeat through another bucket and
+// forward invocations they cannot run at once to the nodes that can
+// (route.go), at most once.
 package serve
 
 import (

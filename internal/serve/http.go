@@ -37,6 +37,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/functions/{name}", s.handleGet)
 	mux.HandleFunc("DELETE /v1/functions/{name}", s.handleDelete)
 	mux.HandleFunc("POST /v1/functions/{name}/invoke", s.handleInvoke)
+	mux.HandleFunc("GET /v1/nodes", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, api.NodeList{Nodes: s.Nodes()})
+	})
 	prom := promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		// The functions' memory as it is now, with a budget or without
@@ -217,6 +220,7 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Snapbpf-Prefetch-Bytes", strconv.FormatInt(res.PrefetchBytes, 10))
 	h.Set("X-Snapbpf-Queue-Ms", fmtMs(res.QueueMs))
 	h.Set("X-Snapbpf-Total-Ms", fmtMs(res.TotalMs))
+	h.Set("X-Snapbpf-Node", res.Node)
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	w.Write(append(res.Result, '\n'))

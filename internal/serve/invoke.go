@@ -23,6 +23,9 @@ type apiError struct {
 	status     int
 	retryAfter time.Duration
 	msg        string
+	// notStarted says the invocation the error answers never started
+	// (it may safely go to another node).
+	notStarted bool
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -41,6 +44,8 @@ type Invocation struct {
 	PrefetchBytes int64
 	QueueMs       float64
 	TotalMs       float64
+	// Node is the node that ran it.
+	Node string
 }
 
 // goResult is the result of a go function.
@@ -72,29 +77,18 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// Invoke runs function name on the input in body: on a warm instance if
-// one is idle, otherwise on a cold restore under the service's policy,
-// after waiting for an instance slot (and memory) until the queue
-// deadline.
+// Invoke runs function name on the input in body: here on a warm instance
+// if one is idle or on a cold restore under the service's policy if there
+// is room, otherwise on another node that has an instance free (route.go),
+// otherwise here after waiting for an instance slot (and memory) until the
+// queue deadline. A function this node does not serve goes to the nodes
+// that do.
 func (s *Server) Invoke(ctx context.Context, name string, body []byte) (_ *Invocation, retErr error) {
 	t0 := time.Now()
 	outcome := "ok"
 	defer func() {
 		if retErr != nil {
-			var ae *apiError
-			outcome = "error"
-			if errors.As(retErr, &ae) {
-				switch ae.status {
-				case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict:
-					outcome = "bad_input"
-				case http.StatusTooManyRequests:
-					outcome = "rejected"
-				case http.StatusServiceUnavailable:
-					outcome = "unavailable"
-				case http.StatusGatewayTimeout:
-					outcome = "timeout"
-				}
-			}
+			outcome = errOutcome(retErr)
 		}
 		s.metrics.invocations.WithLabelValues(name, outcome).Inc()
 	}()
@@ -102,6 +96,86 @@ func (s *Server) Invoke(ctx context.Context, name string, body []byte) (_ *Invoc
 	if e == nil {
 		return nil, statusErr(http.StatusNotFound, "no function %s (list them with GET /v1/functions)", name)
 	}
+	queueDeadline := t0.Add(s.cfg.QueueTimeout)
+	if !s.servable(e) {
+		if s.reg.ours(e.view()) {
+			// Its home: not ready here is not ready at all.
+			return s.invokeLocal(ctx, e, body, t0, queueDeadline)
+		}
+		if _, err := parseInput(body); err != nil {
+			return nil, statusErr(http.StatusBadRequest, "%v", err)
+		}
+		if len(s.beats.readyOn(name)) == 0 {
+			f := e.view()
+			return nil, statusErr(http.StatusConflict, "function %s is served by no node now (it is %s on its home node %s): retry once a node serves it (GET /v1/functions/%s lists ready_on)", name, f.State, f.Node, name)
+		}
+		outcome = "forwarded"
+		res, err := s.forward(ctx, name, body, queueDeadline)
+		if res != nil {
+			res.TotalMs = msSince(t0)
+		}
+		return res, err
+	}
+	// Here at once, if there is room.
+	res, err := s.invokeLocal(ctx, e, body, t0, t0)
+	if !isQueueTimeout(err) {
+		return res, err
+	}
+	// Busy here: a node with an instance free, if any takes it. This node
+	// may still be in the group for a moment, and decline: a few tries.
+	if others := s.beats.readyOn(name); len(others) > 1 || (len(others) == 1 && others[0] != s.cfg.Node) {
+		for range 3 {
+			res, err := s.forwardOnce(ctx, name, body)
+			if !errors.Is(err, errDeclined) {
+				if err == nil {
+					outcome = "forwarded"
+					res.TotalMs = msSince(t0)
+				}
+				return res, err
+			}
+		}
+	}
+	// Nobody free: queue here.
+	return s.invokeLocal(ctx, e, body, t0, queueDeadline)
+}
+
+// errOutcome is the invocations metric's outcome of an error.
+func errOutcome(err error) string {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		switch ae.status {
+		case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict:
+			return "bad_input"
+		case http.StatusTooManyRequests:
+			return "rejected"
+		case http.StatusServiceUnavailable:
+			return "unavailable"
+		case http.StatusGatewayTimeout:
+			return "timeout"
+		}
+	}
+	return "error"
+}
+
+// isQueueTimeout says err is the 429 of an invocation that found no
+// instance before its queue deadline (and so never started).
+func isQueueTimeout(err error) bool {
+	var ae *apiError
+	return errors.As(err, &ae) && ae.notStarted && ae.status == http.StatusTooManyRequests
+}
+
+// invokeLocal runs function e here, waiting for an instance until
+// queueDeadline (t0 is when the invocation arrived). An error before the
+// invocation started is an *apiError marked notStarted.
+func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, queueDeadline time.Time) (_ *Invocation, retErr error) {
+	name := e.name
+	started := false
+	defer func() {
+		var ae *apiError
+		if !started && errors.As(retErr, &ae) {
+			ae.notStarted = true
+		}
+	}()
 	e.mu.Lock()
 	state, dir, ferr := e.f.State, e.dir, e.f.Error
 	e.mu.Unlock()
@@ -116,7 +190,7 @@ func (s *Server) Invoke(ctx context.Context, name string, body []byte) (_ *Invoc
 		return nil, statusErr(http.StatusBadRequest, "%v", err)
 	}
 
-	in, reserved, err := e.pool.acquire(ctx, t0.Add(s.cfg.QueueTimeout))
+	in, reserved, err := e.pool.acquire(ctx, queueDeadline)
 	switch {
 	case errors.Is(err, errQueueTimeout):
 		return nil, &apiError{status: http.StatusTooManyRequests, retryAfter: s.retryAfter(),
@@ -128,7 +202,11 @@ func (s *Server) Invoke(ctx context.Context, name string, body []byte) (_ *Invoc
 	case err != nil:
 		return nil, statusErr(499, "invocation abandoned by the client: %v", err)
 	}
-	res := &Invocation{Cold: in == nil, QueueMs: msSince(t0)}
+	started = true
+	if s.router != nil {
+		s.router.kick() // it may have to leave the group now
+	}
+	res := &Invocation{Cold: in == nil, QueueMs: msSince(t0), Node: s.cfg.Node}
 	s.metrics.queueSeconds.WithLabelValues(name).Observe(res.QueueMs / 1000)
 	if res.Cold {
 		t := time.Now()

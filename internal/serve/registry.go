@@ -5,37 +5,52 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/snapbpf/snapbpf/api"
-	"github.com/snapbpf/snapbpf/internal/atomicfile"
+	"github.com/snapbpf/snapbpf/internal/bus"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
-// registry is the set of registered functions, each persisted as one JSON
-// file written atomically (functions/NAME.json) beside its snapshot
-// (snapshots/NAME): a service killed at any point leaves every function
-// it acknowledged, in its last state.
+// FunctionsBucket is the JetStream key-value bucket of the function
+// registry, shared by every node: key NAME, value the api.Function record
+// of the node that makes its snapshot (api.Function.Node), in its last
+// state. A node keeps its own local state (the snapshot here, open and
+// ready) in memory and on its disk, and says which functions it can serve
+// in its heartbeat (NodesBucket).
+const FunctionsBucket = "snapbpf-functions"
+
+// kvTimeout bounds one registry call to JetStream.
+const kvTimeout = 10 * time.Second
+
+// registry is the set of registered functions: every node's, from the
+// shared bucket, each with what this node holds for it. A record is
+// written only by its function's home node (its creation and
+// re-recordings) and deleted by whichever node is asked to.
 type registry struct {
 	home string
+	node string
+	kv   jetstream.KeyValue
 
 	mu      sync.Mutex
 	entries map[string]*entry
 }
 
-// entry is one function: its persisted record and what the service holds
-// for it while it runs.
+// entry is one function: its record and what the service holds for it
+// while it runs.
 type entry struct {
 	name string
 
 	mu sync.Mutex // guards f, dir and misses
 	f  api.Function
-	// dir is the opened, validated snapshot of a ready function.
+	// dir is the opened, validated snapshot of a function ready here.
 	dir *snapshot.Dir
 	// misses are the recent cold restores' outcomes (rerecord.go).
 	misses missWindow
@@ -53,76 +68,126 @@ type entry struct {
 	pool *pool
 }
 
-func newRegistry(home string) (*registry, error) {
-	r := &registry{home: home, entries: map[string]*entry{}}
-	for _, d := range []string{r.functionsDir(), r.snapshotsDir()} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("serve: registry under %s: %w", home, err)
-		}
+func newRegistry(ctx context.Context, home, node string, b *bus.Bus) (*registry, error) {
+	r := &registry{home: home, node: node, entries: map[string]*entry{}}
+	if err := os.MkdirAll(r.snapshotsDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("serve: registry under %s: %w", home, err)
 	}
+	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      FunctionsBucket,
+		Description: "snapbpf function registry: NAME -> the function's record",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("serve: the function registry: %w", err)
+	}
+	r.kv = kv
 	return r, nil
 }
 
-func (r *registry) functionsDir() string { return filepath.Join(r.home, "functions") }
 func (r *registry) snapshotsDir() string { return filepath.Join(r.home, "snapshots") }
 
 // snapshotPath is where function name's snapshot lives.
 func (r *registry) snapshotPath(name string) string { return filepath.Join(r.snapshotsDir(), name) }
 
-func (r *registry) recordPath(name string) string {
-	return filepath.Join(r.functionsDir(), name+".json")
-}
+// ours says whether this node is f's home: it writes f's record.
+func (r *registry) ours(f api.Function) bool { return f.Node == r.node }
 
-// load reads every persisted function.
-func (r *registry) load() ([]api.Function, error) {
-	des, err := os.ReadDir(r.functionsDir())
+// watch returns every record in the bucket and a watcher of the changes
+// after them (the caller stops it).
+func (r *registry) watch(ctx context.Context) ([]api.Function, jetstream.KeyWatcher, error) {
+	w, err := r.kv.WatchAll(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("serve: read the registry: %w", err)
+		return nil, nil, fmt.Errorf("serve: watch the function registry: %w", err)
 	}
 	var fns []api.Function
-	for _, de := range des {
-		name, ok := strings.CutSuffix(de.Name(), ".json")
-		if !ok || !nameRE.MatchString(name) {
-			continue // atomicfile's temporaries, or foreign files
+	timeout := time.After(kvTimeout)
+	for {
+		select {
+		case u := <-w.Updates():
+			if u == nil { // the initial values are all in
+				return fns, w, nil
+			}
+			if f, ok := decodeRecord(u); ok {
+				fns = append(fns, f)
+			}
+		case <-timeout:
+			w.Stop()
+			return nil, nil, fmt.Errorf("serve: the function registry (bucket %s) did not list within %v", FunctionsBucket, kvTimeout)
 		}
-		b, err := os.ReadFile(filepath.Join(r.functionsDir(), de.Name()))
-		if err != nil {
-			return nil, fmt.Errorf("serve: registry: %w", err)
-		}
-		var f api.Function
-		if err := json.Unmarshal(b, &f); err != nil || f.Name != name {
-			slog.Error("serve: registry record unreadable; the function is skipped (delete the file to forget it)", "path", filepath.Join(r.functionsDir(), de.Name()), "err", err)
-			continue
-		}
-		fns = append(fns, f)
 	}
-	return fns, nil
 }
 
-// save persists e's record; call with e.mu held.
-func (r *registry) save(e *entry) error {
+// decodeRecord reads a put of the registry bucket.
+func decodeRecord(u jetstream.KeyValueEntry) (api.Function, bool) {
+	var f api.Function
+	if u.Operation() != jetstream.KeyValuePut {
+		return f, false
+	}
+	if err := json.Unmarshal(u.Value(), &f); err != nil || f.Name != u.Key() {
+		slog.Error("serve: registry record unreadable; the function is skipped", "bucket", FunctionsBucket, "key", u.Key(), "err", err)
+		return f, false
+	}
+	return f, true
+}
+
+func (r *registry) marshal(e *entry) ([]byte, error) {
 	f := e.f
 	f.Instances = api.Instances{}
-	b, err := json.MarshalIndent(f, "", "  ")
+	f.ReadyOn = nil
+	return json.Marshal(f)
+}
+
+// createRecord persists a new record of e, unless the name is taken on
+// any node; call with e.mu held.
+func (r *registry) createRecord(e *entry) error {
+	b, err := r.marshal(e)
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(r.recordPath(e.name), append(b, '\n'), 0o600); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	if _, err := r.kv.Create(ctx, e.name, b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("%w: function %s exists (registered on another node); delete it first to create it anew", errConflict, e.name)
+		}
+		return fmt.Errorf("serve: register function %s: %w", e.name, err)
+	}
+	return nil
+}
+
+// save persists e's record if this node is its home; call with e.mu held.
+func (r *registry) save(e *entry) error {
+	if !r.ours(e.f) {
+		return nil
+	}
+	b, err := r.marshal(e)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	if _, err := r.kv.Put(ctx, e.name, b); err != nil {
 		return fmt.Errorf("serve: persist function %s: %w", e.name, err)
 	}
 	return nil
 }
 
-// remove forgets function name on disk: its record first, so a crash
-// halfway leaves no record of a half-removed snapshot, then the snapshot.
+// remove forgets function name: its record first (every node then drops
+// it), so a crash halfway leaves no record of a half-removed snapshot,
+// then the snapshot here.
 func (r *registry) remove(name string) error {
-	err := os.Remove(r.recordPath(name))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	defer cancel()
+	if err := r.kv.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("serve: delete function %s: %w", name, err)
 	}
-	if err := atomicfile.SyncDir(r.functionsDir()); err != nil {
-		return err
-	}
+	return r.removeLocal(name)
+}
+
+// removeLocal removes function name's snapshot on this node.
+func (r *registry) removeLocal(name string) error {
 	if err := os.RemoveAll(r.snapshotPath(name)); err != nil {
 		return fmt.Errorf("serve: delete the snapshot of %s: %w", name, err)
 	}
@@ -130,20 +195,68 @@ func (r *registry) remove(name string) error {
 }
 
 // orphanSnapshots removes snapshot directories no record names (a crash
-// between the two steps of remove, or a creation killed before its first
-// record... which cannot happen: the record comes first).
-func (r *registry) orphanSnapshots() {
+// between the two steps of remove, or a delete while this node was down).
+func (r *registry) orphanSnapshots(known []api.Function) {
+	names := map[string]bool{}
+	for _, f := range known {
+		names[f.Name] = true
+	}
 	des, err := os.ReadDir(r.snapshotsDir())
 	if err != nil {
 		return
 	}
 	for _, de := range des {
 		name := de.Name()
-		if _, err := os.Stat(r.recordPath(name)); errors.Is(err, fs.ErrNotExist) && nameRE.MatchString(name) {
+		if !names[name] && nameRE.MatchString(name) {
 			slog.Info("serve: removing the snapshot of a deleted function", "path", r.snapshotPath(name))
 			os.RemoveAll(r.snapshotPath(name))
 		}
 	}
+}
+
+// migrateFiles moves the registry a service before the bus kept in files
+// (functions/NAME.json) into the bucket, as functions of this node, then
+// renames the directory (functions.migrated) so it is done once. A name
+// the bucket has already is left to the bucket.
+func (r *registry) migrateFiles() error {
+	dir := filepath.Join(r.home, "functions")
+	des, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("serve: read the old registry %s: %w", dir, err)
+	}
+	for _, de := range des {
+		name, ok := strings.CutSuffix(de.Name(), ".json")
+		if !ok || !nameRE.MatchString(name) {
+			continue // atomicfile's temporaries, or foreign files
+		}
+		path := filepath.Join(dir, de.Name())
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("serve: old registry: %w", err)
+		}
+		var f api.Function
+		if err := json.Unmarshal(b, &f); err != nil || f.Name != name {
+			slog.Error("serve: old registry record unreadable; not migrated", "path", path, "err", err)
+			continue
+		}
+		f.Node = r.node
+		e := &entry{name: name, f: f}
+		if err := r.createRecord(e); err != nil {
+			if errors.Is(err, errConflict) {
+				slog.Warn("serve: old registry record not migrated: the registry has the name already", "path", path)
+				continue
+			}
+			return err
+		}
+		slog.Info("serve: function migrated from the old registry files", "function", name, "state", f.State)
+	}
+	if err := os.Rename(dir, dir+".migrated"); err != nil {
+		return fmt.Errorf("serve: old registry migrated, but %s could not be renamed: %w", dir, err)
+	}
+	return nil
 }
 
 // get returns the entry of name, or nil.

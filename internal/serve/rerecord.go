@@ -81,7 +81,9 @@ func (s *Server) coldRestored(e *entry, input uint64, faults int64) {
 		}
 	}
 	e.f.MissRate = float64(n) / float64(len(w.recent))
-	trigger := missed && len(w.recent) >= c.After && !e.rerecording
+	// Only the home re-records: it owns the record (a copy elsewhere
+	// serves the home's set).
+	trigger := missed && len(w.recent) >= c.After && !e.rerecording && s.reg.ours(e.f)
 	for _, m := range w.recent[max(0, len(w.recent)-c.After):] {
 		trigger = trigger && m
 	}

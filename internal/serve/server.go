@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"regexp"
 	"sync"
 	"time"
 
 	"github.com/snapbpf/snapbpf/api"
+	"github.com/snapbpf/snapbpf/internal/bus"
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
@@ -54,6 +57,22 @@ type Config struct {
 	// MinGuestMiB is the least guest RAM a function needs
 	// (functions.MinGuestMiB); tests of tiny fake guests replace it.
 	MinGuestMiB func(fn string, dataMiB int) int
+	// Bus is the node's NATS, which holds the registry and carries the
+	// heartbeats and forwarded invocations. Nil: New opens the embedded,
+	// in-process one with its store in Home/nats, and Close closes it.
+	Bus *bus.Bus
+	// Node names this node in the registry and the heartbeats (the bus's
+	// name); unique in a cluster.
+	Node string
+	// Address is where this node's API listens on TCP, if it does: what
+	// its heartbeat tells the other nodes and snapbpf nodes.
+	Address string
+	// ForwardTimeout bounds an invocation forwarded to another node, from
+	// the request to the answer (InvokeTimeout + 30 s): past it the
+	// answer is 504, outcome unknown.
+	ForwardTimeout time.Duration
+	// HeartbeatInterval is how often the node puts its status (1 s).
+	HeartbeatInterval time.Duration
 }
 
 func (c *Config) defaults() {
@@ -72,6 +91,8 @@ func (c *Config) defaults() {
 	def(&c.QueueTimeout, 30*time.Second)
 	def(&c.InvokeTimeout, 2*time.Minute)
 	def(&c.VMMTimeout, funcvm.VMMTimeout)
+	def(&c.ForwardTimeout, c.InvokeTimeout+30*time.Second)
+	def(&c.HeartbeatInterval, time.Second)
 	if len(c.RecordInputs) == 0 {
 		c.RecordInputs = []uint64{1}
 	}
@@ -91,6 +112,12 @@ type Server struct {
 	metrics *metrics
 	budget  *budget
 
+	// bus is the node's NATS; ownBus says New opened it (Close closes it).
+	bus    *bus.Bus
+	ownBus bool
+	router *router
+	beats  *heartbeats
+
 	// ctx ends every background job and in-flight invocation at Close.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -106,9 +133,9 @@ type Server struct {
 }
 
 // New opens the service's home, ends the VMMs a previous service left,
-// loads the registry and resumes the creations it was doing. The caller
-// serves its Handler and calls Close.
-func New(cfg Config) (*Server, error) {
+// joins the registry (moving an old file registry into it) and resumes the
+// creations it was doing. The caller serves its Handler and calls Close.
+func New(cfg Config) (_ *Server, retErr error) {
 	cfg.defaults()
 	if cfg.Home == "" || cfg.Driver == nil || cfg.Builder == nil {
 		return nil, errors.New("serve: Config needs Home, Driver and Builder")
@@ -116,25 +143,58 @@ func New(cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.Home, 0o700); err != nil {
 		return nil, fmt.Errorf("serve: home %s: %w", cfg.Home, err)
 	}
-	reg, err := newRegistry(cfg.Home)
+	b, ownBus := cfg.Bus, false
+	if b == nil {
+		var err error
+		if b, err = bus.Open(context.Background(), bus.Config{Dir: filepath.Join(cfg.Home, "nats"), Name: cfg.Node}); err != nil {
+			return nil, fmt.Errorf("serve: %w", err)
+		}
+		ownBus = true
+		defer func() {
+			if retErr != nil {
+				b.Close()
+			}
+		}()
+	}
+	if cfg.Node == "" {
+		cfg.Node = b.Name()
+	}
+	if !nodeRE.MatchString(cfg.Node) {
+		return nil, fmt.Errorf("serve: node name %q: want 1 to 64 of A-Z, a-z, 0-9, '-' and '_' (--node)", cfg.Node)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reg, err := newRegistry(ctx, cfg.Home, cfg.Node, b)
 	if err != nil {
+		return nil, err
+	}
+	if err := reg.migrateFiles(); err != nil {
 		return nil, err
 	}
 	vmms, err := openVMMRecords(cfg.Home)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, reg: reg, vmms: vmms, changed: make(chan struct{})}
+	s := &Server{cfg: cfg, reg: reg, vmms: vmms, changed: make(chan struct{}), bus: b, ownBus: ownBus}
 	s.metrics = newMetrics(s)
 	s.budget = &budget{s: s}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	fns, err := reg.load()
-	if err != nil {
+	if s.beats, err = newHeartbeats(ctx, s); err != nil {
+		vmms.close()
 		return nil, err
 	}
-	reg.orphanSnapshots()
+	fns, w, err := reg.watch(s.ctx)
+	if err != nil {
+		vmms.close()
+		return nil, err
+	}
+	reg.orphanSnapshots(fns)
 	for _, f := range fns {
 		e := s.add(f)
+		if !reg.ours(f) {
+			s.openCopy(e)
+			continue
+		}
 		switch f.State {
 		case api.StateReady:
 			s.open(e)
@@ -143,10 +203,18 @@ func New(cfg Config) (*Server, error) {
 			s.startCreate(e)
 		}
 	}
-	s.wg.Add(1)
+	s.router = newRouter(s)
+	s.wg.Add(4)
 	go s.reapIdle()
+	go s.followRegistry(w)
+	go s.router.run()
+	go s.beats.run()
 	return s, nil
 }
+
+// nodeRE is what a node name may be: a NATS server name and a key of the
+// nodes bucket.
+var nodeRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // add registers f in memory, with its pool.
 func (s *Server) add(f api.Function) *entry {
@@ -180,6 +248,7 @@ func (s *Server) Create(req api.CreateRequest) (api.Function, error) {
 	f := api.Function{
 		Name: req.Name, Function: req.Function, Runtime: req.Runtime, MemMiB: req.MemMiB, DataMiB: req.DataMiB,
 		State: api.StateCreating, Progress: api.Progress{Step: "queued", Total: 3},
+		Node: s.cfg.Node,
 	}
 	s.reg.mu.Lock()
 	if old := s.reg.entries[req.Name]; old != nil {
@@ -192,9 +261,10 @@ func (s *Server) Create(req api.CreateRequest) (api.Function, error) {
 	e := s.newEntry(f)
 	s.reg.entries[f.Name] = e
 	// Persisted before the 202, under the registry lock, so that a
-	// concurrent delete of the name waits for a record to delete.
+	// concurrent delete of the name waits for a record to delete; the
+	// bucket refuses a name another node registered meanwhile.
 	e.mu.Lock()
-	err := s.reg.save(e)
+	err := s.reg.createRecord(e)
 	e.mu.Unlock()
 	if err != nil {
 		delete(s.reg.entries, f.Name)
@@ -323,22 +393,33 @@ func (s *Server) Get(name string) (api.Function, error) {
 	if e == nil {
 		return api.Function{}, fmt.Errorf("%w: no function %s (list them with GET /v1/functions)", errNotFound, name)
 	}
-	return e.view(), nil
+	f := e.view()
+	s.readyOn(&f)
+	return f, nil
 }
 
 // List returns every function, by name.
 func (s *Server) List() []api.Function {
 	var out []api.Function
 	for _, e := range s.reg.all() {
-		out = append(out, e.view())
+		f := e.view()
+		s.readyOn(&f)
+		out = append(out, f)
 	}
 	sortFunctions(out)
 	return out
 }
 
 // Delete stops function name's background work and instances and removes
-// it with its snapshot. A create of the name meanwhile answers 409.
+// it with its snapshot, on every node. A create of the name meanwhile
+// answers 409.
 func (s *Server) Delete(name string) error {
+	return s.delete(name, false)
+}
+
+// delete removes function name; remote says another node deleted its
+// record already, so only what this node holds goes.
+func (s *Server) delete(name string, remote bool) error {
 	s.reg.mu.Lock()
 	e := s.reg.entries[name]
 	switch {
@@ -359,6 +440,7 @@ func (s *Server) Delete(name string) error {
 		cancel()
 	}
 	<-done
+	s.router.leave(name)
 	e.pool.close()
 	e.pool.wait()
 	e.mu.Lock()
@@ -367,16 +449,21 @@ func (s *Server) Delete(name string) error {
 		e.dir = nil
 	}
 	e.mu.Unlock()
-	err := s.reg.remove(name)
+	var err error
+	if remote {
+		err = s.reg.removeLocal(name)
+	} else {
+		err = s.reg.remove(name)
+	}
 	s.reg.mu.Lock()
-	if err != nil {
+	if err != nil && !remote {
 		e.deleting = false // still registered: a retry can finish it
 	} else {
 		delete(s.reg.entries, name)
 	}
 	s.reg.mu.Unlock()
 	if err == nil {
-		slog.Info("serve: function deleted", "function", name)
+		slog.Info("serve: function deleted", "function", name, "by_another_node", remote)
 	}
 	return err
 }
@@ -418,5 +505,9 @@ func (s *Server) Close() error {
 		}
 		e.mu.Unlock()
 	}
-	return s.vmms.close()
+	err := s.vmms.close()
+	if s.ownBus {
+		err = errors.Join(err, s.bus.Close())
+	}
+	return err
 }
