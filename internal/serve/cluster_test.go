@@ -33,9 +33,6 @@ type testCluster struct {
 // startCluster starts n nodes with cfg's limits and a fast heartbeat.
 func startCluster(t *testing.T, n int, cfg Config) *testCluster {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("a cluster takes seconds to elect its JetStream leaders")
-	}
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = 200 * time.Millisecond
 	}
