@@ -56,8 +56,8 @@ func Parse(ref string) (Function, error) {
 	if pyfn.Has(ref) {
 		return Function{Name: ref, Runtime: pyfn.Runtime}, nil
 	}
-	return Function{}, fmt.Errorf("unknown function %q (Go: %s; %s: %s, as %s%s%s where a Go function has the name)",
-		ref, strings.Join(functions.Names(), ", "), pyfn.Runtime, strings.Join(pyfn.Names(), ", "), pyfn.Runtime, sep, "NAME")
+	return Function{}, fmt.Errorf("unknown function %q (Go functions: %s; %s functions: %s, named %s%sNAME where a Go function has the name)",
+		ref, strings.Join(functions.Names(), ", "), pyfn.Runtime, strings.Join(pyfn.Names(), ", "), pyfn.Runtime, sep)
 }
 
 // Go lists the agent's Go functions, sorted by name.
