@@ -16,7 +16,7 @@
 set -euo pipefail
 R=${R:-/var/tmp/issue17}
 B=${B:-$R/bin/snapbpf}
-RATE=${RATE:-0.5} DURATION=${DURATION:-240s} IDLE=${IDLE:-5s}
+RATE=${RATE:-0.5} DURATION=${DURATION:-240s} IDLE=${IDLE:-15s}
 SEED=${SEED:-7} INPUTS=${INPUTS:-4} SKEW=${SKEW:-1} HALF=${HALF:-1}
 FNS=${FNS:-json gzip aes image}
 export SNAPBPF_HOME=$R/home

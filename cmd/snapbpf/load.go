@@ -47,6 +47,10 @@ type halfBudget struct {
 	// refused (429) or failed: none may fail for lack of memory.
 	Failed    map[string]int `json:"failed"`
 	Evictions map[string]int `json:"evictions"`
+	// BudgetWaits are, by policy, the cold starts that queued for memory
+	// with nothing idle to evict: a refusal is for lack of memory only if
+	// there were some.
+	BudgetWaits map[string]int `json:"budget_waits"`
 }
 
 type loadFlags struct {
@@ -268,7 +272,7 @@ func runLoad(cmd *cobra.Command, lf *loadFlags) error {
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), ")")
 		for _, p := range lf.compare {
-			fmt.Fprintf(cmd.OutOrStdout(), "  %s under it: %d requests refused or failed, %d evictions\n", p, hb.Failed[p], hb.Evictions[p])
+			fmt.Fprintf(cmd.OutOrStdout(), "  %s under it: %d requests refused or failed, %d evictions, %d waits for memory with nothing to evict\n", p, hb.Failed[p], hb.Evictions[p], hb.BudgetWaits[p])
 		}
 	}
 	return soakVerdict(out.Runs)
@@ -278,7 +282,7 @@ func runLoad(cmd *cobra.Command, lf *loadFlags) error {
 // at half the largest peak of the functions' memory that the runs in out
 // reached, appends those runs to out and says how they fared.
 func (s *serveStarter) halfBudget(ctx context.Context, cfg loadgen.TraceConfig, trace []loadgen.Arrival, co loadgen.CompareOptions, out *loadOutput) (*halfBudget, error) {
-	hb := &halfBudget{UnconstrainedPeakMiB: map[string]float64{}, Failed: map[string]int{}, Evictions: map[string]int{}}
+	hb := &halfBudget{UnconstrainedPeakMiB: map[string]float64{}, Failed: map[string]int{}, Evictions: map[string]int{}, BudgetWaits: map[string]int{}}
 	var peak float64
 	for _, r := range out.Runs {
 		hb.UnconstrainedPeakMiB[r.Policy] = r.Summary.PeakServiceMemMiB
@@ -296,6 +300,7 @@ func (s *serveStarter) halfBudget(ctx context.Context, cfg loadgen.TraceConfig, 
 		r.MemoryBudgetMiB = hb.BudgetMiB
 		hb.Failed[r.Policy] = r.Summary.Rejected + r.Summary.Errors + r.Summary.Wrong
 		hb.Evictions[r.Policy] = r.Summary.Evictions
+		hb.BudgetWaits[r.Policy] = r.Summary.BudgetWaits
 	}
 	out.Runs = append(out.Runs, runs...)
 	return hb, err

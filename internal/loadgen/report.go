@@ -77,6 +77,10 @@ type Summary struct {
 	// Evictions are the service's evictions for its memory budget over
 	// the run (snapbpf_evictions_total, last sample less first).
 	Evictions int `json:"evictions"`
+	// BudgetWaits are the times a cold start queued because the budget
+	// was reached with nothing idle to evict (snapbpf_budget_waits_total,
+	// likewise): a 429 of a run without them was not for lack of memory.
+	BudgetWaits int `json:"budget_waits"`
 }
 
 // Second is one second of the timeline, by arrival time.
@@ -101,7 +105,9 @@ func Analyze(cfg TraceConfig, start time.Time, elapsed time.Duration, reqs []Req
 		r.Summary.PeakServiceMemMiB = max(r.Summary.PeakServiceMemMiB, s.Metrics["snapbpf_memory_used_bytes"]/(1<<20))
 	}
 	if n := len(samples); n > 0 {
-		r.Summary.Evictions = int(samples[n-1].Metrics["snapbpf_evictions_total"] - samples[0].Metrics["snapbpf_evictions_total"])
+		first, last := samples[0].Metrics, samples[n-1].Metrics
+		r.Summary.Evictions = int(last["snapbpf_evictions_total"] - first["snapbpf_evictions_total"])
+		r.Summary.BudgetWaits = int(last["snapbpf_budget_waits_total"] - first["snapbpf_budget_waits_total"])
 	}
 	byFn := map[string][]Request{}
 	for _, q := range reqs {
@@ -206,8 +212,8 @@ func WriteSummary(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "%s: %d arrivals in %s (%.2f/s offered), %d ok (%d verified), %d wrong, %d rejected (429), %d errors; %.2f ok/s\n",
 		name, s.Arrivals, r.Config.Duration, s.OfferedRPS, s.OK, s.Verified, s.Wrong, s.Rejected, s.Errors, s.ThroughputRPS)
 	fmt.Fprintf(w, "  latency ms: p50 %.1f  p95 %.1f  p99 %.1f  max %.1f\n", s.Latency.P50, s.Latency.P95, s.Latency.P99, s.Latency.Max)
-	fmt.Fprintf(w, "  cold %.1f%% (p50 %.1f ms), warm p50 %.1f ms; queue p50 %.1f p99 %.1f ms; peak host memory used %.0f MiB, by the functions %.0f MiB; %d evictions\n",
-		100*s.ColdFraction, s.ColdLatency.P50, s.WarmLatency.P50, s.Queue.P50, s.Queue.P99, s.PeakMemUsedMiB, s.PeakServiceMemMiB, s.Evictions)
+	fmt.Fprintf(w, "  cold %.1f%% (p50 %.1f ms), warm p50 %.1f ms; queue p50 %.1f p99 %.1f ms; peak host memory used %.0f MiB, by the functions %.0f MiB; %d evictions, %d waits for memory\n",
+		100*s.ColdFraction, s.ColdLatency.P50, s.WarmLatency.P50, s.Queue.P50, s.Queue.P99, s.PeakMemUsedMiB, s.PeakServiceMemMiB, s.Evictions, s.BudgetWaits)
 	if cw := s.ColdWarm; cw.Cold > 0 && cw.Warm > 0 {
 		fmt.Fprintf(w, "  cold vs warm: cold p50 %.1f ms against 1.15 x warm p50 %.1f + compute difference %+.1f = %.1f ms: %.2fx of the bound (%s)\n",
 			cw.ColdP50Ms, cw.WarmP50Ms, cw.ComputeDiffMs, cw.BoundMs, cw.OfBound, map[bool]string{true: "met", false: "not met"}[cw.Met])

@@ -43,8 +43,9 @@ type MetricsSource interface {
 }
 
 // DefaultMetrics are the service metrics a load samples: the memory its
-// functions use, its instances, evictions and invocations.
-var DefaultMetrics = []string{"snapbpf_memory_used_bytes", "snapbpf_memory_budget_bytes", "snapbpf_instances", "snapbpf_evictions_total", "snapbpf_invocations_total"}
+// functions use, its instances, evictions, waits for memory and
+// invocations.
+var DefaultMetrics = []string{"snapbpf_memory_used_bytes", "snapbpf_memory_budget_bytes", "snapbpf_instances", "snapbpf_evictions_total", "snapbpf_budget_waits_total", "snapbpf_invocations_total"}
 
 // Sampler samples memory and metrics at an interval.
 type Sampler struct {
