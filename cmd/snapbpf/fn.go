@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/snapbpf/snapbpf/api"
+	"github.com/snapbpf/snapbpf/internal/bus"
 	"github.com/snapbpf/snapbpf/internal/progress"
 	"github.com/snapbpf/snapbpf/internal/serveclient"
 )
@@ -198,10 +199,10 @@ func newFnLsCmd(sf *serveFlags) *cobra.Command {
 				return writeJSON(cmd.OutOrStdout(), api.FunctionList{Functions: l})
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tFUNCTION\tRUNTIME\tSTATE\tWSET_PAGES\tMISS_RATE\tWARM\tBUSY")
+			fmt.Fprintln(tw, "NAME\tFUNCTION\tRUNTIME\tSTATE\tWSET_PAGES\tMISS_RATE\tWARM\tBUSY\tNODE\tREADY_ON")
 			for _, f := range l {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.3f\t%d\t%d\n", f.Name, f.Function, f.Runtime, stateOf(f),
-					f.WSetPages, f.MissRate, f.Instances.Warm, f.Instances.Busy)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.3f\t%d\t%d\t%s\t%s\n", f.Name, f.Function, f.Runtime, stateOf(f),
+					f.WSetPages, f.MissRate, f.Instances.Warm, f.Instances.Busy, f.Node, orDash(strings.Join(f.ReadyOn, ",")))
 			}
 			return tw.Flush()
 		}),
@@ -263,6 +264,10 @@ func printFunction(w io.Writer, f api.Function) {
 		row("re-recorded", "%s: %s", r.At.Format(time.RFC3339), r.Reason)
 	}
 	row("instances", "%d warm, %d busy", f.Instances.Warm, f.Instances.Busy)
+	if f.Node != "" {
+		row("node", "%s (made its snapshot)", f.Node)
+	}
+	row("ready on", "%s", strings.Join(f.ReadyOn, ", "))
 	tw.Flush()
 }
 
@@ -341,5 +346,91 @@ func newFnInvokeCmd(sf *serveFlags) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&input, "input", "", "the function's input (runtime go: the input seed, e.g. 4; empty means 1)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print {name, result, start, restore_ms, prefetch_bytes, queue_ms, total_ms, client_ms}")
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newNodesCmd() *cobra.Command {
+	var (
+		sf     serveFlags
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "nodes",
+		Short: "List the nodes of the cluster: their functions, instances and memory (from their heartbeats)",
+		Long: `nodes asks a snapbpf serve (the local one by default) for the nodes whose
+heartbeat is current: each node puts its status in the JetStream key-value
+bucket snapbpf-nodes every second; one silent for 3 s is left out.`,
+		Args: cobra.NoArgs,
+		RunE: sf.run(func(cmd *cobra.Command, _ []string, c *serveclient.Client) error {
+			l, err := c.Nodes(cmd.Context())
+			if err != nil {
+				return fmt.Errorf("nodes: %w", err)
+			}
+			if l == nil {
+				l = []api.Node{}
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), api.NodeList{Nodes: l})
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tADDRESS\tFUNCTIONS\tWARM\tBUSY\tMEMORY_MIB\tBUDGET_MIB\tSTATE")
+			for _, n := range l {
+				state := "up"
+				if n.Draining {
+					state = "draining"
+				}
+				budget := "-"
+				if n.MemoryBudgetBytes > 0 {
+					budget = fmt.Sprint(n.MemoryBudgetBytes >> 20)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", n.Node, orDash(n.Address), orDash(strings.Join(n.Functions, ",")),
+					n.Instances.Warm, n.Instances.Busy, n.MemoryUsedBytes>>20, budget, state)
+			}
+			return tw.Flush()
+		}),
+	}
+	sf.add(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"nodes":[...]}, the body of GET /v1/nodes (api/openapi.yaml's NodeList)`)
+	cmd.AddCommand(newNodesNkeyCmd())
+	return cmd
+}
+
+func newNodesNkeyCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "nkey --out FILE",
+		Short: "Make a node's NATS identity: an nkey user seed in FILE (mode 0600); prints its public key",
+		Long: `nkey writes a new nkey user seed (SU...) to FILE, for serve --nats-creds,
+and prints its public key (U...), for the other nodes' --cluster-users.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			seed, pub, err := bus.NewUserSeed()
+			if err != nil {
+				return err
+			}
+			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return fmt.Errorf("nodes nkey: %w (it never overwrites a seed)", err)
+			}
+			if _, err := f.Write(append(seed, '\n')); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), pub)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "file to write the seed to (must not exist)")
+	cmd.MarkFlagRequired("out")
 	return cmd
 }

@@ -68,6 +68,7 @@ type loadFlags struct {
 	soakWarmup   time.Duration
 	verify       bool
 	budgetHalf   bool
+	spread       []string
 }
 
 func newLoadCmd() *cobra.Command {
@@ -123,6 +124,7 @@ answered with a verified result.`,
 	fl.BoolVar(&lf.coldBetween, "cold-between", true, "with --compare, evict the functions' memory files from the page cache before each policy's run")
 	fl.DurationVar(&lf.readyTimeout, "ready-timeout", 10*time.Minute, "with --compare, how long the service and its functions get to be ready")
 	fl.BoolVar(&lf.budgetHalf, "budget-half", false, "with --compare, run again under --memory-budget at half the functions' peak memory of the first runs (as the service measured it)")
+	fl.StringSliceVar(&lf.spread, "spread", nil, "also send to these nodes' TCP APIs (URLs, comma-separated; the same --token-file), round-robin with --url or --socket: a cluster under one load")
 	fl.BoolVar(&lf.verify, "verify", true, "check each result against the function run on this host")
 	fl.BoolVar(&lf.soak, "soak", false, "with --compare, fail unless the service's fds and memory held steady, no VMM outlived it and every result was verified")
 	fl.DurationVar(&lf.soakWarmup, "soak-warmup", 0, "with --soak, the time before the fds and memory baseline is taken (default: a tenth of --duration)")
@@ -151,6 +153,9 @@ answered with a verified result.`,
 		}
 		if lf.soakWarmup < 0 || lf.soakWarmup >= lf.cfg.Duration && lf.soak {
 			return fmt.Errorf("--soak-warmup %s: want less than --duration %s", lf.soakWarmup, lf.cfg.Duration)
+		}
+		if len(lf.compare) > 0 && len(lf.spread) > 0 {
+			return errors.New("--spread loads running nodes; --compare starts its own service: use one")
 		}
 		if len(lf.compare) > 0 && lf.sf.url != "" {
 			return errors.New("--compare starts its own snapbpf serve on a unix socket (--socket, or the default): leave out --url")
@@ -211,8 +216,22 @@ func runLoad(cmd *cobra.Command, lf *loadFlags) error {
 				v.add(f)
 			}
 		}
+		targets := []loadgen.Target{c}
+		for _, u := range lf.spread {
+			sf := lf.sf
+			sf.socket, sf.url = "", u
+			cu, err := sf.client(0)
+			if err != nil {
+				return err
+			}
+			defer cu.Close()
+			if err := cu.Health(ctx); err != nil {
+				return fmt.Errorf("load --spread %s: %w", u, err)
+			}
+			targets = append(targets, cu)
+		}
 		lm.start("load")
-		r, err := loadgen.Load(ctx, cfg, trace, c, ro, smp)
+		r, err := loadgen.Load(ctx, cfg, trace, loadgen.Spread(targets...), ro, smp)
 		if err != nil {
 			return err
 		}

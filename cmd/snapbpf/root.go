@@ -64,7 +64,7 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 	lf.register(root.PersistentFlags())
-	root.AddCommand(newImageCmd(), newSnapshotCmd(), newRestoreCmd(), newRecordCmd(), newWSCmd(), newPrefetchCmd(), newDemoCmd(), newFunctionsCmd(), newBenchCmd(), newTraceCmd(), newReplayCmd(), newCheckCmd(), newVersionCmd(), newFnCmd(), newLoadCmd(), newServeCmd())
+	root.AddCommand(newImageCmd(), newSnapshotCmd(), newRestoreCmd(), newRecordCmd(), newWSCmd(), newPrefetchCmd(), newDemoCmd(), newFunctionsCmd(), newBenchCmd(), newTraceCmd(), newReplayCmd(), newCheckCmd(), newVersionCmd(), newFnCmd(), newNodesCmd(), newLoadCmd(), newServeCmd())
 	return root
 }
 

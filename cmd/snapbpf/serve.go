@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/snapbpf/snapbpf/internal/bus"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/serve"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
@@ -31,6 +33,7 @@ func newServeCmd() *cobra.Command {
 		agentPath, inputs     string
 		recordRuns            int
 		freePages             string
+		nf                    natsFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -47,7 +50,18 @@ their instances' private memory is measured before each cold start, and idle
 instances are evicted least recently used first. Registered functions
 persist under $SNAPBPF_HOME/serve; a restart ends the VMMs a killed service
 left and serves them again. SIGTERM drains in-flight invocations for up to
---drain-timeout. GET /metrics is Prometheus text. See api/openapi.yaml.`,
+--drain-timeout. GET /metrics is Prometheus text. See api/openapi.yaml.
+
+The registry lives in NATS JetStream: by default a NATS server embedded in
+the process that listens on nothing (its store in $SNAPBPF_HOME/serve/nats),
+so one host needs nothing more. Several hosts share one registry and route
+invocations to one another either by joining a NATS cluster (--nats URL,
+with --nats-creds and --nats-tls-ca as it requires) or by running the
+embedded servers as the cluster (--cluster with --cluster-listen,
+--cluster-routes, --cluster-peers; it refuses to listen without an nkey
+--nats-creds and --nats-tls-cert/--nats-tls-key/--nats-tls-ca). An
+invocation a node cannot run at once goes to a node that can, at most once:
+see api/openapi.yaml. snapbpf nodes lists the nodes.`,
 		Annotations: rootOnly("it runs QEMU, loads eBPF and prefetches into the page cache"),
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -75,6 +89,12 @@ left and serves them again. SIGTERM drains in-flight invocations for up to
 			cfg.Home, cfg.Driver = serveHome(), d
 			cfg.Builder = &serve.NodeBuilder{Driver: d, ImageDir: defaultImageDir(), AgentPath: agentPath, RecordRuns: recordRuns, FreePages: freePages}
 			cfg.MemoryBudget = budgetMiB << 20
+			cfg.Address = listen
+			bc, err := nf.config(filepath.Join(cfg.Home, "nats"), cfg.Node)
+			if err != nil {
+				return err
+			}
+			cfg.BusConfig = bc
 			return runServe(cmd.Context(), cfg, socket, listen, tok, drain)
 		},
 	}
@@ -97,6 +117,9 @@ left and serves them again. SIGTERM drains in-flight invocations for up to
 	// free page reporting (which waits for the guest to report).
 	f.IntVar(&recordRuns, "record-runs", 0, "restores per recording (default: record's)")
 	f.StringVar(&freePages, "free-pages", snapshot.FreePagesReport, "free guest pages at snapshot time: report or none")
+	f.StringVar(&cfg.Node, "node", "", "this node's name in the cluster (default: the host name)")
+	f.DurationVar(&cfg.ForwardTimeout, "forward-timeout", 0, "how long an invocation forwarded to another node may take before 504, outcome unknown (default: --invoke-timeout + 30s)")
+	nf.add(cmd)
 	f.MarkHidden("record-runs")
 	f.MarkHidden("free-pages")
 	checkFlags(cmd, func() error {
@@ -160,7 +183,7 @@ func runServe(ctx context.Context, cfg serve.Config, socket, listen, token strin
 		}
 		start(tl, serve.RequireToken(s.Handler(), token))
 	}
-	slog.Info("serve: listening", "socket", socket, "tcp", listen, "home", cfg.Home, "policy", cfg.Policy, "memory_budget_mib", cfg.MemoryBudget>>20)
+	slog.Info("serve: listening", "socket", socket, "tcp", listen, "home", cfg.Home, "policy", cfg.Policy, "memory_budget_mib", cfg.MemoryBudget>>20, "node", s.Node(), "nats", s.NATS())
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
@@ -178,4 +201,55 @@ func runServe(ctx context.Context, cfg serve.Config, socket, listen, token strin
 	cerr := s.Close()
 	slog.Info("serve: stopped")
 	return errors.Join(err, cerr)
+}
+
+// natsFlags say how serve reaches NATS (internal/bus).
+type natsFlags struct {
+	url, creds, cert, key, ca string
+	cluster                   bool
+	name, listen, routes      string
+	peers                     []string
+	usersFile                 string
+	replicas                  int
+}
+
+func (n *natsFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&n.url, "nats", "", "join this external NATS cluster (URLs, comma-separated) instead of embedding a server")
+	f.StringVar(&n.creds, "nats-creds", "", "this node's NATS identity: an nkey user seed (SU...) or a user .creds file")
+	f.StringVar(&n.cert, "nats-tls-cert", "", "TLS certificate (PEM): the embedded server's with --cluster, the client's with --nats")
+	f.StringVar(&n.key, "nats-tls-key", "", "the key of --nats-tls-cert (PEM)")
+	f.StringVar(&n.ca, "nats-tls-ca", "", "CA (PEM) that verifies clients and peer routes (--cluster) or the servers (--nats)")
+	f.BoolVar(&n.cluster, "cluster", false, "run the embedded NATS server as a cluster member: listen for clients and routes (needs auth and TLS)")
+	f.StringVar(&n.name, "cluster-name", "snapbpf", "the cluster's name, the same on every node")
+	f.StringVar(&n.listen, "cluster-listen", "", "HOST:PORT the embedded server takes clients on (--cluster)")
+	f.StringVar(&n.routes, "cluster-routes", "", "HOST:PORT the embedded server takes peer routes on (--cluster)")
+	f.StringSliceVar(&n.peers, "cluster-peers", nil, "the other nodes' --cluster-routes addresses, comma-separated (--cluster)")
+	f.StringVar(&n.usersFile, "cluster-users", "", "file of the nkey public keys (U..., one a line) allowed to connect besides this node's own (--cluster)")
+	f.IntVar(&n.replicas, "nats-replicas", 0, "copies JetStream keeps of the registry (default: 1, or min(3, peers+1) with --cluster)")
+}
+
+// config is the bus configuration the flags say, with the embedded
+// server's store in dir.
+func (n *natsFlags) config(dir, node string) (bus.Config, error) {
+	c := bus.Config{Dir: dir, Name: node, URL: n.url, Creds: n.creds, TLS: bus.TLSFiles{Cert: n.cert, Key: n.key, CA: n.ca}, Replicas: n.replicas, Logger: slog.Default()}
+	if !n.cluster {
+		if n.listen != "" || n.routes != "" || len(n.peers) > 0 || n.usersFile != "" {
+			return c, errors.New("--cluster-listen, --cluster-routes, --cluster-peers and --cluster-users need --cluster")
+		}
+		return c, nil
+	}
+	c.Cluster = &bus.Cluster{Name: n.name, Listen: n.listen, RouteListen: n.routes, Peers: n.peers}
+	if n.usersFile != "" {
+		b, err := os.ReadFile(n.usersFile)
+		if err != nil {
+			return c, fmt.Errorf("--cluster-users: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				c.Cluster.Users = append(c.Cluster.Users, line)
+			}
+		}
+	}
+	return c, nil
 }

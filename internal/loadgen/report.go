@@ -81,6 +81,9 @@ type Summary struct {
 	// was reached with nothing idle to evict (snapbpf_budget_waits_total,
 	// likewise): a 429 of a run without them was not for lack of memory.
 	BudgetWaits int `json:"budget_waits"`
+	// ByNode counts the successful requests by the node that ran them
+	// (a cluster of snapbpf serve nodes).
+	ByNode map[string]int `json:"by_node,omitempty"`
 }
 
 // Second is one second of the timeline, by arrival time.
@@ -140,6 +143,12 @@ func summarize(reqs []Request, duration, elapsed time.Duration) Summary {
 			}
 			if q.Verified {
 				s.Verified++
+			}
+			if q.Node != "" {
+				if s.ByNode == nil {
+					s.ByNode = map[string]int{}
+				}
+				s.ByNode[q.Node]++
 			}
 		case OutcomeRejected:
 			s.Rejected++

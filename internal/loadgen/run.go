@@ -46,7 +46,9 @@ type Request struct {
 	// result says (go functions: guest_fn_ms).
 	GuestFnMs float64 `json:"guest_fn_ms,omitempty"`
 	// Verified says RunOptions.Verify checked the result and found it right.
-	Verified bool   `json:"verified,omitempty"`
+	Verified bool `json:"verified,omitempty"`
+	// Node is the node that ran it (X-Snapbpf-Node).
+	Node string `json:"node,omitempty"`
 	Error    string `json:"error,omitempty"`
 }
 
@@ -141,7 +143,7 @@ func send(ctx context.Context, inv Invoker, a Arrival, start time.Time, opts Run
 	r.LatencyMs = float64(time.Since(t0).Microseconds()) / 1000
 	switch status := serveclient.StatusOf(err); {
 	case err == nil:
-		r.Outcome, r.Start = OutcomeOK, res.Start
+		r.Outcome, r.Start, r.Node = OutcomeOK, res.Start, res.Node
 		r.QueueMs, r.RestoreMs, r.ServiceMs, r.PrefetchBytes = res.QueueMs, res.RestoreMs, res.TotalMs, res.PrefetchBytes
 		r.GuestFnMs = guestFnMs(res.Result)
 		if opts.Verify != nil {

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/snapbpf/snapbpf/internal/serveclient"
 )
 
 // Process is a service the load started (snapbpf serve --policy P).
@@ -83,6 +86,27 @@ type Target interface {
 	Invoker
 	MetricsSource
 }
+
+// Spread is a Target that sends each invocation to the next of several
+// (the nodes of a cluster, round-robin) and reads the metrics of the
+// first.
+func Spread(targets ...Target) Target {
+	if len(targets) == 1 {
+		return targets[0]
+	}
+	return &spread{ts: targets}
+}
+
+type spread struct {
+	ts   []Target
+	next atomic.Uint64
+}
+
+func (s *spread) Invoke(ctx context.Context, name string, input []byte) (*serveclient.Invocation, error) {
+	return s.ts[(s.next.Add(1)-1)%uint64(len(s.ts))].Invoke(ctx, name, input)
+}
+
+func (s *spread) Metrics(ctx context.Context) ([]byte, error) { return s.ts[0].Metrics(ctx) }
 
 // Starter starts the service under a policy and returns its client and
 // how to stop it.

@@ -170,3 +170,19 @@ func (h *heartbeats) readyOn(name string) []string {
 
 // Nodes lists the nodes whose heartbeat is current.
 func (s *Server) Nodes() []api.Node { return s.beats.nodes() }
+
+// Node is this node's name.
+func (s *Server) Node() string { return s.cfg.Node }
+
+// NATS says where this node's NATS is: its embedded server's client and
+// route addresses when it listens, "in-process" when it does not, or
+// "external".
+func (s *Server) NATS() string {
+	switch {
+	case s.bus.ClientURL() != "":
+		return s.bus.ClientURL() + " routes " + s.bus.RouteURL()
+	case s.cfg.BusConfig.URL != "":
+		return "external"
+	}
+	return "in-process"
+}

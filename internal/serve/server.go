@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,9 +59,13 @@ type Config struct {
 	// (functions.MinGuestMiB); tests of tiny fake guests replace it.
 	MinGuestMiB func(fn string, dataMiB int) int
 	// Bus is the node's NATS, which holds the registry and carries the
-	// heartbeats and forwarded invocations. Nil: New opens the embedded,
-	// in-process one with its store in Home/nats, and Close closes it.
+	// heartbeats and forwarded invocations, opened by the caller. Nil: New
+	// opens one as BusConfig says (once no other service runs from Home)
+	// and Close closes it.
 	Bus *bus.Bus
+	// BusConfig is the bus New opens when Bus is nil; its zero value is
+	// the embedded, in-process server with its store in Home/nats.
+	BusConfig bus.Config
 	// Node names this node in the registry and the heartbeats (the bus's
 	// name); unique in a cluster.
 	Node string
@@ -143,10 +148,28 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if err := os.MkdirAll(cfg.Home, 0o700); err != nil {
 		return nil, fmt.Errorf("serve: home %s: %w", cfg.Home, err)
 	}
+	// The pidfile first: a second service on this home must not open
+	// its JetStream store too.
+	vmms, err := openVMMRecords(cfg.Home)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			vmms.close()
+		}
+	}()
 	b, ownBus := cfg.Bus, false
 	if b == nil {
 		var err error
-		if b, err = bus.Open(context.Background(), bus.Config{Dir: filepath.Join(cfg.Home, "nats"), Name: cfg.Node}); err != nil {
+		bc := cfg.BusConfig
+		if bc.Dir == "" {
+			bc.Dir = filepath.Join(cfg.Home, "nats")
+		}
+		if bc.Name == "" {
+			bc.Name = cfg.Node
+		}
+		if b, err = bus.Open(context.Background(), bc); err != nil {
 			return nil, fmt.Errorf("serve: %w", err)
 		}
 		ownBus = true
@@ -157,7 +180,13 @@ func New(cfg Config) (_ *Server, retErr error) {
 		}()
 	}
 	if cfg.Node == "" {
-		cfg.Node = b.Name()
+		// The host name, in the characters a key may have.
+		cfg.Node = strings.Map(func(r rune) rune {
+			if r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+				return r
+			}
+			return '-'
+		}, b.Name())
 	}
 	if !nodeRE.MatchString(cfg.Node) {
 		return nil, fmt.Errorf("serve: node name %q: want 1 to 64 of A-Z, a-z, 0-9, '-' and '_' (--node)", cfg.Node)
@@ -171,21 +200,15 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if err := reg.migrateFiles(); err != nil {
 		return nil, err
 	}
-	vmms, err := openVMMRecords(cfg.Home)
-	if err != nil {
-		return nil, err
-	}
 	s := &Server{cfg: cfg, reg: reg, vmms: vmms, changed: make(chan struct{}), bus: b, ownBus: ownBus}
 	s.metrics = newMetrics(s)
 	s.budget = &budget{s: s}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if s.beats, err = newHeartbeats(ctx, s); err != nil {
-		vmms.close()
 		return nil, err
 	}
 	fns, w, err := reg.watch(s.ctx)
 	if err != nil {
-		vmms.close()
 		return nil, err
 	}
 	reg.orphanSnapshots(fns)

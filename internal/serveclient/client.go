@@ -196,6 +196,13 @@ func (c *Client) List(ctx context.Context) ([]api.Function, error) {
 	return l.Functions, err
 }
 
+// Nodes returns the nodes whose heartbeat is current.
+func (c *Client) Nodes(ctx context.Context) ([]api.Node, error) {
+	var l api.NodeList
+	err := c.doJSON(ctx, http.MethodGet, "/v1/nodes", nil, http.StatusOK, &l)
+	return l.Nodes, err
+}
+
 // Get returns one function.
 func (c *Client) Get(ctx context.Context, name string) (api.Function, error) {
 	var f api.Function
@@ -252,6 +259,7 @@ func (c *Client) Invoke(ctx context.Context, name string, input []byte) (*Invoca
 	inv.PrefetchBytes = int64(headerFloat(h, "X-Snapbpf-Prefetch-Bytes"))
 	inv.QueueMs = headerFloat(h, "X-Snapbpf-Queue-Ms")
 	inv.TotalMs = headerFloat(h, "X-Snapbpf-Total-Ms")
+	inv.Node = h.Get("X-Snapbpf-Node")
 	return inv, nil
 }
 

@@ -13,4 +13,5 @@ type Invocation struct {
 	PrefetchBytes int64
 	QueueMs       float64 // waiting for an instance
 	TotalMs       float64 // the service's own time
+	Node          string  // the node that ran it
 }
