@@ -48,8 +48,8 @@ type Request struct {
 	// Verified says RunOptions.Verify checked the result and found it right.
 	Verified bool `json:"verified,omitempty"`
 	// Node is the node that ran it (X-Snapbpf-Node).
-	Node string `json:"node,omitempty"`
-	Error    string `json:"error,omitempty"`
+	Node  string `json:"node,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // RunOptions bound a run.
