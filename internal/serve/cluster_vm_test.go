@@ -1,0 +1,124 @@
+package serve
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/snapbpf/snapbpf/api"
+	"github.com/snapbpf/snapbpf/internal/bus/bustest"
+	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/testenv"
+	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
+)
+
+// TestClusterRealVM: two nodes on QEMU: a function made on node0 is
+// invoked through node1, which forwards it (node0 restores it); once node1
+// holds a copy of the snapshot it restores it itself. Each result is
+// checked against the function run on the host.
+func TestClusterRealVM(t *testing.T) {
+	img := testenv.NeedVM(t)
+	root, err := testenv.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buses := bustest.Open(t, bustest.Cluster(t, 2))
+	type node struct {
+		s    *Server
+		srv  *http.Server
+		c    *http.Client
+		home string
+	}
+	start := func(i int, home string) *node {
+		d := &qemu.Driver{RunDir: filepath.Join(home, "run")}
+		s, err := New(Config{Home: home, Driver: d, Bus: buses[i], HeartbeatInterval: 200 * time.Millisecond,
+			Builder: &NodeBuilder{Driver: d, Image: img, RecordRuns: 1, FreePages: snapshot.FreePagesNone}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(filepath.Join(home, "s.sock"))
+		sock, srv := serveUnix(t, home, s.Handler())
+		n := &node{s: s, srv: srv, c: unixClient(sock), home: home}
+		return n
+	}
+	stop := func(n *node) {
+		n.srv.Shutdown(context.Background())
+		n.s.Close()
+	}
+	do := func(n *node, method, path, body string) (int, []byte, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://snapbpf"+path, strings.NewReader(body))
+		resp, err := n.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := readBody(resp)
+		return resp.StatusCode, b, resp.Header
+	}
+	var nodes [2]*node
+	for i := range nodes {
+		home, err := os.MkdirTemp(root, fmt.Sprintf("cluster-node%d-", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = start(i, home)
+	}
+	defer func() {
+		for _, n := range nodes {
+			stop(n)
+		}
+	}()
+	if code, b, _ := do(nodes[0], "POST", "/v1/functions", `{"name":"g1","function":"gzip","runtime":"go"}`); code != 202 {
+		t.Fatalf("create on node0: %d %s", code, b)
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		_, b, _ := do(nodes[1], "GET", "/v1/functions/g1", "")
+		var f api.Function
+		json.Unmarshal(b, &f)
+		if f.State == api.StateFailed {
+			t.Fatalf("g1 failed: %s", f.Error)
+		}
+		if slices.Contains(f.ReadyOn, "node0") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("g1 not ready on node0 as node1 sees it: %s", b)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	invoke := func(via *node, seed uint64, wantNode string) {
+		t.Helper()
+		code, b, h := do(via, "POST", "/v1/functions/g1/invoke", fmt.Sprint(seed))
+		if code != 200 {
+			t.Fatalf("invoke %d: %d %s", seed, code, b)
+		}
+		want, _ := funcvm.Expect("gzip", 0, seed)
+		var r goResult
+		if json.Unmarshal(b, &r); r.Checksum != want {
+			t.Errorf("invoke %d: %s, want checksum %s", seed, b, want)
+		}
+		if got := h.Get("X-Snapbpf-Node"); got != wantNode {
+			t.Errorf("invoke %d ran on %q, want %s", seed, got, wantNode)
+		}
+	}
+	invoke(nodes[1], 2, "node0")
+
+	stop(nodes[1])
+	dst := filepath.Join(nodes[1].home, "snapshots", "g1")
+	if out, err := exec.Command("cp", "-a", "--sparse=always", nodes[0].s.reg.snapshotPath("g1"), dst).CombinedOutput(); err != nil {
+		t.Fatalf("copy the snapshot: %v: %s", err, out)
+	}
+	nodes[1] = start(1, nodes[1].home)
+	invoke(nodes[1], 3, "node1")
+}
