@@ -48,19 +48,21 @@ const fsName = "snapbpf-lazymem"
 // chunks lets one request cover what one fetch brings.
 const ReadAheadKB = 1024
 
-// Workers: how many chunks are fetched at once for the early pages (a
-// restore waits on them) and in the background (nobody waits yet; leave
-// the store and the host to the restores).
-const (
-	EarlyWorkers      = 4
-	BackgroundWorkers = 2
-)
+// DefaultBackgroundDelay is how long the rest of the file waits after the
+// early pages before it streams in. The stream (a get, a SHA-256 and a
+// write per chunk) competes for CPU with the guest that was just restored
+// from the mount: on 2 vCPUs under TCG a cold start took 2.41x a local one
+// with the stream at once and 1.49x with it held back 30 s (medians of 3,
+// load average 15-23, TestMeasure in internal/remotesnap). A few seconds
+// cover a cold start and its first invocation here.
+const DefaultBackgroundDelay = 5 * time.Second
 
 // Source hands out a published snapshot's chunks, checked against their
 // digests; *snapstore.Reader is one.
 type Source interface {
 	Manifest() *snapstore.Manifest
 	Chunk(ctx context.Context, o *snapstore.Object, k int) ([]byte, error)
+	Stream(ctx context.Context, o *snapstore.Object, fn func(k int, b []byte) error) error
 	NewCopy(ctx context.Context, out string) (*snapstore.Copy, error)
 }
 
@@ -69,6 +71,10 @@ type Options struct {
 	// NoBackground leaves the pages outside the early set to be fetched
 	// when read, and no local copy is completed.
 	NoBackground bool
+	// BackgroundDelay holds the rest back this long after the early
+	// pages (reads still fetch what they need at once); 0 means
+	// DefaultBackgroundDelay, negative none.
+	BackgroundDelay time.Duration
 	// Log receives diagnostics; nil discards them.
 	Log *slog.Logger
 }
@@ -155,8 +161,12 @@ func New(ctx context.Context, path, out string, src Source, o Options) (_ *Mount
 		m.cancel()
 		return nil, err
 	}
+	delay := o.BackgroundDelay
+	if delay == 0 {
+		delay = DefaultBackgroundDelay
+	}
 	m.wg.Add(1)
-	go m.run(!o.NoBackground)
+	go m.run(!o.NoBackground, max(delay, 0))
 	return m, nil
 }
 
@@ -201,9 +211,9 @@ func (m *Mount) Stats() Stats {
 }
 
 // run fetches the early chunks in order, then the rest, then commits.
-func (m *Mount) run(background bool) {
+func (m *Mount) run(background bool, delay time.Duration) {
 	defer m.wg.Done()
-	err := m.fetchAll(m.early, &m.man.Early, m.earlyPack, EarlyWorkers)
+	err := m.stream(m.early, &m.man.Early, m.earlyPack)
 	m.earlyDone.Store(int64(time.Since(m.t0)))
 	if err != nil {
 		m.log.Warn("lazymem: early pages not all fetched; reads fetch them on demand", "snapshot", m.man.ID, "err", err)
@@ -212,7 +222,13 @@ func (m *Mount) run(background bool) {
 		m.finish(errors.New("background fetch disabled"))
 		return
 	}
-	if err := m.fetchAll(m.mem, &m.man.Mem, m.memPack, BackgroundWorkers); err != nil {
+	select {
+	case <-time.After(delay):
+	case <-m.ctx.Done():
+		m.finish(m.ctx.Err())
+		return
+	}
+	if err := m.stream(m.mem, &m.man.Mem, m.memPack); err != nil {
 		m.finish(err)
 		return
 	}
@@ -231,29 +247,32 @@ func (m *Mount) finish(err error) {
 	close(m.done)
 }
 
-// fetchAll fetches every chunk of tab not started yet, in order, workers at
-// a time, and waits for all of tab.
-func (m *Mount) fetchAll(tab []*fetch, o *snapstore.Object, p *snapstore.Packing, workers int) error {
-	sem := make(chan struct{}, workers)
-	for k := range tab {
-		select {
-		case sem <- struct{}{}:
-		case <-m.ctx.Done():
-			return m.ctx.Err()
+// stream fetches the chunks of tab in order with one streaming get, but
+// for those reads fetched already or are fetching, then waits for all of
+// tab. What the stream did not bring (it broke off) is fetched chunk by
+// chunk.
+func (m *Mount) stream(tab []*fetch, o *snapstore.Object, p *snapstore.Packing) error {
+	err := m.src.Stream(m.ctx, o, func(k int, b []byte) error {
+		m.mu.Lock()
+		f := tab[k]
+		mine := f == nil
+		if mine {
+			f = &fetch{done: make(chan struct{})}
+			tab[k] = f
 		}
-		f, started := m.start(tab, o, p, k)
-		if !started {
-			<-sem
-			continue
+		m.mu.Unlock()
+		if mine {
+			f.err = m.cp.WriteChunk(p, int64(k)*m.man.ChunkSize, b)
+			close(f.done)
 		}
-		go func() {
-			<-f.done
-			<-sem
-		}()
+		return nil
+	})
+	if err != nil && m.ctx.Err() != nil {
+		return err
 	}
 	var errs []error
 	for k := range tab {
-		f, _ := m.start(tab, o, p, k)
+		f, _ := m.start(tab, o, p, k) // a failed or missing chunk again
 		select {
 		case <-f.done:
 			errs = append(errs, f.err)
@@ -333,25 +352,26 @@ func (m *Mount) read(ctx context.Context, dest []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// await waits until data page p is in the local copy, fetching it if no
-// fetch holding it is under way, and returns the first page after p that
-// the same fetch does not cover.
+// await waits until data page p is in the local copy and returns the first
+// page after p that the same fetch covers. A page of the early set waits
+// for its early chunk, started now if the early fetch has not reached it
+// (a prefetch runs ahead of it): fetching the Mem chunk instead would
+// bring 512 KiB for the few working-set pages a scattered set has in it.
+// Other pages fetch their Mem chunk.
 func (m *Mount) await(ctx context.Context, p uint64) (uint64, error) {
 	memOff, _ := m.memPack.Offset(p)
 	mk := int(memOff / m.man.ChunkSize)
-	// Pages of the Mem chunk mk, as the rest of the request may be in it.
-	next := p + 1
-	m.memPack.Runs(int64(mk)*m.man.ChunkSize, m.man.Mem.ChunkLen(mk, m.man.ChunkSize), func(page uint64, _ int64, n uint64) {
-		if page <= p && p < page+n {
-			next = page + n
-		}
-	})
 	if f := m.started(m.mem, mk); f != nil && m.wait(ctx, f) == nil {
-		return next, nil
+		return m.chunkEnd(m.memPack, &m.man.Mem, mk, p), nil
 	}
 	if off, ok := m.earlyPack.Offset(p); ok {
-		if f := m.started(m.early, int(off/m.man.ChunkSize)); f != nil && m.wait(ctx, f) == nil {
-			return p + 1, nil
+		ek := int(off / m.man.ChunkSize)
+		f, started := m.start(m.early, &m.man.Early, m.earlyPack, ek)
+		if started {
+			m.demandChunks.Add(1)
+		}
+		if m.wait(ctx, f) == nil {
+			return m.chunkEnd(m.earlyPack, &m.man.Early, ek, p), nil
 		}
 	}
 	f, started := m.start(m.mem, &m.man.Mem, m.memPack, mk)
@@ -361,7 +381,19 @@ func (m *Mount) await(ctx context.Context, p uint64) (uint64, error) {
 	if err := m.wait(ctx, f); err != nil {
 		return 0, err
 	}
-	return next, nil
+	return m.chunkEnd(m.memPack, &m.man.Mem, mk, p), nil
+}
+
+// chunkEnd is the page after p's run in chunk k of o: the pages up to it
+// arrived with p.
+func (m *Mount) chunkEnd(pk *snapstore.Packing, o *snapstore.Object, k int, p uint64) uint64 {
+	next := p + 1
+	pk.Runs(int64(k)*m.man.ChunkSize, o.ChunkLen(k, m.man.ChunkSize), func(page uint64, _ int64, n uint64) {
+		if page <= p && p < page+n {
+			next = page + n
+		}
+	})
+	return next
 }
 
 // wait waits for f, counting the reads that had to.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snapbpf/snapbpf/internal/procfs"
+	"github.com/snapbpf/snapbpf/internal/snapstore"
 )
 
 // rootNode is the snapshot directory: the memory file and the small files.
@@ -64,13 +66,16 @@ func (m *Mount) mount(files map[string][]byte) error {
 			// even to map it private, and fails on EROFS. No writes
 			// reach the files (none implements Write).
 			DirectMountFlags: unix.MS_NOSUID | unix.MS_NODEV,
-			// One READ may carry 1 MiB (max_pages 256), two chunks.
-			MaxWrite: 1 << 20,
+			// One READ carries up to a chunk. (1 MiB READs would not
+			// fit a pipe of the default maximum size, 1 MiB, with their
+			// header, and go-fuse's splice would fail and complain.)
+			MaxWrite: snapstore.DefaultChunkSize,
 			// Readahead requests are asynchronous; FUSE's default of 12
 			// in flight would queue a prefetch's requests behind one
 			// another while each waits on its chunk.
 			MaxBackground: 64,
 			DisableXAttrs: true,
+			Logger:        slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
 		},
 	})
 	if err != nil {

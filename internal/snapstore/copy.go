@@ -10,17 +10,10 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/snapbpf/snapbpf/internal/atomicfile"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
-
-// FetchWorkers is how many chunks a full fetch has in flight: one direct get
-// answers in well under a millisecond on loopback but waits on the server,
-// so a few in flight keep the transfer going.
-const FetchWorkers = 4
 
 // Copy is a local copy of a published snapshot being filled in: a snapshot
 // directory under construction (snapshot.Create) whose device state,
@@ -174,18 +167,9 @@ func (s *Store) Fetch(ctx context.Context, id, out string) (*snapshot.Dir, Fetch
 		return nil, FetchStats{}, err
 	}
 	defer c.Abort()
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(FetchWorkers)
-	for k := range m.Mem.Chunks() {
-		g.Go(func() error {
-			b, err := r.Chunk(gctx, &m.Mem, k)
-			if err != nil {
-				return err
-			}
-			return c.WriteChunk(c.Mem, int64(k)*m.ChunkSize, b)
-		})
-	}
-	if err := g.Wait(); err != nil {
+	if err := r.Stream(ctx, &m.Mem, func(k int, b []byte) error {
+		return c.WriteChunk(c.Mem, int64(k)*m.ChunkSize, b)
+	}); err != nil {
 		return nil, FetchStats{}, err
 	}
 	d, err := c.Commit()

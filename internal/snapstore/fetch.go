@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,14 @@ import (
 // ErrCorrupt is wrapped by the error of a chunk that kept failing its
 // digest (or kept missing from where the object store puts it).
 var ErrCorrupt = errors.New("chunk does not match its digest in the manifest")
+
+// errNotVisible marks an object or chunk the server asked does not show
+// (yet): a direct get may be answered by a replica that has not applied the
+// latest writes.
+var errNotVisible = errors.New("not visible on the replica asked")
+
+// errInterleaved marks an object whose chunks are not consecutive.
+var errInterleaved = errors.New("chunks interleaved with another upload")
 
 // chunkAttempts is how often a chunk is fetched before it is given up on;
 // retryDelay the wait before the second attempt, doubled for each next.
@@ -172,7 +181,7 @@ func (r *Reader) forget(name string) {
 func (s *Store) locate(ctx context.Context, o *Object) (location, error) {
 	info, err := s.obs.GetInfo(ctx, o.Name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return location{}, fmt.Errorf("%w: object %s is not in bucket %s", ErrCorrupt, o.Name, s.bucket)
+		return location{}, fmt.Errorf("%w: object %s is not in bucket %s (%w)", ErrCorrupt, o.Name, s.bucket, errNotVisible)
 	}
 	if err != nil {
 		return location{}, fmt.Errorf("look up object %s in bucket %s: %w", o.Name, s.bucket, err)
@@ -186,17 +195,84 @@ func (s *Store) locate(ctx context.Context, o *Object) (location, error) {
 		return loc, nil
 	}
 	first, err := s.stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(loc.subject))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return location{}, fmt.Errorf("%w: chunk 0 of %s is not in bucket %s (%w)", ErrCorrupt, o.Name, s.bucket, errNotVisible)
+	}
 	if err != nil {
 		return location{}, fmt.Errorf("find chunk 0 of %s in bucket %s: %w", o.Name, s.bucket, err)
 	}
 	last, err := s.stream.GetLastMsgForSubject(ctx, loc.subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return location{}, fmt.Errorf("%w: the last chunk of %s is not in bucket %s (%w)", ErrCorrupt, o.Name, s.bucket, errNotVisible)
+	}
 	if err != nil {
 		return location{}, fmt.Errorf("find the last chunk of %s in bucket %s: %w", o.Name, s.bucket, err)
 	}
 	if n := last.Sequence - first.Sequence + 1; n != uint64(o.Chunks()) {
-		return location{}, fmt.Errorf("%w: the chunks of %s span %d messages of the stream (sequences %d-%d), not %d: interleaved with another upload",
-			ErrCorrupt, o.Name, n, first.Sequence, last.Sequence, o.Chunks())
+		return location{}, fmt.Errorf("%w: the chunks of %s span %d messages of the stream (sequences %d-%d), not %d: %w",
+			ErrCorrupt, o.Name, n, first.Sequence, last.Sequence, o.Chunks(), errInterleaved)
 	}
 	loc.first = first.Sequence
 	return loc, nil
+}
+
+// Stream reads o whole, in order, with one streaming get (the store pushes
+// the chunks; no request each, several times the rate of Chunk here), and
+// calls fn with each chunk that matches its digest. A chunk that does not,
+// and every chunk after a broken stream, is fetched by Chunk instead, so fn
+// only ever sees checked chunks. fn must not keep b; an error from fn
+// stops the stream and is returned.
+func (r *Reader) Stream(ctx context.Context, o *Object, fn func(k int, b []byte) error) error {
+	if o.Chunks() == 0 {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, putTimeout(o.Size))
+	defer cancel()
+	res, err := r.s.obs.Get(cctx, o.Name)
+	if err != nil {
+		r.s.log.Warn("snapshot store: streaming get failed; fetching chunk by chunk", "object", o.Name, "err", err)
+		return r.each(ctx, o, 0, fn)
+	}
+	defer res.Close()
+	buf := make([]byte, r.m.ChunkSize)
+	for k := range o.Chunks() {
+		b := buf[:o.ChunkLen(k, r.m.ChunkSize)]
+		if _, err := io.ReadFull(res, b); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			r.s.log.Warn("snapshot store: stream broke; fetching the rest chunk by chunk", "object", o.Name, "chunk", k, "err", err)
+			return r.each(ctx, o, k, fn)
+		}
+		sum := sha256.Sum256(b)
+		if hex.EncodeToString(sum[:]) != o.SHA256[k] {
+			r.corrupt.Add(1)
+			r.s.log.Warn("snapshot store: streamed chunk refused; fetching it again", "snapshot", r.m.ID, "object", o.Name, "chunk", k)
+			var err error
+			if b, err = r.Chunk(ctx, o, k); err != nil {
+				return err
+			}
+		} else {
+			r.chunks.Add(1)
+			r.bytes.Add(int64(len(b)))
+		}
+		if err := fn(k, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// each calls fn with chunks from..end of o, fetched by Chunk.
+func (r *Reader) each(ctx context.Context, o *Object, from int, fn func(k int, b []byte) error) error {
+	for k := from; k < o.Chunks(); k++ {
+		b, err := r.Chunk(ctx, o, k)
+		if err != nil {
+			return err
+		}
+		if err := fn(k, b); err != nil {
+			return err
+		}
+	}
+	return nil
 }

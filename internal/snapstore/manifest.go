@@ -48,8 +48,9 @@ type Manifest struct {
 	Mem Object `json:"mem"`
 	// Early holds the pages a restore needs first, back to back in the
 	// order of EarlyExtents: the pages the working set's identity check
-	// samples, then the working set's data pages in first-touch order.
-	// They repeat pages of Mem, so a node can fetch them before the rest.
+	// samples, then the data pages the working set's prefetch reads, in
+	// the order it reads them (first touch). They repeat pages of Mem, so
+	// a node can fetch them before the rest.
 	Early         Object         `json:"early"`
 	EarlyExtents  []pages.Extent `json:"early_extents"`
 	State         Object         `json:"state"`

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/snapbpf/snapbpf/internal/pages"
+	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -122,8 +123,10 @@ func readWorkingSet(dir *snapshot.Dir, name string) ([]byte, *wset.Set, error) {
 }
 
 // earlyPages are the data pages a restore reads first: those the working
-// set's identity check samples, then the working set's, in first-touch
-// order, each once. Holes are left out: they are never fetched.
+// set's identity check samples, then what the prefetch asks for, in the
+// order it asks (the working set's extents merged across the prefetch's
+// gap, each merged run as early as its first-touched extent), each page
+// once. Holes are left out: they are never fetched.
 func earlyPages(size int64, data []pages.Extent, ws *wset.Set) []pages.Extent {
 	var b wset.Builder
 	for _, off := range wset.SampleOffsets(size) {
@@ -132,10 +135,16 @@ func earlyPages(size int64, data []pages.Extent, ws *wset.Set) []pages.Extent {
 		}
 	}
 	if ws != nil {
+		plan := prefetch.Plan(ws.Extents, prefetch.DefaultGapPages)
 		for _, e := range ws.Extents {
-			i, _ := pages.Search(data, e.Page)
-			for ; i < len(data) && data[i].Page < e.End(); i++ {
-				lo, hi := max(e.Page, data[i].Page), min(e.End(), data[i].End())
+			j, ok := pages.Search(plan, e.Page)
+			if !ok {
+				continue
+			}
+			run := plan[j]
+			i, _ := pages.Search(data, run.Page)
+			for ; i < len(data) && data[i].Page < run.End(); i++ {
+				lo, hi := max(run.Page, data[i].Page), min(run.End(), data[i].End())
 				b.Add(lo, hi-lo)
 			}
 		}
@@ -165,29 +174,50 @@ func putTimeout(n int64) time.Duration {
 	return CallTimeout + time.Duration(n/(4<<20))*time.Second
 }
 
-// put uploads the size bytes open reads as the object name in chunks of chunkSize,
-// hashing each chunk, and checks that the chunks lie consecutively in the
-// stream (see Store); an upload interleaved with another node's is done
-// again.
+// put uploads the size bytes open reads as the object name in chunks of
+// chunkSize, hashing each chunk, and checks that the chunks lie
+// consecutively in the stream (see Store); an upload interleaved with
+// another node's is done again.
 func (s *Store) put(ctx context.Context, name string, chunkSize, size int64, open func() io.Reader) (Object, error) {
 	s.putMu.Lock()
 	defer s.putMu.Unlock()
 	var err error
 	for attempt := 1; attempt <= putAttempts; attempt++ {
 		var o Object
-		o, err = s.putOnce(ctx, name, chunkSize, size, open())
-		if err != nil {
+		if o, err = s.putOnce(ctx, name, chunkSize, size, open()); err != nil {
 			return Object{}, err
 		}
-		cctx, cancel := context.WithTimeout(ctx, CallTimeout)
-		_, err = s.locate(cctx, &o)
-		cancel()
-		if err == nil {
+		if err = s.settle(ctx, &o); err == nil {
 			return o, nil
 		}
-		s.log.Warn("snapshot store: upload not laid out as expected; uploading again", "object", name, "attempt", attempt, "err", err)
+		if !errors.Is(err, errInterleaved) {
+			break
+		}
+		s.log.Warn("snapshot store: upload interleaved with another; uploading again", "object", name, "attempt", attempt, "err", err)
 	}
 	return Object{}, fmt.Errorf("upload %s to bucket %s: %w", name, s.bucket, err)
+}
+
+// settleTime bounds the wait for an upload to show on the replica a lookup
+// reaches (replicas that were not needed for the write's quorum lag).
+const settleTime = 10 * time.Second
+
+// settle checks where o's chunks lie, waiting for them to show.
+func (s *Store) settle(ctx context.Context, o *Object) error {
+	deadline := time.Now().Add(settleTime)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, CallTimeout)
+		_, err := s.locate(cctx, o)
+		cancel()
+		if err == nil || !errors.Is(err, errNotVisible) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func (s *Store) putOnce(ctx context.Context, name string, chunkSize, size int64, r io.Reader) (Object, error) {

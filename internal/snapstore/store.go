@@ -5,8 +5,8 @@
 //
 //	ID.mem       the memory file's data pages, back to back in file order (holes skipped)
 //	ID.early     the pages a restore needs first, back to back: the pages the
-//	             working set's identity check samples, then the working set's
-//	             data pages in first-touch order
+//	             working set's identity check samples, then the data pages the
+//	             working set's prefetch reads, in first-touch order
 //	ID.state     the device state
 //	ID.ws        the working set (page offsets), as the snapshot holds it
 //	ID.manifest  Manifest: the layout of the others and a SHA-256 per chunk
