@@ -15,9 +15,12 @@ const (
 	StateFailed    = "failed"
 )
 
-// RuntimeGo is the runtime of the functions built into the agent, the
-// default of CreateFunction.runtime.
-const RuntimeGo = "go"
+// Runtimes (CreateFunction.runtime): RuntimeGo, the functions built into
+// the agent (the default), and RuntimePython, the python runtime's.
+const (
+	RuntimeGo     = "go"
+	RuntimePython = "python"
+)
 
 // Values of the invoke response's X-Snapbpf-Start header.
 const (

@@ -136,7 +136,7 @@ func newFnCreateCmd(sf *serveFlags) *cobra.Command {
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&req.Function, "function", "", "built-in function to run (snapbpf functions; default NAME)")
-	fl.StringVar(&req.Runtime, "runtime", "go", "runtime: go")
+	fl.StringVar(&req.Runtime, "runtime", "go", "runtime: go (the agent's functions) or python (its image is built on first use)")
 	fl.IntVar(&req.MemMiB, "memory-mib", 0, "guest RAM in MiB (0: the function's default)")
 	fl.IntVar(&req.DataMiB, "data-mib", 0, "the function's data size in MiB (0: its default)")
 	fl.BoolVar(&wait, "wait", false, "wait until the function is ready, showing progress on stderr")
@@ -310,16 +310,28 @@ type invokeOutput struct {
 
 func newFnInvokeCmd(sf *serveFlags) *cobra.Command {
 	var (
-		input  string
-		asJSON bool
+		input, inputFile string
+		asJSON           bool
 	)
 	cmd := &cobra.Command{
-		Use:   "invoke NAME [--input SEED]",
+		Use:   "invoke NAME [--input SEED | --input-file F]",
 		Short: "Invoke a function: prints its result on stdout and the timing on stderr",
 		Args:  cobra.ExactArgs(1),
 		RunE: sf.run(func(cmd *cobra.Command, args []string, c *serveclient.Client) error {
+			body := []byte(input)
+			if inputFile != "" {
+				var err error
+				if inputFile == "-" {
+					body, err = io.ReadAll(cmd.InOrStdin())
+				} else {
+					body, err = os.ReadFile(inputFile)
+				}
+				if err != nil {
+					return fmt.Errorf("fn invoke --input-file: %w", err)
+				}
+			}
 			t0 := time.Now()
-			inv, err := c.Invoke(cmd.Context(), args[0], []byte(input))
+			inv, err := c.Invoke(cmd.Context(), args[0], body)
 			if err != nil {
 				return fmt.Errorf("fn invoke %s: %w", args[0], err)
 			}
@@ -345,6 +357,8 @@ func newFnInvokeCmd(sf *serveFlags) *cobra.Command {
 		}),
 	}
 	cmd.Flags().StringVar(&input, "input", "", "the function's input (runtime go: the input seed, e.g. 4; empty means 1)")
+	cmd.Flags().StringVar(&inputFile, "input-file", "", "send this file's bytes as the input (- for stdin): a python function's payload")
+	cmd.MarkFlagsMutuallyExclusive("input", "input-file")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print {name, result, start, restore_ms, prefetch_bytes, queue_ms, total_ms, client_ms}")
 	return cmd
 }

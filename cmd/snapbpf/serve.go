@@ -17,6 +17,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/bus"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/pyfn"
 	"github.com/snapbpf/snapbpf/internal/serve"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
@@ -87,7 +88,8 @@ see api/openapi.yaml. snapbpf nodes lists the nodes.`,
 			}
 			d := vmmDriver()
 			cfg.Home, cfg.Driver = serveHome(), d
-			cfg.Builder = &serve.NodeBuilder{Driver: d, ImageDir: defaultImageDir(), AgentPath: agentPath, RecordRuns: recordRuns, FreePages: freePages}
+			cfg.Builder = &serve.NodeBuilder{Driver: d, ImageDir: defaultImageDir(), PythonImageDir: runtimeImageDir(pyfn.Runtime),
+				AgentPath: agentPath, RecordRuns: recordRuns, FreePages: freePages}
 			cfg.MemoryBudget = budgetMiB << 20
 			cfg.Address = listen
 			bc, err := nf.config(filepath.Join(cfg.Home, "nats"), cfg.Node)

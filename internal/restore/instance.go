@@ -114,6 +114,32 @@ func (i *Instance) Invoke(ctx context.Context, input uint64) (Invocation, error)
 	return inv, nil
 }
 
+// InvokePayload runs a runtime function (a python snapshot) once on
+// payload, its input as the function takes it; the answer's output is
+// VM.Output. The output is not checked: only the function run again on
+// the host could say what it should be, for any payload. After an error
+// the instance may be broken: Close it.
+func (i *Instance) InvokePayload(ctx context.Context, payload []byte) (Invocation, error) {
+	var inv Invocation
+	if i.dir.Manifest.Runtime == "" {
+		return inv, fmt.Errorf("restore %s: function %s runs in the agent: invoke it with an input seed", i.dir.Path, i.dir.Manifest.Function)
+	}
+	i.mu.Lock()
+	inv.Cold = !i.finished
+	i.mu.Unlock()
+	vm, err := i.clone.Invoke(ctx, 0, payload, "")
+	inv.VM = vm
+	if inv.Cold {
+		var ferr error
+		inv.Prefetch, ferr = i.finish()
+		err = errors.Join(err, ferr)
+	}
+	if err != nil {
+		return inv, fmt.Errorf("restore %s: invoke on a %d-byte payload: %w", i.dir.Path, len(payload), err)
+	}
+	return inv, nil
+}
+
 // finish ends the policy's prefetch once.
 func (i *Instance) finish() (policy.PrefetchStats, error) {
 	i.mu.Lock()

@@ -15,9 +15,11 @@ package serve
 import (
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/functions"
+	"github.com/snapbpf/snapbpf/internal/pyfn"
 )
 
 // The request and response types are package api's (api/types.go), shared
@@ -39,11 +41,21 @@ func validate(r *api.CreateRequest, minMiB func(fn string, dataMiB int) int) err
 	if r.Runtime == "" {
 		r.Runtime = api.RuntimeGo
 	}
-	if r.Runtime != api.RuntimeGo {
-		return fmt.Errorf("runtime %q: want %q (the functions built into the agent)", r.Runtime, api.RuntimeGo)
-	}
-	if _, err := functions.Lookup(r.Function); err != nil {
-		return fmt.Errorf("function: %w", err)
+	switch r.Runtime {
+	case api.RuntimeGo:
+		if _, err := functions.Lookup(r.Function); err != nil {
+			return fmt.Errorf("function: %w", err)
+		}
+	case api.RuntimePython:
+		if !pyfn.Has(r.Function) {
+			return fmt.Errorf("function %q: no python function of that name (have: %s)", r.Function, strings.Join(pyfn.Names(), ", "))
+		}
+		if r.DataMiB != 0 {
+			return fmt.Errorf("data_mib %d: python functions take their input with each invocation; leave data_mib out", r.DataMiB)
+		}
+		minMiB = func(fn string, _ int) int { return pyfn.GuestMiB(fn) }
+	default:
+		return fmt.Errorf("runtime %q: want %q (the functions built into the agent) or %q", r.Runtime, api.RuntimeGo, api.RuntimePython)
 	}
 	if r.DataMiB < 0 || r.DataMiB > MaxMemMiB {
 		return fmt.Errorf("data_mib %d: want 0 (the function's default) to %d", r.DataMiB, MaxMemMiB)

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/loadgen"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/pyfn"
 	"github.com/snapbpf/snapbpf/internal/serveclient"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/testenv"
@@ -215,5 +217,78 @@ func TestServeRealVM(t *testing.T) {
 	}
 	if left, err := loadgen.ProcessesUsing(d.RunDir); err != nil || len(left) > 0 {
 		t.Errorf("VMMs left after the delete: %v (%v)", left, err)
+	}
+}
+
+// TestServePythonRealVM: a python function through the service: its
+// snapshot made on the python image and its working set recorded on its
+// input shapes in the background, then invoked cold and warm with a
+// payload as the request body; the answer is the runner's output, the
+// same as the runner gives on the host.
+func TestServePythonRealVM(t *testing.T) {
+	img := testenv.NeedVM(t)
+	py := testenv.NeedPython(t)
+	root, err := testenv.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, err := os.MkdirTemp(root, "serve-py-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &qemu.Driver{RunDir: filepath.Join(home, "run")}
+	s, err := New(Config{Home: home, Driver: d, Builder: &NodeBuilder{Driver: d, Image: img, PythonImage: py, RecordRuns: 2, FreePages: snapshot.FreePagesNone}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock, srv := serveUnix(t, home, s.Handler())
+	defer func() {
+		srv.Shutdown(context.Background())
+		s.Close()
+	}()
+	c, err := serveclient.New(serveclient.Options{Socket: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := t.Context()
+	if _, err := c.Create(ctx, api.CreateRequest{Name: "pyaes1", Function: "pyaes", Runtime: api.RuntimePython}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
+	defer cancel()
+	f, err := c.Wait(wctx, "pyaes1", 500*time.Millisecond, nil)
+	if err != nil || f.State != api.StateReady || f.WSetPages == 0 || f.Runtime != api.RuntimePython {
+		t.Fatalf("function %+v, %v: want a ready python function with a working set", f, err)
+	}
+	e := s.reg.get("pyaes1")
+	e.mu.Lock()
+	rootfs := e.dir.Manifest.RootfsPath
+	e.mu.Unlock()
+	warmup, err := pyfn.Input("pyaes", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, start := range []string{api.StartCold, api.StartWarm} {
+		// Input shape 2 cold (the recording ran shape 1), then 1 warm.
+		payload, err := pyfn.Input("pyaes", uint64(2-i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, want, _, err := pyfn.Expect(ctx, rootfs, "pyaes", warmup, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inv, err := c.Invoke(ctx, "pyaes1", payload)
+		if err != nil {
+			t.Fatalf("invoke %d: %v", i, err)
+		}
+		if inv.Start != start || !bytes.Equal(inv.Result, want) || len(want) == 0 {
+			t.Errorf("invoke %d: start %s, %d bytes of output (%.40q), want %s and the host's %d bytes (%.40q)", i, inv.Start, len(inv.Result), inv.Result, start, len(want), want)
+		}
+		t.Logf("invoke %s: %d bytes out, total %.0f ms, restore %.0f ms, prefetch %d bytes", inv.Start, len(inv.Result), inv.TotalMs, inv.RestoreMs, inv.PrefetchBytes)
+	}
+	if _, err := c.Invoke(ctx, "pyaes1", nil); serveclient.StatusOf(err) != http.StatusBadRequest {
+		t.Errorf("an empty payload: %v, want 400", err)
 	}
 }

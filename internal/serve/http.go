@@ -221,9 +221,9 @@ func (s *Server) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Snapbpf-Queue-Ms", fmtMs(res.QueueMs))
 	h.Set("X-Snapbpf-Total-Ms", fmtMs(res.TotalMs))
 	h.Set("X-Snapbpf-Node", res.Node)
-	h.Set("Content-Type", "application/json")
+	h.Set("Content-Type", res.ContentType)
 	w.WriteHeader(http.StatusOK)
-	w.Write(append(res.Result, '\n'))
+	w.Write(res.Result)
 }
 
 func fmtMs(ms float64) string { return strconv.FormatFloat(ms, 'f', 2, 64) }

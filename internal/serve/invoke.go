@@ -37,8 +37,10 @@ func statusErr(status int, format string, a ...any) *apiError {
 // Invocation is what the service answers an invocation with.
 type Invocation struct {
 	// Result is the function's result: for go functions
-	// {"checksum":"...","guest_fn_ms":N}.
-	Result        json.RawMessage
+	// {"checksum":"...","guest_fn_ms":N} (ContentType application/json);
+	// for python functions the runner's output (application/octet-stream).
+	Result        []byte
+	ContentType   string
 	Cold          bool
 	RestoreMs     float64
 	PrefetchBytes int64
@@ -102,8 +104,10 @@ func (s *Server) Invoke(ctx context.Context, name string, body []byte) (_ *Invoc
 			// Its home: not ready here is not ready at all.
 			return s.invokeLocal(ctx, e, body, t0, queueDeadline)
 		}
-		if _, err := parseInput(body); err != nil {
-			return nil, statusErr(http.StatusBadRequest, "%v", err)
+		if e.view().Runtime != api.RuntimePython {
+			if _, err := parseInput(body); err != nil {
+				return nil, statusErr(http.StatusBadRequest, "%v", err)
+			}
 		}
 		if len(s.beats.readyOn(name)) == 0 {
 			f := e.view()
@@ -177,7 +181,7 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 		}
 	}()
 	e.mu.Lock()
-	state, dir, ferr := e.f.State, e.dir, e.f.Error
+	state, dir, ferr, runtime := e.f.State, e.dir, e.f.Error, e.f.Runtime
 	e.mu.Unlock()
 	switch {
 	case state == api.StateFailed:
@@ -185,8 +189,18 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 	case state != api.StateReady || dir == nil:
 		return nil, statusErr(http.StatusConflict, "function %s is %s, not ready: poll GET /v1/functions/%s until its state is ready", name, state, name)
 	}
-	input, err := parseInput(body)
-	if err != nil {
+	// A go function's input is a seed; a python function's is the body
+	// itself, its payload.
+	python := runtime == api.RuntimePython
+	var (
+		input uint64
+		err   error
+	)
+	if python {
+		if len(body) == 0 {
+			return nil, statusErr(http.StatusBadRequest, "function %s runs in python: send its input (the payload its function takes) as the request body", name)
+		}
+	} else if input, err = parseInput(body); err != nil {
 		return nil, statusErr(http.StatusBadRequest, "%v", err)
 	}
 
@@ -226,7 +240,12 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 		in = e.pool.started(ri)
 		s.metrics.restoreSeconds.WithLabelValues(name).Observe(res.RestoreMs / 1000)
 	}
-	inv, err := in.Invoke(s.ctx, input)
+	var inv restore.Invocation
+	if python {
+		inv, err = in.InvokePayload(s.ctx, body)
+	} else {
+		inv, err = in.Invoke(s.ctx, input)
+	}
 	if res.Cold {
 		// The first invocation has run: the measurement sees what the
 		// cold start added, and learns it for the next one.
@@ -244,14 +263,23 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 		return nil, statusErr(http.StatusInternalServerError, "function %s: the invocation failed; the instance was replaced: %v", name, err)
 	}
 	e.pool.release(in, true)
-	res.Result, _ = json.Marshal(goResult{Checksum: inv.VM.Checksum, GuestFnMs: inv.VM.GuestFnMs})
+	if python {
+		res.Result, res.ContentType = inv.VM.Output, "application/octet-stream"
+	} else {
+		res.Result, _ = json.Marshal(goResult{Checksum: inv.VM.Checksum, GuestFnMs: inv.VM.GuestFnMs})
+		res.Result, res.ContentType = append(res.Result, '\n'), "application/json"
+	}
 	start := "warm"
 	if res.Cold {
 		start = "cold"
 		res.PrefetchBytes = inv.Prefetch.Bytes + inv.Prefetch.ZeroBytes
 		s.metrics.prefetchBytes.WithLabelValues(name).Add(float64(res.PrefetchBytes))
 		s.metrics.prefetchSecs.WithLabelValues(name).Observe(inv.Prefetch.CompleteMs / 1000)
-		s.coldRestored(e, input, inv.VM.MemFileMajorFaults)
+		if !python {
+			// A re-recording runs inputs as seeds; a python payload
+			// is none (its set is recorded on its input shapes).
+			s.coldRestored(e, input, inv.VM.MemFileMajorFaults)
+		}
 	}
 	res.TotalMs = msSince(t0)
 	s.metrics.starts.WithLabelValues(name, start).Inc()

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ const (
 	hdrRestore  = "Snapbpf-Restore-Ms"
 	hdrPrefetch = "Snapbpf-Prefetch-Bytes"
 	hdrQueue    = "Snapbpf-Queue-Ms"
+	hdrType     = "Content-Type" // reply: the result's (a python function's is its output)
 	declined    = "declined"
 )
 
@@ -257,6 +259,7 @@ func (r *router) reply(m *nats.Msg, err error, res *Invocation) {
 		out.Header.Set(hdrRestore, fmtMs(res.RestoreMs))
 		out.Header.Set(hdrPrefetch, strconv.FormatInt(res.PrefetchBytes, 10))
 		out.Header.Set(hdrQueue, fmtMs(res.QueueMs))
+		out.Header.Set(hdrType, res.ContentType)
 		out.Data = res.Result
 	}
 	if err := m.RespondMsg(out); err != nil {
@@ -327,7 +330,7 @@ func (s *Server) forwardOnce(ctx context.Context, name string, body []byte) (*In
 		}
 		return nil, &apiError{status: code, msg: fmt.Sprintf("node %s: %s", node, resp.Data)}
 	}
-	res := &Invocation{Result: resp.Data, Node: node, TotalMs: msSince(t0)}
+	res := &Invocation{Result: resp.Data, ContentType: cmp.Or(resp.Header.Get(hdrType), "application/json"), Node: node, TotalMs: msSince(t0)}
 	res.Cold, _ = strconv.ParseBool(resp.Header.Get(hdrCold))
 	res.RestoreMs, _ = strconv.ParseFloat(resp.Header.Get(hdrRestore), 64)
 	res.PrefetchBytes, _ = strconv.ParseInt(resp.Header.Get(hdrPrefetch), 10, 64)

@@ -124,6 +124,8 @@ func TestBadInput(t *testing.T) {
 		{"long name", "POST", "/v1/functions", `{"name":"` + strings.Repeat("a", 64) + `","function":"json"}`, 400, "name"},
 		{"unknown function", "POST", "/v1/functions", `{"name":"a","function":"nope"}`, 400, "nope"},
 		{"runtime", "POST", "/v1/functions", `{"name":"a","function":"json","runtime":"cobol"}`, 400, "runtime"},
+		{"python data", "POST", "/v1/functions", `{"name":"a","function":"pyaes","runtime":"python","data_mib":4}`, 400, "data_mib 4: python functions take their input"},
+		{"python unknown", "POST", "/v1/functions", `{"name":"a","function":"bert","runtime":"python"}`, 400, "no python function"},
 		{"memory", "POST", "/v1/functions", `{"name":"a","function":"json","memory_mib":1}`, 400, "memory_mib"},
 		{"data", "POST", "/v1/functions", `{"name":"a","function":"json","data_mib":-1}`, 400, "data_mib"},
 		{"body too big", "POST", "/v1/functions", big, 413, "bytes"},
@@ -410,7 +412,7 @@ func TestBudgetReservesColdStarts(t *testing.T) {
 			codes <- code
 		}()
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a loaded host
 	for len(ts.d.Machines()) < 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
