@@ -33,7 +33,7 @@ var latencyBuckets = prometheus.ExponentialBuckets(0.005, 2, 14)
 func newMetrics(s *Server) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
-	m.invocations = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "snapbpf_invocations_total", Help: "Invocations by function and outcome (ok, error, timeout, rejected, bad_input, unavailable)."}, []string{"function", "outcome"})
+	m.invocations = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "snapbpf_invocations_total", Help: "Invocations by function and outcome (ok, error, timeout, rejected, bad_input, unavailable; forwarded: run by another node, which counts it too)."}, []string{"function", "outcome"})
 	m.starts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "snapbpf_starts_total", Help: "Invocations served by a cold restore or a warm instance."}, []string{"function", "start"})
 	m.restoreSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "snapbpf_restore_seconds", Help: "Cold restores: the restore call until the guest is resumed and reseeded.", Buckets: latencyBuckets}, []string{"function"})
 	m.e2eSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "snapbpf_invocation_seconds", Help: "Invocations end to end in the service: request read to result, queueing included.", Buckets: latencyBuckets}, []string{"function", "start"})
