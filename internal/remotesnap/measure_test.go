@@ -34,6 +34,9 @@ import (
 // next restore. Off by default (a few minutes):
 //
 //	SNAPBPF_MEASURE=remote SNAPBPF_ROUNDS=5 go test -run TestMeasure -v ./internal/remotesnap
+//
+// SNAPBPF_FREE_PAGES=none snapshots without free page reporting: the whole
+// 256 MiB memory file is data.
 func TestMeasure(t *testing.T) {
 	if os.Getenv("SNAPBPF_MEASURE") != "remote" {
 		t.Skip("measurement: set SNAPBPF_MEASURE=remote to run")
@@ -47,7 +50,11 @@ func TestMeasure(t *testing.T) {
 	ctx := context.Background()
 	log := testLog(t)
 	nodes := bustest.Open(t, bustest.Cluster(t, 3))
-	src, want := publishedSnapshot(ctx, t, img, nodes[0], snapshot.FreePagesReport, log)
+	freePages := snapshot.FreePagesReport
+	if os.Getenv("SNAPBPF_FREE_PAGES") == snapshot.FreePagesNone {
+		freePages = snapshot.FreePagesNone // all 256 MiB data: a larger fetch
+	}
+	src, want := publishedSnapshot(ctx, t, img, nodes[0], freePages, log)
 	id := src.Manifest.ID
 	storeB, err := snapstore.Open(ctx, nodes[1].JetStream(), snapstore.Options{Log: log})
 	if err != nil {

@@ -147,7 +147,9 @@ func TestCorruptChunkRefused(t *testing.T) {
 	if _, err := r.Chunk(ctx, &m.Mem, 0); err != nil {
 		t.Fatalf("chunk 0 is intact: %v", err)
 	}
+	t0 := time.Now()
 	b, err := r.Chunk(ctx, &m.Mem, 1)
+	t.Logf("a chunk corrupt in the store: refused %d times, given up after %v: %v", r.Stats().Corrupt, time.Since(t0).Round(time.Millisecond), err)
 	if !errors.Is(err, snapstore.ErrCorrupt) || b != nil {
 		t.Fatalf("corrupt chunk 1: got %d bytes, err %v; want nothing and ErrCorrupt", len(b), err)
 	}
@@ -166,8 +168,10 @@ func TestCorruptChunkRefused(t *testing.T) {
 		}
 		put(good)
 	}()
+	t0 = time.Now()
 	b, err = r.Chunk(ctx, &m.Mem, 1)
 	<-done
+	t.Logf("a chunk repaired in the store while refused: good after %d refusals, %v", r.Stats().Corrupt, time.Since(t0).Round(time.Millisecond))
 	if err != nil {
 		t.Fatalf("chunk 1 after the repair: %v", err)
 	}
