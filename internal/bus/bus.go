@@ -176,6 +176,9 @@ func (c *Config) validate() error {
 	if c.Cluster.Listen == "" || c.Cluster.RouteListen == "" {
 		return errors.New("bus: --cluster needs --cluster-listen (clients) and --cluster-routes (peer servers), each HOST:PORT")
 	}
+	if len(c.Cluster.Peers) == 0 {
+		return errors.New("bus: --cluster needs --cluster-peers (the other servers' --cluster-routes): JetStream clusters only with routes; one node alone needs no --cluster")
+	}
 	return nil
 }
 
@@ -225,10 +228,14 @@ func (b *Bus) startEmbedded() error {
 	if err != nil {
 		return fmt.Errorf("bus: embedded NATS server: %w", err)
 	}
-	srv.SetLoggerV2(serverLogger{b.log}, false, false, false)
+	sl := &serverLogger{l: b.log}
+	srv.SetLoggerV2(sl, false, false, false)
 	b.srv = srv
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
+		if f := sl.fatal.Load(); f != nil {
+			return fmt.Errorf("bus: the embedded NATS server did not start: %s", *f)
+		}
 		return fmt.Errorf("bus: the embedded NATS server did not start within 10 s (its store is %s)", cfg.Dir)
 	}
 	connOpts = append(connOpts, nats.InProcessServer(srv), nats.Name(cfg.Name))

@@ -73,6 +73,7 @@ func TestListeningRefusedWithoutAuthAndTLS(t *testing.T) {
 		{"no CA", func(c *bus.Config) { c.TLS.CA = "" }, []string{"--nats-tls-ca"}},
 		{"neither", func(c *bus.Config) { c.Creds, c.TLS = "", bus.TLSFiles{} }, []string{"--nats-creds", "--nats-tls-key"}},
 		{"url and cluster", func(c *bus.Config) { c.URL = "nats://127.0.0.1:4222" }, []string{"--nats", "--cluster"}},
+		{"no peers", func(c *bus.Config) { c.Cluster.Peers = nil }, []string{"--cluster-peers"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := full
@@ -223,5 +224,43 @@ func TestRouteNeedsCertificateFromCA(t *testing.T) {
 	}
 	for _, b := range opened {
 		b.Close()
+	}
+}
+
+// TestJoinExternal: a node that joins a listening server (--nats URL) with
+// an nkey it allows and the CA shares its buckets; without the nkey it is
+// refused.
+func TestJoinExternal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a listening server")
+	}
+	cfgs := bustest.Cluster(t, 2)
+	srv := bustest.Open(t, cfgs)[0]
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	kv, err := srv.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	// cfgs[0].Cluster.Users lists the node's own key: its seed is allowed.
+	b, err := bus.Open(ctx, bus.Config{Name: "joiner", URL: srv.ClientURL(), Creds: cfgs[0].Creds, TLS: bus.TLSFiles{CA: cfgs[0].TLS.CA}, ReadyTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	kv2, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := kv2.Get(ctx, "k"); err != nil || string(e.Value()) != "v" {
+		t.Fatalf("the joiner reads %v, %v", e, err)
+	}
+	other := bustest.Cluster(t, 1)[0] // a seed the server does not know
+	if b, err := bus.Open(ctx, bus.Config{Name: "stranger", URL: srv.ClientURL(), Creds: other.Creds, TLS: bus.TLSFiles{CA: cfgs[0].TLS.CA}, ReadyTimeout: 2 * time.Second}); err == nil {
+		b.Close()
+		t.Error("a node with an unknown nkey joined")
 	}
 }
