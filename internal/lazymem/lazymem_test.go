@@ -258,7 +258,9 @@ func TestCleanStaleMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMountChild$", "-test.v")
-	cmd.Env = append(os.Environ(), "LAZYMEM_CHILD="+root)
+	// The child's temporary files (store, snapshot) go under root too:
+	// killed, it cannot remove them itself.
+	cmd.Env = append(os.Environ(), "LAZYMEM_CHILD="+root, "TMPDIR="+root)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
