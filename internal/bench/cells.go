@@ -6,6 +6,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
 	"github.com/snapbpf/snapbpf/internal/restore"
@@ -63,7 +64,13 @@ func (b *bench) restore(ctx context.Context, d *snapshot.Dir, k Key, run *Run) e
 			return fmt.Errorf("the pages the function touches: %w", err)
 		}
 		seen := touchedPages(t)
-		run.Metrics[MetricTouchedPages], run.Metrics[MetricUntouchedPages] = float64(len(seen)), float64(untouched(seen, resident))
+		// Holes come into the page cache too (zero pages, read from no
+		// storage): only data pages count as read for nothing.
+		data, err := pages.Data(d.MemPath())
+		if err != nil {
+			return err
+		}
+		run.Metrics[MetricTouchedPages], run.Metrics[MetricUntouchedPages] = float64(len(seen)), float64(untouched(seen, data, resident))
 		if name == policy.SnapBPF {
 			if ws == "" {
 				ws = d.File(policy.WorkingSetFile)
@@ -97,13 +104,15 @@ func touchedPages(t *trace.Trace) map[uint64]bool {
 	return seen
 }
 
-// untouched counts the pages resident (mincore's vector of the memory
-// file) that are not in touched.
-func untouched(touched map[uint64]bool, resident []byte) int {
+// untouched counts the data pages (data: the memory file's data extents)
+// resident (mincore's vector of the memory file) that are not in touched.
+func untouched(touched map[uint64]bool, data []pages.Extent, resident []byte) int {
 	n := 0
-	for p, r := range resident {
-		if r&1 != 0 && !touched[uint64(p)] {
-			n++
+	for _, e := range data {
+		for p := e.Page; p < e.End() && p < uint64(len(resident)); p++ {
+			if resident[p]&1 != 0 && !touched[p] {
+				n++
+			}
 		}
 	}
 	return n

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/snapbpf/snapbpf/internal/pagecache"
+	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 	"github.com/snapbpf/snapbpf/internal/trace"
 )
@@ -46,16 +47,17 @@ func TestSourceOf(t *testing.T) {
 	}
 }
 
-// TestUntouchedPages: resident pages the trace does not touch are
-// untouched; holes the trace touched and upgrades are no data pages.
+// TestUntouchedPages: resident data pages the trace does not touch are
+// untouched; holes (resident or touched) and upgrades are no data pages.
 func TestUntouchedPages(t *testing.T) {
 	tr := &trace.Trace{Events: []trace.Event{
 		{Page: 1, Op: trace.OpRead}, {Page: 2, Op: trace.OpWrite}, {Page: 1, Op: trace.OpUpgrade},
 		{Page: 5, Op: trace.OpWrite, Flags: trace.FlagHole},
 	}}
-	resident := []byte{1, 1, 0, 1, 0, 1} // pages 0, 1, 3, 5
+	data := []pages.Extent{{Page: 0, N: 4}} // pages 4 and 5 are holes
+	resident := []byte{1, 1, 0, 1, 1, 1}    // pages 0, 1, 3, 4, 5
 	seen := touchedPages(tr)
-	if n := untouched(seen, resident); len(seen) != 2 || n != 3 {
-		t.Errorf("touched %v, untouched %d; want data pages 1 and 2 touched, 3 resident pages untouched (0, 3 and the hole 5, filled since)", seen, n)
+	if n := untouched(seen, data, resident); len(seen) != 2 || n != 2 {
+		t.Errorf("touched %v, untouched %d; want data pages 1 and 2 touched, 2 resident data pages untouched (0 and 3)", seen, n)
 	}
 }

@@ -128,9 +128,9 @@ const (
 	MetricMissedBytes  = "missed_bytes"          // ExpPrefetch, fio: requested bytes it left uncached
 	// MetricTouchedPages are the data pages of the memory file the
 	// function's trace on the input touches (ExpLatency, N=1), and
-	// MetricUntouchedPages the pages in the memory file's page cache after
-	// the restore that it does not: read for nothing (by readahead, a
-	// prefetch of pages the run did not need, or warm's whole file).
+	// MetricUntouchedPages the data pages in the memory file's page cache
+	// after the restore that it does not: read for nothing (by readahead,
+	// a prefetch of pages the run did not need, or warm's whole file).
 	MetricTouchedPages   = "touched_pages"
 	MetricUntouchedPages = "untouched_pages"
 	// MetricWSPages are the data pages of the working set a snapbpf
