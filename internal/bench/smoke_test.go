@@ -15,11 +15,16 @@ import (
 	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
+// TestMain removes the shared test directory once every test has run: two
+// tests here use it (each removing it made the second fail).
+func TestMain(m *testing.M) {
+	testenv.Run(m)
+}
+
 // TestSmoke runs the bench for real on the smallest set: json with 4 MiB
 // of data, one run, N=1, every policy and experiment.
 func TestSmoke(t *testing.T) {
 	img := testenv.NeedVM(t)
-	defer testenv.Cleanup()
 	if _, err := exec.LookPath("fio"); err != nil {
 		t.Fatalf("fio not installed (make deps installs it): %v", err)
 	}
@@ -147,7 +152,6 @@ func (j countingJob) Done()            { j.m.done = true; j.Job.Done() }
 // included.
 func TestSmokePython(t *testing.T) {
 	img := testenv.NeedPython(t)
-	defer testenv.Cleanup()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cfg := Reduced()
