@@ -18,6 +18,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/bus"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/pyfn"
+	"github.com/snapbpf/snapbpf/internal/remotesnap"
 	"github.com/snapbpf/snapbpf/internal/serve"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
@@ -34,6 +35,7 @@ func newServeCmd() *cobra.Command {
 		agentPath, inputs     string
 		recordRuns            int
 		freePages             string
+		remoteFetch           string
 		nf                    natsFlags
 	)
 	cmd := &cobra.Command{
@@ -121,10 +123,16 @@ see api/openapi.yaml. snapbpf nodes lists the nodes.`,
 	f.StringVar(&freePages, "free-pages", snapshot.FreePagesReport, "free guest pages at snapshot time: report or none")
 	f.StringVar(&cfg.Node, "node", "", "this node's name in the cluster (default: the host name)")
 	f.DurationVar(&cfg.ForwardTimeout, "forward-timeout", 0, "how long an invocation forwarded to another node may take before 504, outcome unknown (default: --invoke-timeout + 30s)")
+	f.StringVar(&remoteFetch, "remote-fetch", string(remotesnap.Lazy), "another node's snapshot this node has no copy of: lazy (restore at once through a FUSE memory file that fetches pages as the guest touches them, the rest streaming into a local copy) or full (fetch it whole first)")
 	nf.add(cmd)
 	f.MarkHidden("record-runs")
 	f.MarkHidden("free-pages")
 	checkFlags(cmd, func() error {
+		m, err := remotesnap.ParseMode(remoteFetch)
+		if err != nil {
+			return fmt.Errorf("--remote-fetch: %w", err)
+		}
+		cfg.RemoteFetch = m
 		switch {
 		case listen != "" && token == "":
 			return errors.New("serve --listen needs --token-file: TCP is served only with a bearer token")

@@ -1,14 +1,19 @@
 package serve
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/policy"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/snapstore"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
@@ -95,6 +100,17 @@ func (s *Server) openCopy(e *entry) {
 	}
 	path := s.reg.snapshotPath(e.name)
 	if _, err := os.Stat(path); err != nil {
+		if !s.cfg.NoRemoteFetch {
+			s.checkPublished(e, f)
+		}
+		return
+	}
+	e.mu.Lock()
+	leased := e.lease != nil
+	e.mu.Unlock()
+	if leased {
+		// Serving from the store: its VMMs may map the lease's mount,
+		// which must outlive them (see closeDir).
 		return
 	}
 	if open {
@@ -127,4 +143,75 @@ func (s *Server) openCopy(e *entry) {
 		old.Close()
 	}
 	slog.Info("serve: serving a local copy of another node's snapshot", "function", e.name, "node", f.Node, "snapshot", f.SnapshotID)
+}
+
+// checkPublished marks another node's ready function f fetchable if the
+// snapshot store holds its snapshot, so this node serves it too.
+func (s *Server) checkPublished(e *entry, f api.Function) {
+	ctx, cancel := context.WithTimeout(s.ctx, snapstore.CallTimeout)
+	defer cancel()
+	m, err := s.store.Manifest(ctx, f.SnapshotID)
+	ok := err == nil && m.ID == f.SnapshotID
+	if err != nil && !errors.Is(err, snapstore.ErrNotPublished) {
+		slog.Warn("serve: the snapshot store could not be asked for another node's snapshot", "function", e.name, "snapshot", f.SnapshotID, "err", err)
+	}
+	e.mu.Lock()
+	e.fetchable = ok && e.f.SnapshotID == f.SnapshotID
+	e.mu.Unlock()
+	if ok {
+		slog.Info("serve: another node's function is fetchable from the snapshot store", "function", e.name, "node", f.Node, "snapshot", f.SnapshotID)
+	}
+}
+
+// openRemote opens the snapshot of fetchable function e from the snapshot
+// store (remotesnap: a lazymem mount or, with --remote-fetch full, a whole
+// local copy first) and keeps it, with its lease, as e's snapshot.
+func (s *Server) openRemote(ctx context.Context, e *entry) (*snapshot.Dir, error) {
+	e.opening.Lock()
+	defer e.opening.Unlock()
+	e.mu.Lock()
+	dir, id := e.dir, e.f.SnapshotID
+	e.mu.Unlock()
+	if dir != nil {
+		return dir, nil // opened meanwhile
+	}
+	t := time.Now()
+	lease, err := s.remote.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	dir, err = snapshot.Open(lease.Dir)
+	if err == nil {
+		if _, err = wset.Read(dir.File(policy.WorkingSetFile)); err != nil {
+			dir.Close()
+		}
+	}
+	if err == nil && dir.Manifest.ID != id {
+		dir.Close()
+		err = fmt.Errorf("the store's snapshot is %s, not %s", dir.Manifest.ID, id)
+	}
+	if err != nil {
+		lease.Release()
+		return nil, fmt.Errorf("snapshot %s from the store: %w", id, err)
+	}
+	e.mu.Lock()
+	e.dir, e.lease = dir, lease
+	e.mu.Unlock()
+	slog.Info("serve: serving another node's snapshot from the snapshot store", "function", e.name, "snapshot", id, "lazy", lease.Lazy, "seconds", time.Since(t).Seconds())
+	return dir, nil
+}
+
+// closeDir closes e's snapshot and releases its lease. Call it once e's
+// instances have ended: a lazymem mount goes with its last lease.
+func (e *entry) closeDir() {
+	e.mu.Lock()
+	dir, lease := e.dir, e.lease
+	e.dir, e.lease = nil, nil
+	e.mu.Unlock()
+	if dir != nil {
+		dir.Close()
+	}
+	if lease != nil {
+		lease.Release()
+	}
 }

@@ -33,6 +33,10 @@ type testCluster struct {
 // startCluster starts n nodes with cfg's limits and a fast heartbeat.
 func startCluster(t *testing.T, n int, cfg Config) *testCluster {
 	t.Helper()
+	// Routing between nodes that have a snapshot and nodes that have not:
+	// fetching it from the store (TestClusterRealVM) would make every
+	// node serve every function.
+	cfg.NoRemoteFetch = true
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = 200 * time.Millisecond
 	}

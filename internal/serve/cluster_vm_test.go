@@ -16,15 +16,19 @@ import (
 	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/bus/bustest"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
+	"github.com/snapbpf/snapbpf/internal/lazymem"
+	"github.com/snapbpf/snapbpf/internal/procfs"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
 // TestClusterRealVM: two nodes on QEMU: a function made on node0 is
-// invoked through node1, which forwards it (node0 restores it); once node1
-// holds a copy of the snapshot it restores it itself. Each result is
-// checked against the function run on the host.
+// invoked through node1, which has no copy of its snapshot and restores it
+// through lazy remote memory (a lazymem mount of the store's snapshot),
+// none of it left mounted once node1 stops; node1 with a copy of the
+// snapshot restores from the copy. Each result is checked against the
+// function run on the host.
 func TestClusterRealVM(t *testing.T) {
 	img := testenv.NeedVM(t)
 	root, err := testenv.Dir()
@@ -111,14 +115,47 @@ func TestClusterRealVM(t *testing.T) {
 		if got := h.Get("X-Snapbpf-Node"); got != wantNode {
 			t.Errorf("invoke %d ran on %q, want %s", seed, got, wantNode)
 		}
+		t.Logf("invoke %d on %s: %s, total %s ms (restore %s ms)", seed, wantNode, h.Get("X-Snapbpf-Start"), h.Get("X-Snapbpf-Total-Ms"), h.Get("X-Snapbpf-Restore-Ms"))
 	}
-	invoke(nodes[1], 2, "node0")
+	// A cold restore on the home node, to compare with the one through
+	// the store.
+	invoke(nodes[0], 1, "node0")
+	invoke(nodes[1], 2, "node1")
+	e := nodes[1].s.reg.get("g1")
+	e.mu.Lock()
+	lease := e.lease
+	e.mu.Unlock()
+	if lease == nil || !lease.Lazy {
+		t.Fatalf("node1 restored g1 from %+v, want a lazymem mount", lease)
+	}
+	if mounts := lazyMounts(t, nodes[1].home); len(mounts) != 1 {
+		t.Errorf("lazymem mounts under node1's home while it serves g1: %v, want 1", mounts)
+	}
 
 	stop(nodes[1])
+	if mounts := lazyMounts(t, nodes[1].home); len(mounts) != 0 {
+		t.Errorf("lazymem mounts left after node1 stopped: %v", mounts)
+	}
 	dst := filepath.Join(nodes[1].home, "snapshots", "g1")
 	if out, err := exec.Command("cp", "-a", "--sparse=always", nodes[0].s.reg.snapshotPath("g1"), dst).CombinedOutput(); err != nil {
 		t.Fatalf("copy the snapshot: %v: %s", err, out)
 	}
 	nodes[1] = start(1, nodes[1].home)
 	invoke(nodes[1], 3, "node1")
+}
+
+// lazyMounts lists the lazymem mounts under dir.
+func lazyMounts(t *testing.T, dir string) []string {
+	t.Helper()
+	ms, err := procfs.Mounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		if m.FSType == lazymem.FSType && strings.HasPrefix(m.Point, dir+"/") {
+			out = append(out, m.Point)
+		}
+	}
+	return out
 }

@@ -181,8 +181,17 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 		}
 	}()
 	e.mu.Lock()
-	state, dir, ferr, runtime := e.f.State, e.dir, e.f.Error, e.f.Runtime
+	state, dir, ferr, runtime, fetchable := e.f.State, e.dir, e.f.Error, e.f.Runtime, e.fetchable
 	e.mu.Unlock()
+	if state == api.StateReady && dir == nil && fetchable {
+		// Another node's function this node has no copy of: the first
+		// cold start here opens it from the snapshot store.
+		var err error
+		if dir, err = s.openRemote(ctx, e); err != nil {
+			slog.Warn("serve: another node's snapshot could not be opened from the store", "function", name, "err", err)
+			return nil, statusErr(http.StatusServiceUnavailable, "function %s: its snapshot could not be fetched from the snapshot store: %v", name, err)
+		}
+	}
 	switch {
 	case state == api.StateFailed:
 		return nil, statusErr(http.StatusConflict, "function %s failed: %s", name, ferr)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/bus"
+	"github.com/snapbpf/snapbpf/internal/remotesnap"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
@@ -52,6 +53,16 @@ type entry struct {
 	f  api.Function
 	// dir is the opened, validated snapshot of a function ready here.
 	dir *snapshot.Dir
+	// lease, if set, holds the remote snapshot dir was opened from (a
+	// lazymem mount or the cache's local copy): released with dir, once
+	// no VMM maps it any more.
+	lease *remotesnap.Lease
+	// fetchable says another node's function is published in the
+	// snapshot store, so this node can serve it without a local copy
+	// (the first cold start fetches it: openRemote).
+	fetchable bool
+	// opening serializes openRemote.
+	opening sync.Mutex
 	// misses are the recent cold restores' outcomes (rerecord.go).
 	misses missWindow
 	// rerecording is set while a re-recording runs.

@@ -76,10 +76,11 @@ func (r *router) kick() {
 	}
 }
 
-// servable says this node can run function e now (ready here).
+// servable says this node can run function e now: ready here, or ready on
+// its home and fetchable from the snapshot store.
 func (s *Server) servable(e *entry) bool {
 	e.mu.Lock()
-	ok := e.dir != nil && e.f.State == api.StateReady
+	ok := (e.dir != nil || e.fetchable) && e.f.State == api.StateReady
 	e.mu.Unlock()
 	if !ok {
 		return false

@@ -17,7 +17,9 @@ import (
 	"github.com/snapbpf/snapbpf/internal/functions"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/remotesnap"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/snapstore"
 	"github.com/snapbpf/snapbpf/internal/vmm"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -78,6 +80,12 @@ type Config struct {
 	ForwardTimeout time.Duration
 	// HeartbeatInterval is how often the node puts its status (1 s).
 	HeartbeatInterval time.Duration
+	// RemoteFetch is how this node gets another node's snapshot it has no
+	// copy of (remotesnap.Lazy).
+	RemoteFetch remotesnap.Mode
+	// NoRemoteFetch makes the node serve another node's function only from
+	// a copy of its snapshot in Home/snapshots, forwarding it otherwise.
+	NoRemoteFetch bool
 }
 
 func (c *Config) defaults() {
@@ -122,6 +130,10 @@ type Server struct {
 	ownBus bool
 	router *router
 	beats  *heartbeats
+	// store holds the snapshots this node publishes and fetches; remote
+	// is this node's view of the others' (Home/remote).
+	store  *snapstore.Store
+	remote *remotesnap.Cache
 
 	// ctx ends every background job and in-flight invocation at Close.
 	ctx    context.Context
@@ -200,7 +212,21 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if err := reg.migrateFiles(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, reg: reg, vmms: vmms, changed: make(chan struct{}), bus: b, ownBus: ownBus}
+	store, err := snapstore.Open(ctx, b.JetStream(), snapstore.Options{Replicas: b.Replicas(), Log: slog.Default()})
+	if err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	// New unmounts what a killed service left under Home/remote.
+	remote, err := remotesnap.New(filepath.Join(cfg.Home, "remote"), store, remotesnap.Options{Mode: cfg.RemoteFetch, Log: slog.Default()})
+	if err != nil {
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			remote.Close()
+		}
+	}()
+	s := &Server{cfg: cfg, reg: reg, vmms: vmms, changed: make(chan struct{}), bus: b, ownBus: ownBus, store: store, remote: remote}
 	s.metrics = newMetrics(s)
 	s.budget = &budget{s: s}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -370,6 +396,17 @@ func (s *Server) create(ctx context.Context, e *entry) error {
 	if err != nil {
 		return err
 	}
+	// Published before the state says ready, so that a node that sees
+	// it ready can fetch it; a node without the store serves it locally.
+	t = time.Now()
+	if _, err := s.store.Publish(ctx, dir, policy.WorkingSetFile); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("publish the snapshot: %w", err)
+		}
+		slog.Warn("serve: the snapshot could not be published; other nodes forward to this one", "function", e.name, "err", err)
+	} else {
+		slog.Info("serve: snapshot published", "function", e.name, "snapshot", dir.Manifest.ID, "seconds", time.Since(t).Seconds())
+	}
 	// The snapshot is open before the state says ready, so that an
 	// invocation that sees ready finds it.
 	keep = true
@@ -466,12 +503,7 @@ func (s *Server) delete(name string, remote bool) error {
 	s.router.leave(name)
 	e.pool.close()
 	e.pool.wait()
-	e.mu.Lock()
-	if e.dir != nil {
-		e.dir.Close()
-		e.dir = nil
-	}
-	e.mu.Unlock()
+	e.closeDir()
 	var err error
 	if remote {
 		err = s.reg.removeLocal(name)
@@ -521,14 +553,10 @@ func (s *Server) Close() error {
 	}
 	s.wg.Wait()
 	for _, e := range s.reg.all() {
-		e.mu.Lock()
-		if e.dir != nil {
-			e.dir.Close()
-			e.dir = nil
-		}
-		e.mu.Unlock()
+		e.closeDir()
 	}
-	err := s.vmms.close()
+	// No VMM is left: every mount goes.
+	err := errors.Join(s.vmms.close(), s.remote.Close())
 	if s.ownBus {
 		err = errors.Join(err, s.bus.Close())
 	}
