@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -54,8 +55,10 @@ func mountRootfs() (bool, error) {
 // RuntimeCommand implements agent.Runtimes: the runner of the runtime
 // image, chrooted into it.
 func (linuxSystem) RuntimeCommand(name string) (*exec.Cmd, error) {
-	if name != "python" {
-		return nil, fmt.Errorf("runtime %q: this agent starts only python", name)
+	// Every Python runtime's image has the same runner; the image decides
+	// which packages it can import.
+	if name != "python" && !strings.HasPrefix(name, "python-") {
+		return nil, fmt.Errorf("runtime %q: this agent starts only Python runtimes (python, python-*)", name)
 	}
 	if _, err := os.Stat(filepath.Join(layout.GuestMount, layout.RunnerPath)); err != nil {
 		return nil, fmt.Errorf("runtime %s: no runner in the guest (%w): boot an image built with snapbpf image build --runtime %s", name, err, name)

@@ -23,7 +23,7 @@ func newFunctionsCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "functions",
-		Short: "List the functions: the Go functions built into the guest agent, then the python image's",
+		Short: "List the functions: the Go functions built into the guest agent, then the Python images' (python; python-torch for rnn)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			list := []functionInfo{}

@@ -53,7 +53,7 @@ func newImageCmd() *cobra.Command {
 	build.Flags().StringVar(&o.CacheDir, "cache", guest.DefaultCacheDir, "download cache for the kernel package")
 	build.Flags().StringVar(&o.AgentPath, "agent", "", "static snapbpf-agent binary (default: next to snapbpf)")
 	build.Flags().StringVar(&o.KernelPackage, "kernel-package", "", "exact Debian kernel package (default: what linux-image-cloud-amd64 depends on)")
-	build.Flags().StringVar(&runtime, "runtime", "", "add a language runtime's root filesystem built from Debian packages: python (default --out: IMAGE-python)")
+	build.Flags().StringVar(&runtime, "runtime", "", "add a language runtime's root filesystem built from Debian packages: python, or python-torch (PyTorch too: a 1 GiB download) (default --out: IMAGE-RUNTIME)")
 	build.Flags().BoolVar(&rebuild, "rebuild-rootfs", false, "with --runtime: build the root filesystem again even when it is cached (downloaded packages are reused)")
 	build.Flags().BoolVar(&asJSON, "json", false, "print the image description as JSON")
 	cmd.AddCommand(build)

@@ -60,8 +60,9 @@ func newSnapshotCreateCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Function, "function", "", "function to snapshot (see snapbpf functions: a python function as python:NAME, or with --runtime python)")
-	f.StringVar(&o.Runtime, "runtime", "", "the function runs in a language runtime: python (functions "+strings.Join(pyfn.Names(), ", ")+"; default --image: IMAGE-python)")
+	f.StringVar(&o.Function, "function", "", "function to snapshot (see snapbpf functions: a python function as python:NAME or python-torch:rnn, or with --runtime)")
+	f.StringVar(&o.Runtime, "runtime", "", "the function runs in a language runtime: python (functions "+strings.Join(pyfn.NamesOf(pyfn.Runtime), ", ")+
+		") or python-torch (those and "+strings.Join(pyfn.NamesOf(pyfn.RuntimeTorch), ", ")+"); default --image: IMAGE-RUNTIME")
 	f.StringVar(&o.Out, "out", "", "snapshot directory to create")
 	f.IntVar(&o.MemMiB, "mem-mib", 0, "guest RAM in MiB (default: sized for the function)")
 	f.IntVar(&o.DataMiB, "data-mib", 0, "function data/model size in MiB (default: the function's)")
@@ -69,7 +70,7 @@ func newSnapshotCreateCmd() *cobra.Command {
 	f.IntVar(&o.ReportOrder, "report-order", 0, "free page reporting order (2^order pages per report)")
 	f.BoolVar(&o.Replace, "replace", false, "replace an existing snapshot at --out atomically")
 	f.StringVar(&o.Accel, "accel", "", "tcg or kvm (default: kvm where the CPU has vmx/svm, else tcg)")
-	f.StringVar(&imageDirFlag, "image", defaultImageDir(), "guest image directory (snapbpf image build; default for a python function: IMAGE-python)")
+	f.StringVar(&imageDirFlag, "image", defaultImageDir(), "guest image directory (snapbpf image build; default for a runtime's function: IMAGE-RUNTIME)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.MarkFlagRequired("function")
 	cmd.MarkFlagRequired("out")
@@ -105,8 +106,8 @@ func snapshotFunction(o funcvm.CreateOptions) (catalog.Function, error) {
 	ref := o.Function
 	switch {
 	case o.Runtime == "":
-	case o.Runtime != pyfn.Runtime:
-		return catalog.Function{}, fmt.Errorf("--runtime %q: want %s (or none for the agent's Go functions)", o.Runtime, pyfn.Runtime)
+	case !pyfn.IsRuntime(o.Runtime):
+		return catalog.Function{}, fmt.Errorf("--runtime %q: want one of %s (or none for the agent's Go functions)", o.Runtime, strings.Join(pyfn.Runtimes(), ", "))
 	case strings.Contains(o.Function, ":"):
 		return catalog.Function{}, fmt.Errorf("--function %q with --runtime %s: give the function's name alone", o.Function, o.Runtime)
 	default:

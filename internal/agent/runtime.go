@@ -59,7 +59,7 @@ func (a *Agent) invokeRuntime(req protocol.Message) (protocol.Message, error) {
 	}, nil
 }
 
-// reseedRuntime gives the runner's generators (Python's random, numpy's)
+// reseedRuntime gives the runner's generators (Python's random, numpy's, torch's)
 // fresh state drawn from the agent's freshly reseeded generator.
 func (a *Agent) reseedRuntime() error {
 	e := make([]byte, 32)

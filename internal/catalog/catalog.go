@@ -42,11 +42,15 @@ func (f Function) String() string { return f.Ref() }
 // the runtime function ("pyaes" is python:pyaes).
 func Parse(ref string) (Function, error) {
 	if rt, name, ok := strings.Cut(ref, sep); ok {
-		if rt != pyfn.Runtime {
-			return Function{}, fmt.Errorf("function %q: unknown runtime %q (have: %s)", ref, rt, pyfn.Runtime)
+		if !pyfn.IsRuntime(rt) {
+			return Function{}, fmt.Errorf("function %q: unknown runtime %q (have: %s)", ref, rt, strings.Join(pyfn.Runtimes(), ", "))
 		}
 		if !pyfn.Has(name) {
 			return Function{}, fmt.Errorf("function %q: no %s function %q (have: %s)", ref, rt, name, strings.Join(pyfn.Names(), ", "))
+		}
+		if !pyfn.RunsIn(name, rt) {
+			own := pyfn.RuntimeOf(name)
+			return Function{}, fmt.Errorf("function %q: %s runs in the %s runtime: %s%s%s", ref, name, own, own, sep, name)
 		}
 		return Function{Name: name, Runtime: rt}, nil
 	}
@@ -54,7 +58,7 @@ func Parse(ref string) (Function, error) {
 		return Function{Name: ref}, nil
 	}
 	if pyfn.Has(ref) {
-		return Function{Name: ref, Runtime: pyfn.Runtime}, nil
+		return Function{Name: ref, Runtime: pyfn.RuntimeOf(ref)}, nil
 	}
 	return Function{}, fmt.Errorf("unknown function %q (Go functions: %s; %s functions: %s, named %s%sNAME where a Go function has the name)",
 		ref, strings.Join(functions.Names(), ", "), pyfn.Runtime, strings.Join(pyfn.Names(), ", "), pyfn.Runtime, sep)
@@ -69,11 +73,13 @@ func Go() []Function {
 	return out
 }
 
-// Python lists the python runtime's functions, sorted by name.
+// Python lists the Python runtimes' functions, sorted by name, each in
+// the least runtime it runs in (python; python-torch for the torch
+// functions, whose image is optional).
 func Python() []Function {
 	var out []Function
 	for _, n := range pyfn.Names() {
-		out = append(out, Function{Name: n, Runtime: pyfn.Runtime})
+		out = append(out, Function{Name: n, Runtime: pyfn.RuntimeOf(n)})
 	}
 	return out
 }

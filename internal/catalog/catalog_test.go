@@ -18,6 +18,9 @@ func TestParse(t *testing.T) {
 		{"pyaes", "pyaes", pyfn.Runtime}, // no Go function has the name
 		{"python:pyaes", "pyaes", pyfn.Runtime},
 		{"bert", "bert", ""},
+		{"rnn", "rnn", ""}, // the Go rnn
+		{"python-torch:rnn", "rnn", pyfn.RuntimeTorch},
+		{"python-torch:pyaes", "pyaes", pyfn.RuntimeTorch}, // the torch image has every package
 	} {
 		f, err := Parse(c.ref)
 		if err != nil {
@@ -31,7 +34,7 @@ func TestParse(t *testing.T) {
 			t.Errorf("%s: its Ref %s parses to %+v, %v", c.ref, f.Ref(), g, err)
 		}
 	}
-	for _, bad := range []string{"cobol", "python:bert", "ruby:json", ""} {
+	for _, bad := range []string{"cobol", "python:bert", "ruby:json", "", "python:rnn"} {
 		if f, err := Parse(bad); err == nil {
 			t.Errorf("%q: parsed to %+v, want an error", bad, f)
 		}

@@ -38,19 +38,21 @@ func makePythonSnapshot(t *testing.T, img *guest.Image, fn, out string) (*snapsh
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	// Generous: import torch alone took 2 to 7 minutes under TCG on a
+	// loaded host.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	var log bytes.Buffer
 	dir, st, err := CreateSnapshot(ctx, &qemu.Driver{}, img, CreateOptions{
-		Function: fn, Runtime: pyfn.Runtime, Payload: warm, MemMiB: pyfn.GuestMiB(fn),
+		Function: fn, Runtime: img.Runtime, Payload: warm, MemMiB: pyfn.GuestMiB(fn),
 		Out: out, Log: slog.New(slog.NewTextHandler(&log, nil)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create %s snapshot: %w\n%s", fn, err, log.String())
 	}
 	t.Logf("%s snapshot: boot %.0f ms, init %.0f ms, settle %.0f ms, data %d MiB", fn, st.BootMs, st.InitMs, st.SettleMs, dir.Manifest.MemDataBytes>>20)
-	if dir.Manifest.Runtime != pyfn.Runtime || dir.Manifest.RootfsSHA256 != img.RootfsSHA256 {
-		return nil, fmt.Errorf("manifest records runtime %q, rootfs %s; want %s, %s", dir.Manifest.Runtime, dir.Manifest.RootfsSHA256, pyfn.Runtime, img.RootfsSHA256)
+	if dir.Manifest.Runtime != img.Runtime || dir.Manifest.RootfsSHA256 != img.RootfsSHA256 {
+		return nil, fmt.Errorf("manifest records runtime %q, rootfs %s; want %s, %s", dir.Manifest.Runtime, dir.Manifest.RootfsSHA256, img.Runtime, img.RootfsSHA256)
 	}
 	return dir, nil
 }
@@ -124,41 +126,80 @@ func ownPythonImage(t *testing.T) *guest.Image {
 // file (so the memory file's working set covers them).
 func TestPythonRestoreVerified(t *testing.T) {
 	shared := testenv.NeedPython(t)
-	for _, fn := range pyfn.Names() {
+	for _, fn := range pyfn.NamesOf(pyfn.Runtime) {
 		t.Run(fn, func(t *testing.T) {
 			img, dir := pythonSnapshot(t, fn)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-			defer cancel()
-			warm, _ := pyfn.Input(fn, 1)
-			var sums []string
-			for shape := uint64(1); shape <= pyfn.Shapes; shape++ {
-				in, _ := pyfn.Input(fn, shape)
-				want, out, hostTime, err := pyfn.Expect(ctx, shared.Rootfs, fn, warm, in)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if left, err := pagecache.Drop(img.Rootfs); err != nil || left > 0 {
-					t.Fatalf("drop the image's page cache: %d pages left, %v", left, err)
-				}
-				res, err := Restore(ctx, &qemu.Driver{}, dir, RestoreOptions{Payload: in, Expected: want, Cold: true})
-				if err != nil {
-					t.Fatalf("restore, shape %d: %v", shape, err)
-				}
-				disk, err := pagecache.Cached(img.Rootfs)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Logf("shape %d (%d bytes in): guest fn %.0f ms (host %v), resume to result %.0f ms, %d pages read from the disk: %.60q",
-					shape, len(in), res[0].GuestFnMs, hostTime.Round(time.Millisecond), res[0].ResumeToResultMs, disk, out)
-				if disk > 0 {
-					t.Errorf("shape %d: the restored guest read %d pages of its root filesystem: a file it used was not in its page cache at the snapshot", shape, disk)
-				}
-				sums = append(sums, res[0].Checksum)
-			}
-			if sums[0] == sums[1] {
-				t.Fatalf("shapes 1 and 2 gave the same result %s", sums[0])
-			}
+			restoreShapesVerified(t, shared.Rootfs, img.Rootfs, dir)
 		})
+	}
+}
+
+// restoreShapesVerified restores dir's function cold with each input
+// shape, checks each result against the host's run of the same runner
+// over hostImage, and wants the shapes' results to differ. With ownImage
+// (the snapshot's image, a file no host runner mounts) it wants the guest
+// to read none of it.
+func restoreShapesVerified(t *testing.T, hostImage, ownImage string, dir *snapshot.Dir) {
+	t.Helper()
+	fn := dir.Manifest.Function
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	warm, _ := pyfn.Input(fn, 1)
+	var sums []string
+	for shape := uint64(1); shape <= pyfn.Shapes; shape++ {
+		in, _ := pyfn.Input(fn, shape)
+		want, out, hostTime, err := pyfn.Expect(ctx, hostImage, fn, warm, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ownImage != "" {
+			if left, err := pagecache.Drop(ownImage); err != nil || left > 0 {
+				t.Fatalf("drop the image's page cache: %d pages left, %v", left, err)
+			}
+		}
+		res, err := Restore(ctx, &qemu.Driver{}, dir, RestoreOptions{Payload: in, Expected: want, Cold: true})
+		if err != nil {
+			t.Fatalf("restore, shape %d: %v", shape, err)
+		}
+		var disk int64
+		if ownImage != "" {
+			if disk, err = pagecache.Cached(ownImage); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("shape %d (%d bytes in): guest fn %.0f ms (host %v), resume to result %.0f ms, %d pages read from the disk: %.60q",
+			shape, len(in), res[0].GuestFnMs, hostTime.Round(time.Millisecond), res[0].ResumeToResultMs, disk, out)
+		if disk > 0 {
+			t.Errorf("shape %d: the restored guest read %d pages of its root filesystem: a file it used was not in its page cache at the snapshot", shape, disk)
+		}
+		sums = append(sums, res[0].Checksum)
+	}
+	if sums[0] == sums[1] {
+		t.Fatalf("shapes 1 and 2 gave the same result %s", sums[0])
+	}
+}
+
+// TestPythonTorchRNN restores the torch rnn function (a snapshot taken
+// after import torch, its init and a warm-up call) with both input shapes,
+// each result checked against the host's run over the same image, and
+// wants clones to draw different numbers from torch's generator too.
+// It runs when the machine has the python-torch image (or with
+// SNAPBPF_TEST_TORCH=1, which builds it).
+func TestPythonTorchRNN(t *testing.T) {
+	img := testenv.NeedPythonTorch(t)
+	dir := createPythonSnapshot(t, img, "rnn")
+	// The host's runs mount the same image: its page cache says nothing
+	// about the guest's reads here.
+	restoreShapesVerified(t, img.Rootfs, "", dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// random, numpy, torch: 16 bytes each.
+	a, b := pythonRandom(ctx, t, dir, true), pythonRandom(ctx, t, dir, true)
+	if len(a) != 48 || len(b) != 48 || bytes.Equal(a[32:], b[32:]) {
+		t.Fatalf("reseeded clones drew %x and %x: want 48 bytes, torch's (the last 16) different", a, b)
+	}
+	if c, d := pythonRandom(ctx, t, dir, false), pythonRandom(ctx, t, dir, false); !bytes.Equal(c, d) {
+		t.Fatalf("clones without reseed differ (%x vs %x): the snapshot should fix the generators", c, d)
 	}
 }
 

@@ -30,8 +30,10 @@ func StartHost(ctx context.Context, image string) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host runner: %w", err)
 	}
-	// The runner finds /proc, /dev and /tmp empty; the functions need none.
+	// The runner finds /proc and /sys as in the guest (torch reads
+	// /proc/cpuinfo) and an empty /tmp; /dev stays empty.
 	script := `mount -t erofs -o ro,loop "$1" "$2" || exit 1
+mount -t proc proc "$2/proc" && mount -t sysfs sysfs "$2/sys" && mount -t tmpfs tmpfs "$2/tmp" || exit 1
 exec chroot "$2" env -i PATH=/usr/bin:/bin LC_ALL=C.UTF-8 HOME=/tmp PYTHONDONTWRITEBYTECODE=1 ` + layout.Python + " " + layout.RunnerPath
 	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", image, dir)
 	r, err := runner.Start(Runtime, cmd)

@@ -1,7 +1,7 @@
-// Package pyfn knows the functions of the python runtime image (package
-// rootfs ships their code): their names, the inputs that arrive with a
-// request in each of their input shapes, and their results computed on
-// the host by the same runner over the same image.
+// Package pyfn knows the functions of the Python runtime images (package
+// rootfs ships their code): their names and runtimes, the inputs that
+// arrive with a request in each of their input shapes, and their results
+// computed on the host by the same runner over the same image.
 package pyfn
 
 import (
@@ -14,12 +14,24 @@ import (
 	"image/png"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 )
 
-// Runtime is the runtime these functions run in.
-const Runtime = "python"
+// The Python runtimes (rootfs.Runtimes builds their images). Every
+// function of Runtime also runs in RuntimeTorch, whose image has the same
+// packages and torch.
+const (
+	Runtime      = "python"
+	RuntimeTorch = "python-torch"
+)
+
+// Runtimes lists the Python runtimes.
+func Runtimes() []string { return []string{Runtime, RuntimeTorch} }
+
+// IsRuntime reports whether rt is a Python runtime.
+func IsRuntime(rt string) bool { return slices.Contains(Runtimes(), rt) }
 
 // Shapes is how many input shapes each function has: shape 1 is the one a
 // snapshot warms up with, 2 differs in size or content.
@@ -29,6 +41,11 @@ const Shapes = 2
 type function struct {
 	// input makes the payload of shape 1 or 2.
 	input func(shape int) ([]byte, error)
+	// runtime is the least runtime the function runs in; empty means
+	// Runtime.
+	runtime string
+	// guestMiB is its guest RAM; 0 means 256 MiB.
+	guestMiB int
 }
 
 var fns = map[string]function{
@@ -47,9 +64,14 @@ var fns = map[string]function{
 	"chameleon": {input: func(s int) ([]byte, error) {
 		return json.Marshal(map[string]int{"rows": 100 + 150*s, "cols": 30, "seed": s})
 	}},
+	// A character-level LSTM (torch) reads a text of 50 (shape 1) or
+	// 100 characters and generates 20 or 40 more. Importing torch
+	// fills about 300 MiB of guest RAM with the interpreter's heap and
+	// the page cache of libtorch.
+	"rnn": {input: rnnText, runtime: RuntimeTorch, guestMiB: 1024},
 }
 
-// Names lists the functions, sorted.
+// Names lists the functions of every Python runtime, sorted.
 func Names() []string {
 	var out []string
 	for n := range fns {
@@ -59,13 +81,49 @@ func Names() []string {
 	return out
 }
 
+// NamesOf lists the functions whose least runtime is rt, sorted.
+func NamesOf(rt string) []string {
+	var out []string
+	for _, n := range Names() {
+		if RuntimeOf(n) == rt {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // Has reports whether name is a Python function.
 func Has(name string) bool { _, ok := fns[name]; return ok }
 
-// GuestMiB is the guest RAM a snapshot of a Python function gets by
-// default: the interpreter, numpy and PIL with their page cache take about
-// 100 MiB after a run.
-func GuestMiB(string) int { return 256 }
+// RuntimeOf is the runtime function name needs (its snapshot's
+// --runtime); empty for a name that is not a Python function.
+func RuntimeOf(name string) string {
+	f, ok := fns[name]
+	switch {
+	case !ok:
+		return ""
+	case f.runtime == "":
+		return Runtime
+	}
+	return f.runtime
+}
+
+// RunsIn reports whether function name runs in runtime rt's image: its
+// own runtime's, or the torch image, which holds every package.
+func RunsIn(name, rt string) bool {
+	own := RuntimeOf(name)
+	return own != "" && (own == rt || rt == RuntimeTorch)
+}
+
+// GuestMiB is the guest RAM a snapshot of function name gets by default:
+// the interpreter, numpy and PIL with their page cache take about 100 MiB
+// after a run; torch about 300 MiB more.
+func GuestMiB(name string) int {
+	if m := fns[name].guestMiB; m > 0 {
+		return m
+	}
+	return 256
+}
 
 // Input returns the payload of function name in input shape (1 to
 // Shapes; 0 means 1).
@@ -155,4 +213,18 @@ func pngImage(s int) ([]byte, error) {
 		return nil, fmt.Errorf("encode image input: %w", err)
 	}
 	return b.Bytes(), nil
+}
+
+// rnnText is the rnn function's input: 50 characters of pseudo-text and
+// 20 to generate (shape 1), 100 and 40 (shape 2). A TCG guest here takes
+// about 20 times the host's time on it.
+func rnnText(s int) ([]byte, error) {
+	r := rng(uint64(s))
+	words := strings.Fields("the guest reads its pages from the memory file while the prefetch brings the working set into the page cache")
+	var b strings.Builder
+	for b.Len() < 50*s {
+		b.WriteString(words[r.IntN(len(words))])
+		b.WriteByte(' ')
+	}
+	return json.Marshal(map[string]any{"text": b.String()[:50*s], "generate": 20 * s})
 }

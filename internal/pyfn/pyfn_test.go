@@ -35,3 +35,39 @@ func TestInputs(t *testing.T) {
 		t.Error("unknown function accepted")
 	}
 }
+
+func TestRuntimes(t *testing.T) {
+	if got := RuntimeOf("pyaes"); got != Runtime {
+		t.Errorf("RuntimeOf(pyaes) = %q, want %q", got, Runtime)
+	}
+	if got := RuntimeOf("rnn"); got != RuntimeTorch {
+		t.Errorf("RuntimeOf(rnn) = %q, want %q", got, RuntimeTorch)
+	}
+	if got := RuntimeOf("cobol"); got != "" {
+		t.Errorf("RuntimeOf(cobol) = %q, want none", got)
+	}
+	for _, c := range []struct {
+		fn, rt string
+		want   bool
+	}{
+		{"pyaes", Runtime, true},
+		{"pyaes", RuntimeTorch, true}, // the torch image has every package
+		{"rnn", RuntimeTorch, true},
+		{"rnn", Runtime, false},
+		{"cobol", RuntimeTorch, false},
+	} {
+		if got := RunsIn(c.fn, c.rt); got != c.want {
+			t.Errorf("RunsIn(%s, %s) = %v, want %v", c.fn, c.rt, got, c.want)
+		}
+	}
+	all := len(NamesOf(Runtime)) + len(NamesOf(RuntimeTorch))
+	if all != len(Names()) || len(NamesOf(RuntimeTorch)) == 0 {
+		t.Errorf("NamesOf: %v and %v, Names %v: want every function in one runtime, one of them torch's", NamesOf(Runtime), NamesOf(RuntimeTorch), Names())
+	}
+	if !IsRuntime(RuntimeTorch) || IsRuntime("python3") {
+		t.Error("IsRuntime: wrong answer for python-torch or python3")
+	}
+	if GuestMiB("rnn") <= GuestMiB("pyaes") {
+		t.Errorf("GuestMiB: rnn %d MiB, pyaes %d: torch needs more", GuestMiB("rnn"), GuestMiB("pyaes"))
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/funcvm"
@@ -187,8 +188,8 @@ func (c Config) restoreOptions(h Hooks, expected string) funcvm.RestoreOptions {
 // expectRuntime runs a runtime function on the host, over the snapshot's
 // own image, on payload, runs times (the median time).
 func expectRuntime(ctx context.Context, m snapshot.Manifest, payload []byte, runs int) (string, time.Duration, error) {
-	if m.Runtime != pyfn.Runtime {
-		return "", 0, fmt.Errorf("runtime %q: this snapbpf checks only %s functions", m.Runtime, pyfn.Runtime)
+	if !pyfn.IsRuntime(m.Runtime) {
+		return "", 0, fmt.Errorf("runtime %q: this snapbpf checks only the functions of %s", m.Runtime, strings.Join(pyfn.Runtimes(), ", "))
 	}
 	warmup, err := pyfn.Input(m.Function, 1)
 	if err != nil {

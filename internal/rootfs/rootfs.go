@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -55,8 +56,11 @@ const (
 // each build differ.
 const imageUUID = "6e3f3b1a-5a9b-4c1e-9f3e-736e61706266"
 
-//go:embed all:python
-var pythonFiles embed.FS
+// The runner and the functions of each runtime: python/ is the runner and
+// the functions every Python image has, python-torch/ adds the torch ones.
+//
+//go:embed all:python all:python-torch
+var runnerFiles embed.FS
 
 // Runtime is a recipe: a Debian suite, the packages to install and the
 // files snapbpf adds.
@@ -64,16 +68,34 @@ type Runtime struct {
 	Name     string
 	Suite    string
 	Packages []string
-	files    fs.FS // copied under RunnerDir
+	// Optional runtimes are large and built only when asked for by name
+	// (tests that need one skip without it).
+	Optional bool
+	// files are copied under RunnerDir, in order (a later layer's file
+	// replaces an earlier one's).
+	files []fs.FS
 }
+
+// pythonPackages are the python runtime's packages; the other Python
+// runtimes add theirs, so every Python function runs in each.
+var pythonPackages = []string{"python3", "python3-pyaes", "python3-numpy", "python3-pil", "python3-chameleon"}
 
 // Runtimes are the runtimes snapbpf can build, by name.
 var Runtimes = map[string]Runtime{
 	"python": {
 		Name:     "python",
 		Suite:    "bookworm",
-		Packages: []string{"python3", "python3-pyaes", "python3-numpy", "python3-pil", "python3-chameleon"},
-		files:    mustSub(pythonFiles, "python"),
+		Packages: pythonPackages,
+		files:    []fs.FS{mustSub(runnerFiles, "python")},
+	},
+	// PyTorch 1.13 (CPU) from Debian: about 400 packages and 1 GiB
+	// installed (libtorch pulls in OpenCV, FFmpeg, GDAL and Qt).
+	"python-torch": {
+		Name:     "python-torch",
+		Suite:    "bookworm",
+		Packages: append(slices.Clip(pythonPackages), "python3-torch"),
+		Optional: true,
+		files:    []fs.FS{mustSub(runnerFiles, "python"), mustSub(runnerFiles, "python-torch")},
 	},
 }
 
@@ -135,19 +157,21 @@ func (r Runtime) Recipe() (string, error) {
 	for _, p := range pathExcludes {
 		fmt.Fprintf(h, "exclude %s\n", p)
 	}
-	err := fs.WalkDir(r.files, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(r.files, p)
+	for _, files := range r.files {
+		err := fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := fs.ReadFile(files, p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "file %s %x\n", p, sha256.Sum256(b))
+			return nil
+		})
 		if err != nil {
-			return err
+			return "", fmt.Errorf("runtime %s: runner files: %w", r.Name, err)
 		}
-		fmt.Fprintf(h, "file %s %x\n", p, sha256.Sum256(b))
-		return nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("runtime %s: runner files: %w", r.Name, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
@@ -254,7 +278,7 @@ func Build(ctx context.Context, r Runtime, o Options) (*Image, error) {
 	}
 	log.Info("rootfs: tree made", "runtime", r.Name, "elapsed", time.Since(t0).Round(time.Millisecond))
 	job.Step("runner and .pyc")
-	if err := addFiles(tree, r.files); err != nil {
+	if err := addFiles(tree, r); err != nil {
 		return nil, fmt.Errorf("runtime %s: add runner: %w", r.Name, err)
 	}
 	t0 = time.Now()
@@ -317,8 +341,11 @@ func mmdebstrap(ctx context.Context, r Runtime, tree, debs string) error {
 	args = append(args, r.Suite, tree)
 	args = append(args, hostSources()...)
 	cmd := exec.CommandContext(ctx, "mmdebstrap", args...)
-	// SOURCE_DATE_EPOCH makes mmdebstrap's own output reproducible.
-	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=0", "LC_ALL=C.UTF-8")
+	// SOURCE_DATE_EPOCH makes mmdebstrap's own output reproducible. Its
+	// helpers (mmtarfilter, once per package) start through env python3:
+	// Debian's, not a python3 found earlier in the user's PATH (a pyenv
+	// shim costs a few shell starts each).
+	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=0", "LC_ALL=C.UTF-8", "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -353,11 +380,18 @@ func hasSourceLine(b []byte) bool {
 
 // WriteRunner writes the runtime's runner and functions into dir, as the
 // image holds them under RunnerDir (tests run them on the host).
-func (r Runtime) WriteRunner(dir string) error { return writeFiles(dir, r.files) }
+func (r Runtime) WriteRunner(dir string) error {
+	for _, files := range r.files {
+		if err := writeFiles(dir, files); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // addFiles copies the runner's files into tree under RunnerDir.
-func addFiles(tree string, files fs.FS) error {
-	return writeFiles(filepath.Join(tree, RunnerDir), files)
+func addFiles(tree string, r Runtime) error {
+	return r.WriteRunner(filepath.Join(tree, RunnerDir))
 }
 
 func writeFiles(dst string, files fs.FS) error {

@@ -35,7 +35,7 @@ func TestRecipe(t *testing.T) {
 func TestRunnerFilesEmbedded(t *testing.T) {
 	r, _ := Lookup("python")
 	dir := t.TempDir()
-	if err := addFiles(dir, r.files); err != nil {
+	if err := addFiles(dir, r); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"runner.py", "functions/__init__.py", "functions/pyaes.py", "functions/linpack.py", "functions/chameleon.py"} {

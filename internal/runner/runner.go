@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -78,7 +79,7 @@ func (r *Runner) Invoke(input []byte) ([]byte, int64, error) {
 	return reply.Output, reply.FnNs, err
 }
 
-// Reseed gives the runtime's generators (Python's random, numpy's) state
+// Reseed gives the runtime's generators (Python's random, numpy's, torch's) state
 // derived from entropy (at least 16 bytes).
 func (r *Runner) Reseed(entropy []byte) error {
 	var reply struct{}
@@ -86,14 +87,15 @@ func (r *Runner) Reseed(entropy []byte) error {
 }
 
 // Random returns n bytes from Python's random followed by n from numpy's
-// generator when numpy is loaded.
+// generator when numpy is loaded and n from torch's when torch is.
 func (r *Runner) Random(n int) ([]byte, error) {
 	var reply struct {
 		Random []byte `json:"random"`
 		Numpy  []byte `json:"numpy"`
+		Torch  []byte `json:"torch"`
 	}
 	err := r.call(map[string]any{"op": "random", "n": n}, &reply)
-	return append(reply.Random, reply.Numpy...), err
+	return slices.Concat(reply.Random, reply.Numpy, reply.Torch), err
 }
 
 // Close ends the runner.

@@ -24,10 +24,6 @@ var (
 	once  sync.Once
 	image *guest.Image
 	err   error
-
-	pyOnce  sync.Once
-	pyImage *guest.Image
-	pyErr   error
 )
 
 // Dir is a directory for a test binary's shared data (image, snapshots),
@@ -119,18 +115,71 @@ func NeedRoot(t testing.TB, why string) {
 // once per test binary.
 func NeedPython(t testing.TB) *guest.Image {
 	t.Helper()
-	base := NeedVM(t)
-	pyOnce.Do(func() { pyImage, pyErr = buildPython(base) })
-	if pyErr != nil {
-		t.Fatal(pyErr)
-	}
-	return pyImage
+	return needRuntime(t, "python")
 }
 
-func buildPython(base *guest.Image) (*guest.Image, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+// TorchEnv is the environment variable that lets tests build the
+// python-torch root filesystem when the machine's cache lacks it.
+const TorchEnv = "SNAPBPF_TEST_TORCH"
+
+// NeedPythonTorch is NeedVM for the python-torch runtime. Its root
+// filesystem (about 400 packages, a download of about 1 GiB) is optional:
+// the test skips unless the machine's cache holds it (snapbpf image build
+// --runtime python-torch) or TorchEnv=1 lets the test build it.
+func NeedPythonTorch(t testing.TB) *guest.Image {
+	t.Helper()
+	NeedVM(t)
+	r, err := rootfs.Lookup("python-torch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry, err := rootfs.EntryDir(guest.DefaultCacheDir, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rootfs.Load(entry); err != nil && os.Getenv(TorchEnv) != "1" {
+		t.Skipf("no python-torch root filesystem in this machine's cache (%s): build it with snapbpf image build --runtime python-torch, or set %s=1 to let the test build it (a 1 GiB download)", entry, TorchEnv)
+	}
+	return needRuntime(t, "python-torch")
+}
+
+// runtimeImages are the guest images of the runtimes, built once per test
+// binary.
+var runtimeImages struct {
+	sync.Mutex
+	m map[string]*runtimeImage
+}
+
+type runtimeImage struct {
+	once sync.Once
+	img  *guest.Image
+	err  error
+}
+
+func needRuntime(t testing.TB, name string) *guest.Image {
+	t.Helper()
+	base := NeedVM(t)
+	runtimeImages.Lock()
+	if runtimeImages.m == nil {
+		runtimeImages.m = map[string]*runtimeImage{}
+	}
+	ri := runtimeImages.m[name]
+	if ri == nil {
+		ri = &runtimeImage{}
+		runtimeImages.m[name] = ri
+	}
+	runtimeImages.Unlock()
+	ri.once.Do(func() { ri.img, ri.err = buildRuntime(base, name) })
+	if ri.err != nil {
+		t.Fatal(ri.err)
+	}
+	return ri.img
+}
+
+func buildRuntime(base *guest.Image, name string) (*guest.Image, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
-	rt, err := rootfs.Lookup("python")
+	rt, err := rootfs.Lookup(name)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +192,7 @@ func buildPython(base *guest.Image) (*guest.Image, error) {
 		return nil, err
 	}
 	return guest.Build(ctx, guest.BuildOptions{
-		OutDir: filepath.Join(dir, "image-python"), AgentPath: filepath.Join(dir, "snapbpf-agent"),
+		OutDir: filepath.Join(dir, "image-"+name), AgentPath: filepath.Join(dir, "snapbpf-agent"),
 		KernelPackage: base.KernelPackage,
 		Runtime:       rt.Name, Rootfs: fs.Path, RootfsSHA256: fs.SHA256,
 	})

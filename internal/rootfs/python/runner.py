@@ -8,7 +8,7 @@ one request object per line, one reply object per line. Requests:
       payload, collect and freeze the GC (what survives is in the snapshot)
   {"op": "invoke", "input": B64}      -> {"output": B64, "fn_ns": N}
   {"op": "reseed", "entropy": B64}    reseed random, numpy and torch
-  {"op": "random", "n": N}            -> {"random": B64, "numpy": B64}
+  {"op": "random", "n": N}            -> {"random": B64, "numpy": B64, "torch": B64}
 
 Every reply has "ok"; a failed request has "ok": false and "error". The
 same file runs on the host in a chroot of the same image to verify results.
@@ -86,6 +86,9 @@ def _handle(req):
         np = sys.modules.get("numpy")
         if np is not None:
             out["numpy"] = _b64(np.random.bytes(n))
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            out["torch"] = _b64(torch.randint(0, 256, (n,), dtype=torch.uint8).numpy().tobytes())
         return out
     raise ValueError("unknown op %r" % op)
 
