@@ -47,8 +47,10 @@ func validate(r *api.CreateRequest, minMiB func(fn string, dataMiB int) int) err
 			return fmt.Errorf("function: %w", err)
 		}
 	case api.RuntimePython:
-		if !pyfn.Has(r.Function) {
-			return fmt.Errorf("function %q: no python function of that name (have: %s)", r.Function, strings.Join(pyfn.Names(), ", "))
+		if rt := pyfn.RuntimeOf(r.Function); rt != pyfn.Runtime {
+			// The torch functions need the optional python-torch image,
+			// which serve does not build.
+			return fmt.Errorf("function %q: no python function of that name (have: %s)", r.Function, strings.Join(pyfn.NamesOf(pyfn.Runtime), ", "))
 		}
 		if r.DataMiB != 0 {
 			return fmt.Errorf("data_mib %d: python functions take their input with each invocation; leave data_mib out", r.DataMiB)
