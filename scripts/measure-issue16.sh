@@ -1,15 +1,17 @@
 #!/bin/bash
 # Python functions (issue 16): snapshot each one, then restore it cold under
 # lazy on both input shapes and once under nora; raw JSON in $R, one line per
-# cell on stdout. Needs the python image: bin/snapbpf image build --runtime python.
+# cell on stdout. Needs the python image: bin/snapbpf image build --runtime python
+# (RT=python-torch FNS=rnn: the torch image, --runtime python-torch).
 set -euo pipefail
 B=${B:-$(pwd)/bin/snapbpf}
 R=${R:-/var/tmp/issue16}
 FNS=${FNS:-"hello pyaes json gzip image matmul linpack chameleon"}
+RT=${RT:-python}
 mkdir -p $R
 for f in $FNS; do
   S=$R/snap-$f
-  [ -f $R/$f.create.json ] || $B snapshot create --runtime python --function $f --out $S --replace --json > $R/$f.create.json
+  [ -f $R/$f.create.json ] || $B snapshot create --runtime $RT --function $f --out $S --replace --json > $R/$f.create.json
   for s in 1 2; do
     [ -f $R/$f.lazy.$s.json ] || $B restore --snapshot $S --policy lazy --cold --input $s --json > $R/$f.lazy.$s.json
   done
