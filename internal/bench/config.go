@@ -9,6 +9,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/catalog"
 	"github.com/snapbpf/snapbpf/internal/guest"
 	"github.com/snapbpf/snapbpf/internal/progress"
+	"github.com/snapbpf/snapbpf/internal/pyfn"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
@@ -73,10 +74,18 @@ func Reduced() Config {
 	}
 }
 
-// Full is every function, Go and python, five runs, N up to 8.
+// Full is every function, Go and python, five runs, N up to 8. The torch
+// functions stay out: their image is optional (an 18-minute build here)
+// and each guest takes 1 GiB; --functions python-torch:rnn adds them.
 func Full() Config {
 	c := Reduced()
-	c.Functions = catalog.Refs(append(catalog.Go(), catalog.Python()...))
+	fns := catalog.Go()
+	for _, f := range catalog.Python() {
+		if f.Runtime == pyfn.Runtime {
+			fns = append(fns, f)
+		}
+	}
+	c.Functions = catalog.Refs(fns)
 	c.Concurrency = []int{1, 2, 4, 8}
 	c.Runs = 5
 	c.ScatterFractions = []float64{0, 0.25, 0.5, 1}
