@@ -37,15 +37,7 @@ func TestMain(m *testing.M) {
 // deleting it stops its VMM.
 func TestServeRealVM(t *testing.T) {
 	img := testenv.NeedVM(t)
-	root, err := testenv.Dir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	home, err := os.MkdirTemp(root, "serve-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &qemu.Driver{RunDir: filepath.Join(home, "run")}
+	home, d := vmHome(t, "serve-")
 	// A cold restore with more than one memory-file fault missed, and one
 	// such restore re-records.
 	s, err := New(Config{Home: home, Driver: d, Builder: &NodeBuilder{Driver: d, Image: img, RecordRuns: 2, FreePages: snapshot.FreePagesNone},
@@ -228,15 +220,7 @@ func TestServeRealVM(t *testing.T) {
 func TestServePythonRealVM(t *testing.T) {
 	img := testenv.NeedVM(t)
 	py := testenv.NeedPython(t)
-	root, err := testenv.Dir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	home, err := os.MkdirTemp(root, "serve-py-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &qemu.Driver{RunDir: filepath.Join(home, "run")}
+	home, d := vmHome(t, "serve-py-")
 	s, err := New(Config{Home: home, Driver: d, Builder: &NodeBuilder{Driver: d, Image: img, PythonImage: py, RecordRuns: 2, FreePages: snapshot.FreePagesNone}})
 	if err != nil {
 		t.Fatal(err)
@@ -291,4 +275,19 @@ func TestServePythonRealVM(t *testing.T) {
 	if _, err := c.Invoke(ctx, "pyaes1", nil); serveclient.StatusOf(err) != http.StatusBadRequest {
 		t.Errorf("an empty payload: %v, want 400", err)
 	}
+}
+
+// vmHome makes a service home for a real-VM test under the tests' shared
+// directory, and the QEMU driver whose VMMs run in it.
+func vmHome(t *testing.T, prefix string) (string, *qemu.Driver) {
+	t.Helper()
+	root, err := testenv.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, err := os.MkdirTemp(root, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return home, &qemu.Driver{RunDir: filepath.Join(home, "run")}
 }
