@@ -7,11 +7,13 @@
 # B is a copy of bin/snapbpf with snapbpf-agent beside it. FN (the
 # function), RATE, DURATION, MAXI (instances per node), BUDGET (MiB per
 # node) shape the runs.
-#  1. one node: function f is made on node0; nodes 1 and 2 have no copy of
-#     its snapshot, so node0 alone serves the load (through its API).
-#  2. three nodes: nodes 1 and 2 get a copy of the snapshot (until lazy
-#     remote memory serves it from the object store) and are restarted;
+#  1. one node: function f is made on node0; nodes 1 and 2 run with
+#     --remote-fetch none, so node0 alone serves the load (through its API).
+#  2. three nodes: nodes 1 and 2 restarted with the default --remote-fetch
+#     lazy: each opens f from the snapshot store at its first cold start;
 #     the same load round-robin over the three APIs (load --spread).
+# Each phase prints the host's CPU use over its run (/proc/stat): a phase
+# that already keeps the host's CPUs busy bounds what more nodes can add.
 #  3. failover: the load through node0 and node1 only; node2 is killed
 #     (kill -9) halfway. Requests node2 had taken end 504 at the forward
 #     deadline (at most once: never sent again); the rest go on.
@@ -46,8 +48,9 @@ url() { echo "http://127.0.0.1:${HTTP[$1]}"; }
 cli() { local i=$1; shift; "$B" "$@" --url "$(url "$i")" --token-file "$K/token"; }
 
 pids=(0 0 0)
-start() {
+start() { # node, extra serve flags...
 	local i=$1 peers=()
+	shift
 	for j in 0 1 2; do [ "$j" = "$i" ] || peers+=("127.0.0.1:${ROUTES[$j]}"); done
 	mkdir -p "$R/node$i"
 	SNAPBPF_HOME=$R/node$i "$B" serve --node "node$i" --socket "$R/node$i/s.sock" \
@@ -57,23 +60,28 @@ start() {
 		--cluster --cluster-listen "127.0.0.1:${NATS[$i]}" --cluster-routes "127.0.0.1:${ROUTES[$i]}" \
 		--cluster-peers "$(IFS=,; echo "${peers[*]}")" --cluster-users "$K/users" \
 		--nats-creds "$K/node$i.nk" --nats-tls-cert "$K/node$i.pem" --nats-tls-key "$K/node$i.key" \
-		--nats-tls-ca "$K/ca.pem" >>"$R/out/node$i.log" 2>&1 &
+		--nats-tls-ca "$K/ca.pem" "$@" >>"$R/out/node$i.log" 2>&1 &
 	pids[$i]=$!
 }
 stop() { kill -TERM "${pids[$1]}" 2>/dev/null && wait "${pids[$1]}" || true; pids[$1]=0; }
 up() { for _ in $(seq 300); do cli "$1" nodes >/dev/null 2>&1 && return 0; sleep 0.2; done; echo "node$1 did not come up" >&2; exit 1; }
 trap 'for i in 0 1 2; do [ "${pids[$i]}" = 0 ] || kill -TERM "${pids[$i]}" 2>/dev/null; done; wait' EXIT
 
-for i in 0 1 2; do rm -rf "$R/node$i/serve/snapshots/f"; start "$i"; done
+for i in 0 1 2; do rm -rf "$R/node$i/serve/snapshots/f"; done
+start 0
+for i in 1 2; do start "$i" --remote-fetch none; done
 for i in 0 1 2; do up "$i"; done
 cli 0 fn rm f >/dev/null 2>&1 || true
 cli 0 fn create f --function "$FN" --wait
 cli 1 nodes
+cpu() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 load() { # name, load flags...
 	local name=$1; shift
 	echo "$(date -u +%T) $name: load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+	local c0; c0=$(cpu)
 	"$B" load --functions f --rate "$RATE" --duration "${DURATION}s" --seed "$SEED" --inputs 4 \
 		--timeout 60s --token-file "$K/token" "$@" --out "$R/out/$name.json" >"$R/out/$name.txt"
+	echo "$c0 $(cpu) $(nproc)" | awk -v n="$name" '{printf "%s: host CPU busy %.0f%% of %d CPUs\n", n, 100*($3-$1)/($4-$2), $5}' | tee "$R/out/$name.cpu" >&2
 }
 # Warm the page cache of the memory file once, so both runs start alike.
 cli 0 fn invoke f >/dev/null
@@ -82,8 +90,7 @@ load one-node --url "$(url 0)"
 
 for i in 1 2; do
 	stop "$i"
-	mkdir -p "$R/node$i/serve/snapshots"
-	cp -a --sparse=always "$R/node0/serve/snapshots/f" "$R/node$i/serve/snapshots/f"
+	rm -rf "$R/node$i/serve/remote"
 	start "$i"
 done
 for i in 1 2; do up "$i"; done
@@ -114,6 +121,8 @@ for name in ["one-node", "three-nodes", "failover"]:
           f'{s["latency_ms"].get("p50", 0):7.0f} {s["latency_ms"].get("p99", 0):7.0f}  {s.get("by_node", {})}')
 one, three = res["one-node"]["summary"]["throughput_rps"], res["three-nodes"]["summary"]["throughput_rps"]
 print(f"three nodes / one node throughput: {three / one:.2f}x" if one else "one node served nothing")
+for name in ["one-node", "three-nodes", "failover"]:
+    print(open(os.path.join(out, name + ".cpu")).read().strip())
 f = res["failover"]
 killed = float(open(os.path.join(out, "killed-at")).read())
 start = f["start"]

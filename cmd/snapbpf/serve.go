@@ -123,16 +123,20 @@ see api/openapi.yaml. snapbpf nodes lists the nodes.`,
 	f.StringVar(&freePages, "free-pages", snapshot.FreePagesReport, "free guest pages at snapshot time: report or none")
 	f.StringVar(&cfg.Node, "node", "", "this node's name in the cluster (default: the host name)")
 	f.DurationVar(&cfg.ForwardTimeout, "forward-timeout", 0, "how long an invocation forwarded to another node may take before 504, outcome unknown (default: --invoke-timeout + 30s)")
-	f.StringVar(&remoteFetch, "remote-fetch", string(remotesnap.Lazy), "another node's snapshot this node has no copy of: lazy (restore at once through a FUSE memory file that fetches pages as the guest touches them, the rest streaming into a local copy) or full (fetch it whole first)")
+	f.StringVar(&remoteFetch, "remote-fetch", string(remotesnap.Lazy), "another node's snapshot this node has no copy of: lazy (restore at once through a FUSE memory file that fetches pages as the guest touches them, the rest streaming into a local copy) full (fetch it whole first) or none (serve it only from a copy found here; forward otherwise)")
 	nf.add(cmd)
 	f.MarkHidden("record-runs")
 	f.MarkHidden("free-pages")
 	checkFlags(cmd, func() error {
-		m, err := remotesnap.ParseMode(remoteFetch)
-		if err != nil {
-			return fmt.Errorf("--remote-fetch: %w", err)
+		if remoteFetch == "none" {
+			cfg.NoRemoteFetch = true
+		} else {
+			m, err := remotesnap.ParseMode(remoteFetch)
+			if err != nil {
+				return fmt.Errorf("--remote-fetch: %w (or none)", err)
+			}
+			cfg.RemoteFetch = m
 		}
-		cfg.RemoteFetch = m
 		switch {
 		case listen != "" && token == "":
 			return errors.New("serve --listen needs --token-file: TCP is served only with a bearer token")
