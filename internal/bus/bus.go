@@ -6,7 +6,8 @@
 //
 // Whatever the mode, the node talks to NATS through one *nats.Conn and one
 // jetstream.JetStream, so the code above is the same on one host and on
-// many.
+// many; bulk transfers (the snapshot store's objects) get a second
+// connection of their own (Bulk), so that nothing small queues behind them.
 //
 // Durability: JetStream's file store writes every message to its file
 // (write(2), flushed in place: streams leave AsyncFlush off) before it
@@ -99,6 +100,11 @@ type Bus struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	reps int
+	// connect opens a connection like nc; bulk is the second one, for
+	// the snapshot store.
+	connect func(name string) (*nats.Conn, error)
+	bulk    *nats.Conn
+	bulkJS  jetstream.JetStream
 }
 
 // Open starts the embedded server (unless cfg.URL is set), connects to it
@@ -136,6 +142,14 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, err
 	}
 	if b.js, err = jetstream.New(b.nc); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("bus: jetstream: %w", err)
+	}
+	if b.bulk, err = b.connect(cfg.Name + "-bulk"); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.bulkJS, err = jetstream.New(b.bulk); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
@@ -238,14 +252,17 @@ func (b *Bus) startEmbedded() error {
 		}
 		return fmt.Errorf("bus: the embedded NATS server did not start within 10 s (its store is %s)", cfg.Dir)
 	}
-	connOpts = append(connOpts, nats.InProcessServer(srv), nats.Name(cfg.Name))
+	connOpts = append(connOpts, nats.InProcessServer(srv))
 	connOpts = append(connOpts, b.eventOptions()...)
-	nc, err := nats.Connect("", connOpts...)
-	if err != nil {
-		return fmt.Errorf("bus: connect to the embedded server: %w", err)
+	b.connect = func(name string) (*nats.Conn, error) {
+		nc, err := nats.Connect("", append(connOpts, nats.Name(name))...)
+		if err != nil {
+			return nil, fmt.Errorf("bus: connect to the embedded server: %w", err)
+		}
+		return nc, nil
 	}
-	b.nc = nc
-	return nil
+	b.nc, err = b.connect(cfg.Name)
+	return err
 }
 
 // clusterOptions makes opts listen for clients (nkeys over TLS) and routes
@@ -333,12 +350,16 @@ func (b *Bus) connectExternal() error {
 		opts = append(opts, nats.Secure(tc))
 	}
 	opts = append(opts, b.eventOptions()...)
-	nc, err := nats.Connect(cfg.URL, opts...)
-	if err != nil {
-		return fmt.Errorf("bus: connect to %s: %w", cfg.URL, err)
+	b.connect = func(name string) (*nats.Conn, error) {
+		nc, err := nats.Connect(cfg.URL, append(opts, nats.Name(name))...)
+		if err != nil {
+			return nil, fmt.Errorf("bus: connect to %s: %w", cfg.URL, err)
+		}
+		return nc, nil
 	}
-	b.nc = nc
-	return nil
+	var err error
+	b.nc, err = b.connect(cfg.Name)
+	return err
 }
 
 func (b *Bus) eventOptions() []nats.Option {
@@ -386,6 +407,14 @@ func (b *Bus) Conn() *nats.Conn { return b.nc }
 
 // JetStream is the node's JetStream handle.
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// Bulk is the JetStream handle of the node's second connection, for bulk
+// transfers: the snapshot store's uploads and fetches. A connection
+// carries its messages in order, through one socket and one server read
+// loop, so on the node's main connection a snapshot's hundreds of chunks
+// delayed the heartbeats, registry writes and forwarded invocations queued
+// behind them; on their own connection they do not.
+func (b *Bus) Bulk() jetstream.JetStream { return b.bulkJS }
 
 // Replicas is how many copies to ask of a new bucket or stream.
 func (b *Bus) Replicas() int { return b.reps }
@@ -443,6 +472,12 @@ func (b *Bus) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetst
 // have), then shuts the embedded server down and waits for it.
 func (b *Bus) Close() error {
 	var err error
+	if b.bulk != nil {
+		// Nothing waits on the bulk connection's subscriptions once the
+		// store's users have ended.
+		b.bulk.Close()
+		b.bulk = nil
+	}
 	if b.nc != nil {
 		closed := make(chan struct{})
 		b.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })

@@ -2,7 +2,10 @@ package snapstore_test
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -72,6 +75,85 @@ func BenchmarkChunks(b *testing.B) {
 		b.Run("cluster/"+how, func(b *testing.B) {
 			nodes := bustest.Open(b, bustest.Cluster(b, 3))
 			run(b, nodes[0].JetStream(), nodes[1].JetStream(), nodes[0].Replicas(), stream)
+		})
+	}
+}
+
+// BenchmarkKVDuringUpload publishes a 128 MiB snapshot through node 0 of a
+// two-node cluster (TestClusterRealVM's) while a key-value put like a
+// heartbeat's goes to a memory bucket every 200 ms, once with the store on
+// the node's main connection (the heartbeats' own) and once on its bulk
+// connection (bus.Bulk), and reports the puts' latency beside how late
+// 10 ms sleeps of another goroutine woke (the process waiting for a CPU):
+//
+//	go test -run '^$' -bench KVDuringUpload -benchtime 1x ./internal/snapstore
+func BenchmarkKVDuringUpload(b *testing.B) {
+	ctx := context.Background()
+	src := snapstoretest.Snapshot(b, 128, []pages.Extent{{Page: 0, N: 32768}}, []pages.Extent{{Page: 0, N: 2048}})
+	for _, conn := range []string{"main", "bulk"} {
+		b.Run(conn, func(b *testing.B) {
+			nodes := bustest.Open(b, bustest.Cluster(b, 2))
+			js := nodes[0].JetStream()
+			if conn == "bulk" {
+				js = nodes[0].Bulk()
+			}
+			st, err := snapstore.Open(ctx, js, snapstore.Options{Replicas: nodes[0].Replicas()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			kv, err := nodes[0].KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "beats", Storage: jetstream.MemoryStorage})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var puts, late []time.Duration
+			for range b.N {
+				done := make(chan struct{})
+				var g errgroup.Group
+				g.Go(func() error {
+					for {
+						t := time.Now()
+						cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+						_, err := kv.Put(cctx, "node0", []byte("beat"))
+						cancel()
+						if err != nil {
+							return err
+						}
+						puts = append(puts, time.Since(t))
+						select {
+						case <-done:
+							return nil
+						case <-time.After(200 * time.Millisecond):
+						}
+					}
+				})
+				g.Go(func() error {
+					for {
+						t := time.Now()
+						time.Sleep(10 * time.Millisecond)
+						late = append(late, time.Since(t)-10*time.Millisecond)
+						select {
+						case <-done:
+							return nil
+						default:
+						}
+					}
+				})
+				t := time.Now()
+				_, err := st.Publish(ctx, src, snapstoretest.WorkingSetFile)
+				b.ReportMetric(time.Since(t).Seconds(), "publish-s")
+				close(done)
+				if err := errors.Join(err, g.Wait()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			q := func(d []time.Duration, p float64) float64 {
+				slices.Sort(d)
+				return float64(d[min(len(d)-1, int(p*float64(len(d))))].Microseconds()) / 1000
+			}
+			b.ReportMetric(q(puts, 0.5), "put-p50-ms")
+			b.ReportMetric(q(puts, 1), "put-max-ms")
+			b.ReportMetric(q(late, 0.5), "sleep-late-p50-ms")
+			b.ReportMetric(q(late, 1), "sleep-late-max-ms")
 		})
 	}
 }

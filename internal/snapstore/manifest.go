@@ -56,7 +56,15 @@ type Manifest struct {
 	State         Object         `json:"state"`
 	WorkingSet    *Object        `json:"working_set,omitempty"`
 	WorkingSetAux string         `json:"working_set_file,omitempty"` // its name in the snapshot, e.g. wset/default.ws
+	// WorkingSetVersion counts the working set's recordings: 1 for the
+	// first, one more for each re-recording (see Store.PublishVersion).
+	// Zero in manifests written before versions: read it with WSetVersion.
+	WorkingSetVersion int `json:"working_set_version,omitempty"`
 }
+
+// WSetVersion is the working set version m holds (1 for a manifest written
+// before versions).
+func (m *Manifest) WSetVersion() int { return max(1, m.WorkingSetVersion) }
 
 // Object is one object of the store, cut into chunks of the manifest's
 // ChunkSize.
@@ -98,6 +106,8 @@ func (m *Manifest) validate() error {
 		return fmt.Errorf("chunk size %d is not a positive multiple of the page size", m.ChunkSize)
 	case m.MemSize <= 0 || m.MemSize%pages.Size != 0:
 		return fmt.Errorf("memory file size %d is not a positive multiple of the page size", m.MemSize)
+	case m.WorkingSetVersion < 0:
+		return fmt.Errorf("working set version %d is negative", m.WorkingSetVersion)
 	}
 	sm, err := m.SnapshotManifest()
 	if err != nil {
@@ -212,17 +222,21 @@ func (p *Packing) Runs(off, n int64, fn func(page uint64, objOff int64, npages u
 	}
 }
 
+// errBadManifest marks a manifest that is there but unusable: publishing
+// the snapshot again replaces it.
+var errBadManifest = errors.New("invalid store manifest")
+
 // decodeManifest parses and checks the store manifest of snapshot id.
 func decodeManifest(id string, b []byte) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("snapshot %s: store manifest is not valid JSON: %w; publish the snapshot again", id, err)
+		return nil, fmt.Errorf("snapshot %s: %w: not valid JSON: %w; publish the snapshot again", id, errBadManifest, err)
 	}
 	if m.ID != id {
-		return nil, fmt.Errorf("snapshot %s: store manifest is of snapshot %q; publish the snapshot again", id, m.ID)
+		return nil, fmt.Errorf("snapshot %s: %w: it is of snapshot %q; publish the snapshot again", id, errBadManifest, m.ID)
 	}
 	if err := m.validate(); err != nil {
-		return nil, fmt.Errorf("snapshot %s: invalid store manifest: %w; publish the snapshot again", id, err)
+		return nil, fmt.Errorf("snapshot %s: %w: %w; publish the snapshot again", id, errBadManifest, err)
 	}
 	return &m, nil
 }

@@ -27,10 +27,47 @@ const maxWorkingSetFile = 64 << 20
 // retry replaces an object whose chunks another node's upload interleaved.
 const putAttempts = 3
 
-// Publish uploads the snapshot dir, with its working set file wsFile (e.g.
-// policy.WorkingSetFile; empty or missing: none), and returns its manifest.
-// Publishing a snapshot again replaces its objects.
+// Publish publishes the snapshot dir with its working set file wsFile as
+// working set version 1; see PublishVersion.
 func (s *Store) Publish(ctx context.Context, dir *snapshot.Dir, wsFile string) (*Manifest, error) {
+	return s.PublishVersion(ctx, dir, wsFile, 1)
+}
+
+// PublishVersion uploads the snapshot dir with its working set file wsFile
+// (e.g. policy.WorkingSetFile; empty or missing: none) as working set
+// version v (1 for the first recording, one more for each re-recording),
+// and returns the manifest the store then holds.
+//
+// The memory and state objects are uploaded once per snapshot: if the
+// store holds the snapshot already with an older working set, only the
+// new version's objects (ID.ws.V, ID.early.V) are uploaded and the
+// manifest replaced by one naming them. The manifest is written last,
+// so a reader sees the old version whole or the new one whole; the
+// objects a reader of the old manifest may still read are never
+// overwritten, and those two versions back are deleted (see
+// deleteVersion). If the store holds version v or a later one, nothing
+// is uploaded.
+//
+// When ctx ends, the upload under way stops within a chunk and its
+// chunks are purged; the store keeps what it had.
+func (s *Store) PublishVersion(ctx context.Context, dir *snapshot.Dir, wsFile string, v int) (*Manifest, error) {
+	if v < 1 {
+		return nil, fmt.Errorf("publish snapshot %s: working set version %d, want 1 or more", dir.Path, v)
+	}
+	old, err := s.Manifest(ctx, dir.Manifest.ID)
+	switch {
+	case err == nil && old.WSetVersion() >= v:
+		return old, nil // a publication whose end its caller missed
+	case err == nil:
+		return s.publishWorkingSet(ctx, dir, wsFile, v, old)
+	case errors.Is(err, ErrNotPublished), errors.Is(err, errBadManifest):
+		return s.publishAll(ctx, dir, wsFile, v)
+	}
+	return nil, err
+}
+
+// publishAll uploads every object of dir.
+func (s *Store) publishAll(ctx context.Context, dir *snapshot.Dir, wsFile string, v int) (*Manifest, error) {
 	t0 := time.Now()
 	id := dir.Manifest.ID
 	snapJSON, err := json.Marshal(dir.Manifest)
@@ -45,17 +82,8 @@ func (s *Store) Publish(ctx context.Context, dir *snapshot.Dir, wsFile string) (
 		Kind: Kind, Version: Version, ID: id, Snapshot: snapJSON,
 		ChunkSize: DefaultChunkSize, MemSize: dir.Manifest.MemSize, Data: data,
 	}
-	wsData, ws, err := readWorkingSet(dir, wsFile)
-	if err != nil {
-		return nil, err
-	}
-	m.EarlyExtents = earlyPages(m.MemSize, data, ws)
-
 	mem := dir.MemFile()
 	if m.Mem, err = s.put(ctx, id+".mem", m.ChunkSize, wset.PageCount(data)*pages.Size, packedReader(mem, data)); err != nil {
-		return nil, err
-	}
-	if m.Early, err = s.put(ctx, id+".early", m.ChunkSize, wset.PageCount(m.EarlyExtents)*pages.Size, packedReader(mem, m.EarlyExtents)); err != nil {
 		return nil, err
 	}
 	state, err := dir.OpenState()
@@ -66,29 +94,102 @@ func (s *Store) Publish(ctx context.Context, dir *snapshot.Dir, wsFile string) (
 	if m.State, err = s.put(ctx, id+".state", m.ChunkSize, dir.Manifest.StateSize, func() io.Reader { return io.NewSectionReader(state, 0, dir.Manifest.StateSize) }); err != nil {
 		return nil, err
 	}
-	if ws != nil {
-		o, err := s.put(ctx, id+".ws", m.ChunkSize, int64(len(wsData)), func() io.Reader { return bytes.NewReader(wsData) })
-		if err != nil {
-			return nil, err
-		}
-		m.WorkingSet, m.WorkingSetAux = &o, wsFile
-	}
-	if err := m.validate(); err != nil {
-		return nil, fmt.Errorf("publish snapshot %s: %w", dir.Path, err) // a bug here, not in the store
-	}
-	enc, err := json.Marshal(m)
-	if err != nil {
+	if err := s.putWorkingSet(ctx, dir, wsFile, v, m); err != nil {
 		return nil, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, putTimeout(int64(len(enc))))
-	defer cancel()
-	if _, err := s.obs.PutBytes(cctx, manifestName(id), enc); err != nil {
-		return nil, fmt.Errorf("publish snapshot %s: write its manifest to bucket %s: %w", id, s.bucket, err)
+	if err := s.putManifest(ctx, dir, m); err != nil {
+		return nil, err
 	}
-	s.log.Info("snapshot published", "snapshot", id, "dir", dir.Path, "bucket", s.bucket,
+	s.log.Info("snapshot published", "snapshot", id, "dir", dir.Path, "bucket", s.bucket, "wset_version", v,
 		"data_MiB", float64(m.Mem.Size)/(1<<20), "early_MiB", float64(m.Early.Size)/(1<<20),
 		"chunks", m.Mem.Chunks()+m.Early.Chunks(), "ms", time.Since(t0).Milliseconds())
 	return m, nil
+}
+
+// publishWorkingSet uploads working set version v of dir, whose memory and
+// state old describes in the store already, and points the manifest at it.
+func (s *Store) publishWorkingSet(ctx context.Context, dir *snapshot.Dir, wsFile string, v int, old *Manifest) (*Manifest, error) {
+	t0 := time.Now()
+	m := *old
+	if err := s.putWorkingSet(ctx, dir, wsFile, v, &m); err != nil {
+		return nil, err
+	}
+	if err := s.putManifest(ctx, dir, &m); err != nil {
+		return nil, err
+	}
+	s.log.Info("working set published", "snapshot", m.ID, "bucket", s.bucket, "wset_version", v, "previous", old.WSetVersion(),
+		"early_MiB", float64(m.Early.Size)/(1<<20), "ms", time.Since(t0).Milliseconds())
+	// Readers of the manifest before old may still be fetching its early
+	// pages; they are two manifests behind now.
+	s.deleteVersion(ctx, m.ID, v-2)
+	return &m, nil
+}
+
+// earlyName and wsName name working set version v's objects.
+func earlyName(id string, v int) string { return fmt.Sprintf("%s.early.%d", id, v) }
+func wsName(id string, v int) string    { return fmt.Sprintf("%s.ws.%d", id, v) }
+
+// putWorkingSet uploads the early pages and the working set of wsFile as
+// version v and sets them in m, whose Data must be dir's.
+func (s *Store) putWorkingSet(ctx context.Context, dir *snapshot.Dir, wsFile string, v int, m *Manifest) error {
+	wsData, ws, err := readWorkingSet(dir, wsFile)
+	if err != nil {
+		return err
+	}
+	m.EarlyExtents = earlyPages(m.MemSize, m.Data, ws)
+	if m.Early, err = s.put(ctx, earlyName(m.ID, v), m.ChunkSize, wset.PageCount(m.EarlyExtents)*pages.Size, packedReader(dir.MemFile(), m.EarlyExtents)); err != nil {
+		return err
+	}
+	m.WorkingSet, m.WorkingSetAux = nil, ""
+	if ws != nil {
+		o, err := s.put(ctx, wsName(m.ID, v), m.ChunkSize, int64(len(wsData)), func() io.Reader { return bytes.NewReader(wsData) })
+		if err != nil {
+			return err
+		}
+		m.WorkingSet, m.WorkingSetAux = &o, wsFile
+	}
+	m.WorkingSetVersion = v
+	return nil
+}
+
+// putManifest checks m and writes it, the last object of a publication:
+// once it is there, the objects it names are.
+func (s *Store) putManifest(ctx context.Context, dir *snapshot.Dir, m *Manifest) error {
+	if err := m.validate(); err != nil {
+		return fmt.Errorf("publish snapshot %s: %w", dir.Path, err) // a bug here, not in the store
+	}
+	enc, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("publish snapshot %s: %w", m.ID, err)
+	}
+	// Not cut off halfway: a cancelled put would leave its chunk behind.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), putTimeout(int64(len(enc))))
+	defer cancel()
+	if _, err := s.obs.PutBytes(cctx, manifestName(m.ID), enc); err != nil {
+		return fmt.Errorf("publish snapshot %s: write its manifest to bucket %s: %w", m.ID, s.bucket, err)
+	}
+	return nil
+}
+
+// deleteVersion deletes working set version v's objects of snapshot id,
+// if v is one. A reader that still held a manifest naming them would fetch
+// the pages from the memory object instead (lazymem falls back to it), so
+// this costs time, never a wrong page.
+func (s *Store) deleteVersion(ctx context.Context, id string, v int) {
+	if v < 1 {
+		return
+	}
+	for _, name := range []string{earlyName(id, v), wsName(id, v)} {
+		cctx, cancel := context.WithTimeout(ctx, CallTimeout)
+		err := s.obs.Delete(cctx, name)
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			s.log.Warn("snapshot store: an old working set version could not be deleted; it stays until the snapshot's objects go", "object", name, "err", err)
+		}
+	}
 }
 
 // readWorkingSet reads the working set file name of dir, if there is one
@@ -221,8 +322,11 @@ func (s *Store) settle(ctx context.Context, o *Object) error {
 }
 
 func (s *Store) putOnce(ctx context.Context, name string, chunkSize, size int64, r io.Reader) (Object, error) {
-	cr := &chunker{r: r}
-	cctx, cancel := context.WithTimeout(ctx, putTimeout(size))
+	// ctx stops the upload through the chunker, not the put: the object
+	// store purges a put's chunks when its reader fails, but not when
+	// its own context ends (the purge needs that context).
+	cr := &chunker{ctx: ctx, r: r}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), putTimeout(size))
 	defer cancel()
 	info, err := s.obs.Put(cctx, jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(chunkSize)}}, cr)
 	if err != nil {
@@ -236,14 +340,19 @@ func (s *Store) putOnce(ctx context.Context, name string, chunkSize, size int64,
 }
 
 // chunker hands the object store whole chunks, one a Read (the store makes
-// a chunk of whatever one Read returns), and hashes each.
+// a chunk of whatever one Read returns), and hashes each; it fails once ctx
+// has ended.
 type chunker struct {
+	ctx  context.Context
 	r    io.Reader
 	sums []string
 	n    int64
 }
 
 func (c *chunker) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
 	n, err := io.ReadFull(c.r, p)
 	if n > 0 {
 		sum := sha256.Sum256(p[:n])

@@ -4,14 +4,18 @@
 // A published snapshot is a few objects named after its ID:
 //
 //	ID.mem       the memory file's data pages, back to back in file order (holes skipped)
-//	ID.early     the pages a restore needs first, back to back: the pages the
+//	ID.early.V   the pages a restore needs first, back to back: the pages the
 //	             working set's identity check samples, then the data pages the
 //	             working set's prefetch reads, in first-touch order
 //	ID.state     the device state
-//	ID.ws        the working set (page offsets), as the snapshot holds it
+//	ID.ws.V      the working set (page offsets), as the snapshot holds it
 //	ID.manifest  Manifest: the layout of the others and a SHA-256 per chunk
 //
-// The manifest is written last, so a snapshot is published once it exists.
+// V is the working set's version: a re-recorded working set is published
+// under new names and the manifest replaced (Store.PublishVersion), so an
+// object a reader may be reading is never overwritten. The manifest is
+// written last, so a snapshot is published once it exists, and it is the
+// one pointer to the current version.
 // Every object is stored in chunks of the manifest's ChunkSize. The store
 // itself keeps one digest per object; a node reads single chunks (a page
 // it needs now), so every chunk is checked against its own digest in the
@@ -119,15 +123,25 @@ var ErrNotPublished = errors.New("snapshot is not in the store")
 
 // Manifest reads and checks the manifest of snapshot id.
 func (s *Store) Manifest(ctx context.Context, id string) (*Manifest, error) {
-	cctx, cancel := context.WithTimeout(ctx, CallTimeout)
-	defer cancel()
-	// GetBytes checks the object's digest.
-	b, err := s.obs.GetBytes(cctx, manifestName(id))
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, fmt.Errorf("snapshot %s: %w (bucket %s); publish it from the node that has it", id, ErrNotPublished, s.bucket)
+	var err error
+	// A manifest replaced (a new working set version) purges the old
+	// one's chunk: a get that looked the old one up just before fails,
+	// and the next finds the new one.
+	for attempt := 0; attempt < 2; attempt++ {
+		var b []byte
+		cctx, cancel := context.WithTimeout(ctx, CallTimeout)
+		// GetBytes checks the object's digest.
+		b, err = s.obs.GetBytes(cctx, manifestName(id))
+		cancel()
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, fmt.Errorf("snapshot %s: %w (bucket %s); publish it from the node that has it", id, ErrNotPublished, s.bucket)
+		}
+		if err == nil {
+			return decodeManifest(id, b)
+		}
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: read its manifest from bucket %s: %w", id, s.bucket, err)
-	}
-	return decodeManifest(id, b)
+	return nil, fmt.Errorf("snapshot %s: read its manifest from bucket %s: %w", id, s.bucket, err)
 }
