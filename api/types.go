@@ -53,6 +53,13 @@ type Function struct {
 	SnapshotID string     `json:"snapshot_id,omitempty"`
 	WSetPages  int64      `json:"wset_pages"`
 	RecordedAt *time.Time `json:"recorded_at,omitempty"`
+	// WSetVersion counts the recordings of the working set in use: 1
+	// for the first, one more for each re-recording.
+	WSetVersion int `json:"wset_version,omitempty"`
+	// Publication is where the snapshot stands in the snapshot store,
+	// from which the nodes without a copy fetch it; set once the
+	// function is ready.
+	Publication *Publication `json:"publication,omitempty"`
 	// MissRate is the share of recent cold restores whose memory-file
 	// faults outside the working set were above the re-record threshold.
 	MissRate  float64    `json:"miss_rate"`
@@ -69,6 +76,32 @@ type Function struct {
 
 // Done reports whether creation has finished, well or not.
 func (f Function) Done() bool { return f.State == StateReady || f.State == StateFailed }
+
+// Publication is where a function's snapshot stands in the snapshot store.
+// Its home publishes it in the background once the function is ready
+// there, and again after each re-recording (the new working set only).
+type Publication struct {
+	// WSetVersion is the working set version the store holds; 0 until the
+	// snapshot is published. Other nodes fetch the snapshot once it is
+	// positive, and forward to the nodes that serve it until then. Below
+	// the function's wset_version, a publication is under way or waits
+	// for its retry.
+	WSetVersion int `json:"wset_version"`
+	// At is when the store took that version.
+	At *time.Time `json:"at,omitempty"`
+	// Attempts counts the failed attempts to publish the current version,
+	// Error says why the last one failed, and RetryAt is when the next
+	// begins; all empty once it is published.
+	Attempts int        `json:"attempts,omitempty"`
+	Error    string     `json:"error,omitempty"`
+	RetryAt  *time.Time `json:"retry_at,omitempty"`
+}
+
+// Published reports whether the store holds the working set version f
+// uses.
+func (f Function) Published() bool {
+	return f.Publication != nil && f.Publication.WSetVersion >= f.WSetVersion
+}
 
 // Progress is how far a function's background creation has come.
 type Progress struct {

@@ -259,6 +259,9 @@ func printFunction(w io.Writer, f api.Function) {
 	if f.RecordedAt != nil {
 		row("working set", "%d pages, recorded %s", f.WSetPages, f.RecordedAt.Format(time.RFC3339))
 	}
+	if p := f.Publication; p != nil {
+		row("published", "%s", publication(f))
+	}
 	row("miss rate", "%.3f", f.MissRate)
 	for _, r := range f.Rerecords {
 		row("re-recorded", "%s: %s", r.At.Format(time.RFC3339), r.Reason)
@@ -269,6 +272,29 @@ func printFunction(w io.Writer, f api.Function) {
 	}
 	row("ready on", "%s", strings.Join(f.ReadyOn, ", "))
 	tw.Flush()
+}
+
+// publication says where f's snapshot stands in the snapshot store.
+func publication(f api.Function) string {
+	p := f.Publication
+	have := "not yet"
+	if p.WSetVersion > 0 {
+		have = fmt.Sprintf("working set version %d", p.WSetVersion)
+		if p.At != nil {
+			have += " at " + p.At.Format(time.RFC3339)
+		}
+	}
+	switch {
+	case f.Published():
+		return have
+	case p.Error != "":
+		at := ""
+		if p.RetryAt != nil {
+			at = ", next at " + p.RetryAt.Format(time.RFC3339)
+		}
+		return fmt.Sprintf("%s; publishing version %d failed %d time(s)%s: %s", have, f.WSetVersion, p.Attempts, at, p.Error)
+	}
+	return fmt.Sprintf("%s; publishing version %d", have, f.WSetVersion)
 }
 
 func newFnRmCmd(sf *serveFlags) *cobra.Command {

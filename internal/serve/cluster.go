@@ -75,9 +75,12 @@ func (s *Server) followRegistry(w jetstream.KeyWatcher) {
 				e.f = f
 				e.mu.Unlock()
 				s.openCopy(e)
+				s.followWorkingSet(e)
 				continue
 			}
-			s.openCopy(s.add(f))
+			e := s.add(f)
+			s.openCopy(e)
+			s.followWorkingSet(e)
 			slog.Debug("serve: function registered on another node", "function", name, "node", f.Node, "state", f.State)
 		}
 	}
@@ -146,8 +149,17 @@ func (s *Server) openCopy(e *entry) {
 }
 
 // checkPublished marks another node's ready function f fetchable if the
-// snapshot store holds its snapshot, so this node serves it too.
+// snapshot store holds its snapshot, so this node serves it too. A record
+// whose publication has not ended is not fetchable yet, whatever the
+// store holds: its manifest, written last, may be there already while the
+// record lags behind, never the other way round.
 func (s *Server) checkPublished(e *entry, f api.Function) {
+	if f.Publication != nil && f.Publication.WSetVersion == 0 {
+		e.mu.Lock()
+		e.fetchable = false
+		e.mu.Unlock()
+		return
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, snapstore.CallTimeout)
 	defer cancel()
 	m, err := s.store.Manifest(ctx, f.SnapshotID)

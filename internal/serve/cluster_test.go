@@ -34,9 +34,9 @@ type testCluster struct {
 func startCluster(t *testing.T, n int, cfg Config) *testCluster {
 	t.Helper()
 	// Routing between nodes that have a snapshot and nodes that have not:
-	// fetching it from the store (TestClusterRealVM) would make every
-	// node serve every function.
-	cfg.NoRemoteFetch = true
+	// fetching it from the store (TestClusterRealVM, or cfg.RemoteFetch
+	// set) would make every node serve every function.
+	cfg.NoRemoteFetch = cfg.RemoteFetch == ""
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = 200 * time.Millisecond
 	}

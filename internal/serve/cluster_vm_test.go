@@ -23,11 +23,12 @@ import (
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
 )
 
-// TestClusterRealVM: two nodes on QEMU: a function made on node0 is
-// invoked through node1, which has no copy of its snapshot and restores it
-// through lazy remote memory (a lazymem mount of the store's snapshot),
-// none of it left mounted once node1 stops; node1 with a copy of the
-// snapshot restores from the copy. Each result is checked against the
+// TestClusterRealVM: two nodes on QEMU: a function made on node0 is ready
+// there before its snapshot is published, then invoked through node1,
+// which has no copy of its snapshot and restores it through lazy remote
+// memory (a lazymem mount of the store's snapshot), none of it left
+// mounted once node1 stops; node1 with a copy of the snapshot restores
+// from the copy. Each result is checked against the
 // function run on the host.
 func TestClusterRealVM(t *testing.T) {
 	img := testenv.NeedVM(t)
@@ -82,24 +83,43 @@ func TestClusterRealVM(t *testing.T) {
 			stop(n)
 		}
 	}()
+	t0 := time.Now()
 	if code, b, _ := do(nodes[0], "POST", "/v1/functions", `{"name":"g1","function":"gzip","runtime":"go"}`); code != 202 {
 		t.Fatalf("create on node0: %d %s", code, b)
 	}
+	// Ready on node0 first, published after: node1 serves g1 only then.
 	deadline := time.Now().Add(10 * time.Minute)
+	var ready, published time.Duration
+	for published == 0 {
+		_, b, _ := do(nodes[0], "GET", "/v1/functions/g1", "")
+		var f api.Function
+		json.Unmarshal(b, &f)
+		switch {
+		case f.State == api.StateFailed:
+			t.Fatalf("g1 failed: %s", f.Error)
+		case f.State == api.StateReady && ready == 0:
+			ready = time.Since(t0)
+		}
+		if f.Published() {
+			published = time.Since(t0)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("g1 not ready and published on node0: %s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("g1 on node0: ready %.1f s after the create, published %.1f s after that", ready.Seconds(), (published - ready).Seconds())
 	for {
 		_, b, _ := do(nodes[1], "GET", "/v1/functions/g1", "")
 		var f api.Function
 		json.Unmarshal(b, &f)
-		if f.State == api.StateFailed {
-			t.Fatalf("g1 failed: %s", f.Error)
-		}
-		if slices.Contains(f.ReadyOn, "node0") {
+		if slices.Contains(f.ReadyOn, "node0") && slices.Contains(f.ReadyOn, "node1") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("g1 not ready on node0 as node1 sees it: %s", b)
+			t.Fatalf("g1 not ready on node0 and node1 as node1 sees it: %s", b)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	invoke := func(via *node, seed uint64, wantNode string) {
 		t.Helper()

@@ -67,6 +67,16 @@ type entry struct {
 	misses missWindow
 	// rerecording is set while a re-recording runs.
 	rerecording bool
+	// publishing is the publication of this home's snapshot under way
+	// (publish.go).
+	publishing *publisher
+	// wsPath, if set, is the working set this node's cold starts of
+	// another node's function use instead of their snapshot's own: the
+	// home's version wsVersion, fetched from the store after a
+	// re-recording (followWorkingSet, which wsMu serializes).
+	wsPath    string
+	wsVersion int
+	wsMu      sync.Mutex
 
 	// deleting is set (under registry.mu) once a delete has begun: the
 	// name then answers 409 until the delete ends.

@@ -142,12 +142,16 @@ func (s *Server) startRerecord(e *entry, inputs []uint64, reason string) {
 		s.reg.update(e, func(f *api.Function) {
 			f.WSetPages, f.RecordedAt = ws.Pages(), &now
 			f.Rerecords = append(f.Rerecords, api.Rerecord{At: now, Reason: reason})
+			f.WSetVersion = max(1, f.WSetVersion) + 1
 		})
 		e.mu.Lock()
 		e.misses = missWindow{}
 		e.f.MissRate = 0
 		e.mu.Unlock()
 		slog.Info("serve: working set re-recorded", "function", e.name, "pages", ws.Pages())
+		// The other nodes that serve e from the store get the new set
+		// once it is published.
+		s.startPublish(e)
 	}()
 }
 

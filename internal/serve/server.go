@@ -86,6 +86,9 @@ type Config struct {
 	// NoRemoteFetch makes the node serve another node's function only from
 	// a copy of its snapshot in Home/snapshots, forwarding it otherwise.
 	NoRemoteFetch bool
+	// PublishRetry is the wait before retrying a failed publication to the
+	// snapshot store (2 s), doubled for each next attempt up to 5 min.
+	PublishRetry time.Duration
 }
 
 func (c *Config) defaults() {
@@ -106,6 +109,7 @@ func (c *Config) defaults() {
 	def(&c.VMMTimeout, funcvm.VMMTimeout)
 	def(&c.ForwardTimeout, c.InvokeTimeout+30*time.Second)
 	def(&c.HeartbeatInterval, time.Second)
+	def(&c.PublishRetry, 2*time.Second)
 	if len(c.RecordInputs) == 0 {
 		c.RecordInputs = []uint64{1}
 	}
@@ -212,7 +216,9 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if err := reg.migrateFiles(); err != nil {
 		return nil, err
 	}
-	store, err := snapstore.Open(ctx, b.JetStream(), snapstore.Options{Replicas: b.Replicas(), Log: slog.Default()})
+	// The store on the bus's bulk connection: on the main one, a
+	// snapshot's chunks held up the heartbeats (bus.Bulk).
+	store, err := snapstore.Open(ctx, b.Bulk(), snapstore.Options{Replicas: b.Replicas(), Log: slog.Default()})
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
@@ -238,15 +244,19 @@ func New(cfg Config) (_ *Server, retErr error) {
 		return nil, err
 	}
 	reg.orphanSnapshots(fns)
+	// Fetched again as the records say (followWorkingSet).
+	os.RemoveAll(s.wsetsDir())
 	for _, f := range fns {
 		e := s.add(f)
 		if !reg.ours(f) {
 			s.openCopy(e)
+			s.followWorkingSet(e)
 			continue
 		}
 		switch f.State {
 		case api.StateReady:
 			s.open(e)
+			s.resumePublish(e)
 		case api.StateCreating, api.StateRecording:
 			slog.Info("serve: resuming the creation a previous service began", "function", f.Name, "state", f.State)
 			s.startCreate(e)
@@ -396,19 +406,10 @@ func (s *Server) create(ctx context.Context, e *entry) error {
 	if err != nil {
 		return err
 	}
-	// Published before the state says ready, so that a node that sees
-	// it ready can fetch it; a node without the store serves it locally.
-	t = time.Now()
-	if _, err := s.store.Publish(ctx, dir, policy.WorkingSetFile); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("publish the snapshot: %w", err)
-		}
-		slog.Warn("serve: the snapshot could not be published; other nodes forward to this one", "function", e.name, "err", err)
-	} else {
-		slog.Info("serve: snapshot published", "function", e.name, "snapshot", dir.Manifest.ID, "seconds", time.Since(t).Seconds())
-	}
 	// The snapshot is open before the state says ready, so that an
-	// invocation that sees ready finds it.
+	// invocation that sees ready finds it. It is published after, in the
+	// background: the record tells the other nodes when they can fetch
+	// it (publish.go).
 	keep = true
 	e.mu.Lock()
 	e.dir = dir
@@ -417,11 +418,33 @@ func (s *Server) create(ctx context.Context, e *entry) error {
 	if err := s.reg.update(e, func(f *api.Function) {
 		f.State, f.Progress, f.Error = api.StateReady, api.Progress{Step: "ready", Done: 3, Total: 3}, ""
 		f.SnapshotID, f.WSetPages, f.RecordedAt = dir.Manifest.ID, ws.Pages(), &now
+		f.WSetVersion, f.Publication = 1, &api.Publication{}
 	}); err != nil {
 		return err
 	}
 	slog.Info("serve: function ready", "function", e.name, "snapshot", dir.Manifest.ID, "wset_pages", ws.Pages())
+	s.startPublish(e)
 	return nil
+}
+
+// resumePublish publishes a ready function of this home whose snapshot the
+// store lacks (a service stopped while publishing, or failing to). A
+// record from before publications were recorded counts as working set
+// version 1 not known to be published: the store says (a publication
+// finds what it holds and uploads nothing).
+func (s *Server) resumePublish(e *entry) {
+	e.mu.Lock()
+	old := e.f.WSetVersion == 0 || e.f.Publication == nil
+	e.mu.Unlock()
+	if old {
+		s.reg.update(e, func(f *api.Function) {
+			f.WSetVersion = max(1, f.WSetVersion)
+			if f.Publication == nil {
+				f.Publication = &api.Publication{}
+			}
+		})
+	}
+	s.startPublish(e)
 }
 
 // open validates a ready function's snapshot and keeps it open for
@@ -500,10 +523,12 @@ func (s *Server) delete(name string, remote bool) error {
 		cancel()
 	}
 	<-done
+	e.stopPublish()
 	s.router.leave(name)
 	e.pool.close()
 	e.pool.wait()
 	e.closeDir()
+	s.forgetWorkingSets(name)
 	var err error
 	if remote {
 		err = s.reg.removeLocal(name)
@@ -528,12 +553,21 @@ func (s *Server) delete(name string, remote bool) error {
 // servers down, and Close after them.
 func (s *Server) Drain() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.draining {
-		slog.Info("serve: draining: new invocations are refused, those in flight finish")
+		slog.Info("serve: draining: new invocations are refused, those in flight finish; publications stop")
 	}
 	s.draining = true
 	s.notify()
+	s.mu.Unlock()
+	// A node that goes away publishes nothing more: an upload under way
+	// stops cleanly and the next service on this home publishes again.
+	for _, e := range s.reg.all() {
+		e.mu.Lock()
+		if p := e.publishing; p != nil {
+			p.cancel()
+		}
+		e.mu.Unlock()
+	}
 }
 
 // Close ends the background work and every instance. Drain first to let
