@@ -434,8 +434,11 @@ func (s *Server) create(ctx context.Context, e *entry) error {
 // finds what it holds and uploads nothing).
 func (s *Server) resumePublish(e *entry) {
 	e.mu.Lock()
-	old := e.f.WSetVersion == 0 || e.f.Publication == nil
+	opened, old := e.dir != nil, e.f.WSetVersion == 0 || e.f.Publication == nil
 	e.mu.Unlock()
+	if !opened {
+		return // failed validation
+	}
 	if old {
 		s.reg.update(e, func(f *api.Function) {
 			f.WSetVersion = max(1, f.WSetVersion)
