@@ -181,7 +181,7 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 		}
 	}()
 	e.mu.Lock()
-	state, dir, ferr, runtime, fetchable, wsPath := e.f.State, e.dir, e.f.Error, e.f.Runtime, e.fetchable, e.wsPath
+	state, dir, ferr, runtime, fetchable := e.f.State, e.dir, e.f.Error, e.f.Runtime, e.fetchable
 	e.mu.Unlock()
 	if state == api.StateReady && dir == nil && fetchable {
 		// Another node's function this node has no copy of: the first
@@ -233,14 +233,13 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 	s.metrics.queueSeconds.WithLabelValues(name).Observe(res.QueueMs / 1000)
 	if res.Cold {
 		t := time.Now()
-		cfg := restore.Config{
+		ri, err := restore.Start(s.ctx, s.cfg.Driver, dir, restore.Config{
 			Policy: s.cfg.Policy, NoCheck: s.cfg.NoCheck,
 			Timeouts: funcvm.Timeouts{VMM: s.cfg.VMMTimeout, Invoke: s.cfg.InvokeTimeout},
-		}
-		// Another node's re-recorded set, newer than the snapshot's
-		// own (followWorkingSet); snapbpf's alone prefetches one.
-		cfg.WorkingSet = wsPath
-		ri, err := restore.Start(s.ctx, s.cfg.Driver, dir, cfg)
+			// Another node's re-recorded set, newer than the
+			// snapshot's own (followWorkingSet).
+			WorkingSet: e.workingSet(),
+		})
 		if err != nil {
 			e.pool.abandon(reserved)
 			slog.Error("serve: cold restore failed", "function", name, "err", err)

@@ -45,7 +45,7 @@ func (s *Server) startPublish(e *entry) {
 	defer s.reg.mu.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if draining || e.deleting || e.publishing != nil || e.dir == nil || e.f.State != api.StateReady || !s.reg.ours(e.f) || e.f.Published() {
+	if draining || e.deleting || e.publishing != nil || e.openDir() == nil || e.f.State != api.StateReady || !s.reg.ours(e.f) || e.f.Published() {
 		return
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -58,6 +58,17 @@ func (s *Server) startPublish(e *entry) {
 		defer cancel()
 		s.publishLoop(ctx, e)
 	}()
+}
+
+// openDir is e's open snapshot, nil if none; call with e.mu held.
+func (e *entry) openDir() *snapshot.Dir { return e.dir }
+
+// workingSet is the working set file e's cold starts use instead of their
+// snapshot's own, "" for the snapshot's.
+func (e *entry) workingSet() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.wsPath
 }
 
 // stopPublish cancels e's publication, if one runs, and waits for it.
@@ -83,7 +94,7 @@ func (s *Server) publishLoop(ctx context.Context, e *entry) {
 	var last error
 	for {
 		e.mu.Lock()
-		f, dir := e.f, e.dir
+		f, dir := e.f, e.openDir()
 		// Decided under e.mu, where startPublish looks: a version
 		// bumped after this starts a publication of its own.
 		if ctx.Err() != nil || (f.Published() && last == nil) {

@@ -434,7 +434,7 @@ func (s *Server) create(ctx context.Context, e *entry) error {
 // finds what it holds and uploads nothing).
 func (s *Server) resumePublish(e *entry) {
 	e.mu.Lock()
-	opened, old := e.dir != nil, e.f.WSetVersion == 0 || e.f.Publication == nil
+	opened, old := e.openDir() != nil, e.f.WSetVersion == 0 || e.f.Publication == nil
 	e.mu.Unlock()
 	if !opened {
 		return // failed validation
