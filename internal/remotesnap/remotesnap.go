@@ -76,6 +76,9 @@ type Cache struct {
 type mounted struct {
 	m    *lazymem.Mount
 	refs int
+	// replaced is closed once the committed local copy has replaced the
+	// mount: Get hands out the copy from then on.
+	replaced chan struct{}
 }
 
 // fetching is a full fetch under way, which other callers wait for.
@@ -126,9 +129,27 @@ type Lease struct {
 	// Dir is the snapshot directory.
 	Dir string
 	// Lazy says Dir is a lazymem mount, not a local copy.
-	Lazy    bool
-	release func()
-	once    sync.Once
+	Lazy     bool
+	release  func()
+	once     sync.Once
+	replaced <-chan struct{}
+}
+
+// closedChan is the Replaced of a lease of the local copy.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Replaced is closed once the snapshot's complete local copy is what Get
+// hands out: at once for a lease of the local copy; for a lease of a
+// mount, when the mount's copy has been committed (never, if the copy
+// fails: the mount keeps serving). A lazy lease stays valid after it, its
+// mount mounted until it and the mount's other leases are released: a
+// holder switches later restores to a new Get and releases this lease
+// once no VMM maps the mount's memory file any more.
+func (l *Lease) Replaced() <-chan struct{} {
+	if l.replaced == nil {
+		return closedChan
+	}
+	return l.replaced
 }
 
 // Release ends the lease.
@@ -168,7 +189,7 @@ func (c *Cache) Get(ctx context.Context, id string) (*Lease, error) {
 	if mt := c.mounts[id]; mt != nil {
 		mt.refs++
 		c.mu.Unlock()
-		return &Lease{Dir: mt.m.Path(), Lazy: true, release: func() { c.release(id, mt) }}, nil
+		return c.lease(id, mt), nil
 	}
 	if c.mode == Full {
 		return c.full(ctx, id) // unlocks
@@ -188,11 +209,16 @@ func (c *Cache) Get(ctx context.Context, id string) (*Lease, error) {
 	if err != nil {
 		return nil, err
 	}
-	mt := &mounted{m: m, refs: 1}
+	mt := &mounted{m: m, refs: 1, replaced: make(chan struct{})}
 	c.mounts[id] = mt
 	c.live[mt] = true
 	go c.retire(id, mt)
-	return &Lease{Dir: m.Path(), Lazy: true, release: func() { c.release(id, mt) }}, nil
+	return c.lease(id, mt), nil
+}
+
+// lease is a new lease of mt, counted in mt.refs already.
+func (c *Cache) lease(id string, mt *mounted) *Lease {
+	return &Lease{Dir: mt.m.Path(), Lazy: true, release: func() { c.release(id, mt) }, replaced: mt.replaced}
 }
 
 // full fetches id whole, once however many ask; c.mu is held on entry.
@@ -238,6 +264,8 @@ func (c *Cache) retire(id string, mt *mounted) {
 	if c.mounts[id] == mt {
 		delete(c.mounts, id)
 	}
+	// After the delete: a holder woken by it gets the local copy from Get.
+	close(mt.replaced)
 	if mt.refs == 0 {
 		c.unmount(mt)
 	}

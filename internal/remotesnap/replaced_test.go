@@ -1,0 +1,129 @@
+package remotesnap_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/snapbpf/snapbpf/internal/lazymem"
+	"github.com/snapbpf/snapbpf/internal/pages"
+	"github.com/snapbpf/snapbpf/internal/procfs"
+	"github.com/snapbpf/snapbpf/internal/remotesnap"
+	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/snapstore"
+	"github.com/snapbpf/snapbpf/internal/snapstore/snapstoretest"
+)
+
+// TestLeaseReplaced: a lazy lease's Replaced fires once the local copy is
+// complete; Get then hands out the copy while the mount keeps serving the
+// file a holder of the first lease has open (as a VMM maps it), and the
+// mount goes when that lease is released. No QEMU: a synthetic snapshot
+// through a real mount and an embedded NATS server.
+func TestLeaseReplaced(t *testing.T) {
+	needFUSE(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts FUSE with mount(2)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	src := snapstoretest.Snapshot(t, 8, []pages.Extent{{Page: 0, N: 4}, {Page: 700, N: 600}}, []pages.Extent{{Page: 700, N: 8}})
+	st, err := snapstore.Open(ctx, snapstoretest.Embedded(t), snapstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Publish(ctx, src, snapstoretest.WorkingSetFile); err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	t.Cleanup(func() { noMounts(t, home) })
+	// The rest held back until the test has its lease and the file open.
+	cache, err := remotesnap.New(filepath.Join(home, "remote"), st, remotesnap.Options{BackgroundDelay: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	id := src.Manifest.ID
+	lazy, err := cache.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lazy.Release()
+	if !lazy.Lazy {
+		t.Fatalf("first Get served %s, want a mount", lazy.Dir)
+	}
+	select {
+	case <-lazy.Replaced():
+		t.Fatal("Replaced fired before the local copy was complete")
+	default:
+	}
+	mem, err := os.Open(filepath.Join(lazy.Dir, snapshot.MemName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+
+	select {
+	case <-lazy.Replaced():
+	case <-ctx.Done():
+		t.Fatal("the local copy did not replace the mount within a minute")
+	}
+	local, err := cache.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Release()
+	if local.Lazy || local.Dir == lazy.Dir {
+		t.Fatalf("Get after Replaced served %s (lazy %v), want the local copy", local.Dir, local.Lazy)
+	}
+	select {
+	case <-local.Replaced():
+	default:
+		t.Error("a lease of the local copy: Replaced not closed")
+	}
+	if d, err := snapshot.Open(local.Dir); err != nil || d.Manifest.ID != id {
+		t.Fatalf("the local copy %s: %v", local.Dir, err)
+	} else {
+		d.Close()
+	}
+	// The mount still serves the open file, and the same bytes as the
+	// source.
+	if n := len(mountsUnder(t, home)); n != 1 {
+		t.Fatalf("%d mounts while the first lease is held, want 1", n)
+	}
+	want := make([]byte, 600*pages.Size)
+	got := make([]byte, len(want))
+	if _, err := src.MemFile().ReadAt(want, 700*pages.Size); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mem.ReadAt(got, 700*pages.Size); err != nil {
+		t.Fatalf("read the mount's memory file after the switch: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Error("the mount's memory file differs from the source after the switch")
+	}
+	mem.Close()
+	lazy.Release()
+	if ms := mountsUnder(t, home); len(ms) != 0 {
+		t.Errorf("mounts after the last lazy lease was released: %v", ms)
+	}
+}
+
+// mountsUnder lists the lazymem mounts under dir.
+func mountsUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	ms, err := procfs.Mounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		if m.FSType == lazymem.FSType && strings.HasPrefix(m.Point, dir+"/") {
+			out = append(out, m.Point)
+		}
+	}
+	return out
+}
