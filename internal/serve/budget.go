@@ -136,16 +136,13 @@ func (b *budget) measure() Usage {
 		b.s.metrics.budgetUsed.WithLabelValues("private").Set(float64(u.PrivateBytes))
 		return u
 	}
-	for _, e := range b.s.reg.all() {
-		e.mu.Lock()
-		dir := e.dir
-		e.mu.Unlock()
-		if dir == nil {
-			continue
-		}
-		n, err := pagecache.Cached(dir.MemPath())
+	// Every memory file in use: a function's current snapshot and those
+	// its instances were restored from (a mount the local copy replaced
+	// keeps its page cache while they run).
+	for _, su := range b.s.snaps.inUse() {
+		n, err := pagecache.Cached(su.dir.MemPath())
 		if err != nil {
-			slog.Debug("serve: budget: page cache", "function", e.name, "err", err)
+			slog.Debug("serve: budget: page cache", "snapshot", su.dir.Path, "err", err)
 			continue
 		}
 		u.PageCacheBytes += n * pages.Size
@@ -162,21 +159,17 @@ func (b *budget) measure() Usage {
 	return u
 }
 
-// dropUnused drops the cached pages of the memory files of functions that
-// have no instance and returns how many it dropped.
+// dropUnused drops the cached pages of the memory files no instance maps
+// and returns how many it dropped.
 func (b *budget) dropUnused() int64 {
 	var dropped int64
-	for _, e := range b.s.reg.all() {
-		c := e.pool.counts()
-		e.mu.Lock()
-		dir := e.dir
-		e.mu.Unlock()
-		if dir == nil || c.Warm+c.Busy > 0 {
+	for _, su := range b.s.snaps.inUse() {
+		if su.mapped {
 			continue
 		}
-		n, err := pagecache.Drop(dir.MemPath())
+		n, err := pagecache.Drop(su.dir.MemPath())
 		if err == nil && n > 0 {
-			slog.Info("serve: memory budget: dropped the page cache of a function without instances", "function", e.name, "pages", n)
+			slog.Info("serve: memory budget: dropped the page cache of a snapshot without instances", "snapshot", su.dir.Path, "pages", n)
 			dropped += n
 		}
 	}

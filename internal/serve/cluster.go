@@ -96,7 +96,7 @@ func (s *Server) readyOn(f *api.Function) {
 // a copy of another snapshot is stale and not served.
 func (s *Server) openCopy(e *entry) {
 	e.mu.Lock()
-	f, open := e.f, e.dir != nil
+	f, cur := e.f, e.snap
 	e.mu.Unlock()
 	if s.reg.ours(f) || f.State != api.StateReady {
 		return
@@ -108,21 +108,10 @@ func (s *Server) openCopy(e *entry) {
 		}
 		return
 	}
-	e.mu.Lock()
-	leased := e.lease != nil
-	e.mu.Unlock()
-	if leased {
-		// Serving from the store: its VMMs may map the lease's mount,
-		// which must outlive them (see closeDir).
+	if cur != nil && (cur.lease != nil || cur.dir.Manifest.ID == f.SnapshotID) {
+		// Served already: this copy, or the snapshot store's (which
+		// moves to the store's own local copy once complete).
 		return
-	}
-	if open {
-		e.mu.Lock()
-		same := e.dir.Manifest.ID == f.SnapshotID
-		e.mu.Unlock()
-		if same {
-			return
-		}
 	}
 	dir, err := snapshot.Open(path)
 	if err == nil {
@@ -138,14 +127,31 @@ func (s *Server) openCopy(e *entry) {
 		slog.Info("serve: a local copy of another node's snapshot is not the registered one; not served", "function", e.name, "path", path, "err", err)
 		return
 	}
-	e.mu.Lock()
-	old := e.dir
-	e.dir = dir
-	e.mu.Unlock()
-	if old != nil {
-		old.Close()
+	if !e.replaceSnap(cur, s.snaps.open(dir, nil)) {
+		return
 	}
 	slog.Info("serve: serving a local copy of another node's snapshot", "function", e.name, "node", f.Node, "snapshot", f.SnapshotID)
+}
+
+// replaceSnap makes next e's snapshot for new cold starts if old still is,
+// and gives up the entry's ownership of old (its instances keep it until
+// they end); otherwise (e moved on meanwhile) it gives up next. It reports
+// whether next replaced old.
+func (e *entry) replaceSnap(old, next *snapRef) bool {
+	e.mu.Lock()
+	ok := e.snap == old
+	if ok {
+		e.snap = next
+	}
+	e.mu.Unlock()
+	if !ok {
+		next.disown()
+		return false
+	}
+	if old != nil {
+		old.disown()
+	}
+	return true
 }
 
 // checkPublished marks another node's ready function f fetchable if the
@@ -177,22 +183,47 @@ func (s *Server) checkPublished(e *entry, f api.Function) {
 
 // openRemote opens the snapshot of fetchable function e from the snapshot
 // store (remotesnap: a lazymem mount or, with --remote-fetch full, a whole
-// local copy first) and keeps it, with its lease, as e's snapshot.
-func (s *Server) openRemote(ctx context.Context, e *entry) (*snapshot.Dir, error) {
+// local copy first) and keeps it, with its lease, as e's snapshot. A
+// mount is replaced by the local copy once that is complete (switchLocal).
+func (s *Server) openRemote(ctx context.Context, e *entry) (*snapRef, error) {
 	e.opening.Lock()
 	defer e.opening.Unlock()
 	e.mu.Lock()
-	dir, id := e.dir, e.f.SnapshotID
+	cur, id := e.snap, e.f.SnapshotID
 	e.mu.Unlock()
-	if dir != nil {
-		return dir, nil // opened meanwhile
+	if cur != nil {
+		return cur, nil // opened meanwhile
 	}
 	t := time.Now()
+	ref, err := s.openLeased(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !e.replaceSnap(nil, ref) {
+		// A copy in Home/snapshots was opened meanwhile (openCopy).
+		e.mu.Lock()
+		cur = e.snap
+		e.mu.Unlock()
+		if cur == nil {
+			return nil, fmt.Errorf("snapshot %s from the store: the function was deleted meanwhile", id)
+		}
+		return cur, nil
+	}
+	slog.Info("serve: serving another node's snapshot from the snapshot store", "function", e.name, "snapshot", id, "lazy", ref.lease.Lazy, "dir", ref.dir.Path, "seconds", time.Since(t).Seconds())
+	if ref.lease.Lazy {
+		s.wg.Add(1)
+		go s.switchLocal(e, ref)
+	}
+	return ref, nil
+}
+
+// openLeased gets snapshot id from the remote cache and opens it, checked.
+func (s *Server) openLeased(ctx context.Context, id string) (*snapRef, error) {
 	lease, err := s.remote.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	dir, err = snapshot.Open(lease.Dir)
+	dir, err := snapshot.Open(lease.Dir)
 	if err == nil {
 		if _, err = wset.Read(dir.File(policy.WorkingSetFile)); err != nil {
 			dir.Close()
@@ -206,24 +237,54 @@ func (s *Server) openRemote(ctx context.Context, e *entry) (*snapshot.Dir, error
 		lease.Release()
 		return nil, fmt.Errorf("snapshot %s from the store: %w", id, err)
 	}
-	e.mu.Lock()
-	e.dir, e.lease = dir, lease
-	e.mu.Unlock()
-	slog.Info("serve: serving another node's snapshot from the snapshot store", "function", e.name, "snapshot", id, "lazy", lease.Lazy, "seconds", time.Since(t).Seconds())
-	return dir, nil
+	return s.snaps.open(dir, lease), nil
 }
 
-// closeDir closes e's snapshot and releases its lease. Call it once e's
-// instances have ended: a lazymem mount goes with its last lease.
+// switchLocal waits for the local copy of mounted snapshot ref to replace
+// its mount and then moves e's later cold starts to the copy, if e still
+// uses ref. The instances restored from the mount keep it (their pages
+// come from it) until they end; the last one unmounts it.
+func (s *Server) switchLocal(e *entry, ref *snapRef) {
+	defer s.wg.Done()
+	select {
+	case <-ref.lease.Replaced():
+	case <-ref.gone: // deleted or closed first; the mount goes as it did
+		return
+	case <-s.ctx.Done():
+		return
+	}
+	e.opening.Lock()
+	defer e.opening.Unlock()
+	e.mu.Lock()
+	same := e.snap == ref
+	e.mu.Unlock()
+	if !same {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, snapstore.CallTimeout)
+	defer cancel()
+	next, err := s.openLeased(ctx, ref.dir.Manifest.ID)
+	if err == nil && next.lease.Lazy {
+		next.disown()
+		err = errors.New("the store's cache still serves it through the mount")
+	}
+	if err != nil {
+		slog.Warn("serve: the local copy of a snapshot served through a mount could not be opened; the mount keeps serving", "function", e.name, "snapshot", ref.dir.Manifest.ID, "err", err)
+		return
+	}
+	if e.replaceSnap(ref, next) {
+		slog.Info("serve: cold starts use the completed local copy of a snapshot from the store", "function", e.name, "snapshot", next.dir.Manifest.ID, "dir", next.dir.Path, "mount", ref.dir.Path)
+	}
+}
+
+// closeDir gives up e's snapshot: the instances restored from it keep it
+// until they end, and a lazymem mount goes with its last lease.
 func (e *entry) closeDir() {
 	e.mu.Lock()
-	dir, lease := e.dir, e.lease
-	e.dir, e.lease = nil, nil
+	ref := e.snap
+	e.snap = nil
 	e.mu.Unlock()
-	if dir != nil {
-		dir.Close()
-	}
-	if lease != nil {
-		lease.Release()
+	if ref != nil {
+		ref.disown()
 	}
 }

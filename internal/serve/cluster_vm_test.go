@@ -26,10 +26,12 @@ import (
 // TestClusterRealVM: two nodes on QEMU: a function made on node0 is ready
 // there before its snapshot is published, then invoked through node1,
 // which has no copy of its snapshot and restores it through lazy remote
-// memory (a lazymem mount of the store's snapshot), none of it left
-// mounted once node1 stops; node1 with a copy of the snapshot restores
-// from the copy. Each result is checked against the
-// function run on the host.
+// memory (a lazymem mount of the store's snapshot). Once the mount's local
+// copy is complete, node1's next cold start restores from the copy while
+// the instance restored from the mount still answers; the mount goes when
+// that instance ends. Node1 with a copy of the snapshot in its snapshots
+// directory restores from that copy, and nothing is left mounted. Each
+// result is checked against the function run on the host.
 func TestClusterRealVM(t *testing.T) {
 	img := testenv.NeedVM(t)
 	root, err := testenv.Dir()
@@ -121,7 +123,7 @@ func TestClusterRealVM(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	invoke := func(via *node, seed uint64, wantNode string) {
+	invoke := func(via *node, seed uint64, wantNode string) http.Header {
 		t.Helper()
 		code, b, h := do(via, "POST", "/v1/functions/g1/invoke", fmt.Sprint(seed))
 		if code != 200 {
@@ -136,20 +138,91 @@ func TestClusterRealVM(t *testing.T) {
 			t.Errorf("invoke %d ran on %q, want %s", seed, got, wantNode)
 		}
 		t.Logf("invoke %d on %s: %s, total %s ms (restore %s ms)", seed, wantNode, h.Get("X-Snapbpf-Start"), h.Get("X-Snapbpf-Total-Ms"), h.Get("X-Snapbpf-Restore-Ms"))
+		return h
 	}
 	// A cold restore on the home node, to compare with the one through
 	// the store.
 	invoke(nodes[0], 1, "node0")
 	invoke(nodes[1], 2, "node1")
 	e := nodes[1].s.reg.get("g1")
-	e.mu.Lock()
-	lease := e.lease
-	e.mu.Unlock()
-	if lease == nil || !lease.Lazy {
-		t.Fatalf("node1 restored g1 from %+v, want a lazymem mount", lease)
+	p := e.pool
+	// The instance restored through the mount, held busy by the test from
+	// here on, so that the next invocation is a cold start.
+	a, _, err := p.acquire(context.Background(), time.Now().Add(time.Minute))
+	if err != nil || a == nil {
+		t.Fatalf("node1's instance of g1: %v, %v", a, err)
 	}
+	if a.snap.lease == nil || !a.snap.lease.Lazy {
+		t.Fatalf("node1 restored g1 from %s, want a lazymem mount", a.snap.dir.Path)
+	}
+	mount := a.snap.dir.Path
+	if mounts := lazyMounts(t, nodes[1].home); !slices.Equal(mounts, []string{mount}) {
+		t.Errorf("lazymem mounts under node1's home while it serves g1: %v, want [%s]", mounts, mount)
+	}
+
+	// The local copy completes (after lazymem's background delay):
+	// node1's later cold starts restore from it.
+	local := filepath.Join(nodes[1].home, "remote", "snapshots", a.snap.dir.Manifest.ID)
+	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		e.mu.Lock()
+		cur := e.snap
+		e.mu.Unlock()
+		if cur != a.snap {
+			if cur == nil || cur.dir.Path != local || cur.lease.Lazy {
+				t.Fatalf("g1 on node1 switched to %+v, want the local copy %s", cur, local)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node1 still restores g1 through the mount 5 min after its first cold start")
+		}
+	}
+	if mounts := lazyMounts(t, nodes[1].home); !slices.Equal(mounts, []string{mount}) {
+		t.Errorf("lazymem mounts once the copy is complete, while an instance restored from the mount runs: %v, want [%s]", mounts, mount)
+	}
+	// The budget measures both memory files while both are in use.
+	var inUse []string
+	for _, u := range nodes[1].s.snaps.inUse() {
+		inUse = append(inUse, u.dir.MemPath())
+	}
+	slices.Sort(inUse)
+	if want := []string{filepath.Join(mount, snapshot.MemName), filepath.Join(local, snapshot.MemName)}; !slices.Equal(inUse, want) {
+		t.Errorf("memory files the budget measures: %v, want %v", inUse, want)
+	}
+	if h := invoke(nodes[1], 3, "node1"); h.Get("X-Snapbpf-Start") != "cold" {
+		t.Fatalf("invoke 3 on node1 with its only instance busy: %s start, want cold", h.Get("X-Snapbpf-Start"))
+	}
+	p.s.mu.Lock()
+	var b *instance
+	if len(p.idle) == 1 {
+		b = p.idle[0]
+	}
+	p.s.mu.Unlock()
+	if b == nil || b.snap.dir.Path != local || b.snap.lease.Lazy {
+		t.Fatalf("the cold start after the switch: %+v, want an instance restored from %s", b, local)
+	}
+	// The instance restored from the mount still answers, its pages
+	// coming from the mount.
+	want, _ := funcvm.Expect("gzip", 0, 4)
+	inv, err := a.Invoke(context.Background(), 4)
+	if err != nil || inv.VM.Checksum != want {
+		t.Fatalf("the instance restored from the mount, after the switch: %+v, %v; want checksum %s", inv.VM, err, want)
+	}
+	p.release(a, true)
 	if mounts := lazyMounts(t, nodes[1].home); len(mounts) != 1 {
-		t.Errorf("lazymem mounts under node1's home while it serves g1: %v, want 1", mounts)
+		t.Errorf("lazymem mounts while the instance restored from the mount is warm: %v, want 1", mounts)
+	}
+	// Its end (as an eviction) unmounts the mount; the copy's instance
+	// serves on.
+	if !p.take(a) {
+		t.Fatal("the instance restored from the mount is not idle")
+	}
+	nodes[1].s.end(a, p, "test")
+	if mounts := lazyMounts(t, nodes[1].home); len(mounts) != 0 {
+		t.Errorf("lazymem mounts once the last instance restored from the mount ended: %v", mounts)
+	}
+	if h := invoke(nodes[1], 5, "node1"); h.Get("X-Snapbpf-Start") != "warm" {
+		t.Errorf("invoke 5 on node1: %s start, want warm (the copy's instance)", h.Get("X-Snapbpf-Start"))
 	}
 
 	stop(nodes[1])
@@ -161,7 +234,7 @@ func TestClusterRealVM(t *testing.T) {
 		t.Fatalf("copy the snapshot: %v: %s", err, out)
 	}
 	nodes[1] = start(1, nodes[1].home)
-	invoke(nodes[1], 3, "node1")
+	invoke(nodes[1], 6, "node1")
 }
 
 // lazyMounts lists the lazymem mounts under dir.

@@ -128,7 +128,7 @@ func TestServeRealVM(t *testing.T) {
 	for _, in := range []string{"5", "6", "7", "8"} {
 		evictAll()
 		e.mu.Lock()
-		mem := e.dir.MemPath()
+		mem := e.snap.dir.MemPath()
 		e.mu.Unlock()
 		pagecache.Drop(mem)
 		if code, b, h := do("POST", "/v1/functions/img1/invoke", in); code != 200 || h.Get("X-Snapbpf-Start") != "cold" {
@@ -247,7 +247,7 @@ func TestServePythonRealVM(t *testing.T) {
 	}
 	e := s.reg.get("pyaes1")
 	e.mu.Lock()
-	rootfs := e.dir.Manifest.RootfsPath
+	rootfs := e.snap.dir.Manifest.RootfsPath
 	e.mu.Unlock()
 	warmup, err := pyfn.Input("pyaes", 1)
 	if err != nil {

@@ -181,13 +181,13 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 		}
 	}()
 	e.mu.Lock()
-	state, dir, ferr, runtime, fetchable := e.f.State, e.dir, e.f.Error, e.f.Runtime, e.fetchable
+	state, snap, ferr, runtime, fetchable := e.f.State, e.snap, e.f.Error, e.f.Runtime, e.fetchable
 	e.mu.Unlock()
-	if state == api.StateReady && dir == nil && fetchable {
+	if state == api.StateReady && snap == nil && fetchable {
 		// Another node's function this node has no copy of: the first
 		// cold start here opens it from the snapshot store.
 		var err error
-		if dir, err = s.openRemote(ctx, e); err != nil {
+		if snap, err = s.openRemote(ctx, e); err != nil {
 			slog.Warn("serve: another node's snapshot could not be opened from the store", "function", name, "err", err)
 			return nil, statusErr(http.StatusServiceUnavailable, "function %s: its snapshot could not be fetched from the snapshot store: %v", name, err)
 		}
@@ -195,7 +195,7 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 	switch {
 	case state == api.StateFailed:
 		return nil, statusErr(http.StatusConflict, "function %s failed: %s", name, ferr)
-	case state != api.StateReady || dir == nil:
+	case state != api.StateReady || snap == nil:
 		return nil, statusErr(http.StatusConflict, "function %s is %s, not ready: poll GET /v1/functions/%s until its state is ready", name, state, name)
 	}
 	// A go function's input is a seed; a python function's is the body
@@ -233,7 +233,13 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 	s.metrics.queueSeconds.WithLabelValues(name).Observe(res.QueueMs / 1000)
 	if res.Cold {
 		t := time.Now()
-		ri, err := restore.Start(s.ctx, s.cfg.Driver, dir, restore.Config{
+		// The snapshot e uses now (a completed local copy may have
+		// replaced a mount), held until the instance's VMM ends.
+		if snap = e.holdSnap(); snap == nil {
+			e.pool.abandon(reserved)
+			return nil, statusErr(http.StatusNotFound, "function %s was deleted", name)
+		}
+		ri, err := restore.Start(s.ctx, s.cfg.Driver, snap.dir, restore.Config{
 			Policy: s.cfg.Policy, NoCheck: s.cfg.NoCheck,
 			Timeouts: funcvm.Timeouts{VMM: s.cfg.VMMTimeout, Invoke: s.cfg.InvokeTimeout},
 			// Another node's re-recorded set, newer than the
@@ -241,6 +247,7 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 			WorkingSet: e.workingSet(),
 		})
 		if err != nil {
+			snap.drop()
 			e.pool.abandon(reserved)
 			slog.Error("serve: cold restore failed", "function", name, "err", err)
 			if errors.Is(err, context.DeadlineExceeded) {
@@ -249,7 +256,7 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 			return nil, statusErr(http.StatusInternalServerError, "function %s: the restore failed: %v", name, err)
 		}
 		res.RestoreMs = msSince(t)
-		in = e.pool.started(ri)
+		in = e.pool.started(ri, snap)
 		s.metrics.restoreSeconds.WithLabelValues(name).Observe(res.RestoreMs / 1000)
 	}
 	var inv restore.Invocation
@@ -298,6 +305,17 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 	s.metrics.e2eSeconds.WithLabelValues(name, start).Observe(res.TotalMs / 1000)
 	slog.Debug("serve: invoked", "function", name, "start", start, "input", input, "total_ms", res.TotalMs, "restore_ms", res.RestoreMs, "queue_ms", res.QueueMs, "guest_fn_ms", inv.VM.GuestFnMs)
 	return res, nil
+}
+
+// holdSnap returns e's snapshot for a cold start, held for the instance
+// (drop it when its VMM has ended), or nil if e has none any more.
+func (e *entry) holdSnap() *snapRef {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.snap != nil {
+		e.snap.hold()
+	}
+	return e.snap
 }
 
 // retryAfter is what a 429 tells the client to wait: a quarter of the

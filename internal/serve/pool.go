@@ -31,6 +31,9 @@ type instance struct {
 	lastUsed time.Time
 	pid      int
 	rec      int // its vmmRecords id
+	// snap is the snapshot it was restored from, held until its VMM has
+	// ended: the VMM maps its memory file.
+	snap *snapRef
 }
 
 // Errors of acquire.
@@ -130,10 +133,12 @@ func (p *pool) acquire(ctx context.Context, deadline time.Time) (*instance, int6
 	}
 }
 
-// started turns a slot reserved by acquire into a busy instance.
-func (p *pool) started(ri *restore.Instance) *instance {
+// started turns a slot reserved by acquire into a busy instance restored
+// from snap (held for it: end drops it).
+func (p *pool) started(ri *restore.Instance, snap *snapRef) *instance {
 	s := p.s
-	in := &instance{Instance: ri, pid: ri.PID(), rec: s.vmms.add(ri.PID())}
+	s.instances.Add(1)
+	in := &instance{Instance: ri, pid: ri.PID(), rec: s.vmms.add(ri.PID()), snap: snap}
 	go p.watch(in)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -205,6 +210,9 @@ func (s *Server) end(in *instance, p *pool, why string) {
 		slog.Debug("serve: instance close", "function", p.e.name, "pid", in.pid, "err", err)
 	}
 	s.vmms.forget(in.rec)
+	// The VMM has ended: nothing maps the snapshot for it any more.
+	in.snap.drop()
+	s.instances.Done()
 	s.metrics.instanceEnds.WithLabelValues(why).Inc()
 	slog.Debug("serve: instance ended", "function", p.e.name, "pid", in.pid, "why", why)
 	s.mu.Lock()

@@ -61,7 +61,12 @@ func (s *Server) startPublish(e *entry) {
 }
 
 // openDir is e's open snapshot, nil if none; call with e.mu held.
-func (e *entry) openDir() *snapshot.Dir { return e.dir }
+func (e *entry) openDir() *snapshot.Dir {
+	if e.snap == nil {
+		return nil
+	}
+	return e.snap.dir
+}
 
 // workingSet is the working set file e's cold starts use instead of their
 // snapshot's own, "" for the snapshot's.

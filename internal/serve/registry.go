@@ -16,8 +16,6 @@ import (
 
 	"github.com/snapbpf/snapbpf/api"
 	"github.com/snapbpf/snapbpf/internal/bus"
-	"github.com/snapbpf/snapbpf/internal/remotesnap"
-	"github.com/snapbpf/snapbpf/internal/snapshot"
 )
 
 // FunctionsBucket is the JetStream key-value bucket of the function
@@ -49,14 +47,13 @@ type registry struct {
 type entry struct {
 	name string
 
-	mu sync.Mutex // guards f, dir and misses
+	mu sync.Mutex // guards f, snap and misses
 	f  api.Function
-	// dir is the opened, validated snapshot of a function ready here.
-	dir *snapshot.Dir
-	// lease, if set, holds the remote snapshot dir was opened from (a
-	// lazymem mount or the cache's local copy): released with dir, once
-	// no VMM maps it any more.
-	lease *remotesnap.Lease
+	// snap is the opened, validated snapshot of a function ready here,
+	// which new cold starts restore from (with the remote lease it was
+	// opened through, if any); instances hold the one they were
+	// restored from (snapref.go).
+	snap *snapRef
 	// fetchable says another node's function is published in the
 	// snapshot store, so this node can serve it without a local copy
 	// (the first cold start fetches it: openRemote).

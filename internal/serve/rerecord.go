@@ -109,12 +109,17 @@ func (s *Server) startRerecord(e *entry, inputs []uint64, reason string) {
 		s.reg.mu.Unlock()
 		return
 	}
+	e.mu.Lock()
+	if e.snap == nil { // closed by the service's Close
+		e.mu.Unlock()
+		s.reg.mu.Unlock()
+		return
+	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	done := make(chan struct{})
-	e.mu.Lock()
 	prevDone := e.done
 	e.cancel, e.done = cancel, done
-	dir := e.dir
+	dir := e.snap.dir
 	e.mu.Unlock()
 	s.reg.mu.Unlock()
 	slog.Info("serve: re-recording a working set", "function", e.name, "inputs", inputs, "reason", reason)

@@ -80,7 +80,7 @@ func (r *router) kick() {
 // its home and fetchable from the snapshot store.
 func (s *Server) servable(e *entry) bool {
 	e.mu.Lock()
-	ok := (e.dir != nil || e.fetchable) && e.f.State == api.StateReady
+	ok := (e.snap != nil || e.fetchable) && e.f.State == api.StateReady
 	e.mu.Unlock()
 	if !ok {
 		return false

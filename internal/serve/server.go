@@ -89,6 +89,10 @@ type Config struct {
 	// PublishRetry is the wait before retrying a failed publication to the
 	// snapshot store (2 s), doubled for each next attempt up to 5 min.
 	PublishRetry time.Duration
+	// RemoteBackgroundDelay is how long a lazymem mount holds back the
+	// rest of the memory file after its early pages
+	// (lazymem.DefaultBackgroundDelay; negative: none).
+	RemoteBackgroundDelay time.Duration
 }
 
 func (c *Config) defaults() {
@@ -138,6 +142,10 @@ type Server struct {
 	// is this node's view of the others' (Home/remote).
 	store  *snapstore.Store
 	remote *remotesnap.Cache
+	// snaps are the snapshots the entries and instances use; instances
+	// counts the instances started and not yet ended (pool.started, end).
+	snaps     snapRefs
+	instances sync.WaitGroup
 
 	// ctx ends every background job and in-flight invocation at Close.
 	ctx    context.Context
@@ -223,7 +231,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
 	// New unmounts what a killed service left under Home/remote.
-	remote, err := remotesnap.New(filepath.Join(cfg.Home, "remote"), store, remotesnap.Options{Mode: cfg.RemoteFetch, Log: slog.Default()})
+	remote, err := remotesnap.New(filepath.Join(cfg.Home, "remote"), store, remotesnap.Options{Mode: cfg.RemoteFetch, BackgroundDelay: cfg.RemoteBackgroundDelay, Log: slog.Default()})
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
@@ -412,7 +420,7 @@ func (s *Server) create(ctx context.Context, e *entry) error {
 	// it (publish.go).
 	keep = true
 	e.mu.Lock()
-	e.dir = dir
+	e.snap = s.snaps.open(dir, nil)
 	e.mu.Unlock()
 	now := time.Now().UTC().Truncate(time.Second)
 	if err := s.reg.update(e, func(f *api.Function) {
@@ -469,7 +477,7 @@ func (s *Server) open(e *entry) {
 		return
 	}
 	e.mu.Lock()
-	e.dir = dir
+	e.snap = s.snaps.open(dir, nil)
 	e.mu.Unlock()
 }
 
@@ -589,6 +597,8 @@ func (s *Server) Close() error {
 		e.pool.wait()
 	}
 	s.wg.Wait()
+	// An instance handed to end meanwhile may still be stopping its VMM.
+	s.instances.Wait()
 	for _, e := range s.reg.all() {
 		e.closeDir()
 	}
