@@ -57,10 +57,9 @@ func TestClusterRemoteSwitch(t *testing.T) {
 	invoke("cold")
 	e := n1.s.reg.get("f1")
 	p := e.pool
-	a, _, err := p.acquire(context.Background(), time.Now().Add(time.Minute))
-	if err != nil || a == nil {
-		t.Fatalf("node1's instance: %v, %v", a, err)
-	}
+	hold, release := holdInstances(t, p)
+	defer release()
+	a := hold()
 	if !a.snap.lease.Lazy {
 		t.Fatalf("node1 restored f1 from %s, want a mount", a.snap.dir.Path)
 	}
@@ -90,7 +89,7 @@ func TestClusterRemoteSwitch(t *testing.T) {
 	if _, err := a.Invoke(context.Background(), 2); err != nil {
 		t.Errorf("the instance restored from the mount, after the switch: %v", err)
 	}
-	p.release(a, true)
+	release()
 	if ms := lazyMounts(t, n1.home); len(ms) != 1 {
 		t.Errorf("mounts while the instance restored from the mount is warm: %v, want 1", ms)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/snapbpf/snapbpf/internal/bus/bustest"
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/lazymem"
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/procfs"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/testenv"
@@ -148,10 +149,9 @@ func TestClusterRealVM(t *testing.T) {
 	p := e.pool
 	// The instance restored through the mount, held busy by the test from
 	// here on, so that the next invocation is a cold start.
-	a, _, err := p.acquire(context.Background(), time.Now().Add(time.Minute))
-	if err != nil || a == nil {
-		t.Fatalf("node1's instance of g1: %v, %v", a, err)
-	}
+	hold, release := holdInstances(t, p)
+	defer release()
+	a := hold()
 	if a.snap.lease == nil || !a.snap.lease.Lazy {
 		t.Fatalf("node1 restored g1 from %s, want a lazymem mount", a.snap.dir.Path)
 	}
@@ -208,7 +208,7 @@ func TestClusterRealVM(t *testing.T) {
 	if err != nil || inv.VM.Checksum != want {
 		t.Fatalf("the instance restored from the mount, after the switch: %+v, %v; want checksum %s", inv.VM, err, want)
 	}
-	p.release(a, true)
+	release()
 	if mounts := lazyMounts(t, nodes[1].home); len(mounts) != 1 {
 		t.Errorf("lazymem mounts while the instance restored from the mount is warm: %v, want 1", mounts)
 	}
@@ -224,6 +224,16 @@ func TestClusterRealVM(t *testing.T) {
 	if h := invoke(nodes[1], 5, "node1"); h.Get("X-Snapbpf-Start") != "warm" {
 		t.Errorf("invoke 5 on node1: %s start, want warm (the copy's instance)", h.Get("X-Snapbpf-Start"))
 	}
+	// A cold start from the local copy out of the page cache (the copy's
+	// writes left it cached): what a later one meets.
+	hold()
+	if _, err := pagecache.Drop(filepath.Join(local, snapshot.MemName)); err != nil {
+		t.Fatal(err)
+	}
+	if h := invoke(nodes[1], 7, "node1"); h.Get("X-Snapbpf-Start") != "cold" {
+		t.Errorf("invoke 7 on node1 with its only instance busy: %s start, want cold", h.Get("X-Snapbpf-Start"))
+	}
+	release()
 
 	stop(nodes[1])
 	if mounts := lazyMounts(t, nodes[1].home); len(mounts) != 0 {
@@ -235,6 +245,30 @@ func TestClusterRealVM(t *testing.T) {
 	}
 	nodes[1] = start(1, nodes[1].home)
 	invoke(nodes[1], 6, "node1")
+}
+
+// holdInstances returns hold, which takes an idle instance of p and keeps
+// it busy (so that the next invocation is a cold start), and release,
+// which gives the held ones back, warm. Defer release: a node's Close
+// waits for the busy instances.
+func holdInstances(t *testing.T, p *pool) (hold func() *instance, release func()) {
+	var held []*instance
+	hold = func() *instance {
+		t.Helper()
+		in, _, err := p.acquire(context.Background(), time.Now().Add(time.Minute))
+		if err != nil || in == nil {
+			t.Fatalf("an idle instance of %s: %v, %v", p.e.name, in, err)
+		}
+		held = append(held, in)
+		return in
+	}
+	release = func() {
+		for _, in := range held {
+			p.release(in, true)
+		}
+		held = nil
+	}
+	return hold, release
 }
 
 // lazyMounts lists the lazymem mounts under dir.
