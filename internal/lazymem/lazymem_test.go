@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/snapbpf/snapbpf/internal/lazymem"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
@@ -280,10 +282,29 @@ func TestCleanStaleMount(t *testing.T) {
 		}
 		seen = append(seen, buf[:n]...)
 	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(mp, &st); err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Wait()
+	// The child holds the memory file open below its /dev/fuse
+	// descriptor, so its exit closes the file while it still serves the
+	// mount: a close that waited for the server (FLUSH) would never end.
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		abortFUSE(t, unix.Minor(st.Dev))
+		<-exited
+		lazymem.Clean(root)
+		t.Fatal("the killed child did not exit within 20 s: its close of the memory file waited for its own dead FUSE server")
+	}
 	if _, err := os.Stat(filepath.Join(mp, "manifest.json")); !errors.Is(err, syscall.ENOTCONN) {
 		t.Logf("the dead mount answers %v (expected ENOTCONN)", err)
 	}
@@ -300,6 +321,18 @@ func TestCleanStaleMount(t *testing.T) {
 	}
 }
 
+// abortFUSE aborts FUSE connection minor (a process stuck on its own dead
+// server), through the fusectl file system.
+func abortFUSE(t *testing.T, minor uint32) {
+	const ctl = "/sys/fs/fuse/connections"
+	if err := unix.Mount("fusectl", ctl, "fusectl", 0, ""); err == nil {
+		defer unix.Unmount(ctl, 0)
+	}
+	if err := os.WriteFile(fmt.Sprintf("%s/%d/abort", ctl, minor), []byte("1"), 0); err != nil {
+		t.Errorf("abort FUSE connection %d: %v", minor, err)
+	}
+}
+
 // TestMountChild is TestCleanStaleMount's child: it mounts and waits to be
 // killed.
 func TestMountChild(t *testing.T) {
@@ -308,9 +341,24 @@ func TestMountChild(t *testing.T) {
 		t.Skip("run by TestCleanStaleMount")
 	}
 	_, r := published(t)
-	if _, err := lazymem.New(context.Background(), filepath.Join(root, "mnt"), filepath.Join(root, "local"), r, lazymem.Options{NoBackground: true}); err != nil {
+	// A descriptor numbered below the mount's /dev/fuse, for the memory
+	// file: an exit closes descriptors in order.
+	low, err := os.Open(os.DevNull)
+	if err != nil {
 		t.Fatal(err)
 	}
+	mp := filepath.Join(root, "mnt")
+	if _, err := lazymem.New(context.Background(), mp, filepath.Join(root, "local"), r, lazymem.Options{NoBackground: true}); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := os.Open(filepath.Join(mp, snapshot.MemName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Dup3(int(mem.Fd()), int(low.Fd()), 0); err != nil {
+		t.Fatal(err)
+	}
+	mem.Close()
 	fmt.Println("MOUNTED")
 	time.Sleep(time.Minute)
 }

@@ -45,8 +45,16 @@ func (*constFile) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, 
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return nil, openFlags, 0
 }
+
+// openFlags keep a file's page cache across opens (the contents never
+// change) and ask for no FLUSH at close: nothing is written, and a close
+// that waited for the server would never end when it is the serving
+// process's own at its exit (killed, its descriptors close in order, the
+// mount's /dev/fuse maybe last), leaving a process that cannot be reaped
+// and a pidfile that looks alive to the next service.
+const openFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 
 func (f *constFile) Read(_ context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	off = min(off, int64(len(f.data)))
@@ -72,9 +80,9 @@ var (
 	_ fs.NodeGetattrer = (*memNode)(nil)
 )
 
-// Open keeps the page cache: FUSE drops a file's cached pages at every
-// open otherwise, and then neither the prefetch nor one VM's pages would
-// serve the next VM. The contents never change, so the cache is never
+// Open keeps the page cache (openFlags): FUSE drops a file's cached pages
+// at every open otherwise, and then neither the prefetch nor one VM's
+// pages would serve the next VM. The contents never change, so the cache is never
 // stale. QEMU 7.2 opens guest RAM's file read-write though it maps it
 // private (and fails otherwise), so a read-write open is allowed; no
 // write reaches the file (memNode has no Write), and truncation is
@@ -83,7 +91,7 @@ func (*memNode) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, sy
 	if flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EPERM
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return nil, openFlags, 0
 }
 
 func (n *memNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
