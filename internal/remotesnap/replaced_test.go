@@ -3,9 +3,12 @@ package remotesnap_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,4 +129,106 @@ func mountsUnder(t *testing.T, dir string) []string {
 		}
 	}
 	return out
+}
+
+// TestNewCleansKilled: a process killed while it serves a snapshot
+// through a Cache (a lease held, the memory file open, as a service's VMM
+// maps it) exits, and the next Cache on its directory (what the next
+// service's start makes) unmounts what it left.
+func TestNewCleansKilled(t *testing.T) {
+	needFUSE(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts FUSE with mount(2)")
+	}
+	if os.Getenv("REMOTESNAP_CHILD") != "" {
+		t.Skip("child")
+	}
+	root := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCacheChild$", "-test.v")
+	cmd.Env = append(os.Environ(), "REMOTESNAP_CHILD="+root, "TMPDIR="+root)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	waiting := false // a goroutine waits for the child (after the pipe's reads)
+	defer func() {
+		cmd.Process.Kill()
+		if !waiting {
+			cmd.Wait()
+			return
+		}
+		<-exited
+	}()
+	buf := make([]byte, 4096)
+	var seen []byte
+	for !bytes.Contains(seen, []byte("LEASED")) {
+		n, err := out.Read(buf)
+		if err != nil {
+			t.Fatalf("child ended before its lease: %v (%s)", err, seen)
+		}
+		seen = append(seen, buf[:n]...)
+	}
+	waiting = true
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	dir := filepath.Join(root, "remote")
+	if n := len(mountsUnder(t, dir)); n != 1 {
+		t.Fatalf("%d mounts under the child's cache, want 1", n)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the killed child did not exit within 20 s")
+	}
+	st, err := snapstore.Open(context.Background(), snapstoretest.Embedded(t), snapstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := remotesnap.New(dir, st, remotesnap.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	if ms := mountsUnder(t, dir); len(ms) != 0 {
+		t.Errorf("mounts left after New on the killed child's directory: %v", ms)
+	}
+}
+
+// TestCacheChild is TestNewCleansKilled's child: it leases a snapshot
+// through a mount, opens its memory file and waits to be killed.
+func TestCacheChild(t *testing.T) {
+	root := os.Getenv("REMOTESNAP_CHILD")
+	if root == "" {
+		t.Skip("run by TestNewCleansKilled")
+	}
+	ctx := context.Background()
+	src := snapstoretest.Snapshot(t, 8, []pages.Extent{{Page: 0, N: 4}, {Page: 700, N: 600}}, []pages.Extent{{Page: 700, N: 8}})
+	st, err := snapstore.Open(ctx, snapstoretest.Embedded(t), snapstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Publish(ctx, src, snapstoretest.WorkingSetFile); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := remotesnap.New(filepath.Join(root, "remote"), st, remotesnap.Options{BackgroundDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease, err := cache.Get(ctx, src.Manifest.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Open(filepath.Join(lease.Dir, snapshot.MemName)); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("LEASED")
+	time.Sleep(time.Minute)
 }
