@@ -44,8 +44,14 @@ func (s *Server) followRegistry(w jetstream.KeyWatcher) {
 			s.reg.mu.Lock()
 			deleting := e.deleting
 			s.reg.mu.Unlock()
-			if deleting {
-				continue // this node's own delete
+			e.mu.Lock()
+			stale := u.Revision() < e.rev
+			e.mu.Unlock()
+			if deleting || stale {
+				// This node's own delete, or the delete of the name's
+				// function before this one (its own delete's event
+				// coming after the name was registered again).
+				continue
 			}
 			s.wg.Add(1)
 			go func() {
@@ -72,13 +78,16 @@ func (s *Server) followRegistry(w jetstream.KeyWatcher) {
 					s.add(f)
 					continue
 				}
-				e.f = f
+				e.f, e.rev = f, u.Revision()
 				e.mu.Unlock()
 				s.openCopy(e)
 				s.followWorkingSet(e)
 				continue
 			}
 			e := s.add(f)
+			e.mu.Lock()
+			e.rev = u.Revision()
+			e.mu.Unlock()
 			s.openCopy(e)
 			s.followWorkingSet(e)
 			slog.Debug("serve: function registered on another node", "function", name, "node", f.Node, "state", f.State)

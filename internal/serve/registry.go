@@ -64,6 +64,10 @@ type entry struct {
 	misses missWindow
 	// rerecording is set while a re-recording runs.
 	rerecording bool
+	// rev is the bucket revision of the record as this node last wrote
+	// or received it (0: listed at start): a delete of the name older
+	// than it deleted an earlier function of the name.
+	rev uint64
 	// publishing is the publication of this home's snapshot under way
 	// (publish.go).
 	publishing *publisher
@@ -166,12 +170,14 @@ func (r *registry) createRecord(e *entry) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
-	if _, err := r.kv.Create(ctx, e.name, b); err != nil {
+	rev, err := r.kv.Create(ctx, e.name, b)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("%w: function %s exists (registered on another node); delete it first to create it anew", errConflict, e.name)
 		}
 		return fmt.Errorf("serve: register function %s: %w", e.name, err)
 	}
+	e.rev = rev
 	return nil
 }
 
@@ -186,9 +192,11 @@ func (r *registry) save(e *entry) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
 	defer cancel()
-	if _, err := r.kv.Put(ctx, e.name, b); err != nil {
+	rev, err := r.kv.Put(ctx, e.name, b)
+	if err != nil {
 		return fmt.Errorf("serve: persist function %s: %w", e.name, err)
 	}
+	e.rev = rev
 	return nil
 }
 
