@@ -24,14 +24,14 @@ import (
 
 // testCluster is n nodes, each a service on its own bus.
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	buses []*bus.Bus
 	nodes []*testService
 	cfg   Config
 }
 
 // startCluster starts n nodes with cfg's limits and a fast heartbeat.
-func startCluster(t *testing.T, n int, cfg Config) *testCluster {
+func startCluster(t testing.TB, n int, cfg Config) *testCluster {
 	t.Helper()
 	// Routing between nodes that have a snapshot and nodes that have not:
 	// fetching it from the store (TestClusterRealVM, or cfg.RemoteFetch
@@ -68,7 +68,7 @@ func (c *testCluster) restart(i int, before func(home string)) *testService {
 }
 
 // copySnapshot gives node to a copy of node from's snapshot of name.
-func copySnapshot(t *testing.T, from *testService, toHome, name string) {
+func copySnapshot(t testing.TB, from *testService, toHome, name string) {
 	t.Helper()
 	dst := filepath.Join(toHome, "snapshots", name)
 	os.MkdirAll(filepath.Dir(dst), 0o700)
@@ -79,7 +79,7 @@ func copySnapshot(t *testing.T, from *testService, toHome, name string) {
 }
 
 // eventually polls cond until it holds or 10 s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

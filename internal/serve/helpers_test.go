@@ -4,6 +4,7 @@ package serve
 // agent in-process), over real HTTP on a unix socket: no root, no QEMU.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,7 +21,9 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/policy"
+	"github.com/snapbpf/snapbpf/internal/protocol"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
+	"github.com/snapbpf/snapbpf/internal/vmm"
 	"github.com/snapbpf/snapbpf/internal/vmm/vmmtest"
 	"github.com/snapbpf/snapbpf/internal/wset"
 )
@@ -118,7 +121,12 @@ func startService(t testing.TB, home string, cfg Config, b *fakeBuilder) *testSe
 		b = &fakeBuilder{}
 	}
 	d := &vmmtest.Driver{Function: vmmtest.FastFunction, DataMiB: vmmtest.FastDataMiB}
-	cfg.Home, cfg.Driver, cfg.Builder = home, d, b
+	var drv vmm.Driver = d
+	if st, ok := cfg.Driver.(serviceTime); ok {
+		st.Driver = d
+		drv = st
+	}
+	cfg.Home, cfg.Driver, cfg.Builder = home, drv, b
 	cfg.MinGuestMiB = func(string, int) int { return vmmtest.FastMemMiB }
 	s, err := New(cfg)
 	if err != nil {
@@ -132,6 +140,47 @@ func startService(t testing.TB, home string, cfg Config, b *fakeBuilder) *testSe
 	ts := &testService{t: t, s: s, d: d, b: b, home: home, sock: sock, srv: srv, client: unixClient(sock)}
 	t.Cleanup(ts.stop)
 	return ts
+}
+
+// serviceTime, as the Driver of a Config given to startService, makes
+// the service's fake VMM one whose guests take Wait for each invocation:
+// a function's service time that uses no host CPU, for tests of capacity
+// and routing that the host's CPUs must not limit. startService fills in
+// the fake driver (one per node: the value is copied).
+type serviceTime struct {
+	*vmmtest.Driver
+	Wait time.Duration
+}
+
+// Start implements vmm.Driver.
+func (d serviceTime) Start(ctx context.Context, c vmm.Config) (vmm.Machine, error) {
+	m, err := d.Driver.Start(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return waitMachine{m, d.Wait}, nil
+}
+
+type waitMachine struct {
+	vmm.Machine
+	wait time.Duration
+}
+
+// Serial delays each invoke request on its way to the guest's agent.
+func (m waitMachine) Serial() io.ReadWriteCloser { return waitSerial{m.Machine.Serial(), m.wait} }
+
+type waitSerial struct {
+	io.ReadWriteCloser
+	wait time.Duration
+}
+
+// Write holds an invoke request back for the wait. The protocol writes
+// one whole line per Write.
+func (s waitSerial) Write(b []byte) (int, error) {
+	if msg, err := protocol.Decode(bytes.TrimSuffix(b, []byte("\n"))); err == nil && msg.Type == protocol.TypeInvoke {
+		time.Sleep(s.wait)
+	}
+	return s.ReadWriteCloser.Write(b)
 }
 
 // holdRestores makes each cold restore wait at its state load until the
