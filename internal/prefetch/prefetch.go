@@ -6,7 +6,9 @@
 // The extents are ordered by offset, merged across small gaps, cut around
 // holes (never read) and split to the size one readahead call honours,
 // then handed to an engine: readahead through posix_fadvise from a pool of
-// goroutines, io_uring, or plain reads as a reference.
+// goroutines, io_uring, or plain reads as a reference. Once they are in,
+// the job keeps them mapped until its Wait, so that reclaim of unmapped
+// page cache does not take them before the VMs have touched them.
 package prefetch
 
 import (
@@ -104,6 +106,9 @@ type Job struct {
 	mu    sync.Mutex
 	stats Stats
 	err   error
+	// held keeps the prefetched pages mapped from completion until Wait
+	// (see hold).
+	held *hold
 }
 
 // Start begins prefetching extents of file and returns at once; the plan
@@ -210,7 +215,9 @@ func Prefetch(ctx context.Context, file string, extents []pages.Extent, o Option
 // the job ended early).
 func (j *Job) Issued() <-chan struct{} { return j.issued }
 
-// Done is closed when the job has ended.
+// Done is closed when the job has ended: the working set is in the page
+// cache (or the job failed or was cancelled). The pages stay held until
+// Wait.
 func (j *Job) Done() <-chan struct{} { return j.done }
 
 // WaitIssued waits until every request is issued and returns the stats so
@@ -224,11 +231,17 @@ func (j *Job) WaitIssued() (Stats, error) {
 }
 
 // Wait waits until the working set is in the page cache (or the job
-// failed or was cancelled) and returns its stats.
+// failed or was cancelled) and returns its stats. Until Wait the job keeps
+// the pages it brought in mapped, so that reclaim of unmapped page cache
+// leaves them for the VMs (see hold); call it once the VMs have touched
+// them (a restore calls it after the first invocation). Later calls return
+// the same.
 func (j *Job) Wait() (Stats, error) {
 	<-j.done
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	j.held.release()
+	j.held = nil
 	return j.stats, j.err
 }
 
@@ -242,23 +255,26 @@ func (j *Job) run(ctx context.Context, t0 time.Time, f *os.File, size int64, ext
 			close(j.issued)
 		})
 	}
-	err := j.prefetch(ctx, t0, f, size, extents, eng, workers, o, markIssued)
+	held, complete, err := j.prefetch(ctx, t0, f, size, extents, eng, workers, o, markIssued)
 	f.Close()
 	j.mu.Lock()
 	if err != nil {
 		j.err = fmt.Errorf("prefetch %s: %w", f.Name(), err)
 	} else {
-		j.stats.CompleteDur = time.Since(t0)
+		j.stats.CompleteDur, j.held = complete, held
 	}
 	j.mu.Unlock()
 	markIssued()
 	close(j.done)
 }
 
-func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64, extents []pages.Extent, eng engine, workers int, o Options, issued func()) error {
+// prefetch plans and issues the requests, waits for them and holds their
+// pages; it returns the hold and the time from t0 until the pages were in
+// the cache.
+func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64, extents []pages.Extent, eng engine, workers int, o Options, issued func()) (*hold, time.Duration, error) {
 	reqs, holes, maxLen, err := dataRequests(f, size, extents, o)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	exact := Plan(extents, 0) // the working set itself, deduplicated
 	var bytes, longest int64
@@ -280,7 +296,7 @@ func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64
 	// What merging added is what is read beyond the working set's own data.
 	wsData, err := dataBytes(f, exact, size)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	j.mu.Lock()
 	j.stats.Pages, j.stats.Extents = wset.PageCount(exact), int64(len(extents))
@@ -294,16 +310,23 @@ func (j *Job) prefetch(ctx context.Context, t0 time.Time, f *os.File, size int64
 	// FMODE_RANDOM a buffered read grows a readahead window past the request.
 	// The flag is per open file, so the VMM's own descriptor is untouched.
 	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
-		return fmt.Errorf("fadvise RANDOM: %w", err)
+		return nil, 0, fmt.Errorf("fadvise RANDOM: %w", err)
 	}
 	t := &task{f: f, reqs: reqs, maxLen: longest, workers: workers, issued: issued}
 	if err := eng.run(ctx, t); err != nil {
-		return err
+		return nil, 0, err
+	}
+	// An engine that completes its reads is done now; for the others the
+	// hold is the wait.
+	complete := time.Since(t0)
+	h, err := holdResident(ctx, f, size, reqs)
+	if err != nil {
+		return nil, 0, err
 	}
 	if !eng.completes() {
-		return waitResident(ctx, f, size, reqs)
+		complete = time.Since(t0)
 	}
-	return nil
+	return h, complete, nil
 }
 
 // dataBytes is how many bytes of a sorted, disjoint plan are file data.

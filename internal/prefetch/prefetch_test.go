@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snapbpf/snapbpf/internal/pagecache"
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/wset"
 	"golang.org/x/sys/unix"
@@ -171,9 +172,11 @@ func TestWaitResidentRepairsSkippedReadahead(t *testing.T) {
 	path := memFile(t, size)
 	f := openT(t, path)
 	reqs := []request{{0, 1 << 20}, {4 << 20, 2 << 20}, {size - pages.Size, pages.Size}}
-	if err := waitResident(context.Background(), f, size, reqs); err != nil {
+	h, err := holdResident(context.Background(), f, size, reqs)
+	if err != nil {
 		t.Fatal(err)
 	}
+	h.release()
 	res := residentPages(t, path)
 	want := 0
 	for _, r := range reqs {
@@ -238,7 +241,7 @@ func TestZeroFillsTouchedHoles(t *testing.T) {
 
 // TestTouchPages: the wait's fallback for kernels without
 // MADV_POPULATE_READ brings exactly the touched range in, as the madvise
-// does (the mapping advised random, as waitResident advises it).
+// does (the mapping advised random, as holdResident advises it).
 func TestTouchPages(t *testing.T) {
 	const size = 8 << 20
 	path := memFile(t, size)
@@ -263,5 +266,53 @@ func TestTouchPages(t *testing.T) {
 	}
 	if got := res.count(); got != n {
 		t.Fatalf("%d pages resident, want %d", got, n)
+	}
+}
+
+// TestHeldUntilWait checks, with every engine, that the job keeps the
+// pages it brought in mapped from completion until Wait: dropping the
+// file's unmapped page cache (POSIX_FADV_DONTNEED, as reclaim of unmapped
+// page cache such as the host's DAMON pageout would) leaves the working
+// set resident while the job holds it, and takes it once Wait let go.
+func TestHeldUntilWait(t *testing.T) {
+	const size = 32 << 20
+	path := memFile(t, size)
+	ext := randomSet(3, size, 1000, 200)
+	var want int
+	for _, e := range ext {
+		want += int(e.N)
+	}
+	for _, name := range Engines() {
+		t.Run(name, func(t *testing.T) {
+			dropCache(t, path)
+			j, err := Start(context.Background(), path, ext, Options{Engine: name, GapPages: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-j.Done()
+			if _, err := pagecache.Drop(path); err != nil {
+				t.Fatal(err)
+			}
+			res := residentPages(t, path)
+			for _, e := range ext {
+				for p := e.Page; p < e.End(); p++ {
+					if !res[p] {
+						t.Fatalf("page %d of the working set dropped before Wait: the job does not hold its pages", p)
+					}
+				}
+			}
+			if _, err := j.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := j.Wait(); err != nil {
+				t.Fatalf("second Wait: %v", err)
+			}
+			if _, err := pagecache.Drop(path); err != nil {
+				t.Fatal(err)
+			}
+			if n := residentPages(t, path).count(); n != 0 {
+				t.Fatalf("%d of the %d pages still cached after Wait and a drop: Wait did not let go of them", n, want)
+			}
+		})
 	}
 }
