@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/snapbpf/snapbpf/internal/pages"
+	"github.com/snapbpf/snapbpf/internal/wset"
 )
 
 // TestMeasure prints the tables behind DefaultEngine, the engines' default
@@ -25,11 +26,11 @@ import (
 //
 //	SNAPBPF_MEASURE=all go test -run TestMeasure -v ./internal/prefetch
 //
-// or a comma-separated subset of engines, gap, split, fio.
+// or a comma-separated subset of engines, gap, split, hold, fio.
 func TestMeasure(t *testing.T) {
 	parts := os.Getenv("SNAPBPF_MEASURE")
 	if parts == "" {
-		t.Skip("measurement: set SNAPBPF_MEASURE=all (or engines,gap,split,fio) to run")
+		t.Skip("measurement: set SNAPBPF_MEASURE=all (or engines,gap,split,hold,fio) to run")
 	}
 	part := func(p string) bool { return parts == "all" || slices.Contains(strings.Split(parts, ","), p) }
 	const reps = 5
@@ -79,6 +80,10 @@ func TestMeasure(t *testing.T) {
 		measure(t, path, reps, "request size cap (default workers)", cfgs)
 	}
 
+	if part("hold") {
+		measureHold(t, path, 3)
+	}
+
 	if part("fio") {
 		if _, err := exec.LookPath("fio"); err != nil {
 			t.Skip("fio not installed")
@@ -103,6 +108,56 @@ func TestMeasure(t *testing.T) {
 			t.Logf("fio io_uring %s: %s", ref, fioReference(t, path, ref))
 		}
 	}
+}
+
+// measureHold prints how many pages of a freshly prefetched set leave the
+// page cache by themselves (the host's proactive reclaim) while a job holds
+// them and when it has let go at once, sampled over 15 s; runs alternate.
+func measureHold(t *testing.T, path string, reps int) {
+	// A python function's set: about 3000 pages in 900 extents.
+	ext := randomSet(11, 256<<20, 3000, 900)
+	at := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 15 * time.Second}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nset pages evicted after the prefetch completed (of %d), per run\n%-9s", wset.PageCount(Plan(ext, 0)), "")
+	for _, d := range at {
+		fmt.Fprintf(&b, " %7s", d)
+	}
+	fmt.Fprintln(&b)
+	for range reps {
+		for _, held := range []bool{false, true} {
+			dropCache(t, path)
+			j, err := Start(context.Background(), path, ext, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-j.Done()
+			t0 := time.Now()
+			if !held {
+				if _, err := j.Wait(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fmt.Fprintf(&b, "%-9s", map[bool]string{false: "released", true: "held"}[held])
+			for _, d := range at {
+				time.Sleep(time.Until(t0.Add(d)))
+				res := residentPages(t, path)
+				gone := 0
+				for _, e := range ext {
+					for p := e.Page; p < e.End(); p++ {
+						if !res[p] {
+							gone++
+						}
+					}
+				}
+				fmt.Fprintf(&b, " %7d", gone)
+			}
+			fmt.Fprintln(&b)
+			if _, err := j.Wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Log(b.String())
 }
 
 type config struct {

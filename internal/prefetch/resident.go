@@ -21,11 +21,12 @@ import (
 // Page cache that no process maps is what reclaim takes first, and what
 // proactive reclaim takes at all: the host's DAMON pageout scheme filters
 // on "unmapped" page cache, and it evicted freshly prefetched pages before
-// the guest touched them (each then a major fault that reads megabytes
-// with readahead: 1 to 11 in 5 of 40 python replays at N=1, up to 26 MiB
-// read instead of the set's 12). Mapped, they are skipped until the VMs
-// have touched them and map them themselves; FaaSnap's loader and REAP's
-// anonymous copy hold theirs the same way.
+// the guest touched them, each then a major fault that reads megabytes
+// with readahead (issue 16's python replays at N=1: 1 to 11 such faults in
+// 4 of 40 runs, up to 27 MiB read for a set of 12). Mapped, they are
+// skipped until the VMs have touched them and map them themselves;
+// FaaSnap's loader keeps its loading set mapped the same way, and REAP's
+// copy is anonymous memory.
 type hold struct{ m []byte }
 
 // release unmaps the hold: the pages stay cached, now as any others.
