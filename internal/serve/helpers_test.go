@@ -4,6 +4,7 @@ package serve
 // agent in-process), over real HTTP on a unix socket: no root, no QEMU.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -143,10 +144,12 @@ func startService(t testing.TB, home string, cfg Config, b *fakeBuilder) *testSe
 }
 
 // serviceTime, as the Driver of a Config given to startService, makes
-// the service's fake VMM one whose guests take Wait for each invocation:
-// a function's service time that uses no host CPU, for tests of capacity
-// and routing that the host's CPUs must not limit. startService fills in
-// the fake driver (one per node: the value is copied).
+// the service's fake VMM one whose guests answer each invocation after
+// Wait, without running the function: a service time that uses no host
+// CPU, for tests of capacity and routing that the host's CPUs must not
+// limit (set Config.NoCheck: the results are not the function's).
+// startService fills in the fake driver (one per node: the value is
+// copied).
 type serviceTime struct {
 	*vmmtest.Driver
 	Wait time.Duration
@@ -158,29 +161,78 @@ func (d serviceTime) Start(ctx context.Context, c vmm.Config) (vmm.Machine, erro
 	if err != nil {
 		return nil, err
 	}
-	return waitMachine{m, d.Wait}, nil
+	return waitMachine{m, newWaitSerial(m.Serial(), d.Wait)}, nil
 }
 
 type waitMachine struct {
 	vmm.Machine
-	wait time.Duration
+	serial *waitSerial
 }
 
-// Serial delays each invoke request on its way to the guest's agent.
-func (m waitMachine) Serial() io.ReadWriteCloser { return waitSerial{m.Machine.Serial(), m.wait} }
+// Serial is the agent's port with invocations answered by the port.
+func (m waitMachine) Serial() io.ReadWriteCloser { return m.serial }
 
+// waitSerial passes every request but invoke to the agent; it answers
+// an invoke itself after the wait. What the host reads is the agent's
+// lines and these answers, whole lines each.
 type waitSerial struct {
-	io.ReadWriteCloser
+	rw   io.ReadWriteCloser
 	wait time.Duration
+	pr   *io.PipeReader
+	pw   *io.PipeWriter
+	mu   sync.Mutex // one line at a time into pw
 }
 
-// Write holds an invoke request back for the wait. The protocol writes
-// one whole line per Write.
-func (s waitSerial) Write(b []byte) (int, error) {
-	if msg, err := protocol.Decode(bytes.TrimSuffix(b, []byte("\n"))); err == nil && msg.Type == protocol.TypeInvoke {
-		time.Sleep(s.wait)
+// newWaitSerial starts copying the agent's lines; the copy ends when the
+// agent's port closes (the machine stops).
+func newWaitSerial(rw io.ReadWriteCloser, wait time.Duration) *waitSerial {
+	s := &waitSerial{rw: rw, wait: wait}
+	s.pr, s.pw = io.Pipe()
+	go func() {
+		r := bufio.NewReader(rw)
+		for {
+			line, err := r.ReadBytes('\n')
+			if len(line) > 0 {
+				s.line(line)
+			}
+			if err != nil {
+				s.pw.CloseWithError(err)
+				return
+			}
+		}
+	}()
+	return s
+}
+
+func (s *waitSerial) line(b []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pw.Write(b)
+}
+
+func (s *waitSerial) Read(b []byte) (int, error) { return s.pr.Read(b) }
+
+// Write answers an invoke request after the wait, in its own goroutine
+// (the host's writer must not be held), and passes anything else on. The
+// protocol writes one whole line per Write.
+func (s *waitSerial) Write(b []byte) (int, error) {
+	msg, err := protocol.Decode(bytes.TrimSuffix(b, []byte("\n")))
+	if err != nil || msg.Type != protocol.TypeInvoke {
+		return s.rw.Write(b)
 	}
-	return s.ReadWriteCloser.Write(b)
+	time.AfterFunc(s.wait, func() {
+		reply, err := protocol.Encode(protocol.Message{Type: protocol.TypeResult, ID: msg.ID, Checksum: "service-time", FnNs: s.wait.Nanoseconds()})
+		if err == nil {
+			s.line(reply)
+		}
+	})
+	return len(b), nil
+}
+
+func (s *waitSerial) Close() error {
+	err := s.rw.Close()
+	s.pr.Close()
+	return err
 }
 
 // holdRestores makes each cold restore wait at its state load until the
