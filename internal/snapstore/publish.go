@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,7 +13,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/snapbpf/snapbpf/internal/pages"
 	"github.com/snapbpf/snapbpf/internal/prefetch"
@@ -321,46 +324,115 @@ func (s *Store) settle(ctx context.Context, o *Object) error {
 	}
 }
 
-func (s *Store) putOnce(ctx context.Context, name string, chunkSize, size int64, r io.Reader) (Object, error) {
-	// ctx stops the upload through the chunker, not the put: the object
-	// store purges a put's chunks when its reader fails, but not when
-	// its own context ends (the purge needs that context).
-	cr := &chunker{ctx: ctx, r: r}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), putTimeout(size))
+// putWindow is how many chunks of an upload may be on their way at once,
+// sent and not yet stored. The object store's own Put sends up to 4000
+// ahead: a snapshot's chunks then queued in the node's connection, its
+// server and the cluster's route, and the heartbeats and registry writes
+// that share them waited behind megabytes.
+const putWindow = 4
+
+// putOnce uploads the size bytes r reads as object name, in chunks of
+// chunkSize, hashing each, at most putWindow of them unacknowledged, the
+// way the object store lays an object out (NATS ADR-20): the chunks on
+// subject $O.BUCKET.C.NUID, then the object's info on its meta subject,
+// which replaces the old info at once (rollup); the old chunks are purged
+// after. When ctx ends, the upload stops and its chunks are purged.
+func (s *Store) putOnce(ctx context.Context, name string, chunkSize, size int64, r io.Reader) (_ Object, retErr error) {
+	cctx, cancel := context.WithTimeout(ctx, putTimeout(size))
 	defer cancel()
-	info, err := s.obs.Put(cctx, jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(chunkSize)}}, cr)
-	if err != nil {
+	old, err := s.obs.GetInfo(cctx, name, jetstream.GetObjectInfoShowDeleted())
+	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return Object{}, fmt.Errorf("upload %s to bucket %s: look up the object: %w", name, s.bucket, err)
+	}
+	info := jetstream.ObjectInfo{
+		ObjectMeta: jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(chunkSize)}},
+		Bucket:     s.bucket, NUID: nuid.Next(),
+	}
+	subject := fmt.Sprintf("$O.%s.C.%s", s.bucket, info.NUID)
+	defer func() {
+		if retErr != nil {
+			// Not cut off by ctx: the purge is what a cancelled
+			// upload leaves the store clean with.
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CallTimeout)
+			defer cancel()
+			if err := s.stream.Purge(pctx, jetstream.WithPurgeSubject(subject)); err != nil {
+				s.log.Warn("snapshot store: the chunks of an upload that failed could not be purged", "object", name, "subject", subject, "err", err)
+			}
+		}
+	}()
+	o := Object{Name: name}
+	whole := sha256.New()
+	bufs := make([][]byte, putWindow)
+	var sent []jetstream.PubAckFuture
+	// ack waits for the oldest chunk on its way to be stored.
+	ack := func() error {
+		f := sent[0]
+		sent = sent[1:]
+		select {
+		case <-f.Ok():
+			return nil
+		case err := <-f.Err():
+			return err
+		case <-cctx.Done():
+			return cctx.Err()
+		}
+	}
+	for k := 0; ; k++ {
+		if len(sent) == putWindow {
+			if err := ack(); err != nil {
+				return Object{}, fmt.Errorf("upload %s to bucket %s: %w", name, s.bucket, err)
+			}
+		}
+		if bufs[k%putWindow] == nil {
+			bufs[k%putWindow] = make([]byte, chunkSize)
+		}
+		b := bufs[k%putWindow]
+		n, err := io.ReadFull(r, b)
+		if n > 0 {
+			sum := sha256.Sum256(b[:n])
+			o.SHA256 = append(o.SHA256, hex.EncodeToString(sum[:]))
+			whole.Write(b[:n])
+			o.Size += int64(n)
+			f, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: b[:n]})
+			if err != nil {
+				return Object{}, fmt.Errorf("upload %s to bucket %s: chunk %d: %w", name, s.bucket, k, err)
+			}
+			sent = append(sent, f)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return Object{}, fmt.Errorf("upload %s to bucket %s: read: %w", name, s.bucket, err)
+		}
+	}
+	for len(sent) > 0 {
+		if err := ack(); err != nil {
+			return Object{}, fmt.Errorf("upload %s to bucket %s: %w", name, s.bucket, err)
+		}
+	}
+	if o.Size != size {
+		return Object{}, fmt.Errorf("upload %s to bucket %s: read %d bytes, want %d", name, s.bucket, o.Size, size)
+	}
+	if err := ctx.Err(); err != nil {
 		return Object{}, fmt.Errorf("upload %s to bucket %s: %w", name, s.bucket, err)
 	}
-	o := Object{Name: name, Size: int64(info.Size), SHA256: cr.sums}
-	if int(info.Chunks) != len(cr.sums) || cr.n != o.Size || o.Size != size {
-		return Object{}, fmt.Errorf("upload %s to bucket %s: the store made %d chunks of %d bytes, we hashed %d of %d, want %d bytes", name, s.bucket, info.Chunks, info.Size, len(cr.sums), cr.n, size)
+	info.Size, info.Chunks = uint64(o.Size), uint32(o.Chunks())
+	info.Digest = "SHA-256=" + base64.URLEncoding.EncodeToString(whole.Sum(nil))
+	meta, err := json.Marshal(info)
+	if err != nil {
+		return Object{}, err
+	}
+	m := nats.NewMsg(fmt.Sprintf("$O.%s.M.%s", s.bucket, base64.URLEncoding.EncodeToString([]byte(name))))
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	m.Data = meta
+	if _, err := s.js.PublishMsg(cctx, m); err != nil {
+		return Object{}, fmt.Errorf("upload %s to bucket %s: write its info: %w", name, s.bucket, err)
+	}
+	if old != nil && !old.Deleted {
+		if err := s.stream.Purge(cctx, jetstream.WithPurgeSubject(fmt.Sprintf("$O.%s.C.%s", s.bucket, old.NUID))); err != nil {
+			s.log.Warn("snapshot store: the chunks of an object's previous upload could not be purged", "object", name, "err", err)
+		}
 	}
 	return o, nil
-}
-
-// chunker hands the object store whole chunks, one a Read (the store makes
-// a chunk of whatever one Read returns), and hashes each; it fails once ctx
-// has ended.
-type chunker struct {
-	ctx  context.Context
-	r    io.Reader
-	sums []string
-	n    int64
-}
-
-func (c *chunker) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	n, err := io.ReadFull(c.r, p)
-	if n > 0 {
-		sum := sha256.Sum256(p[:n])
-		c.sums = append(c.sums, hex.EncodeToString(sum[:]))
-		c.n += int64(n)
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		err = io.EOF
-	}
-	return n, err
 }

@@ -37,6 +37,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/snapbpf/snapbpf/internal/logging"
@@ -57,10 +58,13 @@ type JetStream interface {
 	ObjectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error)
 	CreateObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error)
 	Stream(ctx context.Context, name string) (jetstream.Stream, error)
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
 }
 
 // Store is a bucket of published snapshots.
 type Store struct {
+	js     JetStream
 	bucket string
 	obs    jetstream.ObjectStore
 	stream jetstream.Stream
@@ -109,7 +113,7 @@ func Open(ctx context.Context, js JetStream, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot store: open the stream of bucket %s: %w", bucket, err)
 	}
-	return &Store{bucket: bucket, obs: obs, stream: stream, log: logging.Or(o.Log)}, nil
+	return &Store{js: js, bucket: bucket, obs: obs, stream: stream, log: logging.Or(o.Log)}, nil
 }
 
 // Bucket is the store's bucket name.
