@@ -378,6 +378,9 @@ func (s *Store) putOnce(ctx context.Context, name string, chunkSize, size int64,
 		}
 	}
 	for k := 0; ; k++ {
+		if err := ctx.Err(); err != nil {
+			return Object{}, fmt.Errorf("upload %s to bucket %s: %w", name, s.bucket, err)
+		}
 		if len(sent) == putWindow {
 			if err := ack(); err != nil {
 				return Object{}, fmt.Errorf("upload %s to bucket %s: %w", name, s.bucket, err)
