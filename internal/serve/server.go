@@ -225,7 +225,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 		return nil, err
 	}
 	// The store on the bus's bulk connection: on the main one, a
-	// snapshot's chunks held up the heartbeats (bus.Bulk).
+	// snapshot's chunks would queue ahead of the heartbeats (bus.Bulk).
 	store, err := snapstore.Open(ctx, b.Bulk(), snapstore.Options{Replicas: b.Replicas(), Log: slog.Default()})
 	if err != nil {
 		return nil, fmt.Errorf("serve: %w", err)

@@ -328,7 +328,11 @@ func (s *Store) settle(ctx context.Context, o *Object) error {
 // sent and not yet stored. The object store's own Put sends up to 4000
 // ahead: a snapshot's chunks then queued in the node's connection, its
 // server and the cluster's route, and the heartbeats and registry writes
-// that share them waited behind megabytes.
+// that share them waited behind megabytes. A key-value put during a
+// 128 MiB upload on a two-node cluster took up to 1.9-4.1 s with that
+// Put, whether on the upload's connection or not, and up to 0.1-0.24 s
+// with 4 chunks in flight, while the upload itself took 5.6-7.7 s instead
+// of 11-21 s (BenchmarkKVDuringUpload, load 3-16).
 const putWindow = 4
 
 // putOnce uploads the size bytes r reads as object name, in chunks of
