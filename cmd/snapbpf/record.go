@@ -122,7 +122,7 @@ which includes readahead.`,
 	f.BoolVar(&o.NoWait, "no-wait", false, "fail at once if another recording of the snapshot is running, instead of waiting for it")
 	f.BoolVar(&o.Merge, "merge", false, "union with the snapshot's existing working set (several inputs)")
 	f.IntVar(&o.Runs, "runs", record.DefaultRuns, "record this many cold restores and store their union (covers run-to-run variation)")
-	f.IntVar(&o.Margin, "margin", record.DefaultMargin, "also take the memory file's data pages within this many pages of the regions where runs 2.. found pages, up to 10% more pages or 1 MiB, whichever is more (0: none)")
+	f.IntVar(&o.Margin, "margin", record.DefaultMargin, "also take the memory file's data pages within this many pages of the regions where runs 2.. found pages, at most 2 pages for each page they found and 10% more pages or 1 MiB, whichever is more (0: none)")
 	f.StringVar(&mem, "mem", "", "memory file to watch (with a command)")
 	f.StringVar(&out, "out", "", "working-set file to write (with --mem)")
 	f.StringVar(&method, "method", capture.MethodEBPF, "ebpf, or mincore (no BPF needed; includes readahead)")

@@ -95,31 +95,44 @@ func (o Options) inputs() []Input {
 // DefaultMargin is how far around the regions where the refining runs found
 // pages the recording also takes the memory file's data pages (see widen).
 // What the refining runs add, and what a restore still faults on after
-// eight of them, are pages a few dozen pages apart in the same small regions
-// of guest memory (kernel allocations that follow the run's timing; alloc
-// and bert: one 90-page region near the top of guest RAM); taking those
-// regions whole removes the faults for a few percent more pages
-// (docs/measurements/issue3.md).
-const DefaultMargin = 16
+// eight of them, are pages near the ones the runs found (kernel
+// allocations that follow the run's timing). 16 pages, the first choice,
+// grew a python function's set by 150-290 pages of which 90-98% no later
+// restore touched, and a restore on the other input shape then left 8-23%
+// of the set untouched; 2 pages catch about two thirds of what 16 did (the
+// shape-1 trace's pages outside the set: 21 instead of 11 over 8 python
+// functions, 35 with no margin) for a quarter of the pages
+// (docs/measurements/issue16.md, "Prefetched but not touched").
+const DefaultMargin = 2
 
 // All widening together adds at most marginBudgetPercent of the set's
 // pages, the regions where the refining runs found the most pages first: a
 // function whose pages vary all over (gzip once: 85 refined pages in 31
 // places) would otherwise grow by half. Regions where the runs found a
-// single page are widened too: the pages a restore still faults on lie up
-// to a few dozen pages from any page the runs found (widening only regions
-// with 2 or more found pages left bert at a median of 3 faults).
+// single page are widened too: the pages a restore still faults on lie
+// near any page the runs found (widening only regions with 2 or more found
+// pages left bert at a median of 3 faults).
 const marginBudgetPercent = 10
 
-// marginBudgetFloor is the least the widening may add, in pages, however
-// small the set: 1 MiB, a millisecond of this disk's reads. A 10% budget
-// of alloc's 1916-page set left its most frequent leftover region (about
-// 125 pages at the top of guest RAM) out.
+// marginBudgetFloor raises the percentage for a small set, in pages: 1 MiB,
+// a millisecond of this disk's reads. A 10% budget of alloc's 1916-page set
+// left its most frequent leftover region (about 125 pages at the top of
+// guest RAM) out.
 const marginBudgetFloor = 256
 
-// marginBudget is how many pages widening may add to a set of pages pages.
-func marginBudget(pages int64) int64 {
-	return max(pages*marginBudgetPercent/100, marginBudgetFloor)
+// marginPerFound sizes the widening by what the runs disagreed on: at most
+// this many pages for each page the refining runs found. The margin is a
+// guess at where a later restore touches what no run did, and the pages
+// the runs disagreed on are the evidence for it; a set the runs agreed on
+// gets little or none.
+const marginPerFound = 2
+
+// marginBudget is how many pages widening may add to a set of setPages
+// pages around found pages the refining runs found: marginPerFound for
+// each, and no more than marginBudgetPercent of the set (or
+// marginBudgetFloor, whichever is more).
+func marginBudget(setPages, found int64) int64 {
+	return min(found*marginPerFound, max(setPages*marginBudgetPercent/100, marginBudgetFloor))
 }
 
 // DefaultRuns is how many restores a recording takes by default.
@@ -360,7 +373,7 @@ func recordInput(ctx context.Context, d vmm.Driver, dir *snapshot.Dir, cp *coldC
 			if err != nil {
 				return nil, fmt.Errorf("record: %w", err)
 			}
-			rep.MarginPages += widen(set, refined, uint64(margin), data, marginBudget(set.Pages()))
+			rep.MarginPages += widen(set, refined, uint64(margin), data, marginBudget(set.Pages(), wset.PageCount(refined)))
 		}
 		set.Source += fmt.Sprintf("; refined by %d snapbpf restores, margin %d pages", runs-1, margin)
 	}
