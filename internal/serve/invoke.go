@@ -102,7 +102,7 @@ func (s *Server) Invoke(ctx context.Context, name string, body []byte) (_ *Invoc
 	if !s.servable(e) {
 		if s.reg.ours(e.view()) {
 			// Its home: not ready here is not ready at all.
-			return s.invokeLocal(ctx, e, body, t0, queueDeadline)
+			return s.invokeLocal(ctx, e, body, t0, queueDeadline, time.Time{}, nil)
 		}
 		if e.view().Runtime != api.RuntimePython {
 			if _, err := parseInput(body); err != nil {
@@ -121,7 +121,7 @@ func (s *Server) Invoke(ctx context.Context, name string, body []byte) (_ *Invoc
 		return res, err
 	}
 	// Here at once, if there is room.
-	res, err := s.invokeLocal(ctx, e, body, t0, t0)
+	res, err := s.invokeLocal(ctx, e, body, t0, t0, time.Time{}, nil)
 	if !isQueueTimeout(err) {
 		return res, err
 	}
@@ -140,7 +140,7 @@ func (s *Server) Invoke(ctx context.Context, name string, body []byte) (_ *Invoc
 		}
 	}
 	// Nobody free: queue here.
-	return s.invokeLocal(ctx, e, body, t0, queueDeadline)
+	return s.invokeLocal(ctx, e, body, t0, queueDeadline, time.Time{}, nil)
 }
 
 // errOutcome is the invocations metric's outcome of an error.
@@ -169,9 +169,15 @@ func isQueueTimeout(err error) bool {
 }
 
 // invokeLocal runs function e here, waiting for an instance until
-// queueDeadline (t0 is when the invocation arrived). An error before the
-// invocation started is an *apiError marked notStarted.
-func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, queueDeadline time.Time) (_ *Invocation, retErr error) {
+// queueDeadline (t0 is when the invocation arrived). If runBy is set (a
+// forwarded invocation: its forwarder's deadline less a margin), the guest
+// is not asked after it and is stopped at it, so the answer, whatever it
+// is, reaches the forwarder in time; begin, if set, is asked once an
+// instance (or a cold start's slot) is taken, before anything runs, and
+// an error from it gives them back unused (route.go: its forwarder's go).
+// An error before the invocation started is an *apiError marked
+// notStarted.
+func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, queueDeadline, runBy time.Time, begin func() error) (_ *Invocation, retErr error) {
 	name := e.name
 	started := false
 	defer func() {
@@ -225,10 +231,20 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 	case err != nil:
 		return nil, statusErr(499, "invocation abandoned by the client: %v", err)
 	}
-	started = true
 	if s.router != nil {
 		s.router.kick() // it may have to leave the group now
 	}
+	if begin != nil {
+		if err := begin(); err != nil {
+			if in == nil {
+				e.pool.abandon(reserved)
+			} else {
+				e.pool.release(in, true)
+			}
+			return nil, &apiError{status: http.StatusServiceUnavailable, notStarted: true, msg: fmt.Sprintf("function %s: not started on node %s: %v", name, s.cfg.Node, err)}
+		}
+	}
+	started = true
 	res := &Invocation{Cold: in == nil, QueueMs: msSince(t0), Node: s.cfg.Node}
 	s.metrics.queueSeconds.WithLabelValues(name).Observe(res.QueueMs / 1000)
 	if res.Cold {
@@ -259,11 +275,30 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 		in = e.pool.started(ri, snap)
 		s.metrics.restoreSeconds.WithLabelValues(name).Observe(res.RestoreMs / 1000)
 	}
+	ictx := s.ctx
+	if !runBy.IsZero() {
+		if !time.Now().Before(runBy) {
+			// Its start took all the time the forwarder gives: the
+			// guest never sees it, and another node may take it.
+			if res.Cold {
+				e.mu.Lock()
+				wsetPages := e.f.WSetPages
+				e.mu.Unlock()
+				s.budget.settle(e, in.pid, wsetPages, reserved)
+			}
+			e.pool.release(in, true)
+			return nil, &apiError{status: http.StatusServiceUnavailable, notStarted: true,
+				msg: fmt.Sprintf("function %s: not run on node %s: starting it took until the forwarding node's deadline (restore %.0f ms, queue %.0f ms)", name, s.cfg.Node, res.RestoreMs, res.QueueMs)}
+		}
+		var cancel context.CancelFunc
+		ictx, cancel = context.WithDeadline(s.ctx, runBy)
+		defer cancel()
+	}
 	var inv restore.Invocation
 	if python {
-		inv, err = in.InvokePayload(s.ctx, body)
+		inv, err = in.InvokePayload(ictx, body)
 	} else {
-		inv, err = in.Invoke(s.ctx, input)
+		inv, err = in.Invoke(ictx, input)
 	}
 	if res.Cold {
 		// The first invocation has run: the measurement sees what the
@@ -276,6 +311,9 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 	if err != nil {
 		e.pool.release(in, false)
 		slog.Error("serve: invocation failed; the instance is replaced", "function", name, "pid", in.pid, "cold", res.Cold, "err", err)
+		if errors.Is(err, context.DeadlineExceeded) && !runBy.IsZero() && !time.Now().Before(runBy) {
+			return nil, statusErr(http.StatusGatewayTimeout, "function %s: node %s started it and stopped it unfinished at the forwarding node's deadline; the instance was replaced: it ran at most once, not retried", name, s.cfg.Node)
+		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, statusErr(http.StatusGatewayTimeout, "function %s: the guest did not answer within %v; the instance was replaced: %v", name, s.cfg.InvokeTimeout, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,6 +38,8 @@ const invokeQueue = "snapbpf"
 // Headers of a forwarded invocation and its reply.
 const (
 	hdrDeadline = "Snapbpf-Deadline" // request: unix ms the forwarder waits until
+	hdrID       = "Snapbpf-Id"       // request: the forwarder's node and sequence number, for the logs
+	hdrTakeBy   = "Snapbpf-Take-By"  // request: unix ms the forwarder waits for taken or an answer until
 	hdrStatus   = "Snapbpf-Status"   // reply: HTTP status, or "declined"
 	hdrNode     = "Snapbpf-Node"     // reply: the node that answered
 	hdrCold     = "Snapbpf-Cold"
@@ -45,7 +48,11 @@ const (
 	hdrQueue    = "Snapbpf-Queue-Ms"
 	hdrType     = "Content-Type" // reply: the result's (a python function's is its output)
 	declined    = "declined"
+	taken       = "taken" // reply: an instance is held for it; it starts on the forwarder's go
 )
+
+// forwardSeq numbers this process's forwarded invocations (hdrID).
+var forwardSeq atomic.Uint64
 
 // errDeclined: the request reached no node that could start it.
 var errDeclined = errors.New("declined by every node tried")
@@ -137,7 +144,7 @@ func (r *router) reconcile() {
 	}
 	for name, sub := range r.subs {
 		if !want[name] {
-			sub.Unsubscribe()
+			leaveGroup(sub)
 			delete(r.subs, name)
 		}
 	}
@@ -159,8 +166,23 @@ func (r *router) leave(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if sub := r.subs[name]; sub != nil {
-		sub.Unsubscribe()
+		leaveGroup(sub)
 		delete(r.subs, name)
+	}
+}
+
+// leaveGroup quits a queue group without losing the requests NATS has
+// already handed this node: a drain, not an unsubscribe. Unsubscribe drops
+// the requests queued for the subscription and those still on the wire
+// before the server sees it; their forwarders, which the group gave them
+// to, then wait for an answer that never comes and answer 504 "outcome
+// unknown" at their deadline though nothing ran (a node that had just
+// taken its last instance, in an overloaded healthy cluster). Drained,
+// each is handed to handle, which declines it (no instance free here),
+// and its forwarder tries another node.
+func leaveGroup(sub *nats.Subscription) {
+	if err := sub.Drain(); err != nil {
+		slog.Warn("serve: routing: cannot leave the group of a function", "subject", sub.Subject, "err", err)
 	}
 }
 
@@ -169,7 +191,7 @@ func (r *router) close() {
 	r.mu.Lock()
 	r.closed = true
 	for name, sub := range r.subs {
-		sub.Unsubscribe()
+		leaveGroup(sub) // what it still receives is declined: closed
 		delete(r.subs, name)
 	}
 	r.mu.Unlock()
@@ -179,6 +201,7 @@ func (r *router) close() {
 // handle answers one forwarded invocation, in its own goroutine: the
 // subscription's callbacks run one at a time.
 func (r *router) handle(m *nats.Msg) {
+	received := time.Now()
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -189,28 +212,67 @@ func (r *router) handle(m *nats.Msg) {
 	r.mu.Unlock()
 	go func() {
 		defer r.inflight.Done()
-		r.serve(m)
+		r.serve(m, received)
 	}()
 }
 
-func (r *router) serve(m *nats.Msg) {
+// takeTimeout is how long a forwarder waits for a node to take its
+// invocation (or decline it) before it sends it again: a fifth of the
+// forward deadline, at most 5 s (an overloaded host's scheduling, not the
+// work: taking is an instance slot and a message).
+func takeTimeout(forward time.Duration) time.Duration {
+	return min(5*time.Second, forward/5)
+}
+
+// replyMargin is how long before its forwarder's deadline a forwarded
+// invocation must have its answer sent: a tenth of the time left when it
+// arrives, at most a second (the reply's way back, and clocks apart).
+func replyMargin(left time.Duration) time.Duration {
+	return min(time.Second, left/10)
+}
+
+func (r *router) serve(m *nats.Msg, received time.Time) {
 	s := r.s
 	name := m.Subject[len(InvokeSubject("")):]
 	ctx := s.ctx
+	// Everything here works to a deadline before the forwarder's: an
+	// answer sent as the forwarder gives up is lost, and turns a known
+	// outcome into its 504 "outcome unknown".
+	var runBy, fwdDeadline time.Time
 	if ms, err := strconv.ParseInt(m.Header.Get(hdrDeadline), 10, 64); err == nil {
+		fwdDeadline = time.UnixMilli(ms)
+		runBy = fwdDeadline.Add(-replyMargin(time.Until(fwdDeadline)))
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, time.UnixMilli(ms))
+		ctx, cancel = context.WithDeadline(ctx, runBy)
 		defer cancel()
 	}
-	e := s.reg.get(name)
-	if e == nil {
-		r.reply(m, &apiError{status: http.StatusNotFound, msg: "function " + name + " is not on node " + s.cfg.Node, notStarted: true}, nil)
-		return
-	}
 	t0 := time.Now()
-	// No queue here: a node that cannot start it at once declines, and
-	// the forwarder tries another.
-	res, err := s.invokeLocal(ctx, e, m.Data, t0, t0)
+	var (
+		res *Invocation
+		err error
+	)
+	if e := s.reg.get(name); e == nil {
+		err = &apiError{status: http.StatusNotFound, msg: "function " + name + " is not on node " + s.cfg.Node, notStarted: true}
+	} else {
+		// No queue here: a node that cannot start it at once declines,
+		// and the forwarder tries another.
+		var begin func() error
+		if ms, err := strconv.ParseInt(m.Header.Get(hdrTakeBy), 10, 64); err == nil {
+			// Its go comes before the take-by deadline or never: the
+			// instance is not held for it longer than that (and a
+			// second for the go's way here).
+			goBy := time.UnixMilli(ms).Add(time.Second)
+			if !runBy.IsZero() && runBy.Before(goBy) {
+				goBy = runBy
+			}
+			begin = func() error {
+				gctx, cancel := context.WithDeadline(ctx, goBy)
+				defer cancel()
+				return r.take(gctx, m)
+			}
+		}
+		res, err = s.invokeLocal(ctx, e, m.Data, t0, t0, runBy, begin)
+	}
 	outcome := "ok"
 	if err != nil {
 		outcome = errOutcome(err)
@@ -221,7 +283,45 @@ func (r *router) serve(m *nats.Msg) {
 	if outcome != declined {
 		s.metrics.invocations.WithLabelValues(name, outcome).Inc()
 	}
-	r.reply(m, err, res)
+	sent := r.reply(m, err, res)
+	// One line per forwarded invocation: which node sent it, when it
+	// came, how long its start and run took, what was answered and how
+	// long before the forwarder's deadline.
+	log := slog.Debug
+	if !sent || (!fwdDeadline.IsZero() && !time.Now().Before(fwdDeadline)) {
+		log = slog.Warn // its forwarder answers 504 "outcome unknown"
+	}
+	attrs := []any{"function", name, "id", m.Header.Get(hdrID), "outcome", outcome,
+		"handoff_ms", msBetween(received, t0), "answered_ms", msSince(received), "sent", sent}
+	if res != nil {
+		attrs = append(attrs, "cold", res.Cold, "restore_ms", res.RestoreMs, "run_ms", res.TotalMs-res.QueueMs-res.RestoreMs)
+	}
+	if !fwdDeadline.IsZero() {
+		attrs = append(attrs, "before_deadline_ms", msBetween(time.Now(), fwdDeadline))
+	}
+	if err != nil && outcome != declined {
+		attrs = append(attrs, "err", err)
+	}
+	log("serve: routing: forwarded invocation answered", attrs...)
+}
+
+// take tells m's forwarder that this node holds an instance for it, and
+// waits for its go: only a forwarder that heard of it before its take-by
+// deadline says go, and from then on sends the invocation nowhere else.
+// Without a go it never starts here (the forwarder gave up on this node,
+// or the request was one NATS handed it as it left the group).
+func (r *router) take(ctx context.Context, m *nats.Msg) error {
+	ack := nats.NewMsg(m.Reply)
+	ack.Header.Set(hdrStatus, taken)
+	ack.Header.Set(hdrNode, r.s.cfg.Node)
+	if _, err := r.s.bus.Conn().RequestMsgWithContext(ctx, ack); err != nil {
+		return fmt.Errorf("its forwarding node did not say go: %w", err)
+	}
+	return nil
+}
+
+func msBetween(a, b time.Time) float64 {
+	return float64(b.Sub(a).Microseconds()/10) / 100
 }
 
 // isDeclinable says err answers an invocation that never started for a
@@ -239,7 +339,8 @@ func isDeclinable(err error) bool {
 	return false
 }
 
-func (r *router) reply(m *nats.Msg, err error, res *Invocation) {
+// reply answers m: whether the answer was sent.
+func (r *router) reply(m *nats.Msg, err error, res *Invocation) bool {
 	out := nats.NewMsg(m.Reply)
 	out.Header.Set(hdrNode, r.s.cfg.Node)
 	switch {
@@ -264,8 +365,10 @@ func (r *router) reply(m *nats.Msg, err error, res *Invocation) {
 		out.Data = res.Result
 	}
 	if err := m.RespondMsg(out); err != nil {
-		slog.Warn("serve: routing: the answer to a forwarded invocation was not sent", "subject", m.Subject, "err", err)
+		slog.Warn("serve: routing: the answer to a forwarded invocation was not sent", "subject", m.Subject, "id", m.Header.Get(hdrID), "err", err)
+		return false
 	}
+	return true
 }
 
 // forward sends the invocation to the nodes that serve the function,
@@ -297,26 +400,69 @@ func (s *Server) forward(ctx context.Context, name string, body []byte, queueDea
 
 // forwardOnce sends the invocation once to function name's group:
 // errDeclined if nobody received it or its receiver declined it.
+//
+// The receiver answers first "taken" (an instance is held for it) and
+// starts it only on this node's go, which goes to the first taken heard
+// before the take-by deadline and to no other. A request nobody takes by
+// then went nowhere (NATS loses the requests in flight to a node as it
+// leaves the group: it cannot tell them from a hung node's) and is sent
+// again; only one that was taken and then not answered by the forward
+// deadline is 504 "outcome unknown".
 func (s *Server) forwardOnce(ctx context.Context, name string, body []byte) (*Invocation, error) {
 	t0 := time.Now()
 	deadline := t0.Add(s.cfg.ForwardTimeout)
+	takeBy := t0.Add(takeTimeout(s.cfg.ForwardTimeout))
 	rctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	nc := s.bus.Conn()
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, statusErr(http.StatusServiceUnavailable, "function %s: cannot forward it to another node: %v; retry", name, err)
+	}
+	defer sub.Unsubscribe()
 	m := nats.NewMsg(InvokeSubject(name))
+	m.Reply = inbox
 	m.Header.Set(hdrDeadline, strconv.FormatInt(deadline.UnixMilli(), 10))
+	m.Header.Set(hdrTakeBy, strconv.FormatInt(takeBy.UnixMilli(), 10))
+	id := fmt.Sprintf("%s-%d", s.cfg.Node, forwardSeq.Add(1))
+	m.Header.Set(hdrID, id)
 	m.Data = body
-	resp, err := s.bus.Conn().RequestMsgWithContext(rctx, m)
+	if err := nc.PublishMsg(m); err != nil {
+		return nil, statusErr(http.StatusServiceUnavailable, "function %s: cannot forward it to another node: %v; retry", name, err)
+	}
+	tctx, tcancel := context.WithDeadline(rctx, takeBy)
+	resp, err := sub.NextMsgWithContext(tctx)
+	tcancel()
 	switch {
 	case err == nil:
 	case errors.Is(err, nats.ErrNoResponders):
 		return nil, errDeclined
 	case ctx.Err() != nil:
-		return nil, statusErr(499, "invocation abandoned by the client while another node ran it: outcome unknown")
+		// Taken later, it gets no go: it never runs.
+		return nil, statusErr(499, "invocation abandoned by the client before any node took it: %v", ctx.Err())
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
-		return nil, statusErr(http.StatusGatewayTimeout, "function %s: the node that took the invocation did not answer within %v (it hung or died): outcome unknown, it ran at most once; not retried", name, s.cfg.ForwardTimeout)
+		slog.Debug("serve: routing: nobody took a forwarded invocation; sent again", "function", name, "id", id)
+		return nil, errDeclined
 	default:
-		// The request may have gone out: not retried either.
-		return nil, statusErr(http.StatusGatewayTimeout, "function %s: forwarding to another node failed: %v: outcome unknown, it ran at most once; not retried", name, err)
+		return nil, statusErr(http.StatusServiceUnavailable, "function %s: forwarding to another node failed before any node took it: %v; retry", name, err)
+	}
+	if resp.Header.Get(hdrStatus) == taken {
+		// From here on it may run: never sent again.
+		if err := resp.Respond(nil); err != nil {
+			return nil, statusErr(http.StatusGatewayTimeout, "function %s: node %s took the invocation and the go to it was not sent: %v: outcome unknown, it ran at most once; not retried", name, resp.Header.Get(hdrNode), err)
+		}
+		resp, err = sub.NextMsgWithContext(rctx)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return nil, statusErr(499, "invocation abandoned by the client while another node ran it: outcome unknown")
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+			slog.Warn("serve: routing: no answer to a forwarded invocation within the forward deadline", "function", name, "id", id, "forward_timeout", s.cfg.ForwardTimeout)
+			return nil, statusErr(http.StatusGatewayTimeout, "function %s: the node that took the invocation did not answer within %v (it hung or died): outcome unknown, it ran at most once; not retried", name, s.cfg.ForwardTimeout)
+		default:
+			return nil, statusErr(http.StatusGatewayTimeout, "function %s: the answer of the node that took it was lost: %v: outcome unknown, it ran at most once; not retried", name, err)
+		}
 	}
 	node := resp.Header.Get(hdrNode)
 	switch st := resp.Header.Get(hdrStatus); st {
