@@ -245,6 +245,13 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 		}
 	}
 	started = true
+	// A forwarded invocation's restore and run end by runBy.
+	rctx := s.ctx
+	if !runBy.IsZero() {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithDeadline(s.ctx, runBy)
+		defer cancel()
+	}
 	res := &Invocation{Cold: in == nil, QueueMs: msSince(t0), Node: s.cfg.Node}
 	s.metrics.queueSeconds.WithLabelValues(name).Observe(res.QueueMs / 1000)
 	if res.Cold {
@@ -255,7 +262,7 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 			e.pool.abandon(reserved)
 			return nil, statusErr(http.StatusNotFound, "function %s was deleted", name)
 		}
-		ri, err := restore.Start(s.ctx, s.cfg.Driver, snap.dir, restore.Config{
+		ri, err := restore.Start(rctx, s.cfg.Driver, snap.dir, restore.Config{
 			Policy: s.cfg.Policy, NoCheck: s.cfg.NoCheck,
 			Timeouts: funcvm.Timeouts{VMM: s.cfg.VMMTimeout, Invoke: s.cfg.InvokeTimeout},
 			// Another node's re-recorded set, newer than the
@@ -265,6 +272,13 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 		if err != nil {
 			snap.drop()
 			e.pool.abandon(reserved)
+			if rctx.Err() != nil && s.ctx.Err() == nil {
+				// Cut short at the forwarder's deadline: the guest
+				// never ran it, another node may.
+				slog.Warn("serve: a forwarded invocation's cold restore did not end before its forwarder's deadline", "function", name, "restore_ms", msSince(t))
+				return nil, &apiError{status: http.StatusServiceUnavailable, notStarted: true,
+					msg: fmt.Sprintf("function %s: not run on node %s: its cold restore did not end before the forwarding node's deadline", name, s.cfg.Node)}
+			}
 			slog.Error("serve: cold restore failed", "function", name, "err", err)
 			if errors.Is(err, context.DeadlineExceeded) {
 				return nil, statusErr(http.StatusGatewayTimeout, "function %s: the restore timed out: %v", name, err)
@@ -275,30 +289,24 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 		in = e.pool.started(ri, snap)
 		s.metrics.restoreSeconds.WithLabelValues(name).Observe(res.RestoreMs / 1000)
 	}
-	ictx := s.ctx
-	if !runBy.IsZero() {
-		if !time.Now().Before(runBy) {
-			// Its start took all the time the forwarder gives: the
-			// guest never sees it, and another node may take it.
-			if res.Cold {
-				e.mu.Lock()
-				wsetPages := e.f.WSetPages
-				e.mu.Unlock()
-				s.budget.settle(e, in.pid, wsetPages, reserved)
-			}
-			e.pool.release(in, true)
-			return nil, &apiError{status: http.StatusServiceUnavailable, notStarted: true,
-				msg: fmt.Sprintf("function %s: not run on node %s: starting it took until the forwarding node's deadline (restore %.0f ms, queue %.0f ms)", name, s.cfg.Node, res.RestoreMs, res.QueueMs)}
+	if !runBy.IsZero() && !time.Now().Before(runBy) {
+		// Its start took all the time the forwarder gives: the
+		// guest never sees it, and another node may take it.
+		if res.Cold {
+			e.mu.Lock()
+			wsetPages := e.f.WSetPages
+			e.mu.Unlock()
+			s.budget.settle(e, in.pid, wsetPages, reserved)
 		}
-		var cancel context.CancelFunc
-		ictx, cancel = context.WithDeadline(s.ctx, runBy)
-		defer cancel()
+		e.pool.release(in, true)
+		return nil, &apiError{status: http.StatusServiceUnavailable, notStarted: true,
+			msg: fmt.Sprintf("function %s: not run on node %s: starting it took until the forwarding node's deadline (restore %.0f ms, queue %.0f ms)", name, s.cfg.Node, res.RestoreMs, res.QueueMs)}
 	}
 	var inv restore.Invocation
 	if python {
-		inv, err = in.InvokePayload(ictx, body)
+		inv, err = in.InvokePayload(rctx, body)
 	} else {
-		inv, err = in.Invoke(ictx, input)
+		inv, err = in.Invoke(rctx, input)
 	}
 	if res.Cold {
 		// The first invocation has run: the measurement sees what the

@@ -24,11 +24,17 @@ import (
 // busy here and joins again when one frees, so requests go to nodes with
 // room.
 //
-// Semantics: at most once. A request is sent again only when nobody
-// received it (no responders) or its receiver declined it before starting
-// it (no instance free after all, draining, not ready there). A request a
-// member accepted and did not answer within the forward deadline (it hung,
-// or died) is never sent again: its caller gets 504, outcome unknown.
+// Semantics: at most once. A member that can run a request answers
+// "taken" and starts it only on its forwarder's go, which the forwarder
+// sends once, to the first taken it hears before its take-by deadline. A
+// request is sent again only when nobody received it (no responders),
+// nobody took it by the take-by deadline (it was lost on its way: NATS
+// drops requests in flight to a member that leaves the group), or its
+// receiver declined it before starting it (no instance free after all,
+// draining, not ready there, no go). A request a member took and did not
+// answer within the forward deadline (it hung, or died) is never sent
+// again: its caller gets 504, outcome unknown. The member works to a
+// deadline short of the forwarder's, so a healthy one always answers.
 
 // InvokeSubject is the NATS subject of function name's invocations.
 func InvokeSubject(name string) string { return "snapbpf.invoke." + name }
@@ -171,15 +177,15 @@ func (r *router) leave(name string) {
 	}
 }
 
-// leaveGroup quits a queue group without losing the requests NATS has
-// already handed this node: a drain, not an unsubscribe. Unsubscribe drops
-// the requests queued for the subscription and those still on the wire
-// before the server sees it; their forwarders, which the group gave them
-// to, then wait for an answer that never comes and answer 504 "outcome
-// unknown" at their deadline though nothing ran (a node that had just
-// taken its last instance, in an overloaded healthy cluster). Drained,
-// each is handed to handle, which declines it (no instance free here),
-// and its forwarder tries another node.
+// leaveGroup quits a queue group without dropping the requests NATS has
+// already handed this node's connection: a drain, not an unsubscribe
+// (which drops those queued for the subscription and those on the wire
+// before its server sees it). Drained, each is handed to handle, which
+// declines it (no instance free here), and its forwarder tries another
+// node at once instead of after its take-by deadline. Requests that a
+// peer's server routed here as the interest went are lost all the same
+// (a server does not pass a routed message on to another route): the
+// take-by deadline of forwardOnce covers those.
 func leaveGroup(sub *nats.Subscription) {
 	if err := sub.Drain(); err != nil {
 		slog.Warn("serve: routing: cannot leave the group of a function", "subject", sub.Subject, "err", err)
@@ -218,10 +224,10 @@ func (r *router) handle(m *nats.Msg) {
 
 // takeTimeout is how long a forwarder waits for a node to take its
 // invocation (or decline it) before it sends it again: a fifth of the
-// forward deadline, at most 5 s (an overloaded host's scheduling, not the
+// forward deadline, at most 2 s (an overloaded host's scheduling, not the
 // work: taking is an instance slot and a message).
 func takeTimeout(forward time.Duration) time.Duration {
-	return min(5*time.Second, forward/5)
+	return min(2*time.Second, forward/5)
 }
 
 // replyMargin is how long before its forwarder's deadline a forwarded

@@ -5,8 +5,11 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/snapbpf/snapbpf/internal/vmm/vmmtest"
 )
 
 // TestClusterForwardNoneLost: bursts of invocations forwarded through
@@ -42,4 +45,38 @@ func TestClusterForwardNoneLost(t *testing.T) {
 		wg.Wait()
 	}
 	t.Logf("answers by status: %v", codes)
+}
+
+// TestClusterForwardSlowStart: the node that takes a forwarded invocation
+// is still restoring (it hangs in the state load) when its forwarder's
+// deadline draws near: it stops the restore and answers
+// in time that it did not run it (instead of running it and answering as
+// its forwarder gives up: a 504 "outcome unknown" from a healthy node),
+// and the forwarder sends it again: it runs once.
+func TestClusterForwardSlowStart(t *testing.T) {
+	const forward = 1500 * time.Millisecond
+	c := startCluster(t, 2, Config{MaxInstances: 1, ForwardTimeout: forward})
+	n0, n1 := c.nodes[0], c.nodes[1]
+	n0.create("f")
+	eventually(t, "node1 sees f ready on node0", func() bool {
+		f, _ := n1.function("f")
+		return slices.Equal(f.ReadyOn, []string{"node0"})
+	})
+	var loads atomic.Int32
+	n0.d.Faults = func(_ *vmmtest.Machine, op vmmtest.Op) error {
+		if op == vmmtest.OpLoadState && loads.Add(1) == 1 {
+			return vmmtest.ErrHang // until the restore's context ends
+		}
+		return nil
+	}
+	code, body, resp := n1.do("POST", "/v1/functions/f/invoke", "2")
+	if code != http.StatusOK {
+		t.Fatalf("a slow start on node0: %d %s, want 200", code, body)
+	}
+	if got := resp.Header.Get("X-Snapbpf-Node"); got != "node0" {
+		t.Errorf("ran on %q, want node0", got)
+	}
+	if n := len(n0.d.Running()); n != 1 {
+		t.Errorf("node0 runs %d VMs after %d restores, want 1", n, loads.Load())
+	}
 }
