@@ -291,14 +291,16 @@ func (s *Server) invokeLocal(ctx context.Context, e *entry, body []byte, t0, que
 	}
 	if !runBy.IsZero() && !time.Now().Before(runBy) {
 		// Its start took all the time the forwarder gives: the
-		// guest never sees it, and another node may take it.
+		// guest never sees it, and another node may take it. A new
+		// instance is ended (its prefetch, bound to rctx, ends with
+		// this call; an Invoke would have collected it).
 		if res.Cold {
 			e.mu.Lock()
 			wsetPages := e.f.WSetPages
 			e.mu.Unlock()
 			s.budget.settle(e, in.pid, wsetPages, reserved)
 		}
-		e.pool.release(in, true)
+		e.pool.release(in, !res.Cold)
 		return nil, &apiError{status: http.StatusServiceUnavailable, notStarted: true,
 			msg: fmt.Sprintf("function %s: not run on node %s: starting it took until the forwarding node's deadline (restore %.0f ms, queue %.0f ms)", name, s.cfg.Node, res.RestoreMs, res.QueueMs)}
 	}
