@@ -20,7 +20,7 @@ import (
 // (leaving the group with an unsubscribe dropped the requests NATS had
 // already handed node0).
 func TestClusterForwardNoneLost(t *testing.T) {
-	c := startCluster(t, 2, Config{MaxInstances: 1, QueueTimeout: 3 * time.Second, ForwardTimeout: 2 * time.Second})
+	c := startCluster(t, 2, Config{MaxInstances: 1, QueueTimeout: 3 * time.Second, ForwardTimeout: 5 * time.Second})
 	n0, n1 := c.nodes[0], c.nodes[1]
 	n0.create("f")
 	eventually(t, "node1 sees f ready on node0", func() bool {
