@@ -131,24 +131,36 @@ func (m *Mount) unmount() error {
 // while serving left behind (such a mount answers every access with
 // ENOTCONN). It returns the mount points it removed.
 func Clean(dir string) ([]string, error) {
-	dir = filepath.Clean(dir)
-	ms, err := procfs.Mounts()
+	ps, err := MountsUnder(dir)
 	if err != nil {
 		return nil, err
 	}
 	var gone []string
 	var errs []error
 	// Deepest first, so that nested mounts go before their parents.
-	for i := len(ms) - 1; i >= 0; i-- {
-		p := ms[i].Point
-		if ms[i].FSType != FSType || !strings.HasPrefix(p, dir+"/") {
+	for i := len(ps) - 1; i >= 0; i-- {
+		if err := unix.Unmount(ps[i], unix.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("lazymem: unmount stale %s: %w", ps[i], err))
 			continue
 		}
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
-			errs = append(errs, fmt.Errorf("lazymem: unmount stale %s: %w", p, err))
-			continue
-		}
-		gone = append(gone, p)
+		gone = append(gone, ps[i])
 	}
 	return gone, errors.Join(errs...)
+}
+
+// MountsUnder lists the lazymem mounts below dir, in the order they were
+// mounted.
+func MountsUnder(dir string) ([]string, error) {
+	dir = filepath.Clean(dir)
+	ms, err := procfs.Mounts()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range ms {
+		if m.FSType == FSType && strings.HasPrefix(m.Point, dir+"/") {
+			out = append(out, m.Point)
+		}
+	}
+	return out, nil
 }

@@ -7,14 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/snapbpf/snapbpf/internal/lazymem"
 	"github.com/snapbpf/snapbpf/internal/pages"
-	"github.com/snapbpf/snapbpf/internal/procfs"
 	"github.com/snapbpf/snapbpf/internal/remotesnap"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/snapstore"
@@ -118,17 +116,11 @@ func TestLeaseReplaced(t *testing.T) {
 // mountsUnder lists the lazymem mounts under dir.
 func mountsUnder(t *testing.T, dir string) []string {
 	t.Helper()
-	ms, err := procfs.Mounts()
+	ms, err := lazymem.MountsUnder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, m := range ms {
-		if m.FSType == lazymem.FSType && strings.HasPrefix(m.Point, dir+"/") {
-			out = append(out, m.Point)
-		}
-	}
-	return out
+	return ms
 }
 
 // TestNewCleansKilled: a process killed while it serves a snapshot

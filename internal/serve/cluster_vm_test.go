@@ -18,7 +18,6 @@ import (
 	"github.com/snapbpf/snapbpf/internal/funcvm"
 	"github.com/snapbpf/snapbpf/internal/lazymem"
 	"github.com/snapbpf/snapbpf/internal/pagecache"
-	"github.com/snapbpf/snapbpf/internal/procfs"
 	"github.com/snapbpf/snapbpf/internal/snapshot"
 	"github.com/snapbpf/snapbpf/internal/testenv"
 	"github.com/snapbpf/snapbpf/internal/vmm/qemu"
@@ -274,15 +273,9 @@ func holdInstances(t *testing.T, p *pool) (hold func() *instance, release func()
 // lazyMounts lists the lazymem mounts under dir.
 func lazyMounts(t *testing.T, dir string) []string {
 	t.Helper()
-	ms, err := procfs.Mounts()
+	ms, err := lazymem.MountsUnder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, m := range ms {
-		if m.FSType == lazymem.FSType && strings.HasPrefix(m.Point, dir+"/") {
-			out = append(out, m.Point)
-		}
-	}
-	return out
+	return ms
 }
