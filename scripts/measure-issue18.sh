@@ -20,7 +20,7 @@
 set -euo pipefail
 R=${R:-/var/tmp/issue18}
 B=${B:-$R/bin/snapbpf}
-FN=${FN:-gzip} RATE=${RATE:-3} DURATION=${DURATION:-60} MAXI=${MAXI:-1} BUDGET=${BUDGET:-1024}
+FN=${FN:-gzip} RATE=${RATE:-8} DURATION=${DURATION:-60} MAXI=${MAXI:-1} BUDGET=${BUDGET:-1024}
 SEED=${SEED:-18}
 HTTP=(18181 18182 18183) NATS=(14281 14282 14283) ROUTES=(16281 16282 16283)
 [ -x "$B" ] && [ -x "$(dirname "$B")/snapbpf-agent" ] || {
