@@ -84,7 +84,7 @@ func (linuxSystem) PrepareSnapshot(reportOrder int) (protocol.Message, error) {
 		return protocol.Message{}, err
 	}
 	if reportOrder >= 0 {
-		n, err := zeroFreeMemory()
+		n, err := zeroFreeMemory(mem["MemFree"])
 		if err != nil {
 			return protocol.Message{}, err
 		}
@@ -94,21 +94,16 @@ func (linuxSystem) PrepareSnapshot(reportOrder int) (protocol.Message, error) {
 }
 
 // zeroFreeMemory writes zeroes over all but a reserve of the guest's free
-// memory and gives it back, and returns how much. Free page reporting
-// alone leaves free pages with old contents in the memory file when it has
-// not got to them: it reports a sixteenth of a free list per pass, passes
-// 2 s apart, and in a busy guest starts late (bert's snapshots were saved
-// before it had reported anything, json's once). Zeroed, those pages
-// become holes all the same: the host punches the memory file's zero pages
-// after the snapshot (snapshot.PunchZeroPages). The kernel zeroes each
-// anonymous page it hands out, so a write per page is all it takes.
-//
-// The free memory is read again before each chunk: reporting takes blocks
-// off the free lists while the host handles them, so one reading taken
-// before the loop can promise more than is there when the loop gets to
-// it, and init, the only process, is then out of memory (seen once: a 128
-// MiB guest panicked 47 MiB into 48).
-func zeroFreeMemory() (int64, error) {
+// memory (free bytes) and gives it back, and returns how much. Free page
+// reporting alone leaves free pages with old contents in the memory file
+// when it has not got to them: it reports a sixteenth of a free list per
+// pass, passes 2 s apart, and in a busy guest starts late (bert's
+// snapshots were saved before it had reported anything, json's once).
+// Zeroed, those pages become holes all the same: the host punches the
+// memory file's zero pages after the snapshot (snapshot.PunchZeroPages).
+// The kernel zeroes each anonymous page it hands out, so a write per page
+// is all it takes.
+func zeroFreeMemory(free int64) (int64, error) {
 	// Leave the kernel well above its watermarks (min_free_kbytes is 2 MiB
 	// on a 256 MiB guest) so that nothing is reclaimed or killed.
 	reserve := int64(8 << 20)
@@ -117,33 +112,22 @@ func zeroFreeMemory() (int64, error) {
 			reserve = max(reserve, 4*kb<<10)
 		}
 	}
-	const chunk = 1 << 20
-	var maps [][]byte
-	defer func() {
-		for _, m := range maps {
-			unix.Munmap(m)
-		}
-	}()
-	page := os.Getpagesize()
-	var n int64
-	for {
-		mem, err := meminfo()
-		if err != nil {
-			return n, fmt.Errorf("zero free memory: %w", err)
-		}
-		if mem["MemFree"]-chunk < reserve {
-			return n, nil
-		}
-		m, err := unix.Mmap(-1, 0, chunk, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-		if err != nil {
-			return n, fmt.Errorf("zero free memory: map 1 MiB after %d MiB: %w", n>>20, err)
-		}
-		maps = append(maps, m)
-		for i := 0; i < len(m); i += page {
-			m[i] = 0
-		}
-		n += chunk
+	n := (free - reserve) &^ (1<<20 - 1)
+	if n <= 0 {
+		return 0, nil
 	}
+	m, err := unix.Mmap(-1, 0, int(n), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return 0, fmt.Errorf("zero free memory: map %d MiB: %w", n>>20, err)
+	}
+	page := os.Getpagesize()
+	for i := 0; i < len(m); i += page {
+		m[i] = 0
+	}
+	if err := unix.Munmap(m); err != nil {
+		return 0, fmt.Errorf("zero free memory: unmap: %w", err)
+	}
+	return n, nil
 }
 
 // MemInfo returns /proc/meminfo in bytes.
