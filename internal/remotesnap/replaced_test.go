@@ -31,14 +31,7 @@ func TestLeaseReplaced(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	src := snapstoretest.Snapshot(t, 8, []pages.Extent{{Page: 0, N: 4}, {Page: 700, N: 600}}, []pages.Extent{{Page: 700, N: 8}})
-	st, err := snapstore.Open(ctx, snapstoretest.Embedded(t), snapstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Publish(ctx, src, snapstoretest.WorkingSetFile); err != nil {
-		t.Fatal(err)
-	}
+	st, src := publishedStore(ctx, t)
 	home := t.TempDir()
 	t.Cleanup(func() { noMounts(t, home) })
 	// The rest held back until the test has its lease and the file open.
@@ -202,14 +195,7 @@ func TestCacheChild(t *testing.T) {
 		t.Skip("run by TestNewCleansKilled")
 	}
 	ctx := context.Background()
-	src := snapstoretest.Snapshot(t, 8, []pages.Extent{{Page: 0, N: 4}, {Page: 700, N: 600}}, []pages.Extent{{Page: 700, N: 8}})
-	st, err := snapstore.Open(ctx, snapstoretest.Embedded(t), snapstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Publish(ctx, src, snapstoretest.WorkingSetFile); err != nil {
-		t.Fatal(err)
-	}
+	st, src := publishedStore(ctx, t)
 	cache, err := remotesnap.New(filepath.Join(root, "remote"), st, remotesnap.Options{BackgroundDelay: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -223,4 +209,20 @@ func TestCacheChild(t *testing.T) {
 	}
 	fmt.Println("LEASED")
 	time.Sleep(time.Minute)
+}
+
+// publishedStore returns an embedded snapshot store holding a small
+// published snapshot (8 MiB: two data runs, an 8-page working set), and
+// that snapshot.
+func publishedStore(ctx context.Context, t *testing.T) (*snapstore.Store, *snapshot.Dir) {
+	t.Helper()
+	src := snapstoretest.Snapshot(t, 8, []pages.Extent{{Page: 0, N: 4}, {Page: 700, N: 600}}, []pages.Extent{{Page: 700, N: 8}})
+	st, err := snapstore.Open(ctx, snapstoretest.Embedded(t), snapstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Publish(ctx, src, snapstoretest.WorkingSetFile); err != nil {
+		t.Fatal(err)
+	}
+	return st, src
 }

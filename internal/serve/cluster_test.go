@@ -191,11 +191,7 @@ func TestClusterRoutesToCapacity(t *testing.T) {
 func TestClusterAtMostOnce(t *testing.T) {
 	c := startCluster(t, 2, Config{MaxInstances: 2, ForwardTimeout: 1500 * time.Millisecond})
 	n0, n1 := c.nodes[0], c.nodes[1]
-	n0.create("f")
-	eventually(t, "node1 sees f ready on node0", func() bool {
-		f, _ := n1.function("f")
-		return slices.Equal(f.ReadyOn, []string{"node0"})
-	})
+	c.createOnNode0("f")
 	var loads atomic.Int32
 	gate := make(chan struct{})
 	t.Cleanup(func() { close(gate) })
@@ -286,4 +282,16 @@ func TestMigrateFileRegistry(t *testing.T) {
 	if f, code := ts.function("old1"); code != 200 || f.State != api.StateFailed {
 		t.Errorf("after a restart: %d %+v", code, f)
 	}
+}
+
+// createOnNode0 creates function name on node0 and waits until node1 sees
+// it ready there.
+func (c *testCluster) createOnNode0(name string) {
+	c.t.Helper()
+	n0, n1 := c.nodes[0], c.nodes[1]
+	n0.create(name)
+	eventually(c.t, "node1 sees "+name+" ready on node0", func() bool {
+		f, _ := n1.function(name)
+		return slices.Equal(f.ReadyOn, []string{"node0"})
+	})
 }

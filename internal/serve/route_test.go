@@ -3,7 +3,6 @@ package serve
 import (
 	"fmt"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,12 +20,8 @@ import (
 // already handed node0).
 func TestClusterForwardNoneLost(t *testing.T) {
 	c := startCluster(t, 2, Config{MaxInstances: 1, QueueTimeout: 3 * time.Second, ForwardTimeout: 5 * time.Second})
-	n0, n1 := c.nodes[0], c.nodes[1]
-	n0.create("f")
-	eventually(t, "node1 sees f ready on node0", func() bool {
-		f, _ := n1.function("f")
-		return slices.Equal(f.ReadyOn, []string{"node0"})
-	})
+	n1 := c.nodes[1]
+	c.createOnNode0("f")
 	codes := map[int]int{}
 	var mu sync.Mutex
 	for round := range 4 {
@@ -57,11 +52,7 @@ func TestClusterForwardSlowStart(t *testing.T) {
 	const forward = 1500 * time.Millisecond
 	c := startCluster(t, 2, Config{MaxInstances: 1, ForwardTimeout: forward})
 	n0, n1 := c.nodes[0], c.nodes[1]
-	n0.create("f")
-	eventually(t, "node1 sees f ready on node0", func() bool {
-		f, _ := n1.function("f")
-		return slices.Equal(f.ReadyOn, []string{"node0"})
-	})
+	c.createOnNode0("f")
 	var loads atomic.Int32
 	n0.d.Faults = func(_ *vmmtest.Machine, op vmmtest.Op) error {
 		if op == vmmtest.OpLoadState && loads.Add(1) == 1 {
