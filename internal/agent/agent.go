@@ -34,6 +34,10 @@ type System interface {
 	// free page reporting order when reportOrder >= 0 and gives free
 	// memory back. The reply carries Info and Mem.
 	PrepareSnapshot(reportOrder int) (protocol.Message, error)
+	// SetReporting sets the free page reporting order; a negative order
+	// stops reporting (the snapshot's last step, so that restored clones
+	// do not report). The reply's Info carries the order set.
+	SetReporting(order int) (protocol.Message, error)
 	// MemInfo returns the guest's memory statistics in bytes, keyed as in
 	// /proc/meminfo.
 	MemInfo() (map[string]int64, error)
@@ -120,6 +124,8 @@ func (a *Agent) Handle(req protocol.Message) (protocol.Message, error) {
 		return a.random(req.N)
 	case protocol.TypePrepare:
 		return a.sys.PrepareSnapshot(req.ReportOrder)
+	case protocol.TypeReporting:
+		return a.sys.SetReporting(req.ReportOrder)
 	case protocol.TypeStats:
 		mem, err := a.sys.MemInfo()
 		return protocol.Message{Mem: mem}, err

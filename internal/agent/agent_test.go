@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -15,6 +16,7 @@ import (
 // fakeSystem records what the agent asked of the guest system.
 type fakeSystem struct {
 	entropy [][]byte
+	orders  []int // SetReporting's
 }
 
 func (s *fakeSystem) AddEntropy(e []byte) error {
@@ -27,6 +29,11 @@ func (s *fakeSystem) PrepareSnapshot(order int) (protocol.Message, error) {
 		return protocol.Message{}, errors.New("order too large")
 	}
 	return protocol.Message{Mem: map[string]int64{"MemFree": 1 << 20}}, nil
+}
+
+func (s *fakeSystem) SetReporting(order int) (protocol.Message, error) {
+	s.orders = append(s.orders, order)
+	return protocol.Message{}, nil
 }
 
 func (s *fakeSystem) MemInfo() (map[string]int64, error) {
@@ -105,6 +112,14 @@ func TestServe(t *testing.T) {
 	}
 	if m, err := call(protocol.Message{Type: protocol.TypePrepare, ReportOrder: 11}); err == nil || !strings.Contains(err.Error(), "order too large") {
 		t.Errorf("prepare: got %+v, %v", m, err)
+	}
+	for _, order := range []int{-1, 0} {
+		if _, err := call(protocol.Message{Type: protocol.TypeReporting, ReportOrder: order}); err != nil {
+			t.Errorf("reporting order %d: %v", order, err)
+		}
+	}
+	if fmt.Sprint(sys.orders) != "[-1 0]" {
+		t.Errorf("reporting orders set: %v, want [-1 0]", sys.orders)
 	}
 	if m, err := call(protocol.Message{Type: protocol.TypeStats}); err != nil || m.Mem["MemTotal"] != 64<<20 {
 		t.Errorf("stats: got %+v, %v", m, err)

@@ -185,6 +185,14 @@ func CreateSnapshot(ctx context.Context, d vmm.Driver, img *guest.Image, o Creat
 		}
 		st.SettleMs = ms(time.Since(settleStart))
 		log.Info("snapshot: free page reporting settled", "settle_ms", st.SettleMs, "mem_file_mib", alloc>>20, "guest_zeroed_mib", st.GuestZeroedMiB, "guest_free_mib", st.GuestFreeMiB)
+		// Clones would go on reporting, and each pass reads the page
+		// structures of all free memory: pages of the memory file no
+		// invocation needs, in the working sets of the long ones.
+		stop, err := vm.call(ctx, t.VMM, protocol.Message{Type: protocol.TypeReporting, ReportOrder: -1})
+		if err != nil {
+			return nil, st, fmt.Errorf("stop free page reporting: %w", err)
+		}
+		log.Debug("snapshot: free page reporting stopped", "order", stop.Info["report_order"])
 	}
 
 	job.Step("save")

@@ -29,16 +29,17 @@ const MaxLine = 8 << 20
 
 // Message types.
 const (
-	TypeReady    = "ready"    // agent: booted and listening
-	TypeInit     = "init"     // host: initialise a function (before the snapshot)
-	TypePrepare  = "prepare"  // host: get ready for a snapshot (free page reporting)
-	TypeEntropy  = "entropy"  // host: fresh entropy for a restored clone
-	TypeRandom   = "random"   // host: ask for random bytes (tests clone uniqueness)
-	TypeInvoke   = "invoke"   // host: run the function once on an input
-	TypeStats    = "stats"    // host: guest memory statistics
-	TypePoweroff = "poweroff" // host: power the guest off
-	TypeResult   = "result"   // agent: a request succeeded
-	TypeError    = "error"    // agent: a request failed
+	TypeReady     = "ready"     // agent: booted and listening
+	TypeInit      = "init"      // host: initialise a function (before the snapshot)
+	TypePrepare   = "prepare"   // host: get ready for a snapshot (free page reporting)
+	TypeReporting = "reporting" // host: set the free page reporting order (ReportOrder; negative: stop reporting)
+	TypeEntropy   = "entropy"   // host: fresh entropy for a restored clone
+	TypeRandom    = "random"    // host: ask for random bytes (tests clone uniqueness)
+	TypeInvoke    = "invoke"    // host: run the function once on an input
+	TypeStats     = "stats"     // host: guest memory statistics
+	TypePoweroff  = "poweroff"  // host: power the guest off
+	TypeResult    = "result"    // agent: a request succeeded
+	TypeError     = "error"     // agent: a request failed
 )
 
 // Message is every message of the protocol; fields a type does not use are

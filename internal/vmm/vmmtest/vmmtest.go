@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -352,6 +353,10 @@ func (guestSystem) PrepareSnapshot(reportOrder int) (protocol.Message, error) {
 	}
 	mem, _ := guestSystem{}.MemInfo()
 	return protocol.Message{Info: info, Mem: mem}, nil
+}
+
+func (guestSystem) SetReporting(order int) (protocol.Message, error) {
+	return protocol.Message{Info: map[string]string{"report_order": strconv.Itoa(order)}}, nil
 }
 
 func (guestSystem) MemInfo() (map[string]int64, error) {
