@@ -190,7 +190,7 @@ func (s *Store) locate(ctx context.Context, o *Object) (location, error) {
 		return location{}, fmt.Errorf("%w: object %s in bucket %s has %d bytes in %d chunks, the manifest says %d in %d",
 			ErrCorrupt, o.Name, s.bucket, info.Size, info.Chunks, o.Size, o.Chunks())
 	}
-	loc := location{subject: fmt.Sprintf("$O.%s.C.%s", s.bucket, info.NUID)}
+	loc := location{subject: s.chunkSubject(info.NUID)}
 	if o.Chunks() == 0 {
 		return loc, nil
 	}

@@ -86,7 +86,7 @@ func (s *Store) publishAll(ctx context.Context, dir *snapshot.Dir, wsFile string
 		ChunkSize: DefaultChunkSize, MemSize: dir.Manifest.MemSize, Data: data,
 	}
 	mem := dir.MemFile()
-	if m.Mem, err = s.put(ctx, id+".mem", m.ChunkSize, wset.PageCount(data)*pages.Size, packedReader(mem, data)); err != nil {
+	if m.Mem, err = s.put(ctx, memName(id), m.ChunkSize, wset.PageCount(data)*pages.Size, packedReader(mem, data)); err != nil {
 		return nil, err
 	}
 	state, err := dir.OpenState()
@@ -94,7 +94,7 @@ func (s *Store) publishAll(ctx context.Context, dir *snapshot.Dir, wsFile string
 		return nil, err
 	}
 	defer state.Close()
-	if m.State, err = s.put(ctx, id+".state", m.ChunkSize, dir.Manifest.StateSize, func() io.Reader { return io.NewSectionReader(state, 0, dir.Manifest.StateSize) }); err != nil {
+	if m.State, err = s.put(ctx, stateName(id), m.ChunkSize, dir.Manifest.StateSize, func() io.Reader { return io.NewSectionReader(state, 0, dir.Manifest.StateSize) }); err != nil {
 		return nil, err
 	}
 	if err := s.putWorkingSet(ctx, dir, wsFile, v, m); err != nil {
@@ -186,11 +186,8 @@ func (s *Store) deleteVersion(ctx context.Context, id string, v int) {
 		return
 	}
 	for _, name := range []string{earlyName(id, v), wsName(id, v)} {
-		cctx, cancel := context.WithTimeout(ctx, CallTimeout)
-		err := s.obs.Delete(cctx, name)
-		cancel()
-		if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-			s.log.Warn("snapshot store: an old working set version could not be deleted; it stays until the snapshot's objects go", "object", name, "err", err)
+		if err := s.deleteObject(ctx, id, name); err != nil {
+			s.log.Warn("snapshot store: an old working set version could not be deleted; it stays until the snapshot is deleted", "object", name, "err", err)
 		}
 	}
 }
@@ -352,7 +349,7 @@ func (s *Store) putOnce(ctx context.Context, name string, chunkSize, size int64,
 		ObjectMeta: jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: uint32(chunkSize)}},
 		Bucket:     s.bucket, NUID: nuid.Next(),
 	}
-	subject := fmt.Sprintf("$O.%s.C.%s", s.bucket, info.NUID)
+	subject := s.chunkSubject(info.NUID)
 	defer func() {
 		if retErr != nil {
 			// Not cut off by ctx: the purge is what a cancelled
@@ -430,14 +427,14 @@ func (s *Store) putOnce(ctx context.Context, name string, chunkSize, size int64,
 	if err != nil {
 		return Object{}, err
 	}
-	m := nats.NewMsg(fmt.Sprintf("$O.%s.M.%s", s.bucket, base64.URLEncoding.EncodeToString([]byte(name))))
+	m := nats.NewMsg(s.metaSubject(name))
 	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 	m.Data = meta
 	if _, err := s.js.PublishMsg(cctx, m); err != nil {
 		return Object{}, fmt.Errorf("upload %s to bucket %s: write its info: %w", name, s.bucket, err)
 	}
 	if old != nil && !old.Deleted {
-		if err := s.stream.Purge(cctx, jetstream.WithPurgeSubject(fmt.Sprintf("$O.%s.C.%s", s.bucket, old.NUID))); err != nil {
+		if err := s.stream.Purge(cctx, jetstream.WithPurgeSubject(s.chunkSubject(old.NUID))); err != nil {
 			s.log.Warn("snapshot store: the chunks of an object's previous upload could not be purged", "object", name, "err", err)
 		}
 	}

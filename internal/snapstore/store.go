@@ -15,7 +15,8 @@
 // under new names and the manifest replaced (Store.PublishVersion), so an
 // object a reader may be reading is never overwritten. The manifest is
 // written last, so a snapshot is published once it exists, and it is the
-// one pointer to the current version.
+// one pointer to the current version. Store.Delete removes a snapshot,
+// the manifest first for the same reason.
 // Every object is stored in chunks of the manifest's ChunkSize. The store
 // itself keeps one digest per object; a node reads single chunks (a page
 // it needs now), so every chunk is checked against its own digest in the
@@ -31,6 +32,7 @@ package snapstore
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -119,7 +121,18 @@ func Open(ctx context.Context, js JetStream, o Options) (*Store, error) {
 // Bucket is the store's bucket name.
 func (s *Store) Bucket() string { return s.bucket }
 
+// manifestName, memName and stateName name snapshot id's objects but its
+// working set versions (earlyName, wsName).
 func manifestName(id string) string { return id + ".manifest" }
+func memName(id string) string      { return id + ".mem" }
+func stateName(id string) string    { return id + ".state" }
+
+// chunkSubject is the subject of the chunks of the object upload nuid, and
+// metaSubject that of object name's info (NATS ADR-20).
+func (s *Store) chunkSubject(nuid string) string { return fmt.Sprintf("$O.%s.C.%s", s.bucket, nuid) }
+func (s *Store) metaSubject(name string) string {
+	return fmt.Sprintf("$O.%s.M.%s", s.bucket, base64.URLEncoding.EncodeToString([]byte(name)))
+}
 
 // ErrNotPublished is wrapped by Manifest's error for a snapshot the store
 // does not hold.
