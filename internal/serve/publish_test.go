@@ -2,6 +2,8 @@ package serve
 
 import (
 	"bytes"
+	"errors"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -30,12 +32,47 @@ func limitStore(t *testing.T, b *bus.Bus, max int64) {
 	}
 }
 
+// storeObjects lists the objects of snapshot id in the snapshot store.
+func storeObjects(t *testing.T, b *bus.Bus, id string) []string {
+	t.Helper()
+	obs, err := b.JetStream().ObjectStore(t.Context(), snapstore.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	infos, err := obs.List(t.Context())
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, info := range infos {
+		if strings.HasPrefix(info.Name, id+".") {
+			names = append(names, info.Name)
+		}
+	}
+	return names
+}
+
+// deleteUnpublishes deletes function name through ts and checks that the
+// snapshot store holds nothing of its snapshot id once the delete answers.
+func deleteUnpublishes(t *testing.T, ts *testService, b *bus.Bus, name, id string) {
+	t.Helper()
+	if len(storeObjects(t, b, id)) == 0 {
+		t.Fatalf("the store holds no object of %s's snapshot %s before the delete", name, id)
+	}
+	if code, body, _ := ts.do("DELETE", "/v1/functions/"+name, ""); code != http.StatusNoContent {
+		t.Fatalf("delete %s: %d %s", name, code, body)
+	}
+	if left := storeObjects(t, b, id); len(left) != 0 {
+		t.Errorf("after deleting %s the store holds %v of its snapshot", name, left)
+	}
+}
+
 // TestClusterPublishAfterReady: a function is ready on its home before its
 // snapshot is in the store. While the store refuses the upload (full), the
 // home's record says why and when it retries, and node1 does not serve
 // the function but forwards it to node0; once the store takes it, the
 // record says so and node1 fetches the snapshot and runs the function
-// itself.
+// itself. Deleted through node1, it leaves nothing in the store.
 func TestClusterPublishAfterReady(t *testing.T) {
 	c := startCluster(t, 2, Config{RemoteFetch: remotesnap.Full, PublishRetry: 200 * time.Millisecond})
 	n0, n1 := c.nodes[0], c.nodes[1]
@@ -73,6 +110,9 @@ func TestClusterPublishAfterReady(t *testing.T) {
 	if got := n1.invoke("f", "3", "cold").Header.Get("X-Snapbpf-Node"); got != "node1" {
 		t.Errorf("published: an invocation through node1 ran on %q, want node1", got)
 	}
+	// Deleted through node1, which serves it from the store: the store
+	// lets go of the snapshot too.
+	deleteUnpublishes(t, n1, c.buses[1], "f", f.SnapshotID)
 }
 
 // TestPublishResumesAfterRestart: a service stopped while its publication
@@ -108,7 +148,8 @@ func TestPublishResumesAfterRestart(t *testing.T) {
 
 // TestClusterRerecordPublished: a working set re-recorded on node0 is
 // published as version 2, node1 (which serves the function from the
-// store) fetches it, and its next cold start prefetches the new set.
+// store) fetches it, and its next cold start prefetches the new set; a
+// delete on node0 leaves nothing of the snapshot in the store.
 func TestClusterRerecordPublished(t *testing.T) {
 	c := startCluster(t, 2, Config{
 		RemoteFetch: remotesnap.Full, IdleTimeout: 200 * time.Millisecond,
@@ -165,4 +206,7 @@ func TestClusterRerecordPublished(t *testing.T) {
 	if after <= before {
 		t.Errorf("node1's cold start after the re-recording prefetched %d bytes, before %d: want the larger set", after, before)
 	}
+	// Deleted on its home, both working set versions go with the rest.
+	f, _ := n0.function("f")
+	deleteUnpublishes(t, n0, c.buses[0], "f", f.SnapshotID)
 }

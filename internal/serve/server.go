@@ -554,9 +554,31 @@ func (s *Server) delete(name string, remote bool) error {
 	}
 	s.reg.mu.Unlock()
 	if err == nil {
+		s.unpublish(e, remote)
 		slog.Info("serve: function deleted", "function", name, "by_another_node", remote)
 	}
 	return err
+}
+
+// unpublish deletes deleted function e's snapshot from the snapshot store,
+// on its home (the one node that publishes it, and it has stopped: an
+// upload cannot put objects back after this) and on the node that took
+// the delete if that is another (the home may be down; then this is the
+// only chance). The store's delete is idempotent, so the two do not
+// conflict. A failure leaves the objects, logged, and not the function.
+func (s *Server) unpublish(e *entry, remote bool) {
+	e.mu.Lock()
+	f := e.f
+	e.mu.Unlock()
+	if f.SnapshotID == "" || (remote && !s.reg.ours(f)) {
+		return
+	}
+	// A sick store holds the delete up no longer than this.
+	ctx, cancel := context.WithTimeout(s.ctx, 2*snapstore.CallTimeout)
+	defer cancel()
+	if err := s.store.Delete(ctx, f.SnapshotID); err != nil {
+		slog.Warn("serve: the deleted function's snapshot could not be deleted from the snapshot store; its objects stay there", "function", f.Name, "snapshot", f.SnapshotID, "bucket", s.store.Bucket(), "err", err)
+	}
 }
 
 // Drain refuses new invocations (503) and lets those in flight finish;
