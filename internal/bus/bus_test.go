@@ -1,10 +1,14 @@
 package bus_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -263,4 +267,139 @@ func TestJoinExternal(t *testing.T) {
 		b.Close()
 		t.Error("a node with an unknown nkey joined")
 	}
+}
+
+// TestRouteFailuresSummarised: while its peer is down a server retries
+// the route every second per route connection, each failure an error in
+// the server's own log; through bus they come out as one warning (the
+// next only after summaryInterval, 30 s), none at error, and the route's
+// return as one info line.
+func TestRouteFailuresSummarised(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 2-server cluster")
+	}
+	cfgs := bustest.Cluster(t, 2)
+	var logs lockedBuffer
+	cfgs[0].Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("node0's log:\n%s", logs.String())
+		}
+	})
+	peer := cfgs[1].Cluster.RouteListen
+	// Only the server that dialled a route redials it when it drops, so
+	// node1 listens before node0 starts and node0's routes are its own.
+	open1 := make(chan error, 1)
+	var b1 *bus.Bus
+	go func() {
+		var err error
+		b1, err = bus.Open(context.Background(), cfgs[1])
+		open1 <- err
+	}()
+	// Dialled, not bound, to see it listen: a test listener on its port
+	// could make node1's fail.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", peer, time.Second); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node1 not listening for routes at %s within 30 s", peer)
+		}
+	}
+	b0, err := bus.Open(t.Context(), cfgs[0])
+	err1 := <-open1
+	// b1 is reopened below; Close is a no-op on a closed Bus.
+	t.Cleanup(func() {
+		if b1 != nil {
+			b1.Close()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b0.Close()
+	if err1 != nil {
+		t.Fatal(err1)
+	}
+
+	from := logs.Len()
+	if err := b1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Long enough for several attempts per route connection.
+	time.Sleep(4 * time.Second)
+	var failures int
+	for _, l := range logs.LinesFrom(from) {
+		if strings.Contains(l, `"level":"ERROR"`) {
+			t.Errorf("logged at error while the peer is down: %s", l)
+		}
+		if strings.Contains(l, peer) {
+			failures++
+			t.Logf("peer down: %s", l)
+			if !strings.Contains(l, `"level":"WARN"`) {
+				t.Errorf("a failure to reach the peer not at warn: %s", l)
+			}
+		}
+	}
+	if failures < 1 || failures > 2 {
+		t.Errorf("%d lines about the peer %s in 4 s down, want 1 or 2", failures, peer)
+	}
+
+	// The peer back: the route's return is said once.
+	from = logs.Len()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if b1, err = bus.Open(ctx, cfgs[1]); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var restored []string
+		for _, l := range logs.LinesFrom(from) {
+			if strings.Contains(l, "restored") && strings.Contains(l, peer) {
+				restored = append(restored, l)
+			}
+		}
+		if len(restored) == 1 && strings.Contains(restored[0], `"level":"INFO"`) {
+			t.Logf("peer back: %s", restored[0])
+			break
+		}
+		if len(restored) > 1 || ctx.Err() != nil {
+			t.Fatalf("the route's return said %d times, want once at info: %q", len(restored), restored)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// lockedBuffer is a log's output, written by the server's goroutines and
+// read by the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// Len is where the next write starts.
+func (l *lockedBuffer) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
+}
+
+// LinesFrom returns the lines written from offset from on.
+func (l *lockedBuffer) LinesFrom(from int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Split(strings.TrimSpace(string(l.b.Bytes()[from:])), "\n")
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
