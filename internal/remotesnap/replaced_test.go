@@ -3,6 +3,7 @@ package remotesnap_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -225,4 +226,61 @@ func publishedStore(ctx context.Context, t *testing.T) (*snapstore.Store, *snaps
 		t.Fatal(err)
 	}
 	return st, src
+}
+
+// TestLeaseAfterDelete: a snapshot deleted from the store while a node
+// serves it through a mount (its function deleted on its home) fails the
+// reads of pages not fetched yet with EIO, within the reader's retries,
+// and the lease and the cache still close cleanly: no hang, no panic.
+func TestLeaseAfterDelete(t *testing.T) {
+	needFUSE(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts FUSE with mount(2)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, src := publishedStore(ctx, t)
+	home := t.TempDir()
+	t.Cleanup(func() { noMounts(t, home) })
+	// Nothing fetched in the background: the page read below comes from
+	// the store on demand.
+	cache, err := remotesnap.New(filepath.Join(home, "remote"), st, remotesnap.Options{BackgroundDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	lease, err := cache.Get(ctx, src.Manifest.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Release()
+	if !lease.Lazy {
+		t.Fatalf("Get served %s, want a mount", lease.Dir)
+	}
+	mem, err := os.Open(filepath.Join(lease.Dir, snapshot.MemName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	if err := st.Delete(ctx, src.Manifest.ID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := mem.ReadAt(make([]byte, pages.Size), 1200*pages.Size) // a data page, not in the working set
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, syscall.EIO) {
+			t.Errorf("reading a page not fetched after the delete: %v, want EIO", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("a read of a page not fetched hung after the delete")
+	}
+	mem.Close()
+	lease.Release()
+	if err := cache.Close(); err != nil {
+		t.Error(err)
+	}
 }
