@@ -350,12 +350,22 @@ func (s *Store) putOnce(ctx context.Context, name string, chunkSize, size int64,
 		Bucket:     s.bucket, NUID: nuid.Next(),
 	}
 	subject := s.chunkSubject(info.NUID)
+	// sent are the chunks on their way, oldest first.
+	var sent []jetstream.PubAckFuture
 	defer func() {
 		if retErr != nil {
 			// Not cut off by ctx: the purge is what a cancelled
-			// upload leaves the store clean with.
+			// upload leaves the store clean with. Chunks still on
+			// their way would be stored after it: wait for them.
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CallTimeout)
 			defer cancel()
+			for _, f := range sent {
+				select {
+				case <-f.Ok():
+				case <-f.Err():
+				case <-pctx.Done():
+				}
+			}
 			if err := s.stream.Purge(pctx, jetstream.WithPurgeSubject(subject)); err != nil {
 				s.log.Warn("snapshot store: the chunks of an upload that failed could not be purged", "object", name, "subject", subject, "err", err)
 			}
@@ -364,15 +374,16 @@ func (s *Store) putOnce(ctx context.Context, name string, chunkSize, size int64,
 	o := Object{Name: name}
 	whole := sha256.New()
 	bufs := make([][]byte, putWindow)
-	var sent []jetstream.PubAckFuture
-	// ack waits for the oldest chunk on its way to be stored.
+	// ack waits for the oldest chunk on its way to be stored; one it
+	// stopped waiting for stays in sent, for the purge to wait for.
 	ack := func() error {
 		f := sent[0]
-		sent = sent[1:]
 		select {
 		case <-f.Ok():
+			sent = sent[1:]
 			return nil
 		case err := <-f.Err():
+			sent = sent[1:]
 			return err
 		case <-cctx.Done():
 			return cctx.Err()
