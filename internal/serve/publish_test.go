@@ -2,7 +2,6 @@ package serve
 
 import (
 	"bytes"
-	"errors"
 	"net/http"
 	"os"
 	"slices"
@@ -33,36 +32,26 @@ func limitStore(t *testing.T, b *bus.Bus, max int64) {
 }
 
 // storeObjects lists the objects of snapshot id in the snapshot store.
-func storeObjects(t *testing.T, b *bus.Bus, id string) []string {
+func storeObjects(t *testing.T, ts *testService, id string) []string {
 	t.Helper()
-	obs, err := b.JetStream().ObjectStore(t.Context(), snapstore.DefaultBucket)
+	names, err := ts.s.store.Objects(t.Context(), id)
 	if err != nil {
 		t.Fatal(err)
-	}
-	infos, err := obs.List(t.Context())
-	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, info := range infos {
-		if strings.HasPrefix(info.Name, id+".") {
-			names = append(names, info.Name)
-		}
 	}
 	return names
 }
 
 // deleteUnpublishes deletes function name through ts and checks that the
 // snapshot store holds nothing of its snapshot id once the delete answers.
-func deleteUnpublishes(t *testing.T, ts *testService, b *bus.Bus, name, id string) {
+func deleteUnpublishes(t *testing.T, ts *testService, name, id string) {
 	t.Helper()
-	if len(storeObjects(t, b, id)) == 0 {
+	if len(storeObjects(t, ts, id)) == 0 {
 		t.Fatalf("the store holds no object of %s's snapshot %s before the delete", name, id)
 	}
 	if code, body, _ := ts.do("DELETE", "/v1/functions/"+name, ""); code != http.StatusNoContent {
 		t.Fatalf("delete %s: %d %s", name, code, body)
 	}
-	if left := storeObjects(t, b, id); len(left) != 0 {
+	if left := storeObjects(t, ts, id); len(left) != 0 {
 		t.Errorf("after deleting %s the store holds %v of its snapshot", name, left)
 	}
 }
@@ -112,7 +101,7 @@ func TestClusterPublishAfterReady(t *testing.T) {
 	}
 	// Deleted through node1, which serves it from the store: the store
 	// lets go of the snapshot too.
-	deleteUnpublishes(t, n1, c.buses[1], "f", f.SnapshotID)
+	deleteUnpublishes(t, n1, "f", f.SnapshotID)
 }
 
 // TestPublishResumesAfterRestart: a service stopped while its publication
@@ -208,5 +197,5 @@ func TestClusterRerecordPublished(t *testing.T) {
 	}
 	// Deleted on its home, both working set versions go with the rest.
 	f, _ := n0.function("f")
-	deleteUnpublishes(t, n0, c.buses[0], "f", f.SnapshotID)
+	deleteUnpublishes(t, n0, "f", f.SnapshotID)
 }

@@ -2,8 +2,10 @@ package snapstore
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,25 +31,45 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if err := s.deleteObject(ctx, id, manifestName(id)); err != nil {
 		return err // the manifest stays: nothing else may go
 	}
-	cctx, cancel := context.WithTimeout(ctx, CallTimeout)
-	infos, err := s.obs.List(cctx)
-	cancel()
-	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return fmt.Errorf("delete snapshot %s: list bucket %s: %w; its objects stay, delete it again", id, s.bucket, err)
+	names, err := s.Objects(ctx, id)
+	if err != nil {
+		return fmt.Errorf("delete snapshot %s: %w; its objects stay, delete it again", id, err)
 	}
-	// Every object name is the ID, a dot and a suffix, and an ID has no
-	// dot: the prefix is this snapshot's alone.
 	var errs []error
-	for _, info := range infos {
-		if strings.HasPrefix(info.Name, id+".") {
-			errs = append(errs, s.deleteObject(ctx, id, info.Name))
-		}
+	for _, name := range names {
+		errs = append(errs, s.deleteObject(ctx, id, name))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	s.log.Info("snapshot deleted from the store", "snapshot", id, "bucket", s.bucket)
 	return nil
+}
+
+// Objects lists the names of the objects the store holds of snapshot id,
+// and of those deleted whose marker the object store still keeps. It reads the subjects of the objects' infos from the bucket's
+// stream in one call: the object store's own List watches them with a
+// consumer, which never ends if they all go between its look and its
+// start (a Delete on another node purging the last markers).
+func (s *Store) Objects(ctx context.Context, id string) ([]string, error) {
+	cctx, cancel := context.WithTimeout(ctx, CallTimeout)
+	defer cancel()
+	prefix := s.metaSubject("")
+	info, err := s.stream.Info(cctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, fmt.Errorf("list the objects of bucket %s: %w", s.bucket, err)
+	}
+	var names []string
+	for subject := range info.State.Subjects {
+		b, err := base64.URLEncoding.DecodeString(strings.TrimPrefix(subject, prefix))
+		// Every object name is the ID, a dot and a suffix, and an ID
+		// has no dot: the prefix is this snapshot's alone.
+		if err == nil && strings.HasPrefix(string(b), id+".") {
+			names = append(names, string(b))
+		}
+	}
+	slices.Sort(names)
+	return names, nil
 }
 
 // deleteObject deletes object name of snapshot id, if the store holds it:
