@@ -26,30 +26,14 @@ import (
 // mount goes when that lease is released. No QEMU: a synthetic snapshot
 // through a real mount and an embedded NATS server.
 func TestLeaseReplaced(t *testing.T) {
-	needFUSE(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts FUSE with mount(2)")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	st, src := publishedStore(ctx, t)
-	home := t.TempDir()
-	t.Cleanup(func() { noMounts(t, home) })
 	// The rest held back until the test has its lease and the file open.
-	cache, err := remotesnap.New(filepath.Join(home, "remote"), st, remotesnap.Options{BackgroundDelay: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := lazyLease(ctx, t, 300*time.Millisecond)
+	src, home, cache, lazy := f.src, f.home, f.cache, f.lease
 	defer cache.Close()
-	id := src.Manifest.ID
-	lazy, err := cache.Get(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer lazy.Release()
-	if !lazy.Lazy {
-		t.Fatalf("first Get served %s, want a mount", lazy.Dir)
-	}
+	id := src.Manifest.ID
 	select {
 	case <-lazy.Replaced():
 		t.Fatal("Replaced fired before the local copy was complete")
@@ -228,35 +212,58 @@ func publishedStore(ctx context.Context, t *testing.T) (*snapstore.Store, *snaps
 	return st, src
 }
 
+// leased is a published snapshot and a lease of it through a mount.
+type leased struct {
+	st    *snapstore.Store
+	src   *snapshot.Dir
+	home  string // the cache's home
+	cache *remotesnap.Cache
+	lease *remotesnap.Lease
+}
+
+// lazyLease publishes a small snapshot (publishedStore), opens a cache over
+// it in a fresh home whose mounts must all be gone when the test ends
+// (delay holds its background copy back) and takes a lease of it, which
+// must be a mount.
+func lazyLease(ctx context.Context, t *testing.T, delay time.Duration) leased {
+	t.Helper()
+	needFUSE(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts FUSE with mount(2)")
+	}
+	st, src := publishedStore(ctx, t)
+	home := t.TempDir()
+	t.Cleanup(func() { noMounts(t, home) })
+	cache, err := remotesnap.New(filepath.Join(home, "remote"), st, remotesnap.Options{BackgroundDelay: delay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease, err := cache.Get(ctx, src.Manifest.ID)
+	if err != nil {
+		cache.Close()
+		t.Fatal(err)
+	}
+	if !lease.Lazy {
+		lease.Release()
+		cache.Close()
+		t.Fatalf("Get served %s, want a mount", lease.Dir)
+	}
+	return leased{st: st, src: src, home: home, cache: cache, lease: lease}
+}
+
 // TestLeaseAfterDelete: a snapshot deleted from the store while a node
 // serves it through a mount (its function deleted on its home) fails the
 // reads of pages not fetched yet with EIO, within the reader's retries,
 // and the lease and the cache still close cleanly: no hang, no panic.
 func TestLeaseAfterDelete(t *testing.T) {
-	needFUSE(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts FUSE with mount(2)")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	st, src := publishedStore(ctx, t)
-	home := t.TempDir()
-	t.Cleanup(func() { noMounts(t, home) })
 	// Nothing fetched in the background: the page read below comes from
 	// the store on demand.
-	cache, err := remotesnap.New(filepath.Join(home, "remote"), st, remotesnap.Options{BackgroundDelay: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := lazyLease(ctx, t, time.Hour)
+	st, src, cache, lease := f.st, f.src, f.cache, f.lease
 	defer cache.Close()
-	lease, err := cache.Get(ctx, src.Manifest.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer lease.Release()
-	if !lease.Lazy {
-		t.Fatalf("Get served %s, want a mount", lease.Dir)
-	}
 	mem, err := os.Open(filepath.Join(lease.Dir, snapshot.MemName))
 	if err != nil {
 		t.Fatal(err)
