@@ -69,31 +69,30 @@ func main() {
 			madvise(b, syscall.MADV_RANDOM) // no fault-around
 			return b
 		}
+		// record touches b's pages one way, records the cost per page
+		// under name and unmaps b.
+		record := func(name string, b []byte, touch func([]byte) time.Duration) {
+			res[name] = append(res[name], float64(touch(b).Nanoseconds())/N)
+			syscall.Munmap(b)
+		}
 		b := m()
 		madvise(b, madvPopulateRead)
-		res["touch, already mapped"] = append(res["touch, already mapped"], float64(touchRead(b).Nanoseconds())/N)
-		syscall.Munmap(b)
-		b = m()
-		res["read fault, cached file page"] = append(res["read fault, cached file page"], float64(touchRead(b).Nanoseconds())/N)
-		syscall.Munmap(b)
-		b = m()
-		res["write fault (CoW), cached file page"] = append(res["write fault (CoW), cached file page"], float64(touchWrite(b).Nanoseconds())/N)
-		syscall.Munmap(b)
+		record("touch, already mapped", b, touchRead)
+		record("read fault, cached file page", m(), touchRead)
+		record("write fault (CoW), cached file page", m(), touchWrite)
 		held, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ, syscall.MAP_SHARED)
 		if err != nil {
 			panic(err)
 		}
 		madvise(held, madvPopulateRead)
-		b = m()
-		res["read fault, page also held mapped"] = append(res["read fault, page also held mapped"], float64(touchRead(b).Nanoseconds())/N)
-		syscall.Munmap(b)
-		b = m()
-		res["write fault (CoW), page also held mapped"] = append(res["write fault (CoW), page also held mapped"], float64(touchWrite(b).Nanoseconds())/N)
-		syscall.Munmap(b)
+		record("read fault, page also held mapped", m(), touchRead)
+		record("write fault (CoW), page also held mapped", m(), touchWrite)
 		syscall.Munmap(held)
-		a, _ := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
-		res["write fault, anonymous"] = append(res["write fault, anonymous"], float64(touchWrite(a).Nanoseconds())/N)
-		syscall.Munmap(a)
+		a, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+		if err != nil {
+			panic(err)
+		}
+		record("write fault, anonymous", a, touchWrite)
 	}
 	keys := []string{"touch, already mapped", "read fault, cached file page", "read fault, page also held mapped", "write fault (CoW), cached file page", "write fault (CoW), page also held mapped", "write fault, anonymous"}
 	for _, k := range keys {
