@@ -17,17 +17,8 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/bus"
 	"github.com/snapbpf/snapbpf/internal/bus/bustest"
+	"github.com/snapbpf/snapbpf/internal/testenv"
 )
-
-// settledGoroutines waits for the goroutine count to fall to at most
-// want, and reports the count.
-func settledGoroutines(want int) int {
-	n := runtime.NumGoroutine()
-	for deadline := time.Now().Add(5 * time.Second); n > want && time.Now().Before(deadline); n = runtime.NumGoroutine() {
-		time.Sleep(20 * time.Millisecond)
-	}
-	return n
-}
 
 func TestEmbeddedPersistsAndLeavesNothing(t *testing.T) {
 	dir := t.TempDir()
@@ -59,7 +50,7 @@ func TestEmbeddedPersistsAndLeavesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := settledGoroutines(before); n > before {
+	if n := testenv.SettledGoroutines(before); n > before {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%d goroutines before, %d after close:\n%s", before, n, buf[:runtime.Stack(buf, true)])
 	}
@@ -181,7 +172,7 @@ func TestClusterReplicatesAndAuthenticates(t *testing.T) {
 	for _, b := range bs[1:] {
 		b.Close()
 	}
-	if n := settledGoroutines(before); n > before {
+	if n := testenv.SettledGoroutines(before); n > before {
 		t.Errorf("%d goroutines before, %d after close", before, n)
 	}
 	// Every port is free again.

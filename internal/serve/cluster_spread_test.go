@@ -14,6 +14,7 @@ import (
 
 	"github.com/snapbpf/snapbpf/internal/loadgen"
 	"github.com/snapbpf/snapbpf/internal/serveclient"
+	"github.com/snapbpf/snapbpf/internal/testenv"
 )
 
 // spreadWait is each invocation's service time: with one instance per
@@ -123,16 +124,6 @@ func spreadLoad(tb testing.TB, targets []loadgen.Target, rate float64, d, timeou
 	return r
 }
 
-// settledGoroutines waits up to 5 s for the goroutine count to fall to
-// at most want, and returns it.
-func settledGoroutines(want int) int {
-	n := runtime.NumGoroutine()
-	for deadline := time.Now().Add(5 * time.Second); n > want && time.Now().Before(deadline); n = runtime.NumGoroutine() {
-		time.Sleep(20 * time.Millisecond)
-	}
-	return n
-}
-
 // TestClusterSpreadsLoad: an open-loop load sent to node0 alone at three
 // times what one node serves (one instance each, 100 ms invocations) runs
 // on all three nodes, and every request is answered with a result (the
@@ -159,7 +150,7 @@ func TestClusterSpreadsLoad(t *testing.T) {
 			t.Errorf("no invocation ran on %s: %v", n, r.ByNode)
 		}
 	}
-	if n := settledGoroutines(before); n > before {
+	if n := testenv.SettledGoroutines(before); n > before {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%d goroutines before, %d after the nodes stopped:\n%s", before, n, buf[:runtime.Stack(buf, true)])
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -196,4 +197,15 @@ func buildRuntime(base *guest.Image, name string) (*guest.Image, error) {
 		KernelPackage: base.KernelPackage,
 		Runtime:       rt.Name, Rootfs: fs.Path, RootfsSHA256: fs.SHA256,
 	})
+}
+
+// SettledGoroutines waits up to 5 s for the process's goroutine count to
+// fall to at most want, and returns it: a test compares it with the count
+// before it started servers, which take a moment to wind down.
+func SettledGoroutines(want int) int {
+	n := runtime.NumGoroutine()
+	for deadline := time.Now().Add(5 * time.Second); n > want && time.Now().Before(deadline); n = runtime.NumGoroutine() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return n
 }
